@@ -1,0 +1,96 @@
+"""boto3 clients created on first use, cached per process, with explicit timeouts and retries.
+
+Honours `AWS_ENDPOINT_URL` (read when the client is made), so the same code talks to AWS or
+to the local emulator. Creating a client costs ~40 ms: never do it at import.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = 10
+MAX_ATTEMPTS = 5
+
+_lock = threading.Lock()
+_clients: dict[tuple[str, str | None, str | None], Any] = {}
+
+
+def client(service: str) -> Any:
+    """A cached boto3 client for `service` in the current region and endpoint."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    key = (service, region, endpoint)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(key)
+        if found is None:
+            found = _make_client(service, region, endpoint)
+            _clients[key] = found
+    return found
+
+
+def _make_client(service: str, region: str | None, endpoint: str | None) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        tcp_keepalive=True,
+    )
+    # `Any`: the stubs overload `client` per literal service name; ours is a plain str.
+    session: Any = boto3.session.Session()
+    return session.client(service, region_name=region, endpoint_url=endpoint, config=config)
+
+
+def client_errors() -> tuple[type[Exception], ...]:
+    """What a boto3 call raises (`ClientError`, `BotoCoreError`), for adapters to translate.
+
+    Imported on call, not at import; an `except client_errors():` clause only evaluates it
+    when something was raised.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a `ClientError` (e.g. "ConditionalCheckFailedException"), else ""."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str((response.get("Error") or {}).get("Code") or "")
+
+
+def reset_clients() -> None:
+    """Drop every cached client (tests that switch endpoints or credentials call this)."""
+    with _lock:
+        _clients.clear()
+
+
+def s3() -> S3Client:
+    return client("s3")  # type: ignore[no-any-return]
+
+
+def sqs() -> SQSClient:
+    return client("sqs")  # type: ignore[no-any-return]
+
+
+def sns() -> SNSClient:
+    return client("sns")  # type: ignore[no-any-return]
+
+
+def dynamodb() -> DynamoDBClient:
+    return client("dynamodb")  # type: ignore[no-any-return]

@@ -1,0 +1,205 @@
+"""Run handlers over an SQS batch: a chunk handler per message, a record handler per record.
+
+Returns `{"batchItemFailures": [...]}` with exactly the messages to retry. A permanent error
+on one record quarantines that record and the rest of its chunk goes on; any other error
+fails the whole chunk (its effects are idempotent, so the retry is safe).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypedDict, TypeVar
+
+from sluice.envelope import Chunk, Record, chunk_from_sqs_body
+from sluice.errors import PermanentError
+from sluice.observability import add_metric, get_logger, get_tracer, log_context
+
+T = TypeVar("T")
+log = get_logger(__name__)
+
+
+class ItemFailure(TypedDict):
+    itemIdentifier: str
+
+
+class BatchResponse(TypedDict):
+    batchItemFailures: list[ItemFailure]
+
+
+@dataclass(frozen=True)
+class SQSMessage:
+    """One SQS message of a Lambda event; the raw dict stays reachable as `raw`."""
+
+    message_id: str
+    body: str
+    receive_count: int
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_event_record(cls, record: Mapping[str, Any]) -> SQSMessage:
+        attributes = record.get("attributes") or {}
+        return cls(
+            message_id=str(record["messageId"]),
+            body=str(record.get("body", "")),
+            receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+            raw=record,
+        )
+
+
+@dataclass
+class ChunkOutcome:
+    """What a stage did with one chunk's records (the ledger's unit)."""
+
+    records_in: int = 0
+    out: int = 0
+    quarantined: int = 0
+    duplicate: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "records_in": self.records_in,
+            "out": self.out,
+            "quarantined": self.quarantined,
+            "duplicate": self.duplicate,
+            "failed": self.failed,
+        }
+
+
+@dataclass
+class RecordResults(Generic[T]):
+    """Outputs of a record handler over one chunk, and the counts for its outcome."""
+
+    outputs: list[tuple[Record, T]] = field(default_factory=list)
+    outcome: ChunkOutcome = field(default_factory=ChunkOutcome)
+
+
+class RejectRecord(Protocol):
+    """Where a record that failed permanently goes (the quarantine writer)."""
+
+    def __call__(self, record: Record, chunk: Chunk, error: PermanentError) -> None: ...
+
+
+class RejectMessage(Protocol):
+    """Where an SQS message that is not a usable envelope goes."""
+
+    def __call__(self, message: SQSMessage, error: PermanentError) -> None: ...
+
+
+ChunkHandler = Callable[[Chunk], ChunkOutcome]
+AfterChunk = Callable[[Chunk, ChunkOutcome], None]
+
+
+def run_records(
+    chunk: Chunk,
+    handler: Callable[[Record, Chunk], T | None],
+    *,
+    reject: RejectRecord,
+    resolve: Callable[[Record], Record] | None = None,
+) -> RecordResults[T]:
+    """Call `handler` on each record of `chunk`; a `PermanentError` goes to `reject`.
+
+    `resolve` turns a claim-checked record back into one with its payload, so handlers never
+    see `payload_ref`. A handler returning None produced nothing for the next hop (filtered).
+    Any other exception propagates: the chunk is retried as a whole.
+    """
+    results: RecordResults[T] = RecordResults()
+    results.outcome.records_in = len(chunk.records)
+    for record in chunk.records:
+        with log_context(record_id=record.id):
+            try:
+                full = resolve(record) if resolve is not None and record.payload_ref else record
+                output = handler(full, chunk)
+            except PermanentError as error:
+                log.warning("record rejected", extra={"reason": error.reason})
+                reject(record, chunk, error)
+                results.outcome.quarantined += 1
+                continue
+        if output is not None:
+            results.outputs.append((record, output))
+    return results
+
+
+def process_sqs_batch(
+    event: Mapping[str, Any],
+    handle_chunk: ChunkHandler,
+    *,
+    reject_message: RejectMessage,
+    after_chunk: AfterChunk | None = None,
+) -> BatchResponse:
+    """Run `handle_chunk` on each message's chunk and report the messages that failed.
+
+    A message that is not a usable envelope is handed to `reject_message` and acknowledged.
+    `after_chunk` (the ledger write) runs once the chunk's effects are done; if it fails, the
+    message is retried, and the ledger write being idempotent keeps counts exact.
+    """
+    failures: list[ItemFailure] = []
+    records: Iterable[Mapping[str, Any]] = event.get("Records") or []
+    tracer = get_tracer()
+    for raw in records:
+        message = SQSMessage.from_event_record(raw)
+        try:
+            chunk = chunk_from_sqs_body(message.body)
+        except PermanentError as error:
+            log.error(
+                "undecodable message quarantined",
+                extra={"message_id": message.message_id, "reason": error.reason},
+            )
+            try:
+                reject_message(message, error)
+            except Exception:
+                log.exception("could not quarantine message; it will be retried")
+                failures.append({"itemIdentifier": message.message_id})
+            add_metric("MessagesMalformed")
+            continue
+        except Exception:
+            log.exception("message could not be decoded; it will be retried")
+            failures.append({"itemIdentifier": message.message_id})
+            add_metric("ChunksFailed")
+            continue
+        with (
+            log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
+            tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
+        ):
+            try:
+                outcome = handle_chunk(chunk)
+                if after_chunk is not None:
+                    after_chunk(chunk, outcome)
+            except Exception:
+                log.exception(
+                    "chunk failed; it will be retried",
+                    extra={"receive_count": message.receive_count},
+                )
+                failures.append({"itemIdentifier": message.message_id})
+                add_metric("ChunksFailed")
+                add_metric("RecordsFailed", len(chunk.records))
+                continue
+            emit_chunk_metrics(chunk, outcome)
+    return {"batchItemFailures": failures}
+
+
+def emit_chunk_metrics(chunk: Chunk, outcome: ChunkOutcome) -> None:
+    """Per-chunk counters and the age of the chunk's oldest record."""
+    add_metric("ChunksIn")
+    add_metric("RecordsIn", outcome.records_in)
+    add_metric("RecordsOut", outcome.out)
+    add_metric("RecordsQuarantined", outcome.quarantined)
+    add_metric("RecordsDuplicate", outcome.duplicate)
+    age = oldest_record_age_ms(chunk)
+    if age is not None:
+        add_metric("RecordAge", age, "Milliseconds")
+
+
+def oldest_record_age_ms(chunk: Chunk) -> float | None:
+    """Now minus the earliest `ingested_at` of the chunk (ISO strings sort by time)."""
+    if not chunk.records:
+        return None
+    oldest = min(r.ingested_at for r in chunk.records)
+    try:
+        at = datetime.fromisoformat(oldest.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (time.time() - at.timestamp()) * 1000.0)

@@ -1,0 +1,302 @@
+"""The chunk envelope every message between stages carries, its ids, and the chunker.
+
+A chunk holds records of one type from one source. Ids are deterministic, so a duplicate
+event, a retry or a redelivery produces the same chunks with the same ids. This module does
+no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, TypedDict
+
+from sluice.errors import MalformedEnvelopeError, OversizeRecordError, UnsupportedVersionError
+
+ENVELOPE_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+# Message attributes every chunk carries; routing attributes come on top of them.
+ATTR_TYPE = "record_type"
+ATTR_CORRELATION_ID = "correlation_id"
+ATTR_CHUNK_ID = "chunk_id"
+BASE_ATTRIBUTES = (ATTR_TYPE, ATTR_CORRELATION_ID, ATTR_CHUNK_ID)
+# SQS accepts at most 10 message attributes; SNS raw delivery to SQS inherits that bound.
+MAX_MESSAGE_ATTRIBUTES = 10
+
+_SEPARATORS = (",", ":")
+
+
+class StringAttribute(TypedDict):
+    DataType: str
+    StringValue: str
+
+
+class RecordWire(TypedDict, total=False):
+    id: str
+    ordinal: int
+    ingested_at: str
+    payload: Any
+    payload_ref: str
+
+
+def _digest(*parts: object) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update(str(part).encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def record_id(source: str, version: str, ordinal: int) -> str:
+    """Id of the `ordinal`-th record of one version (or ETag) of a source object."""
+    return "r-" + _digest("record", source, version, ordinal)
+
+
+def chunk_id(source: str, version: str, ordinal: int) -> str:
+    """Id of the `ordinal`-th chunk cut from one version of a source."""
+    return "c-" + _digest("chunk", source, version, ordinal)
+
+
+def derive_chunk_id(parent: str, *parts: object) -> str:
+    """Id of a chunk a stage makes from `parent` (same parent and parts, same id)."""
+    return "c-" + _digest("derived", parent, *parts)
+
+
+def utc_now_iso() -> str:
+    """Now in UTC, ISO 8601 with milliseconds and a `Z`."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record: its id, position in its source, ingestion time and payload (or a claim check)."""
+
+    id: str
+    ordinal: int
+    ingested_at: str
+    payload: Any = None
+    payload_ref: str | None = None
+
+    def to_wire(self) -> RecordWire:
+        wire: RecordWire = {"id": self.id, "ordinal": self.ordinal, "ingested_at": self.ingested_at}
+        if self.payload_ref is not None:
+            wire["payload_ref"] = self.payload_ref
+        else:
+            wire["payload"] = self.payload
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Record:
+        try:
+            rid, ordinal, at = wire["id"], wire["ordinal"], wire["ingested_at"]
+        except (KeyError, TypeError) as exc:
+            raise MalformedEnvelopeError(f"record lacks field {exc}") from None
+        if not isinstance(rid, str) or not isinstance(ordinal, int) or not isinstance(at, str):
+            raise MalformedEnvelopeError("record id/ordinal/ingested_at have the wrong types")
+        ref = wire.get("payload_ref")
+        if ref is not None and not isinstance(ref, str):
+            raise MalformedEnvelopeError("record payload_ref is not a string")
+        if ref is None and "payload" not in wire:
+            raise MalformedEnvelopeError(f"record {rid} has neither payload nor payload_ref")
+        return cls(rid, ordinal, at, wire.get("payload"), ref)
+
+    def encoded_size(self) -> int:
+        """Bytes this record takes inside an encoded envelope."""
+        return len(_dumps(self.to_wire()).encode("utf-8"))
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """The unit of work between stages: records of one type from one source."""
+
+    chunk_id: str
+    type: str
+    source: str
+    correlation_id: str
+    records: tuple[Record, ...]
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    v: int = ENVELOPE_VERSION
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "v": self.v,
+            "chunk_id": self.chunk_id,
+            "type": self.type,
+            "source": self.source,
+            "correlation_id": self.correlation_id,
+        }
+        if self.attributes:
+            wire["attributes"] = dict(self.attributes)
+        wire["records"] = [r.to_wire() for r in self.records]
+        return wire
+
+    def encode(self) -> str:
+        """The envelope as compact JSON (UTF-8 text; non-ASCII kept as is)."""
+        return _dumps(self.to_wire())
+
+    def encoded_size(self) -> int:
+        return len(self.encode().encode("utf-8"))
+
+    def derive(
+        self,
+        records: Iterable[Record],
+        *,
+        chunk_id: str,
+        attributes: Mapping[str, str] | None = None,
+    ) -> Chunk:
+        """A chunk of the same type, source and correlation id holding `records`."""
+        return replace(
+            self,
+            chunk_id=chunk_id,
+            records=tuple(records),
+            attributes=dict(self.attributes if attributes is None else attributes),
+            v=ENVELOPE_VERSION,
+        )
+
+    def message_attributes(self) -> dict[str, StringAttribute]:
+        """SQS/SNS message attributes: type, correlation id, chunk id and routing attributes."""
+        values = {
+            ATTR_TYPE: self.type,
+            ATTR_CORRELATION_ID: self.correlation_id,
+            ATTR_CHUNK_ID: self.chunk_id,
+        }
+        for name, value in self.attributes.items():
+            if name in values:
+                raise ValueError(f"routing attribute {name!r} clashes with a base attribute")
+            values[name] = value
+        if len(values) > MAX_MESSAGE_ATTRIBUTES:
+            raise ValueError(
+                f"{len(values)} message attributes; SQS and SNS raw delivery allow "
+                f"{MAX_MESSAGE_ATTRIBUTES}"
+            )
+        return {k: {"DataType": "String", "StringValue": str(v)} for k, v in values.items()}
+
+    @classmethod
+    def decode(cls, body: str | bytes | Mapping[str, Any]) -> Chunk:
+        """Parse an envelope; `MalformedEnvelopeError` for garbage, a clear version error."""
+        wire = _load(body) if isinstance(body, str | bytes) else body
+        if not isinstance(wire, Mapping):
+            raise MalformedEnvelopeError("message body is not a JSON object")
+        v = wire.get("v")
+        if v is None:
+            raise MalformedEnvelopeError("message body has no envelope version 'v'")
+        if v not in SUPPORTED_VERSIONS:
+            raise UnsupportedVersionError(
+                f"envelope version {v!r} is not supported by this stage "
+                f"(supported: {sorted(SUPPORTED_VERSIONS)}); upgrade the stage and redrive"
+            )
+        try:
+            header = {k: wire[k] for k in ("chunk_id", "type", "source", "correlation_id")}
+            records = wire["records"]
+        except KeyError as exc:
+            raise MalformedEnvelopeError(f"envelope lacks field {exc}") from None
+        for name, value in header.items():
+            if not isinstance(value, str) or not value:
+                raise MalformedEnvelopeError(f"envelope field {name!r} is not a non-empty string")
+        if not isinstance(records, list):
+            raise MalformedEnvelopeError("envelope 'records' is not a list")
+        attributes = wire.get("attributes") or {}
+        if not isinstance(attributes, Mapping):
+            raise MalformedEnvelopeError("envelope 'attributes' is not an object")
+        return cls(
+            chunk_id=header["chunk_id"],
+            type=header["type"],
+            source=header["source"],
+            correlation_id=header["correlation_id"],
+            records=tuple(Record.from_wire(r) for r in records),
+            attributes={str(k): str(val) for k, val in attributes.items()},
+            v=v,
+        )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
+
+
+def _load(body: str | bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedEnvelopeError(f"message body is not JSON: {exc}") from None
+
+
+def chunk_from_sqs_body(body: str) -> Chunk:
+    """Decode an SQS body: an envelope, or an SNS notification wrapping one (non-raw delivery)."""
+    wire = _load(body)
+    if isinstance(wire, Mapping) and wire.get("Type") == "Notification" and "Message" in wire:
+        return Chunk.decode(wire["Message"])
+    return Chunk.decode(wire)
+
+
+def chunk_from_sns_record(record: Mapping[str, Any]) -> Chunk:
+    """Decode one `Records[]` entry of an SNS → Lambda event."""
+    try:
+        message = record["Sns"]["Message"]
+    except (KeyError, TypeError):
+        raise MalformedEnvelopeError("SNS record has no Sns.Message") from None
+    return Chunk.decode(message)
+
+
+@dataclass(frozen=True)
+class ChunkLimits:
+    """Chunk boundaries: at most `max_records` records and `max_bytes` encoded bytes."""
+
+    max_records: int
+    max_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.max_records < 1 or self.max_bytes < 256:
+            raise ValueError(f"unusable chunk limits {self}")
+
+
+def pack_records(
+    records: Iterable[Record],
+    make_chunk: Callable[[int, tuple[Record, ...]], Chunk],
+    limits: ChunkLimits,
+    *,
+    first_ordinal: int = 0,
+    on_oversize: Callable[[Record], Record | None] | None = None,
+) -> Iterator[Chunk]:
+    """Pack `records` into chunks within `limits`, in order; boundaries depend only on input.
+
+    `make_chunk(ordinal, records)` builds a chunk (and so its id). A record too big for a
+    chunk on its own is passed to `on_oversize`, which returns a smaller stand-in (a claim
+    check) or None (it was quarantined); without it, or if the stand-in is still too big,
+    `OversizeRecordError` is raised.
+    """
+    ordinal = first_ordinal
+    overhead = _overhead(make_chunk, ordinal)
+    batch: list[Record] = []
+    size = overhead
+    for record in records:
+        rsize = record.encoded_size()
+        if overhead + rsize > limits.max_bytes:
+            if on_oversize is None:
+                raise OversizeRecordError(
+                    f"record {record.id} is {rsize} bytes encoded; a chunk holds "
+                    f"{limits.max_bytes - overhead}"
+                )
+            stand_in = on_oversize(record)
+            if stand_in is None:
+                continue
+            record, rsize = stand_in, stand_in.encoded_size()
+            if overhead + rsize > limits.max_bytes:
+                raise OversizeRecordError(f"record {record.id} is still too large ({rsize} B)")
+        added = rsize + (1 if batch else 0)
+        if batch and (len(batch) >= limits.max_records or size + added > limits.max_bytes):
+            yield make_chunk(ordinal, tuple(batch))
+            ordinal += 1
+            overhead = _overhead(make_chunk, ordinal)
+            batch, size, added = [], overhead, rsize
+        batch.append(record)
+        size += added
+    if batch:
+        yield make_chunk(ordinal, tuple(batch))
+
+
+def _overhead(make_chunk: Callable[[int, tuple[Record, ...]], Chunk], ordinal: int) -> int:
+    return make_chunk(ordinal, ()).encoded_size()

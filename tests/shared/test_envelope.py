@@ -1,0 +1,202 @@
+"""The chunk envelope: wire round trips, ids, versions and the chunker's bounds."""
+
+from __future__ import annotations
+
+import json
+from itertools import pairwise
+
+import pytest
+
+from sluice.config import DEFAULT_CHUNK_MAX_BYTES, SNS_MAX_MESSAGE_BYTES
+from sluice.envelope import (
+    ENVELOPE_VERSION,
+    Chunk,
+    ChunkLimits,
+    Record,
+    chunk_from_sns_record,
+    chunk_from_sqs_body,
+    chunk_id,
+    derive_chunk_id,
+    pack_records,
+    record_id,
+)
+from sluice.errors import MalformedEnvelopeError, OversizeRecordError, UnsupportedVersionError
+
+SOURCE = "s3://landing/incoming/order/2026/11/27/orders.jsonl"
+VERSION = '"9b2cf535f27731c974343645a3985328"'
+
+
+def make_records(n: int, payload_size: int = 40, text: str = "x") -> list[Record]:
+    return [
+        Record(
+            id=record_id(SOURCE, VERSION, i),
+            ordinal=i,
+            ingested_at="2026-11-27T06:00:00.000Z",
+            payload={"order_id": f"o-{i}", "note": text * payload_size},
+        )
+        for i in range(n)
+    ]
+
+
+def make_chunk(ordinal: int, records: tuple[Record, ...]) -> Chunk:
+    return Chunk(
+        chunk_id=chunk_id(SOURCE, VERSION, ordinal),
+        type="order",
+        source=SOURCE,
+        correlation_id="corr-1",
+        records=records,
+    )
+
+
+def attributes_bytes(chunk: Chunk) -> int:
+    """What SNS counts for message attributes: name, type and value of each."""
+    return sum(
+        len(name.encode()) + len(a["DataType"].encode()) + len(a["StringValue"].encode())
+        for name, a in chunk.message_attributes().items()
+    )
+
+
+def test_record_and_chunk_ids_are_deterministic_and_distinct() -> None:
+    assert record_id(SOURCE, VERSION, 3) == record_id(SOURCE, VERSION, 3)
+    assert record_id(SOURCE, VERSION, 3) != record_id(SOURCE, VERSION, 4)
+    assert record_id(SOURCE, VERSION, 3) != record_id(SOURCE, '"other-etag"', 3)
+    assert chunk_id(SOURCE, VERSION, 0) != record_id(SOURCE, VERSION, 0)
+    assert derive_chunk_id("c-1", "cleanse") == derive_chunk_id("c-1", "cleanse")
+    assert derive_chunk_id("c-1", "cleanse") != derive_chunk_id("c-1", "router", "high")
+
+
+def test_envelope_round_trips_through_an_sqs_body_with_unicode() -> None:
+    records = make_records(3, text="zürich — 東京 🚀")
+    chunk = make_chunk(0, tuple(records)).derive(
+        records, chunk_id="c-x", attributes={"priority": "high"}
+    )
+    body = chunk.encode()
+    assert "東京" in body  # kept as UTF-8, not \u-escaped: smaller on the wire
+    decoded = chunk_from_sqs_body(body)
+    assert decoded == chunk
+    assert decoded.records[1].payload["note"].startswith("zürich")
+
+
+def test_envelope_round_trips_through_an_sns_notification_and_sns_event() -> None:
+    chunk = make_chunk(0, tuple(make_records(2, text="ü")))
+    notification = json.dumps(
+        {
+            "Type": "Notification",
+            "MessageId": "m-1",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:sluice-test-records",
+            "Message": chunk.encode(),
+        }
+    )
+    assert chunk_from_sqs_body(notification) == chunk
+    sns_event_record = {"EventSource": "aws:sns", "Sns": {"Message": chunk.encode()}}
+    assert chunk_from_sns_record(sns_event_record) == chunk
+
+
+def test_message_attributes_carry_type_correlation_and_routing_attributes() -> None:
+    chunk = make_chunk(0, ()).derive([], chunk_id="c-y", attributes={"priority": "high"})
+    attrs = chunk.message_attributes()
+    assert attrs["record_type"] == {"DataType": "String", "StringValue": "order"}
+    assert attrs["correlation_id"]["StringValue"] == "corr-1"
+    assert attrs["chunk_id"]["StringValue"] == "c-y"
+    assert attrs["priority"]["StringValue"] == "high"
+
+
+def test_message_attributes_refuse_more_than_sqs_allows() -> None:
+    many = {f"a{i}": "v" for i in range(8)}
+    chunk = make_chunk(0, ()).derive([], chunk_id="c-z", attributes=many)
+    with pytest.raises(ValueError, match="allow 10"):
+        chunk.message_attributes()
+
+
+def test_unknown_envelope_version_is_rejected_clearly() -> None:
+    wire = make_chunk(0, tuple(make_records(1))).to_wire()
+    wire["v"] = ENVELOPE_VERSION + 1
+    with pytest.raises(UnsupportedVersionError, match="envelope version 2 is not supported"):
+        Chunk.decode(json.dumps(wire))
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"records": []}', "no envelope version"),
+        ('{"v": 1, "chunk_id": "c", "type": "t", "source": "s"}', "lacks field"),
+        (
+            '{"v": 1, "chunk_id": "c", "type": "t", "source": "s", "correlation_id": "x", '
+            '"records": [{"id": "r", "ordinal": 0, "ingested_at": "t"}]}',
+            "neither payload nor payload_ref",
+        ),
+    ],
+)
+def test_malformed_bodies_are_permanent_errors_with_a_reason(body: str, reason: str) -> None:
+    with pytest.raises(MalformedEnvelopeError, match=reason):
+        chunk_from_sqs_body(body)
+
+
+def test_chunker_never_exceeds_byte_or_count_limits() -> None:
+    records = make_records(500, payload_size=900, text="é")  # ~1.9 KB each, 2-byte chars
+    limits = ChunkLimits(max_records=100, max_bytes=64 * 1024)
+    chunks = list(pack_records(records, make_chunk, limits))
+    assert [r for c in chunks for r in c.records] == records  # nothing lost, order kept
+    for chunk in chunks:
+        assert len(chunk.records) <= limits.max_records
+        assert chunk.encoded_size() <= limits.max_bytes
+    # tight packing: each chunk but the last could not take the next record
+    for chunk, following in pairwise(chunks):
+        grown = chunk.derive([*chunk.records, following.records[0]], chunk_id=chunk.chunk_id)
+        assert grown.encoded_size() > limits.max_bytes or len(grown.records) > 100
+
+
+def test_chunk_at_the_default_limit_fits_sns_with_its_attributes() -> None:
+    records = make_records(2000, payload_size=1000)
+    limits = ChunkLimits(max_records=10_000, max_bytes=DEFAULT_CHUNK_MAX_BYTES)
+    first = next(pack_records(records, make_chunk, limits))
+    size = first.encoded_size()
+    assert DEFAULT_CHUNK_MAX_BYTES - 1100 < size <= DEFAULT_CHUNK_MAX_BYTES
+    assert size + attributes_bytes(first) <= SNS_MAX_MESSAGE_BYTES
+    assert chunk_from_sqs_body(first.encode()) == first
+
+
+def test_chunker_is_deterministic() -> None:
+    limits = ChunkLimits(max_records=7, max_bytes=4096)
+    once = list(pack_records(make_records(60), make_chunk, limits))
+    again = list(pack_records(make_records(60), make_chunk, limits))
+    assert once == again
+    assert len({c.chunk_id for c in once}) == len(once)
+
+
+def test_chunker_continues_from_a_given_ordinal() -> None:
+    limits = ChunkLimits(max_records=10, max_bytes=100_000)
+    whole = list(pack_records(make_records(30), make_chunk, limits))
+    tail = list(pack_records(make_records(30)[10:], make_chunk, limits, first_ordinal=1))
+    assert tail == whole[1:]
+
+
+def test_oversize_record_goes_to_the_stand_in_callback() -> None:
+    records = make_records(3)
+    big = Record(id="r-big", ordinal=1, ingested_at="2026-11-27T06:00:00Z", payload="x" * 5000)
+    records[1] = big
+    seen: list[str] = []
+
+    def stand_in(record: Record) -> Record:
+        seen.append(record.id)
+        return Record(record.id, record.ordinal, record.ingested_at, None, "s3://p/r-big.json")
+
+    chunks = list(pack_records(records, make_chunk, ChunkLimits(10, 2048), on_oversize=stand_in))
+    assert seen == ["r-big"]
+    assert [r.payload_ref for r in chunks[0].records] == [None, "s3://p/r-big.json", None]
+
+
+def test_oversize_record_without_a_stand_in_is_a_clear_error() -> None:
+    big = Record(id="r-big", ordinal=0, ingested_at="2026-11-27T06:00:00Z", payload="x" * 5000)
+    with pytest.raises(OversizeRecordError, match="r-big is 50"):
+        list(pack_records([big], make_chunk, ChunkLimits(10, 2048)))
+
+
+def test_dropped_oversize_record_is_skipped_and_the_rest_packed() -> None:
+    records = make_records(3)
+    records[0] = Record(id="r-big", ordinal=0, ingested_at="t", payload="x" * 5000)
+    limits = ChunkLimits(10, 2048)
+    chunks = list(pack_records(records, make_chunk, limits, on_oversize=lambda r: None))
+    assert [r.ordinal for c in chunks for r in c.records] == [1, 2]

@@ -1,0 +1,1 @@
+"""Helpers every test group shares (event builders, fakes). Never imported by runtime code."""

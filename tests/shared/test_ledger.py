@@ -1,0 +1,112 @@
+"""Ledger: one write per (stage or sink, chunk); the first one's counts stand."""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import pytest
+from support.events import sqs_event
+
+from sluice import aws
+from sluice.batch import ChunkOutcome, process_sqs_batch
+from sluice.config import ResourceNames
+from sluice.envelope import Chunk, Record
+from sluice.errors import TransientError
+from sluice.ledger import (
+    DEFAULT_TTL_SECONDS,
+    EXPIRES_AT_ATTR,
+    PARTITION_KEY,
+    SORT_KEY,
+    LedgerWriteError,
+    LedgerWriter,
+)
+from sluice.quarantine import Quarantine
+
+AT = "2026-11-27T06:00:00.000Z"
+CHUNK = Chunk(
+    "c-1", "order", "s3://landing/k", "corr-1", tuple(Record(f"r-{i}", i, AT, i) for i in range(5))
+)
+
+
+def entries(names: ResourceNames, correlation_id: str = "corr-1") -> dict[str, dict[str, Any]]:
+    found = aws.dynamodb().query(
+        TableName=names.ledger_table,
+        KeyConditionExpression="#c = :c",
+        ExpressionAttributeNames={"#c": PARTITION_KEY},
+        ExpressionAttributeValues={":c": {"S": correlation_id}},
+    )
+    return {i[SORT_KEY]["S"]: i for i in found["Items"]}
+
+
+def numbers(item: dict[str, Any], *names: str) -> dict[str, int]:
+    return {n: int(item[n]["N"]) for n in names}
+
+
+COUNTS = ("records_in", "out", "quarantined", "duplicate", "failed")
+
+
+def test_chunk_outcome_is_recorded_under_stage_and_chunk(platform: ResourceNames) -> None:
+    LedgerWriter().record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=4, quarantined=1))
+    item = entries(platform)["cleanse#c-1"]
+    assert numbers(item, *COUNTS) == {
+        "records_in": 5,
+        "out": 4,
+        "quarantined": 1,
+        "duplicate": 0,
+        "failed": 0,
+    }
+    assert item["stage"] == {"S": "cleanse"}
+    assert item["chunk_id"] == {"S": "c-1"}
+    assert item["type"] == {"S": "order"}
+    assert item["recorded_at"]["S"].endswith("Z")
+    expires_at = int(item[EXPIRES_AT_ATTR]["N"])
+    assert abs(expires_at - (time.time() + DEFAULT_TTL_SECONDS)) < 60
+
+
+def test_second_write_of_an_entry_leaves_the_first_counts(platform: ResourceNames) -> None:
+    writer = LedgerWriter()
+    writer.record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=5))
+    first = entries(platform)["cleanse#c-1"]
+    writer.record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=3, quarantined=2))
+    assert entries(platform)["cleanse#c-1"] == first
+
+
+def test_sink_deliveries_are_recorded_apart_from_stages(platform: ResourceNames) -> None:
+    writer = LedgerWriter()
+    writer.record_chunk("router", CHUNK, ChunkOutcome(records_in=5, out=5))
+    writer.record_delivery("warehouse", CHUNK, 5)
+    writer.record_delivery("warehouse", CHUNK, 2)  # a retry: ignored
+    found = entries(platform)
+    assert set(found) == {"router#c-1", "sink:warehouse#c-1"}
+    sink = found["sink:warehouse#c-1"]
+    assert numbers(sink, "records_in", "delivered") == {"records_in": 5, "delivered": 5}
+    assert sink["sink"] == {"S": "warehouse"}
+
+
+def test_record_chunk_bound_to_a_stage_is_an_after_chunk(platform: ResourceNames) -> None:
+    def handle(chunk: Chunk) -> ChunkOutcome:
+        return ChunkOutcome(records_in=len(chunk.records), out=len(chunk.records))
+
+    after = functools.partial(LedgerWriter().record_chunk, "router")
+    event = sqs_event(CHUNK, CHUNK)  # the same chunk delivered twice in one batch
+    response = process_sqs_batch(
+        event, handle, reject_message=Quarantine("router").reject_message, after_chunk=after
+    )
+    assert response == {"batchItemFailures": []}
+    assert numbers(entries(platform)["router#c-1"], "records_in", "out") == {
+        "records_in": 5,
+        "out": 5,
+    }
+
+
+def test_ledger_write_failure_is_transient(platform: ResourceNames) -> None:
+    with pytest.raises(LedgerWriteError) as raised:
+        LedgerWriter(table_name="no-such-table").record_chunk("cleanse", CHUNK, ChunkOutcome())
+    assert isinstance(raised.value, TransientError)
+
+
+def test_one_write_per_chunk(platform: ResourceNames, dynamodb_calls: Any) -> None:
+    LedgerWriter().record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=5))
+    assert dynamodb_calls.operations == ["PutItem"]

@@ -1,0 +1,248 @@
+"""StageRuntime: claim, quarantine, claim check and ledger around a stage's chunk handler."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from support.events import sqs_event
+
+from sluice import aws
+from sluice.batch import ChunkOutcome
+from sluice.claimcheck import ClaimCheck
+from sluice.config import ResourceNames, reset_settings
+from sluice.envelope import Chunk, Record
+from sluice.errors import PermanentError, TransientError
+from sluice.idempotency import (
+    IN_PROGRESS_EXPIRY_ATTR,
+    IN_PROGRESS_MARGIN_MS,
+    KEY_ATTR,
+    STATUS_ATTR,
+    Claim,
+    IdempotencyStore,
+)
+from sluice.ledger import PARTITION_KEY, SORT_KEY, LedgerWriter
+from sluice.quarantine import Quarantine
+from sluice.stage import StageRuntime
+
+AT = "2026-11-27T06:00:00.000Z"
+STAGE = "cleanse"
+
+
+def chunk(cid: str = "c-1", n: int = 3, bad: frozenset[int] = frozenset()) -> Chunk:
+    records = tuple(Record(f"{cid}-r{i}", i, AT, {"n": i, "bad": i in bad}) for i in range(n))
+    return Chunk(cid, "order", "s3://landing/in/x.jsonl", "corr-1", records)
+
+
+class Handler:
+    """A chunk handler over `runtime.run_records`; fails transiently `fail_times` times."""
+
+    def __init__(
+        self, runtime: StageRuntime, fail_times: int = 0, fail_on: str | None = None
+    ) -> None:
+        self.runtime = runtime
+        self.calls: list[str] = []
+        self.fail_times = fail_times
+        self.fail_on = fail_on
+
+    def __call__(self, c: Chunk) -> ChunkOutcome:
+        self.calls.append(c.chunk_id)
+        if self.fail_times and (self.fail_on is None or c.chunk_id == self.fail_on):
+            self.fail_times -= 1
+            raise TimeoutError("downstream timed out")
+
+        def record(r: Record, _: Chunk) -> int:
+            if r.payload["bad"]:
+                raise PermanentError(f"record {r.id}: bad is true")
+            return int(r.payload["n"])
+
+        results = self.runtime.run_records(c, record)
+        results.outcome.out = len(results.outputs)
+        return results.outcome
+
+
+def ledger(names: ResourceNames) -> dict[str, dict[str, int | str]]:
+    found = aws.dynamodb().query(
+        TableName=names.ledger_table,
+        KeyConditionExpression="#c = :c",
+        ExpressionAttributeNames={"#c": PARTITION_KEY},
+        ExpressionAttributeValues={":c": {"S": "corr-1"}},
+    )
+    return {
+        i[SORT_KEY]["S"]: {k: (int(v["N"]) if "N" in v else v["S"]) for k, v in i.items()}
+        for i in found["Items"]
+    }
+
+
+def claim_item(names: ResourceNames, cid: str) -> dict[str, Any] | None:
+    found = aws.dynamodb().get_item(
+        TableName=names.idempotency_table, Key={KEY_ATTR: {"S": f"{STAGE}#{cid}"}}
+    )
+    return found.get("Item")
+
+
+def quarantined(names: ResourceNames) -> list[str]:
+    listed = aws.s3().list_objects_v2(Bucket=names.quarantine_bucket)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def failed_ids(response: Any) -> list[str]:
+    return [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def test_redelivered_chunk_is_a_duplicate_and_leaves_the_ledger_unchanged(
+    platform: ResourceNames, dynamodb_calls: Any
+) -> None:
+    runtime = StageRuntime(STAGE)
+    handler = Handler(runtime)
+    event = sqs_event(chunk())
+    assert runtime.handle_sqs(event, handler) == {"batchItemFailures": []}
+    # claim, ledger write, complete (checked before the test's own reads add to the count)
+    assert dynamodb_calls.operations == ["PutItem", "PutItem", "UpdateItem"]
+    first = ledger(platform)
+    assert first[f"{STAGE}#c-1"]["out"] == 3
+
+    dynamodb_calls.clear()
+    assert runtime.handle_sqs(event, handler) == {"batchItemFailures": []}
+    assert dynamodb_calls.operations == ["PutItem"]  # the refused claim, nothing else
+    assert handler.calls == ["c-1"]
+    assert ledger(platform) == first
+
+
+def test_chunk_failing_once_then_succeeding_is_counted_once(platform: ResourceNames) -> None:
+    runtime = StageRuntime(STAGE)
+    handler = Handler(runtime, fail_times=1)
+    event = sqs_event(chunk(), prefix="m")
+    assert failed_ids(runtime.handle_sqs(event, handler)) == ["m-0"]
+    assert claim_item(platform, "c-1") is None  # released: the retry need not wait
+    assert ledger(platform) == {}
+
+    assert runtime.handle_sqs(event, handler) == {"batchItemFailures": []}
+    assert runtime.handle_sqs(event, handler) == {"batchItemFailures": []}
+    assert handler.calls == ["c-1", "c-1"]
+    entry = ledger(platform)[f"{STAGE}#c-1"]
+    assert (entry["records_in"], entry["out"], entry["quarantined"]) == (3, 3, 0)
+
+
+def test_crash_after_the_ledger_write_redoes_effects_but_not_the_counts(
+    platform: ResourceNames,
+) -> None:
+    class CompleteFailsOnce(IdempotencyStore):
+        failed = False
+
+        def complete(self, claim: Claim) -> None:
+            if not self.failed:
+                self.failed = True
+                raise TransientError("throttled")
+            super().complete(claim)
+
+    runtime = StageRuntime(STAGE, idempotency=CompleteFailsOnce())
+    handler = Handler(runtime)
+    event = sqs_event(chunk(), prefix="m")
+    assert failed_ids(runtime.handle_sqs(event, handler)) == ["m-0"]
+    first = ledger(platform)
+    assert first[f"{STAGE}#c-1"]["out"] == 3  # written before COMPLETED: never lost
+    assert runtime.handle_sqs(event, handler) == {"batchItemFailures": []}
+    assert handler.calls == ["c-1", "c-1"]
+    assert ledger(platform) == first
+    assert claim_item(platform, "c-1")[STATUS_ATTR] == {"S": "COMPLETED"}  # type: ignore[index]
+
+
+def test_permanent_error_on_one_record_quarantines_only_that_record(
+    platform: ResourceNames,
+) -> None:
+    runtime = StageRuntime(STAGE)
+    response = runtime.handle_sqs(sqs_event(chunk(n=4, bad=frozenset({2}))), Handler(runtime))
+    assert response == {"batchItemFailures": []}
+    assert quarantined(platform) == ["cleanse/order/2026-11-27/c-1-r2.json"]
+    entry = ledger(platform)[f"{STAGE}#c-1"]
+    assert (entry["records_in"], entry["out"], entry["quarantined"]) == (4, 3, 1)
+
+
+def test_malformed_message_is_quarantined_and_acknowledged(platform: ResourceNames) -> None:
+    runtime = StageRuntime(STAGE)
+    handler = Handler(runtime)
+    response = runtime.handle_sqs(sqs_event("not an envelope", chunk(), prefix="m"), handler)
+    assert response == {"batchItemFailures": []}
+    assert handler.calls == ["c-1"]
+    [key] = [k for k in quarantined(platform) if "/_messages/" in k]
+    assert key.startswith("cleanse/_messages/")
+    assert key.endswith("/m-0.json")
+    doc = json.loads(aws.s3().get_object(Bucket=platform.quarantine_bucket, Key=key)["Body"].read())
+    assert doc["raw"] == "not an envelope"
+    assert doc["error_class"] == "MalformedEnvelopeError"
+
+
+def test_transient_failure_reports_exactly_its_message(platform: ResourceNames) -> None:
+    runtime = StageRuntime(STAGE)
+    handler = Handler(runtime, fail_times=1, fail_on="c-b")
+    event = sqs_event(chunk("c-a"), chunk("c-b"), chunk("c-c"), prefix="msg")
+    assert failed_ids(runtime.handle_sqs(event, handler)) == ["msg-1"]
+    assert set(ledger(platform)) == {f"{STAGE}#c-a", f"{STAGE}#c-c"}
+
+
+def test_chunk_id_reused_for_other_content_is_quarantined_whole(platform: ResourceNames) -> None:
+    runtime = StageRuntime(STAGE)
+    handler = Handler(runtime)
+    runtime.handle_sqs(sqs_event(chunk(n=3)), handler)
+    first = ledger(platform)
+    response = runtime.handle_sqs(sqs_event(chunk(n=2)), handler)
+    assert response == {"batchItemFailures": []}
+    assert handler.calls == ["c-1"]
+    assert quarantined(platform) == ["cleanse/order/2026-11-27/c-1.json"]
+    assert ledger(platform) == first
+
+
+def test_remaining_time_comes_from_the_lambda_context(platform: ResourceNames) -> None:
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 42_000
+
+    class Event:
+        """What Chalice passes an `on_sqs_message` handler."""
+
+        def __init__(self, raw: dict[str, Any]) -> None:
+            self.raw, self.context = raw, Context()
+
+        def to_dict(self) -> dict[str, Any]:
+            return self.raw
+
+    runtime = StageRuntime(STAGE)
+    seen: list[int] = []
+
+    def handle(c: Chunk) -> ChunkOutcome:
+        now_ms = int(time.time() * 1000)
+        item = claim_item(platform, c.chunk_id)
+        assert item is not None
+        seen.append(int(item[IN_PROGRESS_EXPIRY_ATTR]["N"]) - now_ms)
+        return ChunkOutcome(records_in=len(c.records), out=len(c.records))
+
+    assert runtime.handle_sqs(Event(sqs_event(chunk())), handle) == {"batchItemFailures": []}
+    [left] = seen
+    assert 42_000 + IN_PROGRESS_MARGIN_MS - 2_000 < left <= 42_000 + IN_PROGRESS_MARGIN_MS
+
+
+def test_claim_false_skips_idempotency_but_keeps_the_ledger(
+    platform: ResourceNames, dynamodb_calls: Any
+) -> None:
+    runtime = StageRuntime(STAGE)
+    runtime.handle_sqs(sqs_event(chunk()), Handler(runtime), claim=False)
+    assert dynamodb_calls.operations == ["PutItem"]
+    assert claim_item(platform, "c-1") is None
+    assert set(ledger(platform)) == {f"{STAGE}#c-1"}
+
+
+def test_parts_are_built_lazily_and_can_be_injected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLUICE_STAGE", raising=False)
+    reset_settings()
+    aws.reset_clients()
+    fake = Quarantine(STAGE, client=object(), bucket="bucket")  # type: ignore[arg-type]
+    runtime = StageRuntime(STAGE, quarantine=fake)
+    assert runtime.quarantine is fake
+    # Building the parts reads no settings and makes no client: that waits for first use.
+    assert isinstance(runtime.ledger, LedgerWriter)
+    assert isinstance(runtime.idempotency, IdempotencyStore)
+    assert isinstance(runtime.claims, ClaimCheck)
+    assert not aws._clients

@@ -1,0 +1,118 @@
+"""Cleanse one chunk: each record normalised and validated by its type, good ones sent on.
+
+A bad record raises `PermanentError` in the record handler and the stage runtime
+quarantines it; nothing invalid is retried. Only a failed send fails (and retries) the chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from chalicelib.catalogue import Catalogue
+from chalicelib.clean_queue import CleanQueue
+from sluice.batch import BatchResponse, ChunkOutcome
+from sluice.config import get_settings
+from sluice.envelope import Chunk, ChunkLimits, Record, derive_chunk_id, pack_records
+from sluice.errors import PermanentError
+from sluice.stage import LambdaEvent, StageRuntime
+
+STAGE = "cleanse"
+
+
+class ChunkSink(Protocol):
+    """Where output chunks go (the clean queue; a fake in tests)."""
+
+    def send(self, chunk: Chunk) -> None: ...
+
+
+class UnknownRecordTypeError(PermanentError):
+    """No `types/<type>/` folder for the chunk's type: all its records are quarantined."""
+
+    def __init__(self, record_type: str) -> None:
+        super().__init__(f"unknown record type '{record_type}'")
+
+
+def output_chunk_id(input_chunk_id: str, ordinal: int = 0) -> str:
+    """The id of the `ordinal`-th chunk cleanse sends for an input chunk.
+
+    The same input gives the same ids, so the router drops what a retry sends twice. The
+    first (nearly always the only) output chunk is `derive_chunk_id(input, "cleanse")`.
+    """
+    if ordinal == 0:
+        return derive_chunk_id(input_chunk_id, STAGE)
+    return derive_chunk_id(input_chunk_id, STAGE, ordinal)
+
+
+class Cleanser:
+    """The stage: `handle` is the SQS handler, `handle_chunk` the per-chunk work."""
+
+    def __init__(
+        self,
+        runtime: StageRuntime,
+        *,
+        catalogue: Catalogue | None = None,
+        sink: ChunkSink | None = None,
+        limits: ChunkLimits | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.catalogue = catalogue or Catalogue()
+        self.sink: ChunkSink = sink or CleanQueue()
+        self._limits = limits
+
+    @property
+    def limits(self) -> ChunkLimits:
+        if self._limits is None:
+            settings = get_settings()
+            self._limits = ChunkLimits(settings.chunk_max_records, settings.chunk_max_bytes)
+        return self._limits
+
+    def handle(self, event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
+        """An SQS event from the raw queue → `batchItemFailures` (claims, ledger: the runtime).
+
+        The runtime takes the remaining time for the claims from the event's Lambda context.
+        """
+        return self.runtime.handle_sqs(event, self.handle_chunk)
+
+    def handle_chunk(self, chunk: Chunk) -> ChunkOutcome:
+        """Cleanse `chunk`'s records; send the good ones as one chunk (more if they grew)."""
+        results = self.runtime.run_records(chunk, self._record_handler(chunk.type))
+        outcome = results.outcome
+        cleaned = [
+            Record(record.id, record.ordinal, record.ingested_at, payload)
+            for record, payload in results.outputs
+        ]
+        sent = 0
+        for out in self._pack(chunk, cleaned):
+            self.sink.send(out)
+            sent += len(out.records)
+        # A record over the hard maximum even by claim check was quarantined while packing.
+        outcome.quarantined += len(cleaned) - sent
+        outcome.out = sent
+        return outcome
+
+    def _record_handler(self, record_type: str) -> Callable[[Record, Chunk], dict[str, Any]]:
+        found = self.catalogue.get(record_type)
+        if found is None:
+
+            def unknown(record: Record, chunk: Chunk) -> dict[str, Any]:
+                raise UnknownRecordTypeError(record_type)
+
+            return unknown
+
+        def cleanse(record: Record, chunk: Chunk) -> dict[str, Any]:
+            return found.cleanse(record.payload)
+
+        return cleanse
+
+    def _pack(self, chunk: Chunk, records: list[Record]) -> Iterator[Chunk]:
+        if not records:
+            return iter(())
+
+        def make_chunk(ordinal: int, batch: tuple[Record, ...]) -> Chunk:
+            return chunk.derive(batch, chunk_id=output_chunk_id(chunk.chunk_id, ordinal))
+
+        on_oversize = self.runtime.on_oversize(
+            record_type=chunk.type, source=chunk.source, correlation_id=chunk.correlation_id
+        )
+        return pack_records(records, make_chunk, self.limits, on_oversize=on_oversize)

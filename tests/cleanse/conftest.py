@@ -1,0 +1,198 @@
+"""Fixtures of the cleanse app's tests: stage `test` on moto, the app imported from cleanse/.
+
+Tables come from infra/platform.yaml's own definitions (as in tests/shared), so the stage is
+tested against the key schemas that get deployed; buckets and queues are made by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from sluice import aws
+from sluice.config import ResourceNames, reset_settings
+from sluice.envelope import Chunk, Record, chunk_id, record_id
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_DIR = ROOT / "cleanse"
+SAMPLES = ROOT / "samples"
+TEMPLATE = ROOT / "infra" / "platform.yaml"
+STAGE = "test"
+PARAMETERS = {"Stage": STAGE, "ResourcePrefix": "sluice"}
+ENV = {
+    "SLUICE_STAGE": STAGE,
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+UNSET: tuple[str, ...] = (
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "SLUICE_RESOURCE_PREFIX",
+    "SLUICE_IDEMPOTENCY",
+    "SLUICE_RECORD_MAX_BYTES",
+    "SLUICE_CHUNK_MAX_BYTES",
+    "SLUICE_CHUNK_MAX_RECORDS",
+)
+
+# `app.py` reads SLUICE_STAGE at import (for the queue name of its decorator).
+for _name, _value in ENV.items():
+    os.environ[_name] = _value
+for _name in UNSET:
+    os.environ.pop(_name, None)
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+
+
+def _sub(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value["Fn::Sub"]
+    return re.sub(r"\$\{([^}]+)\}", lambda m: PARAMETERS[m.group(1)], value)
+
+
+@pytest.fixture(scope="session")
+def table_definitions() -> list[dict[str, Any]]:
+    """The template's DynamoDB tables, with `TableName` resolved for stage `test`."""
+    with TEMPLATE.open(encoding="utf-8") as f:
+        template = yaml.safe_load(f)
+    tables = []
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            props = dict(resource["Properties"])
+            props["TableName"] = _sub(props["TableName"])
+            tables.append(props)
+    return tables
+
+
+@pytest.fixture(scope="session")
+def app_module() -> ModuleType:
+    """cleanse/app.py, imported once per test process (each app's tests run in their own)."""
+    return importlib.import_module("app")
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    aws.reset_clients()
+    yield
+    reset_settings()
+    aws.reset_clients()
+
+
+@pytest.fixture
+def names(aws_env: None) -> ResourceNames:
+    return ResourceNames(stage=STAGE)
+
+
+@pytest.fixture
+def platform(
+    aws_env: None, table_definitions: list[dict[str, Any]], names: ResourceNames
+) -> Iterator[ResourceNames]:
+    """A moto account with what cleanse touches: tables, buckets, the raw and clean queues."""
+    from moto import mock_aws
+
+    with mock_aws():
+        ddb = aws.dynamodb()
+        for props in table_definitions:
+            ddb.create_table(
+                TableName=props["TableName"],
+                KeySchema=props["KeySchema"],
+                AttributeDefinitions=props["AttributeDefinitions"],
+                BillingMode=props["BillingMode"],
+            )
+        s3 = aws.s3()
+        for bucket in (names.quarantine_bucket, names.payload_bucket):
+            s3.create_bucket(Bucket=bucket)
+        sqs = aws.sqs()
+        for queue in (names.raw_queue, names.clean_queue):
+            sqs.create_queue(QueueName=queue)
+        yield names
+        aws.reset_clients()
+
+
+@pytest.fixture
+def clean_messages(platform: ResourceNames) -> Callable[[], list[dict[str, Any]]]:
+    """`clean_messages()` drains the clean queue and returns its messages."""
+
+    def drain() -> list[dict[str, Any]]:
+        sqs = aws.sqs()
+        url = sqs.get_queue_url(QueueName=platform.clean_queue)["QueueUrl"]
+        found: list[dict[str, Any]] = []
+        while True:
+            got = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            ).get("Messages", [])
+            if not got:
+                return found
+            found.extend(dict(m) for m in got)
+            for message in got:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    return drain
+
+
+SOURCE = "s3://sluice-test-landing/incoming/order/orders.jsonl"
+ChunkFactory = Callable[..., Chunk]
+OrderFactory = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def make_chunk() -> ChunkFactory:
+    """`make_chunk(payloads, record_type=..., ordinal=...)`: a raw chunk as ingest sends it."""
+    return _make_chunk
+
+
+@pytest.fixture
+def order() -> OrderFactory:
+    """`order(**overrides)`: a valid raw order; a None override removes the field."""
+    return _order
+
+
+def _make_chunk(
+    payloads: list[Any], *, record_type: str = "order", ordinal: int = 0, source: str = SOURCE
+) -> Chunk:
+    records = tuple(
+        Record(
+            id=record_id(source, "etag-1", ordinal * 1000 + i),
+            ordinal=ordinal * 1000 + i,
+            ingested_at="2026-11-27T06:00:00.000Z",
+            payload=payload,
+        )
+        for i, payload in enumerate(payloads)
+    )
+    return Chunk(
+        chunk_id=chunk_id(source, "etag-1", ordinal),
+        type=record_type,
+        source=source,
+        correlation_id="corr-1",
+        records=records,
+    )
+
+
+def _order(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "order_id": "o-1",
+        "customer_id": "c-1",
+        "email": "ada@example.com",
+        "amount": 19.99,
+        "currency": "EUR",
+        "created_at": "2026-11-27T08:15:00Z",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}

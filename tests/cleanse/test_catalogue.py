@@ -1,0 +1,115 @@
+"""Record types: loaded lazily from types/<type>/, checked against their rules, validated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib.catalogue import Catalogue
+from sluice.errors import ConfigError, PermanentError
+
+APP_DIR = Path(__file__).resolve().parents[2] / "cleanse"
+
+
+def write_type(root: Path, name: str, schema: dict[str, Any], rules: dict[str, Any]) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "schema.json").write_text(json.dumps(schema), encoding="utf-8")
+    (folder / "rules.json").write_text(json.dumps(rules), encoding="utf-8")
+
+
+def test_the_shipped_types_are_order_and_customer_and_all_load() -> None:
+    catalogue = Catalogue()
+    assert catalogue.names() == ["customer", "order"]
+    for name in catalogue.names():
+        found = catalogue.get(name)
+        assert found is not None
+        assert found.rules.natural_key in found.schema["required"]
+        found.validator  # noqa: B018 - compiling proves the schema is valid
+
+
+def test_a_type_is_loaded_once_and_its_validator_compiled_on_first_record() -> None:
+    catalogue = Catalogue()
+    order = catalogue.get("order")
+    assert order is not None
+    assert order._validator is None
+    with pytest.raises(PermanentError):
+        order.cleanse({})
+    compiled = order._validator
+    assert compiled is not None
+    assert catalogue.get("order") is order
+    order.cleanse(
+        {
+            "order_id": "o",
+            "customer_id": "c",
+            "email": "a@b.cd",
+            "amount": 1,
+            "currency": "EUR",
+            "created_at": "2026-11-27T00:00:00Z",
+        }
+    )
+    assert order._validator is compiled
+
+
+def test_importing_the_app_neither_imports_fastjsonschema_nor_reads_a_type() -> None:
+    code = (
+        "import sys, app\n"
+        "assert 'fastjsonschema' not in sys.modules, 'compiled at import'\n"
+        "assert app.cleanser.catalogue._types == {}, 'types read at import'\n"
+    )
+    env = {**os.environ, "SLUICE_STAGE": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=APP_DIR, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("name", ["invoice", "../order", "order/../order", "Order", ""])
+def test_names_that_are_not_a_shipped_type_folder_are_unknown(name: str) -> None:
+    assert Catalogue().get(name) is None
+
+
+def test_invalid_records_get_the_schema_message_as_reason() -> None:
+    order = Catalogue().get("order")
+    assert order is not None
+    with pytest.raises(PermanentError) as caught:
+        order.cleanse(
+            {
+                "order_id": "o",
+                "customer_id": "c",
+                "email": "a@b.cd",
+                "amount": -1,
+                "currency": "EUR",
+                "created_at": "2026-11-27T00:00:00Z",
+            }
+        )
+    assert caught.value.reason == "invalid order: data.amount must be bigger than or equal to 0"
+
+
+def test_rules_naming_a_field_the_schema_lacks_are_a_config_error(tmp_path: Path) -> None:
+    schema = {"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}
+    write_type(tmp_path, "thing", schema, {"lowercase": ["email"]})
+    with pytest.raises(ConfigError, match=r"fields not in schema: \['email'\]"):
+        Catalogue(tmp_path).get("thing")
+
+
+def test_a_natural_key_the_schema_does_not_require_is_a_config_error(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"id": {"type": "string"}}}
+    write_type(tmp_path, "thing", schema, {"natural_key": "id"})
+    with pytest.raises(ConfigError, match="natural_key 'id' must be required"):
+        Catalogue(tmp_path).get("thing")
+
+
+def test_an_invalid_json_schema_is_a_config_error_on_first_use(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"id": {"type": "no-such-type"}}}
+    write_type(tmp_path, "thing", schema, {})
+    thing = Catalogue(tmp_path).get("thing")
+    assert thing is not None
+    with pytest.raises(ConfigError, match="not a valid JSON Schema"):
+        thing.cleanse({"id": "1"})

@@ -1,0 +1,20 @@
+"""The router app: SQS clean queue → routing attributes → SNS records topic. Wiring only."""
+
+from __future__ import annotations
+
+from chalice import Chalice
+from chalice.app import SQSEvent
+
+from chalicelib import service
+from sluice import observability
+from sluice.batch import BatchResponse
+from sluice.config import names
+
+app = Chalice(app_name="sluice-router", configure_logs=False)
+observability.install(app, service="router")
+
+
+@app.on_sqs_message(queue=names().clean_queue, batch_size=10)
+def route(event: SQSEvent) -> BatchResponse:
+    """Route each chunk of the batch; only failed chunks are retried (`batchItemFailures`)."""
+    return service.route_batch(event)

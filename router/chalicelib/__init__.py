@@ -1,0 +1,1 @@
+"""The router's logic: routing rules (`rules`), SNS adapter (`publisher`), stage (`service`)."""

@@ -1,0 +1,320 @@
+"""Routing rules: load and validate `routing.json`, and compute one record's routing attributes.
+
+Pure (no AWS, stdlib and `sluice` only), so tools can load this file by path and call
+`declared_attributes()` to check consumers' filter policies against what the router can set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sluice.envelope import BASE_ATTRIBUTES, MAX_MESSAGE_ATTRIBUTES
+from sluice.errors import ConfigError, PermanentError
+
+ROUTING_FILE = Path(__file__).with_name("routing.json")
+SUPPORTED_VERSION = 1
+# A message carries the base attributes (record_type, correlation_id, chunk_id) too.
+MAX_ROUTING_ATTRIBUTES = MAX_MESSAGE_ATTRIBUTES - len(BASE_ATTRIBUTES)
+
+_TOP_KEYS = frozenset({"$comment", "version", "attributes", "types"})
+_ATTRIBUTE_KEYS = frozenset({"description", "values"})
+_RULE_KEYS = frozenset({"description", "field", "cases", "default", "if_missing"})
+_CASE_EXTRA_KEYS = frozenset({"description", "value"})
+# SNS message attribute names: letters, digits, "_", "-", "."; no leading/trailing or double
+# period; not starting with "AWS." or "Amazon." (reserved).
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-](?:[A-Za-z0-9_.-]{0,254}[A-Za-z0-9_-])?$")
+
+
+class RoutingConfigError(ConfigError):
+    """`routing.json` is not a valid set of routing rules; the message says where and why."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, str) or _is_number(value)
+
+
+_NUMERIC: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+OPERATORS = ("eq", "in", *_NUMERIC)
+
+
+def _valid_operand(op: str, operand: object) -> bool:
+    if op == "in":
+        return isinstance(operand, list) and bool(operand) and all(map(_is_scalar, operand))
+    return _is_scalar(operand) if op == "eq" else _is_number(operand)
+
+
+@dataclass(frozen=True)
+class Case:
+    """`{"<operator>": operand, "value": v}`: the attribute is `v` if the field matches."""
+
+    operator: str
+    operand: Any
+    value: str
+
+    @property
+    def numeric(self) -> bool:
+        return self.operator in _NUMERIC
+
+    def matches(self, found: Any) -> bool:
+        """Whether a field value matches (numeric operators: the caller checked a number)."""
+        if self.operator == "eq":
+            return _is_scalar(found) and bool(found == self.operand)
+        if self.operator == "in":
+            return _is_scalar(found) and found in self.operand
+        return _NUMERIC[self.operator](found, self.operand)
+
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class AttributeRule:
+    """How one record type sets one routing attribute from one payload field."""
+
+    record_type: str
+    attribute: str
+    field: str
+    cases: tuple[Case, ...]
+    default: str
+    if_missing: str | None = None  # None: a record without the field is quarantined
+
+    def evaluate(self, payload: Mapping[str, Any]) -> str:
+        found = _lookup(payload, self.field)
+        if found is _MISSING:
+            if self.if_missing is None:
+                raise PermanentError(
+                    f"{self.record_type} record has no {self.field!r}, which routing attribute "
+                    f"{self.attribute!r} needs"
+                )
+            return self.if_missing
+        for case in self.cases:
+            if case.numeric and not _is_number(found):
+                raise PermanentError(
+                    f"{self.record_type} field {self.field!r} is {found!r}, not a number "
+                    f"(routing attribute {self.attribute!r})"
+                )
+            if case.matches(found):
+                return case.value
+        return self.default
+
+
+def _lookup(payload: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted `path`; `_MISSING` if any step is absent, not an object, or null."""
+    value: Any = payload
+    for name in path.split("."):
+        if not isinstance(value, Mapping) or name not in value:
+            return _MISSING
+        value = value[name]
+    return _MISSING if value is None else value
+
+
+@dataclass(frozen=True)
+class RoutingRules:
+    """The declared attributes (name → allowed values) and each type's rules."""
+
+    attributes: Mapping[str, tuple[str, ...]]
+    types: Mapping[str, tuple[AttributeRule, ...]]
+
+    def attributes_for(self, record_type: str, payload: Any) -> dict[str, str]:
+        """Routing attributes of one record; `PermanentError` if its payload cannot be routed.
+
+        A type without rules gets no routing attributes (consumers still see `record_type`).
+        """
+        rules = self.types.get(record_type, ())
+        if not rules:
+            return {}
+        if not isinstance(payload, Mapping):
+            raise PermanentError(f"{record_type} payload is not a JSON object; cannot route it")
+        return {rule.attribute: rule.evaluate(payload) for rule in rules}
+
+    def declared(self) -> dict[str, list[str]]:
+        return {name: list(values) for name, values in self.attributes.items()}
+
+    @classmethod
+    def from_document(cls, doc: Any, origin: str = "routing.json") -> RoutingRules:
+        """Validate a parsed `routing.json`; `RoutingConfigError` names the first problem."""
+        return _Parser(origin).parse(doc)
+
+
+class _Parser:
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def fail(self, where: str, problem: str) -> RoutingConfigError:
+        return RoutingConfigError(f"{self.origin}: {where}: {problem}")
+
+    def parse(self, doc: Any) -> RoutingRules:
+        if not isinstance(doc, Mapping):
+            raise self.fail("top level", "must be a JSON object")
+        self.keys("top level", doc, _TOP_KEYS, required=("attributes", "types"))
+        version = doc.get("version", SUPPORTED_VERSION)
+        if version != SUPPORTED_VERSION:
+            raise self.fail("version", f"{version!r} is not supported (use {SUPPORTED_VERSION})")
+        attributes = self.attributes(doc["attributes"])
+        raw_types = doc["types"]
+        if not isinstance(raw_types, Mapping):
+            raise self.fail("types", "must be an object of record type → rules")
+        types = {
+            record_type: self.type_rules(record_type, rules, attributes)
+            for record_type, rules in raw_types.items()
+        }
+        return RoutingRules(attributes=attributes, types=types)
+
+    def keys(
+        self, where: str, obj: Mapping[str, Any], allowed: frozenset[str], required: Sequence[str]
+    ) -> None:
+        unknown = sorted(set(obj) - allowed)
+        if unknown:
+            raise self.fail(where, f"unknown key(s) {', '.join(unknown)}")
+        for key in required:
+            if key not in obj:
+                raise self.fail(where, f"lacks {key!r}")
+
+    def attributes(self, raw: Any) -> dict[str, tuple[str, ...]]:
+        if not isinstance(raw, Mapping) or not raw:
+            raise self.fail("attributes", "must be a non-empty object of name → declaration")
+        if len(raw) > MAX_ROUTING_ATTRIBUTES:
+            raise self.fail(
+                "attributes",
+                f"{len(raw)} declared; a message allows {MAX_ROUTING_ATTRIBUTES} routing "
+                f"attributes besides {', '.join(BASE_ATTRIBUTES)}",
+            )
+        declared: dict[str, tuple[str, ...]] = {}
+        for name, spec in raw.items():
+            where = f"attributes.{name}"
+            if (
+                not _NAME_RE.match(name)
+                or ".." in name
+                or name.lower().startswith(("aws.", "amazon."))
+            ):
+                raise self.fail(where, "is not a valid SNS message attribute name")
+            if name in BASE_ATTRIBUTES:
+                raise self.fail(where, "clashes with a base message attribute")
+            if not isinstance(spec, Mapping):
+                raise self.fail(where, "must be an object with 'values'")
+            self.keys(where, spec, _ATTRIBUTE_KEYS, required=("values",))
+            values = spec["values"]
+            if (
+                not isinstance(values, list)
+                or not values
+                or not all(isinstance(v, str) and v for v in values)
+            ):
+                raise self.fail(f"{where}.values", "must be a non-empty list of non-empty strings")
+            if len(set(values)) != len(values):
+                raise self.fail(f"{where}.values", "lists a value twice")
+            declared[name] = tuple(values)
+        return declared
+
+    def type_rules(
+        self, record_type: str, raw: Any, declared: Mapping[str, tuple[str, ...]]
+    ) -> tuple[AttributeRule, ...]:
+        where = f"types.{record_type}"
+        if not record_type or not isinstance(raw, Mapping):
+            raise self.fail(where, "must be an object of attribute → rule")
+        rules = []
+        for attribute, spec in raw.items():
+            if attribute not in declared:
+                raise self.fail(
+                    f"{where}.{attribute}",
+                    f"sets undeclared attribute {attribute!r} "
+                    f"(declared: {', '.join(declared)}); declare it under 'attributes' first",
+                )
+            rules.append(self.rule(record_type, attribute, spec, declared[attribute]))
+        return tuple(rules)
+
+    def rule(
+        self, record_type: str, attribute: str, spec: Any, allowed: tuple[str, ...]
+    ) -> AttributeRule:
+        where = f"types.{record_type}.{attribute}"
+        if not isinstance(spec, Mapping):
+            raise self.fail(where, "must be an object with 'field', 'cases' and 'default'")
+        self.keys(where, spec, _RULE_KEYS, required=("field", "cases", "default"))
+        field = spec["field"]
+        if not isinstance(field, str) or not field or "" in field.split("."):
+            raise self.fail(f"{where}.field", "must be a field name or dotted path")
+        raw_cases = spec["cases"]
+        if not isinstance(raw_cases, list):
+            raise self.fail(f"{where}.cases", "must be a list")
+        cases = tuple(
+            self.case(f"{where}.cases[{i}]", attribute, c, allowed) for i, c in enumerate(raw_cases)
+        )
+        default = self.value(f"{where}.default", attribute, spec["default"], allowed)
+        if_missing = spec.get("if_missing")
+        if if_missing is not None:
+            if_missing = self.value(f"{where}.if_missing", attribute, if_missing, allowed)
+        return AttributeRule(record_type, attribute, field, cases, default, if_missing)
+
+    def case(self, where: str, attribute: str, raw: Any, allowed: tuple[str, ...]) -> Case:
+        if not isinstance(raw, Mapping):
+            raise self.fail(where, 'must be an object like {"gt": 1000, "value": "high"}')
+        operators = [k for k in raw if k not in _CASE_EXTRA_KEYS]
+        if len(operators) != 1 or operators[0] not in OPERATORS:
+            raise self.fail(
+                where,
+                f"needs exactly one operator of {', '.join(OPERATORS)} "
+                f"(found {', '.join(operators) or 'none'})",
+            )
+        if "value" not in raw:
+            raise self.fail(where, "lacks 'value'")
+        op = operators[0]
+        operand = raw[op]
+        if not _valid_operand(op, operand):
+            kind = {"in": "a non-empty list of strings or numbers", "eq": "a string or number"}
+            raise self.fail(f"{where}.{op}", f"{operand!r} is not {kind.get(op, 'a number')}")
+        value = self.value(f"{where}.value", attribute, raw["value"], allowed)
+        return Case(op, operand, value)
+
+    def value(self, where: str, attribute: str, value: Any, allowed: tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise self.fail(
+                where,
+                f"{value!r} is not a declared value of attribute {attribute!r} "
+                f"(declared: {', '.join(allowed)})",
+            )
+        return value
+
+
+def parse_rules(text: str | bytes, origin: str = "routing.json") -> RoutingRules:
+    """Parse and validate the text of a `routing.json`."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise RoutingConfigError(f"{origin}: not valid JSON: {exc}") from None
+    return RoutingRules.from_document(doc, origin)
+
+
+@lru_cache(maxsize=8)
+def load_rules(path: Path | str = ROUTING_FILE) -> RoutingRules:
+    """The validated rules of `path` (the app's `routing.json`), read once per process."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise RoutingConfigError(f"cannot read routing rules {path}: {exc}") from None
+    return parse_rules(text, origin=str(path))
+
+
+def declared_attributes(path: Path | str = ROUTING_FILE) -> dict[str, list[str]]:
+    """Each routing attribute the router can set, with its allowed values (validated).
+
+    Tools that cannot import this module may read `routing.json` directly: the same mapping
+    is `{name: spec["values"] for name, spec in doc["attributes"].items()}`.
+    """
+    return load_rules(path).declared()

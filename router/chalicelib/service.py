@@ -1,0 +1,176 @@
+"""The router stage: route each record by `routing.json`, split its chunk into one chunk per
+group of equal routing attributes, and publish those to the records topic.
+
+No AWS calls of its own (the publisher and the stage runtime make them); built on first use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from chalicelib.publisher import ChunkPublisher, SnsPublisher, entry_of, entry_size
+from chalicelib.rules import RoutingRules, load_rules
+from sluice.batch import BatchResponse, ChunkOutcome
+from sluice.config import SNS_MAX_MESSAGE_BYTES, get_settings
+from sluice.envelope import Chunk, ChunkLimits, Record, derive_chunk_id, pack_records
+from sluice.observability import add_metric, get_logger
+from sluice.stage import LambdaEvent, StageRuntime
+
+STAGE = "router"
+log = get_logger(__name__)
+
+Attributes = Mapping[str, str]
+OnOversize = Callable[[Record], Record | None]
+
+
+def canonical_attributes(attributes: Attributes) -> str:
+    """One string per set of attributes, whatever their order: sorted compact JSON."""
+    return json.dumps(dict(sorted(attributes.items())), separators=(",", ":"), ensure_ascii=False)
+
+
+def group_chunk_id(parent_id: str, attributes: Attributes) -> str:
+    """Id of the chunk of `parent_id`'s records that share `attributes` (deterministic)."""
+    return derive_chunk_id(parent_id, STAGE, canonical_attributes(attributes))
+
+
+def message_size(chunk: Chunk) -> int:
+    """What SNS counts for `chunk` as one message: its body plus its message attributes."""
+    return entry_size(entry_of(chunk, ""))
+
+
+def split_by_attributes(
+    chunk: Chunk,
+    routed: Sequence[tuple[Record, Attributes]],
+    *,
+    limits: ChunkLimits | None = None,
+    on_oversize: OnOversize | None = None,
+) -> list[Chunk]:
+    """One chunk per distinct set of attributes, in order of first appearance; records keep
+    their order. Ids: `derive_chunk_id(chunk_id, "router", canonical attributes)`.
+
+    A group too large for one SNS message (only if the input chunk was cut with larger limits
+    than this stage's) is packed again within `limits`; its parts add their ordinal to the id.
+    """
+    groups: dict[str, tuple[Attributes, list[Record]]] = {}
+    for record, attributes in routed:
+        key = canonical_attributes(attributes)
+        groups.setdefault(key, (dict(attributes), []))[1].append(record)
+    out: list[Chunk] = []
+    for key, (attributes, records) in groups.items():
+        group = chunk.derive(
+            records, chunk_id=derive_chunk_id(chunk.chunk_id, STAGE, key), attributes=attributes
+        )
+        if limits is None or message_size(group) <= SNS_MAX_MESSAGE_BYTES:
+            out.append(group)
+            continue
+
+        def make(
+            ordinal: int, part: tuple[Record, ...], key: str = key, group: Chunk = group
+        ) -> Chunk:
+            return group.derive(part, chunk_id=derive_chunk_id(chunk.chunk_id, STAGE, key, ordinal))
+
+        out.extend(pack_records(records, make, limits, on_oversize=on_oversize))
+    return out
+
+
+class Router:
+    """The router's chunk handler, with its parts passed in or built on first use."""
+
+    def __init__(
+        self,
+        *,
+        runtime: StageRuntime | None = None,
+        rules: RoutingRules | None = None,
+        publisher: ChunkPublisher | None = None,
+        limits: ChunkLimits | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._rules = rules
+        self._publisher = publisher
+        self._limits = limits
+
+    @property
+    def runtime(self) -> StageRuntime:
+        if self._runtime is None:
+            self._runtime = StageRuntime(name=STAGE)
+        return self._runtime
+
+    @property
+    def rules(self) -> RoutingRules:
+        if self._rules is None:
+            self._rules = load_rules()
+        return self._rules
+
+    @property
+    def publisher(self) -> ChunkPublisher:
+        if self._publisher is None:
+            self._publisher = SnsPublisher()
+        return self._publisher
+
+    @property
+    def limits(self) -> ChunkLimits:
+        if self._limits is None:
+            settings = get_settings()
+            self._limits = ChunkLimits(settings.chunk_max_records, settings.chunk_max_bytes)
+        return self._limits
+
+    def route_record(self, record: Record, chunk: Chunk) -> dict[str, str]:
+        """A record's routing attributes (`PermanentError` → the record is quarantined)."""
+        return self.rules.attributes_for(chunk.type, record.payload)
+
+    def handle_chunk(self, chunk: Chunk) -> ChunkOutcome:
+        """Route, split and publish one chunk; `out` counts the records published."""
+        results = self.runtime.run_records(chunk, self.route_record)
+        dropped: list[Record] = []
+        offload = self.runtime.on_oversize(
+            record_type=chunk.type, source=chunk.source, correlation_id=chunk.correlation_id
+        )
+
+        def on_oversize(record: Record) -> Record | None:
+            stand_in = offload(record)
+            if stand_in is None:
+                dropped.append(record)
+            return stand_in
+
+        chunks = split_by_attributes(
+            chunk, results.outputs, limits=self.limits, on_oversize=on_oversize
+        )
+        if chunks:
+            self.publisher.publish(chunks)
+        outcome = results.outcome
+        outcome.quarantined += len(dropped)
+        outcome.out = sum(len(c.records) for c in chunks)
+        add_metric("ChunksOut", len(chunks))
+        log.info(
+            "chunk routed",
+            extra={"chunks_out": len(chunks), **outcome.as_dict()},
+        )
+        return outcome
+
+    def handle_batch(self, event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
+        """`batchItemFailures` for an SQS event; each chunk is claimed, so it publishes once."""
+        return self.runtime.handle_sqs(event, self.handle_chunk)
+
+
+_router: Router | None = None
+
+
+def get_router() -> Router:
+    """The process's router, built on the first event (never at import)."""
+    global _router
+    if _router is None:
+        _router = Router()
+    return _router
+
+
+def set_router(router: Router | None) -> None:
+    """Use `router` for the next events (tests); None drops it, so the next event builds anew."""
+    global _router
+    _router = router
+
+
+def route_batch(event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
+    """The `on_sqs_message` handler's body."""
+    return get_router().handle_batch(event)

@@ -1,0 +1,252 @@
+"""Fixtures of the router app's tests: stage `test` on moto, the app imported from router/.
+
+Tables come from infra/platform.yaml's own definitions (as in tests/shared); buckets, the
+clean queue, the records topic and two subscriber queues (raw delivery) are made by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+from sluice import aws
+from sluice.config import ResourceNames, reset_settings
+from sluice.envelope import Chunk, Record, chunk_id, record_id
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_DIR = ROOT / "router"
+TEMPLATE = ROOT / "infra" / "platform.yaml"
+STAGE = "test"
+PARAMETERS = {"Stage": STAGE, "ResourcePrefix": "sluice"}
+ENV = {
+    "SLUICE_STAGE": STAGE,
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+UNSET = ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RESOURCE_PREFIX")
+UNSET += ("SLUICE_IDEMPOTENCY", "SLUICE_RECORD_MAX_BYTES", "SLUICE_CHUNK_MAX_BYTES")
+UNSET += ("SLUICE_CHUNK_MAX_RECORDS", "SLUICE_RECORDS_TOPIC_ARN")
+
+# `app.py` reads SLUICE_STAGE at import (for the queue name of its decorator).
+for _name, _value in ENV.items():
+    os.environ[_name] = _value
+for _name in UNSET:
+    os.environ.pop(_name, None)
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+
+SOURCE = "s3://sluice-test-landing/incoming/order/orders.jsonl"
+HIGH_PRIORITY_QUEUE = "sluice-test-consumer-urgent"
+EVERYTHING_QUEUE = "sluice-test-consumer-all"
+
+
+def _sub(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value["Fn::Sub"]
+    return re.sub(r"\$\{([^}]+)\}", lambda m: PARAMETERS[m.group(1)], value)
+
+
+@pytest.fixture(scope="session")
+def table_definitions() -> list[dict[str, Any]]:
+    """The template's DynamoDB tables, with `TableName` resolved for stage `test`."""
+    with TEMPLATE.open(encoding="utf-8") as f:
+        template = yaml.safe_load(f)
+    tables = []
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            props = dict(resource["Properties"])
+            props["TableName"] = _sub(props["TableName"])
+            tables.append(props)
+    return tables
+
+
+@pytest.fixture(scope="session")
+def app_module() -> ModuleType:
+    """router/app.py, imported once per test process (each app's tests run in their own)."""
+    return importlib.import_module("app")
+
+
+@pytest.fixture(scope="session")
+def service() -> ModuleType:
+    return importlib.import_module("chalicelib.service")
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, service: ModuleType) -> Iterator[None]:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    for name in UNSET:
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    aws.reset_clients()
+    service.set_router(None)
+    yield
+    service.set_router(None)
+    reset_settings()
+    aws.reset_clients()
+
+
+@pytest.fixture
+def names(aws_env: None) -> ResourceNames:
+    return ResourceNames(stage=STAGE)
+
+
+@dataclass
+class Subscriber:
+    """An SQS queue subscribed to the records topic with raw delivery."""
+
+    queue_url: str
+
+    def drain(self) -> list[dict[str, Any]]:
+        sqs = aws.sqs()
+        found: list[dict[str, Any]] = []
+        while True:
+            got = sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+            ).get("Messages", [])
+            if not got:
+                return found
+            found.extend(got)
+            for message in got:
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@dataclass
+class Platform:
+    names: ResourceNames
+    topic_arn: str
+    high_priority: Subscriber
+    everything: Subscriber
+
+
+def _subscribe(topic_arn: str, queue: str, filter_policy: dict[str, Any] | None) -> Subscriber:
+    sqs, sns = aws.sqs(), aws.sns()
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    attributes = {"RawMessageDelivery": "true"}
+    if filter_policy is not None:
+        attributes["FilterPolicy"] = json.dumps(filter_policy)
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes)
+    return Subscriber(url)
+
+
+@pytest.fixture
+def platform(
+    aws_env: None, table_definitions: list[dict[str, Any]], names: ResourceNames
+) -> Iterator[Platform]:
+    """A moto account with what the router touches, and two consumers of the records topic:
+    one filtering on `{"priority": ["high"]}`, one taking everything."""
+    from moto import mock_aws
+
+    with mock_aws():
+        ddb = aws.dynamodb()
+        for props in table_definitions:
+            ddb.create_table(
+                TableName=props["TableName"],
+                KeySchema=props["KeySchema"],
+                AttributeDefinitions=props["AttributeDefinitions"],
+                BillingMode=props["BillingMode"],
+            )
+        s3 = aws.s3()
+        for bucket in (names.quarantine_bucket, names.payload_bucket):
+            s3.create_bucket(Bucket=bucket)
+        aws.sqs().create_queue(QueueName=names.clean_queue)
+        topic_arn = aws.sns().create_topic(Name=names.records_topic)["TopicArn"]
+        yield Platform(
+            names=names,
+            topic_arn=topic_arn,
+            high_priority=_subscribe(topic_arn, HIGH_PRIORITY_QUEUE, {"priority": ["high"]}),
+            everything=_subscribe(topic_arn, EVERYTHING_QUEUE, None),
+        )
+        aws.reset_clients()
+
+
+ChunkFactory = Callable[..., Chunk]
+
+
+def make_chunk(
+    payloads: list[Any],
+    *,
+    record_type: str = "order",
+    ordinal: int = 0,
+    source: str = SOURCE,
+    correlation_id: str = "corr-1",
+) -> Chunk:
+    """A clean chunk as cleanse sends it: `payloads` become records 0..n-1 of `source`."""
+    records = tuple(
+        Record(
+            id=record_id(source, "etag-1", ordinal * 1000 + i),
+            ordinal=ordinal * 1000 + i,
+            ingested_at="2026-11-27T06:00:00.000Z",
+            payload=payload,
+        )
+        for i, payload in enumerate(payloads)
+    )
+    return Chunk(
+        chunk_id=chunk_id(source, "etag-1", ordinal),
+        type=record_type,
+        source=source,
+        correlation_id=correlation_id,
+        records=records,
+    )
+
+
+def order(amount: Any = 19.99, currency: Any = "EUR", **extra: Any) -> dict[str, Any]:
+    """A clean order; a None argument leaves that field out."""
+    base: dict[str, Any] = {
+        "order_id": "o-1",
+        "customer_id": "c-1",
+        "email": "ada@example.com",
+        "amount": amount,
+        "currency": currency,
+        "created_at": "2026-11-27T08:15:00.000Z",
+        **extra,
+    }
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def customer(country: Any = "DE", **extra: Any) -> dict[str, Any]:
+    """A clean customer; `country=None` leaves the country out."""
+    base: dict[str, Any] = {
+        "customer_id": "c-1",
+        "email": "ada@example.com",
+        "name": "Ada",
+        "country": country,
+        "created_at": "2026-11-27T08:15:00.000Z",
+        **extra,
+    }
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.fixture(name="make_chunk")
+def make_chunk_fixture() -> ChunkFactory:
+    """`make_chunk(payloads, record_type=..., ordinal=..., correlation_id=...)`."""
+    return make_chunk
+
+
+@pytest.fixture(name="order")
+def order_fixture() -> Callable[..., dict[str, Any]]:
+    """`order(amount=..., currency=..., **extra)`: a clean order payload."""
+    return order
+
+
+@pytest.fixture(name="customer")
+def customer_fixture() -> Callable[..., dict[str, Any]]:
+    """`customer(country=..., **extra)`: a clean customer payload."""
+    return customer

@@ -1,0 +1,197 @@
+"""The router through its Chalice handler, on moto: routing, filtering, retries, duplicates."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from chalice.test import Client
+from support.events import sqs_event
+
+from chalicelib.publisher import SnsPublisher
+from chalicelib.service import Router
+from sluice import aws
+from sluice.envelope import Chunk
+from sluice.errors import TransientError
+
+APP_DIR = Path(__file__).resolve().parents[2] / "router"
+Platform = Any  # conftest.Platform: names, topic_arn, high_priority and everything subscribers
+ORDERS = [
+    (5000, "EUR"),  # high, eu
+    (10, "EUR"),  # normal, eu
+    (20, "USD"),  # normal, americas
+    (2000, "EUR"),  # high, eu
+    (1500, "JPY"),  # high, apac
+]
+
+
+@pytest.fixture
+def client(app_module: ModuleType, platform: Platform) -> Iterator[Client]:
+    with Client(app_module.app, stage_name="test", project_dir=str(APP_DIR)) as client:
+        yield client
+
+
+def _invoke(client: Client, event: dict[str, Any]) -> dict[str, Any]:
+    payload: dict[str, Any] = client.lambda_.invoke("route", event).payload
+    return payload
+
+
+def _attributes(message: dict[str, Any]) -> dict[str, str]:
+    return {k: v["StringValue"] for k, v in message.get("MessageAttributes", {}).items()}
+
+
+def _ordinals(messages: Sequence[dict[str, Any]]) -> list[int]:
+    return sorted(r["ordinal"] for m in messages for r in json.loads(m["Body"])["records"])
+
+
+def _ledger(platform: Platform, chunk: Chunk) -> dict[str, Any]:
+    item = (
+        aws.dynamodb()
+        .get_item(
+            TableName=platform.names.ledger_table,
+            Key={
+                "correlation_id": {"S": chunk.correlation_id},
+                "entry": {"S": f"router#{chunk.chunk_id}"},
+            },
+        )
+        .get("Item")
+    )
+    assert item is not None, "no ledger entry for the chunk"
+    return {k: int(v["N"]) for k, v in item.items() if "N" in v and k != "expires_at"}
+
+
+def test_only_high_priority_records_reach_the_queue_filtering_on_priority_high(
+    client: Client, platform: Platform, make_chunk: Any, order: Any
+) -> None:
+    chunk = make_chunk([order(amount=a, currency=c) for a, c in ORDERS])
+    assert _invoke(client, sqs_event(chunk)) == {"batchItemFailures": []}
+
+    high = platform.high_priority.drain()
+    assert _ordinals(high) == [0, 3, 4]
+    by_region = {_attributes(m)["region"]: m for m in high}
+    assert set(by_region) == {"eu", "apac"}
+    eu = by_region["eu"]
+    body = Chunk.decode(eu["Body"])
+    assert _attributes(eu) == {
+        "record_type": "order",
+        "correlation_id": "corr-1",
+        "chunk_id": body.chunk_id,
+        "priority": "high",
+        "region": "eu",
+    }
+    assert [r.id for r in body.records] == [chunk.records[0].id, chunk.records[3].id]
+    assert dict(body.attributes) == {"priority": "high", "region": "eu"}
+
+
+def test_an_unfiltered_subscriber_receives_every_record_exactly_once(
+    client: Client, platform: Platform, make_chunk: Any, order: Any
+) -> None:
+    chunk = make_chunk([order(amount=a, currency=c) for a, c in ORDERS])
+    _invoke(client, sqs_event(chunk))
+    everything = platform.everything.drain()
+    assert len(everything) == 4  # {high,eu} {normal,eu} {normal,americas} {high,apac}
+    assert _ordinals(everything) == [0, 1, 2, 3, 4]
+    assert len({_attributes(m)["chunk_id"] for m in everything}) == 4
+
+
+def test_the_ledger_counts_the_records_published(
+    client: Client, platform: Platform, make_chunk: Any, order: Any
+) -> None:
+    chunk = make_chunk([order(amount=a, currency=c) for a, c in ORDERS])
+    _invoke(client, sqs_event(chunk))
+    assert _ledger(platform, chunk) == {
+        "records_in": 5,
+        "out": 5,
+        "quarantined": 0,
+        "duplicate": 0,
+        "failed": 0,
+    }
+
+
+def test_a_record_that_cannot_be_routed_is_quarantined_and_the_rest_published(
+    client: Client, platform: Platform, make_chunk: Any, order: Any
+) -> None:
+    chunk = make_chunk([order(amount=5000), order(amount=None), order(amount=10)])
+    assert _invoke(client, sqs_event(chunk)) == {"batchItemFailures": []}
+
+    assert _ordinals(platform.everything.drain()) == [0, 2]
+    listed = aws.s3().list_objects_v2(Bucket=platform.names.quarantine_bucket)
+    [key] = [o["Key"] for o in listed.get("Contents", [])]
+    assert key.startswith("router/order/")
+    assert chunk.records[1].id in key
+    doc = json.loads(
+        aws.s3().get_object(Bucket=platform.names.quarantine_bucket, Key=key)["Body"].read()
+    )
+    assert "'amount'" in doc["reason"]
+    assert _ledger(platform, chunk)["quarantined"] == 1
+    assert _ledger(platform, chunk)["out"] == 2
+
+
+def test_a_redelivered_chunk_is_published_once(
+    client: Client, platform: Platform, make_chunk: Any, order: Any
+) -> None:
+    chunk = make_chunk([order(amount=a, currency=c) for a, c in ORDERS])
+    assert _invoke(client, sqs_event(chunk, prefix="first")) == {"batchItemFailures": []}
+    assert _invoke(client, sqs_event(chunk, prefix="again")) == {"batchItemFailures": []}
+    assert _ordinals(platform.everything.drain()) == [0, 1, 2, 3, 4]
+
+
+def test_the_same_chunk_twice_in_one_batch_is_published_once(
+    client: Client, platform: Platform, make_chunk: Any, order: Any
+) -> None:
+    chunk = make_chunk([order(amount=5000)])
+    assert _invoke(client, sqs_event(chunk, chunk)) == {"batchItemFailures": []}
+    assert len(platform.everything.drain()) == 1
+
+
+class FailsFor:
+    """Publishes through SNS, except chunks of one correlation id while `failing`."""
+
+    def __init__(self, correlation_id: str) -> None:
+        self.correlation_id = correlation_id
+        self.failing = True
+        self.inner = SnsPublisher()
+
+    def publish(self, chunks: Sequence[Chunk]) -> None:
+        if self.failing and any(c.correlation_id == self.correlation_id for c in chunks):
+            raise TransientError("SNS is having a bad day")
+        self.inner.publish(chunks)
+
+
+def test_only_the_message_whose_publish_failed_is_retried(
+    client: Client, platform: Platform, service: ModuleType, make_chunk: Any, order: Any
+) -> None:
+    publisher = FailsFor("corr-bad")
+    service.set_router(Router(publisher=publisher))
+    good_1 = make_chunk([order(amount=5000)], ordinal=0)
+    bad = make_chunk([order(amount=7000)], ordinal=1, correlation_id="corr-bad")
+    good_2 = make_chunk([order(amount=10)], ordinal=2)
+
+    response = _invoke(client, sqs_event(good_1, bad, good_2))
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
+    received = platform.everything.drain()
+    assert {_attributes(m)["correlation_id"] for m in received} == {"corr-1"}
+    assert _ordinals(received) == [0, 2000]
+
+    # The retry (SQS redelivers only msg-1) publishes it: its claim was released.
+    publisher.failing = False
+    assert _invoke(client, sqs_event(bad, prefix="retry")) == {"batchItemFailures": []}
+    [retried] = platform.everything.drain()
+    assert _attributes(retried)["correlation_id"] == "corr-bad"
+    assert _ledger(platform, bad)["out"] == 1
+
+
+def test_publish_failing_everywhere_fails_every_message_and_writes_no_ledger(
+    client: Client, platform: Platform, make_chunk: Any, order: Any
+) -> None:
+    aws.sns().delete_topic(TopicArn=platform.topic_arn)
+    chunk = make_chunk([order()])
+    response = _invoke(client, sqs_event(chunk))
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+    with pytest.raises(AssertionError, match="no ledger entry"):
+        _ledger(platform, chunk)

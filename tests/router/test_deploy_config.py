@@ -1,0 +1,97 @@
+"""The router's wiring and deployment config: trigger, stages, least-privilege policies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+CHALICE_DIR = Path(__file__).resolve().parents[2] / "router" / ".chalice"
+STAGES = ("dev", "prod", "local", "test")
+
+
+def _config() -> dict[str, Any]:
+    return json.loads((CHALICE_DIR / "config.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _policy(stage: str) -> dict[str, Any]:
+    path = CHALICE_DIR / _config()["stages"][stage]["lambda_functions"]["route"]["iam_policy_file"]
+    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+def _grants(policy: dict[str, Any]) -> dict[str, set[str]]:
+    """Action → resources it is allowed on."""
+    grants: dict[str, set[str]] = {}
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        resources = statement["Resource"]
+        resources = [resources] if isinstance(resources, str) else resources
+        for action in statement["Action"]:
+            grants.setdefault(action, set()).update(resources)
+    return grants
+
+
+def test_importing_the_app_loads_no_aws_sdk_and_calls_nothing() -> None:
+    check = "import sys, app; print(sorted({'boto3', 'botocore'} & set(sys.modules)))"
+    env = {**os.environ, "SLUICE_STAGE": "test", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-c", check],
+        cwd=CHALICE_DIR.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_router_listens_on_the_stages_clean_queue_in_batches_of_ten(
+    app_module: ModuleType,
+) -> None:
+    [source] = app_module.app.event_sources
+    assert (source.name, source.queue, source.batch_size) == ("route", "sluice-test-clean", 10)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_sets_its_name_and_a_policy_file_of_its_own(stage: str) -> None:
+    config = _config()
+    assert config["autogen_policy"] is False
+    settings = config["stages"][stage]
+    assert settings["environment_variables"]["SLUICE_STAGE"] == stage
+    assert settings["lambda_functions"]["route"]["iam_policy_file"] == f"policy-{stage}-route.json"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_policy_grants_exactly_what_the_router_uses_on_its_stages_resources(stage: str) -> None:
+    grants = _grants(_policy(stage))
+    p = f"sluice-{stage}"
+    assert grants["sns:Publish"] == {f"arn:aws:sns:*:*:{p}-records"}
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        assert grants[action] == {f"arn:aws:sqs:*:*:{p}-clean"}
+    for action in ("dynamodb:UpdateItem", "dynamodb:DeleteItem"):
+        assert grants[action] == {f"arn:aws:dynamodb:*:*:table/{p}-idempotency"}
+    assert grants["dynamodb:PutItem"] == {
+        f"arn:aws:dynamodb:*:*:table/{p}-idempotency",
+        f"arn:aws:dynamodb:*:*:table/{p}-ledger",
+    }
+    assert grants["s3:PutObject"] == {
+        f"arn:aws:s3:::{p}-quarantine/*",
+        f"arn:aws:s3:::{p}-payloads/*",
+    }
+    assert grants["s3:GetObject"] == {f"arn:aws:s3:::{p}-payloads/*"}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_only_xray_is_granted_on_every_resource(stage: str) -> None:
+    grants = _grants(_policy(stage))
+    unbounded = {action for action, resources in grants.items() if "*" in resources}
+    assert unbounded == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    other_stages = [f"sluice-{s}-" for s in STAGES if s != stage]
+    text = json.dumps(_policy(stage))
+    assert not any(name in text for name in other_stages)

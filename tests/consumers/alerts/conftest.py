@@ -1,0 +1,54 @@
+"""The alerts consumer's tests: stage `test` in a moto account, and the app imported."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from consumers import testkit
+
+APP_DIR = testkit.REPO / "consumers" / "alerts"
+testkit.set_environment()  # `app` reads SLUICE_STAGE in its decorators, at import
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+
+
+@pytest.fixture
+def account() -> Iterator[testkit.Account]:
+    testkit.set_environment()
+    from chalicelib import service
+
+    service.reset()
+    yield from testkit.mocked_account(APP_DIR / "resources.yaml")
+    service.reset()
+
+
+@pytest.fixture
+def app_module(account: testkit.Account) -> ModuleType:
+    import app
+
+    return app
+
+
+@pytest.fixture
+def app_dir() -> Path:
+    return APP_DIR
+
+
+@pytest.fixture
+def alerts_inbox(account: testkit.Account) -> str:
+    """A queue subscribed to the alerts topic (SNS JSON envelope, so Subject is kept)."""
+    from sluice import aws
+
+    url = aws.sqs().create_queue(QueueName="alerts-inbox")["QueueUrl"]
+    arn = aws.sqs().get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    aws.sns().subscribe(
+        TopicArn=account.alerts_topic_arn,
+        Protocol="sqs",
+        Endpoint=arn["Attributes"]["QueueArn"],
+    )
+    return url

@@ -1,0 +1,166 @@
+"""The alerts consumer publishes one readable alert per high-priority record, never two."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from consumers import testkit
+from sluice.envelope import Chunk, Record
+
+HIGH = {"priority": "high", "region": "eu"}
+ORDERS = [
+    {"order_id": "o-123", "customer_id": "c-9", "amount": 1250, "currency": "EUR"},
+    {"order_id": "o-124", "customer_id": "c-7", "amount": 4999.5, "currency": "USD"},
+]
+
+
+def invoke(app_module: ModuleType, app_dir: Path, event: dict[str, Any]) -> Any:
+    with Client(app_module.app, stage_name="test", project_dir=str(app_dir)) as client:
+        return client.lambda_.invoke("consume", event)
+
+
+def alerts(inbox: str) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in testkit.receive_all(inbox)]
+
+
+def test_alert_text_names_the_order_amount_customer_and_correlation() -> None:
+    from chalicelib.message import alert_text
+
+    chunk = testkit.make_chunk("order", ORDERS[:1], correlation_id="corr-1")
+
+    text = alert_text(chunk.records[0], chunk)
+
+    assert text == (
+        "High-value order o-123: 1,250.00 EUR from customer c-9 "
+        "(correlation corr-1, record r-c-test-0-0)"
+    )
+
+
+def test_alert_text_of_other_types_names_type_and_key() -> None:
+    from chalicelib.message import alert_text
+
+    chunk = Chunk("c-1", "customer", "s3://x/y", "corr", (Record("r-1", 0, "t", {"x": 1}),))
+
+    assert (
+        alert_text(chunk.records[0], chunk)
+        == "High-priority customer r-1 (correlation corr, record r-1)"
+    )
+
+
+def test_each_record_of_a_high_priority_chunk_gets_one_alert(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
+
+    invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
+
+    got = alerts(alerts_inbox)
+    assert sorted(a["Message"] for a in got) == [
+        "High-value order o-123: 1,250.00 EUR from customer c-9 "
+        "(correlation corr-test, record r-c-test-0-0)",
+        "High-value order o-124: 4,999.50 USD from customer c-7 "
+        "(correlation corr-test, record r-c-test-0-1)",
+    ]
+    assert {a["Subject"] for a in got} == {
+        "Sluice alert: order r-c-test-0-0",
+        "Sluice alert: order r-c-test-0-1",
+    }
+    ledger = testkit.ledger_items()
+    assert ledger["sink:alerts#c-test-0"]["delivered"] == {"N": "2"}
+    assert ledger["consumer-alerts#c-test-0"]["out"] == {"N": "2"}
+
+
+def test_duplicate_delivery_alerts_only_once(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
+    event = testkit.sns_event(chunk, account.records_topic_arn)
+
+    invoke(app_module, app_dir, event)
+    invoke(app_module, app_dir, event)
+
+    assert len(alerts(alerts_inbox)) == 2
+
+
+class FlakyPublisher:
+    """Publishes through the real publisher but fails once for one record id."""
+
+    def __init__(self, real: Any, fail_for: str) -> None:
+        self.real, self.fail_for = real, fail_for
+        self.published: list[str] = []
+
+    def publish(self, record: Record, chunk: Chunk) -> None:
+        if record.id == self.fail_for:
+            self.fail_for = ""
+            from chalicelib.service import AlertPublishError
+
+            raise AlertPublishError("SNS throttled")
+        self.real.publish(record, chunk)
+        self.published.append(record.id)
+
+
+def test_a_retried_chunk_publishes_only_the_alerts_still_missing(
+    account: testkit.Account, alerts_inbox: str
+) -> None:
+    from chalicelib import service
+
+    chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
+    real = service.AlertPublisher(account.alerts_topic_arn)
+    flaky = FlakyPublisher(real, fail_for="r-c-test-0-1")
+    rt = service.runtime()
+
+    with pytest.raises(service.AlertPublishError):
+        service.handle_chunk(chunk, rt, flaky)
+    outcome = service.handle_chunk(chunk, rt, flaky)
+
+    assert flaky.published == ["r-c-test-0-0", "r-c-test-0-1"]
+    assert (outcome.out, outcome.duplicate) == (1, 1)
+    assert len(alerts(alerts_inbox)) == 2
+
+
+def test_filter_policy_of_resources_yaml_passes_only_high_priority_chunks(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    policy = testkit.filter_policy(testkit.load_template(app_dir / "resources.yaml"))
+    probe = account.subscribe_queue("alerts-probe", policy)
+    account.publish(testkit.make_chunk("order", ORDERS[:1], chunk_id="c-high", attributes=HIGH))
+    account.publish(
+        testkit.make_chunk(
+            "order", ORDERS[1:], chunk_id="c-normal", attributes={"priority": "normal"}
+        )
+    )
+
+    arrived = testkit.receive_all(probe)
+    for i, message in enumerate(arrived):
+        event = testkit.sns_event(message["Body"], account.records_topic_arn, f"m-{i}")
+        invoke(app_module, app_dir, event)
+
+    assert [json.loads(m["Body"])["chunk_id"] for m in arrived] == ["c-high"]
+    assert [a["Message"].split(":")[0] for a in alerts(alerts_inbox)] == ["High-value order o-123"]
+
+
+def test_message_that_is_not_an_envelope_is_quarantined_not_retried(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    event = testkit.sns_event("not json", account.records_topic_arn, "m-bad")
+
+    invoke(app_module, app_dir, event)
+
+    assert testkit.quarantined_keys() == ["consumer-alerts/_unknown/2026-11-27/m-bad.json"]
+    assert alerts(alerts_inbox) == []
+
+
+def test_alerts_topic_is_found_next_to_the_invoking_topic(account: testkit.Account) -> None:
+    from chalicelib.service import alerts_topic_arn
+
+    assert alerts_topic_arn(account.records_topic_arn) == account.alerts_topic_arn
+
+
+def test_config_policies_and_queue_timeouts_are_consistent(app_dir: Path) -> None:
+    assert testkit.app_config_problems(app_dir) == []

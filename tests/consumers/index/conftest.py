@@ -1,0 +1,39 @@
+"""The index consumer's tests: stage `test` in a moto account, and the app imported."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from consumers import testkit
+
+APP_DIR = testkit.REPO / "consumers" / "index"
+testkit.set_environment()  # `app` reads SLUICE_STAGE in its decorators, at import
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+
+
+@pytest.fixture
+def account() -> Iterator[testkit.Account]:
+    testkit.set_environment()
+    from chalicelib import service
+
+    service.reset()
+    yield from testkit.mocked_account(APP_DIR / "resources.yaml")
+    service.reset()
+
+
+@pytest.fixture
+def app_module(account: testkit.Account) -> ModuleType:
+    import app
+
+    return app
+
+
+@pytest.fixture
+def app_dir() -> Path:
+    return APP_DIR

@@ -1,0 +1,211 @@
+"""`sluice new-consumer` scaffolds a working consumer, and refuses clearly what it cannot make."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from sluice_tools.cli import main
+from sluice_tools.scaffold import ConsumerSpec, ScaffoldError, chalice_config, render_app
+from sluice_tools.scaffold.contract import check_filter_policy, declared_attributes
+
+REPO = Path(__file__).resolve().parents[2]
+# What a scaffolded consumer needs of the repository to be generated and tested.
+NEEDED = (
+    "shared",
+    "router/chalicelib/routing.json",
+    "consumers",
+    "tools",
+    "tests/support",
+    "tests/consumers/testkit.py",
+    "pyproject.toml",
+    "noxfile.py",
+    "infra/platform.yaml",
+)
+SHIPPED = {
+    "warehouse": ({"record_type": [{"exists": True}]}, False, 60, 512),
+    "index": ({"record_type": ["order", "customer"]}, False, 120, 256),
+    "alerts": ({"priority": ["high"]}, True, 30, 256),
+}
+
+
+def copy_repo(target: Path) -> Path:
+    ignore = shutil.ignore_patterns("__pycache__", ".venv", "*.egg-info", ".chalice/deployments")
+    for relative in NEEDED:
+        source = REPO / relative
+        if source.is_dir():
+            shutil.copytree(source, target / relative, ignore=ignore)
+        else:
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / relative)
+    return target
+
+
+def sluice(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    code = "from sluice_tools.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+def run_generated_tests(repo: Path, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", f"tests/consumers/{name}", "-q", "-p", "no:cacheprovider"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return copy_repo(tmp_path_factory.mktemp("repo"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "policy", "flags"),
+    [
+        ("audit", '{"priority": ["high"], "region": [{"anything-but": ["eu"]}]}', ()),
+        (
+            "pager",
+            '{"$or": [{"priority": ["high"]}, {"region": [{"prefix": "ap"}]}]}',
+            ("--direct",),
+        ),
+    ],
+)
+def test_generated_consumer_passes_its_own_tests(
+    repo_copy: Path, name: str, policy: str, flags: tuple[str, ...]
+) -> None:
+    made = sluice("new-consumer", name, "--filter", policy, *flags, cwd=repo_copy / "consumers")
+
+    assert made.returncode == 0, made.stderr
+    assert (repo_copy / "consumers" / name / "app.py").is_file()
+    tested = run_generated_tests(repo_copy, name)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert " passed" in tested.stdout
+    assert "failed" not in tested.stdout
+
+
+def test_generated_resources_carry_the_filter_policy_in_one_place(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path)
+    policy = {"priority": ["high"]}
+
+    CliRunner().invoke(
+        main, ["new-consumer", "q", "--filter", json.dumps(policy), "--repo", str(repo)]
+    )
+    CliRunner().invoke(
+        main,
+        ["new-consumer", "d", "--filter", json.dumps(policy), "--direct", "--repo", str(repo)],
+    )
+
+    queued = yaml.safe_load((repo / "consumers/q/resources.yaml").read_text())
+    subscription = queued["Resources"]["ConsumerSubscription"]["Properties"]
+    assert subscription["FilterPolicy"] == policy
+    assert subscription["RawMessageDelivery"] is True
+    assert "Metadata" not in queued
+    direct = yaml.safe_load((repo / "consumers/d/resources.yaml").read_text())
+    assert direct["Metadata"]["Sluice"] == {
+        "Direct": True,
+        "FilterPolicyScope": "MessageAttributes",
+        "FilterPolicy": policy,
+    }
+    assert "ConsumerSubscription" not in direct["Resources"]
+    assert "@app.on_sns_message" in (repo / "consumers/d/app.py").read_text()
+
+
+@pytest.mark.parametrize(("name", "spec"), SHIPPED.items())
+def test_shipped_consumers_have_the_scaffold_layout_resources_and_config(
+    name: str, spec: tuple[dict[str, object], bool, int, int]
+) -> None:
+    policy, direct, timeout, memory = spec
+    scaffold = ConsumerSpec(name, policy, direct=direct, timeout_s=timeout, memory_mb=memory)
+    files = render_app(scaffold)
+
+    missing = [p for p in files if not (REPO / p).is_file()]
+    assert missing == []
+    resources = f"consumers/{name}/resources.yaml"
+    assert yaml.safe_load((REPO / resources).read_text()) == yaml.safe_load(files[resources])
+    config = json.loads((REPO / f"consumers/{name}/.chalice/config.json").read_text())
+    assert config == chalice_config(scaffold)
+
+
+def test_direct_runner_of_the_template_is_the_one_alerts_ships() -> None:
+    files = render_app(ConsumerSpec("x", {"priority": ["high"]}, direct=True))
+
+    shipped = REPO / "consumers/alerts/chalicelib/direct.py"
+    assert files["consumers/x/chalicelib/direct.py"] == shipped.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["warehouse", "--filter", '{"priority": ["high"]}'],
+            "consumer 'warehouse' exists already",
+        ),
+        (["Bad_Name", "--filter", '{"priority": ["high"]}'], "invalid consumer name 'Bad_Name'"),
+        (["a" * 21, "--filter", '{"priority": ["high"]}'], "invalid consumer name"),
+        (["ends-", "--filter", '{"priority": ["high"]}'], "invalid consumer name 'ends-'"),
+        (["9lives", "--filter", '{"priority": ["high"]}'], "invalid consumer name '9lives'"),
+        (["ok", "--filter", "{priority: high}"], "--filter is not valid JSON"),
+        (["ok", "--filter", '["high"]'], "--filter must be a non-empty JSON object"),
+        (
+            ["ok", "--filter", '{"colour": ["red"]}'],
+            "filter policy uses attribute 'colour', which the router never sets",
+        ),
+        (
+            ["ok", "--filter", '{"priority": ["urgent"]}'],
+            "the router never sets priority='urgent' (allowed: high, normal)",
+        ),
+        (
+            ["ok", "--filter", '{"priority": [{"numeric": [">", 1]}]}'],
+            "operator 'numeric' on 'priority' cannot match",
+        ),
+        (
+            ["ok", "--filter", '{"region": [{"prefix": "xx"}]}'],
+            "prefix 'xx' matches no value the router sets for 'region'",
+        ),
+    ],
+)
+def test_refusals_exit_non_zero_with_a_one_line_reason(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    repo = copy_repo(tmp_path)
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+
+    result = CliRunner().invoke(main, ["new-consumer", *args, "--repo", str(repo)])
+
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ")
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+
+
+def test_outside_a_repository_it_refuses_to_guess(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["new-consumer", "ok", "--filter", "{}", "--repo", str(tmp_path)]
+    )
+
+    assert result.exit_code == 1
+    assert "no Sluice repository (noxfile.py and router/)" in result.output
+
+
+def test_filter_policy_may_use_base_attributes_and_declared_values() -> None:
+    declared = declared_attributes(REPO)
+
+    check_filter_policy(
+        {"record_type": ["order"], "correlation_id": [{"exists": True}], "region": ["eu"]},
+        declared,
+    )
+    with pytest.raises(ScaffoldError, match="'chunk_id', which the router never sets"):
+        check_filter_policy({"chunk_id": ["c-1"]}, declared)

@@ -1,0 +1,123 @@
+"""The filter policy contract: a consumer may filter only on attributes the router sets.
+
+Attributes and their allowed values are declared in router/chalicelib/routing.json (read as
+JSON, never imported: the router is an app, tooling does not load its code).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sluice.envelope import ATTR_CORRELATION_ID, ATTR_TYPE
+from sluice_tools.scaffold.errors import ScaffoldError
+
+ROUTING_JSON = Path("router") / "chalicelib" / "routing.json"
+# Set on every message; filtering on chunk_id would be meaningless, so it is not offered.
+BASE_ATTRIBUTES = (ATTR_TYPE, ATTR_CORRELATION_ID)
+# Operators SNS applies to string attributes (numeric needs a Number attribute).
+STRING_OPERATORS = ("anything-but", "prefix", "suffix", "equals-ignore-case", "exists")
+
+
+def declared_attributes(repo: Path) -> dict[str, list[str] | None]:
+    """Attribute name → allowed values (None: any value) the router can set on a message."""
+    path = repo / ROUTING_JSON
+    try:
+        routing = json.loads(path.read_text(encoding="utf-8"))
+        attributes = routing["attributes"]
+        declared: dict[str, list[str] | None] = {
+            str(name): [str(v) for v in spec["values"]] for name, spec in attributes.items()
+        }
+    except FileNotFoundError:
+        raise ScaffoldError(f"cannot check the filter policy: {ROUTING_JSON} not found") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ScaffoldError(f"{ROUTING_JSON} has no usable 'attributes' ({exc})") from None
+    for name in BASE_ATTRIBUTES:
+        declared.setdefault(name, None)
+    return declared
+
+
+def parse_filter_policy(text: str) -> dict[str, Any]:
+    """The policy JSON object of `--filter`; `ScaffoldError` if it is not one."""
+    try:
+        policy = json.loads(text)
+    except ValueError as exc:
+        raise ScaffoldError(f"--filter is not valid JSON: {exc}") from None
+    if not isinstance(policy, dict) or not policy:
+        raise ScaffoldError("--filter must be a non-empty JSON object (an SNS filter policy)")
+    return policy
+
+
+def check_filter_policy(
+    policy: Mapping[str, Any], declared: Mapping[str, list[str] | None]
+) -> None:
+    """Refuse a policy naming an attribute (or value) the router never sets."""
+    for name, conditions in policy.items():
+        if name == "$or":
+            if not isinstance(conditions, list) or not conditions:
+                raise ScaffoldError("filter policy: '$or' must be a non-empty list of policies")
+            for branch in conditions:
+                if not isinstance(branch, dict) or not branch:
+                    raise ScaffoldError("filter policy: each '$or' branch must be an object")
+                check_filter_policy(branch, declared)
+            continue
+        if name not in declared:
+            known = ", ".join(sorted(declared))
+            raise ScaffoldError(
+                f"filter policy uses attribute {name!r}, which the router never sets "
+                f"(it sets: {known})"
+            )
+        if not isinstance(conditions, list) or not conditions:
+            raise ScaffoldError(f"filter policy: {name!r} must map to a non-empty list")
+        for condition in conditions:
+            _check_condition(name, condition, declared[name])
+
+
+def _check_condition(name: str, condition: Any, allowed: list[str] | None) -> None:
+    if isinstance(condition, str):
+        _check_value(name, condition, allowed)
+        return
+    if not isinstance(condition, dict) or len(condition) != 1:
+        raise ScaffoldError(
+            f"filter policy: {name!r} condition {json.dumps(condition)} can never match a "
+            "string attribute (use strings or one of " + ", ".join(STRING_OPERATORS) + ")"
+        )
+    ((operator, operand),) = condition.items()
+    if operator not in STRING_OPERATORS:
+        raise ScaffoldError(
+            f"filter policy: operator {operator!r} on {name!r} cannot match; the router's "
+            "attributes are strings (use " + ", ".join(STRING_OPERATORS) + ")"
+        )
+    if operator == "exists":
+        if not isinstance(operand, bool):
+            raise ScaffoldError(f"filter policy: 'exists' on {name!r} takes true or false")
+    elif operator == "anything-but":
+        values = [operand] if isinstance(operand, str) else operand
+        if isinstance(values, dict):
+            for op, sub in values.items():
+                _check_condition(name, {op: sub}, allowed)
+        elif isinstance(values, list) and all(isinstance(v, str) for v in values):
+            for value in values:
+                _check_value(name, value, allowed)
+        else:
+            raise ScaffoldError(f"filter policy: 'anything-but' on {name!r} takes strings")
+    elif not isinstance(operand, str):
+        raise ScaffoldError(f"filter policy: {operator!r} on {name!r} takes a string")
+    elif allowed is not None and operator != "equals-ignore-case":
+        match = str.startswith if operator == "prefix" else str.endswith
+        if not any(match(v, operand) for v in allowed):
+            raise ScaffoldError(
+                f"filter policy: {operator} {operand!r} matches no value the router sets for "
+                f"{name!r} ({', '.join(allowed)})"
+            )
+    elif allowed is not None and operand.lower() not in {v.lower() for v in allowed}:
+        _check_value(name, operand, allowed)
+
+
+def _check_value(name: str, value: str, allowed: list[str] | None) -> None:
+    if allowed is not None and value not in allowed:
+        raise ScaffoldError(
+            f"filter policy: the router never sets {name}={value!r} (allowed: {', '.join(allowed)})"
+        )

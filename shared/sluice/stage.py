@@ -1,7 +1,8 @@
 """What every stage gets without writing code for it: claim, quarantine, claim check, ledger.
 
 `StageRuntime.handle_sqs` is `sluice.batch.process_sqs_batch` with each chunk claimed once
-per stage, undecodable messages quarantined and the ledger written. The parts are built on
+per stage, undecodable messages quarantined and the ledger written; `handle_sns` is its twin
+for direct SNS subscriptions. The parts are built on
 first use (nothing at import) and can all be passed in.
 """
 
@@ -13,8 +14,8 @@ from typing import Any, Protocol, TypeVar
 from sluice import batch
 from sluice.batch import BatchResponse, ChunkHandler, ChunkOutcome, RecordResults
 from sluice.claimcheck import ClaimCheck
-from sluice.envelope import Chunk, Record
-from sluice.errors import OversizeRecordError
+from sluice.envelope import Chunk, Record, chunk_from_sns_record, utc_now_iso
+from sluice.errors import OversizeRecordError, PermanentError
 from sluice.idempotency import (
     IdempotencyPayloadMismatchError,
     IdempotencyStore,
@@ -23,11 +24,12 @@ from sluice.idempotency import (
     run_once,
 )
 from sluice.ledger import LedgerWriter
-from sluice.observability import get_logger
+from sluice.observability import add_metric, get_logger, get_tracer, log_context
 from sluice.quarantine import Quarantine
 
 T = TypeVar("T")
 log = get_logger(__name__)
+UNKNOWN_TYPE = "_unknown"
 
 
 class LambdaContext(Protocol):
@@ -122,6 +124,61 @@ class StageRuntime:
 
         return batch.process_sqs_batch(raw, once, reject_message=self.quarantine.reject_message)
 
+    def handle_sns(
+        self,
+        event: Mapping[str, Any] | LambdaEvent,
+        handle_chunk: ChunkHandler,
+        *,
+        remaining_ms: RemainingTime = None,
+        claim: bool = True,
+    ) -> list[ChunkOutcome]:
+        """`handle_sqs`'s twin for a direct SNS → Lambda event (an asynchronous invocation).
+
+        SNS has no partial batch response: a transient error propagates, so Lambda retries
+        the invocation and then sends it to the function's on-failure destination. A message
+        that is not an envelope is quarantined; each chunk is claimed and ledgered as in
+        `handle_sqs`.
+        """
+        raw: Mapping[str, Any]
+        if isinstance(event, Mapping):
+            raw = event
+        else:
+            raw = event.to_dict()
+            if remaining_ms is None:
+                remaining_ms = _remaining_of(event.context)
+        outcomes: list[ChunkOutcome] = []
+        tracer = get_tracer()
+        for record in raw.get("Records") or []:
+            try:
+                chunk = chunk_from_sns_record(record)
+            except PermanentError as error:
+                self._reject_sns_message(record, error)
+                continue
+            with (
+                log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
+                tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
+            ):
+                outcome = self._handle_chunk(chunk, handle_chunk, remaining_ms, claim)
+                batch.emit_chunk_metrics(chunk, outcome)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _reject_sns_message(self, record: Mapping[str, Any], error: PermanentError) -> None:
+        log.error("undecodable SNS message quarantined", extra={"reason": error.reason})
+        sns = record.get("Sns") or {}
+        message_id = str(sns.get("MessageId") or "no-message-id")
+        self.quarantine.reject_raw(
+            record_type=UNKNOWN_TYPE,
+            source=str(sns.get("TopicArn") or "sns"),
+            correlation_id=message_id,
+            raw=str(sns.get("Message") or ""),
+            reason=error.reason,
+            error_class=type(error).__name__,
+            ref_id=message_id,
+            ingested_at=str(sns.get("Timestamp") or utc_now_iso()),
+        )
+        add_metric("MessagesMalformed")
+
     def _handle_chunk(
         self,
         chunk: Chunk,
@@ -183,6 +240,11 @@ class StageRuntime:
             )
 
         return self.claims.offload_or_reject(reject)
+
+
+def remaining_of(context: Any) -> RemainingTime:
+    """The Lambda context's remaining time as a callable (None outside Lambda)."""
+    return _remaining_of(context)
 
 
 def _remaining_of(context: Any) -> RemainingTime:

@@ -246,3 +246,55 @@ def test_parts_are_built_lazily_and_can_be_injected(monkeypatch: pytest.MonkeyPa
     assert isinstance(runtime.idempotency, IdempotencyStore)
     assert isinstance(runtime.claims, ClaimCheck)
     assert not aws._clients
+
+
+def sns_event(*messages: str) -> dict[str, Any]:
+    topic = "arn:aws:sns:us-east-1:123456789012:sluice-test-records"
+    return {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "Sns": {
+                    "MessageId": f"sns-{i}",
+                    "TopicArn": topic,
+                    "Message": message,
+                    "Timestamp": "2026-11-27T06:00:00.000Z",
+                },
+            }
+            for i, message in enumerate(messages)
+        ]
+    }
+
+
+def test_sns_chunk_is_handled_once_and_ledgered_once(platform: ResourceNames) -> None:
+    runtime = StageRuntime(STAGE)
+    handler = Handler(runtime)
+    event = sns_event(chunk(bad=frozenset({1})).encode())
+    [first] = runtime.handle_sns(event, handler)
+    assert (first.records_in, first.out, first.quarantined) == (3, 2, 1)
+    [again] = runtime.handle_sns(event, handler)  # SNS redelivers: skipped by the claim
+    assert (again.duplicate, again.out) == (3, 0)
+    assert handler.calls == ["c-1"]
+    assert ledger(platform)[f"{STAGE}#c-1"]["out"] == 2
+
+
+def test_sns_transient_failure_propagates_for_lambda_to_retry(platform: ResourceNames) -> None:
+    runtime = StageRuntime(STAGE)
+    handler = Handler(runtime, fail_times=1)
+    with pytest.raises(TimeoutError):
+        runtime.handle_sns(sns_event(chunk().encode()), handler)
+    assert claim_item(platform, "c-1") is None  # released, so the retry runs
+    [outcome] = runtime.handle_sns(sns_event(chunk().encode()), handler)
+    assert outcome.out == 3
+
+
+def test_undecodable_sns_message_is_quarantined_not_raised(platform: ResourceNames) -> None:
+    runtime = StageRuntime(STAGE)
+    assert runtime.handle_sns(sns_event("{broken"), Handler(runtime)) == []
+    listed = aws.s3().list_objects_v2(Bucket=platform.quarantine_bucket)
+    [key] = [o["Key"] for o in listed["Contents"]]
+    body = json.loads(
+        aws.s3().get_object(Bucket=platform.quarantine_bucket, Key=key)["Body"].read()
+    )
+    assert body["raw"] == "{broken"
+    assert "not JSON" in body["reason"]

@@ -138,13 +138,6 @@ def test_shipped_consumers_have_the_scaffold_layout_resources_and_config(
     assert config == chalice_config(scaffold)
 
 
-def test_direct_runner_of_the_template_is_the_one_alerts_ships() -> None:
-    files = render_app(ConsumerSpec("x", {"priority": ["high"]}, direct=True))
-
-    shipped = REPO / "consumers/alerts/chalicelib/direct.py"
-    assert files["consumers/x/chalicelib/direct.py"] == shipped.read_text()
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

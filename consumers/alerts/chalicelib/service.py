@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chalicelib.direct import handle_sns, remaining_of
 from chalicelib.message import alert_subject, alert_text
 from sluice import aws
 from sluice.batch import ChunkOutcome
@@ -21,7 +20,7 @@ from sluice.envelope import Chunk, Record
 from sluice.errors import TransientError
 from sluice.idempotency import RemainingTime, run_once
 from sluice.observability import add_metric, get_logger
-from sluice.stage import StageRuntime
+from sluice.stage import StageRuntime, remaining_of
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -110,8 +109,7 @@ def handle_event(event: Mapping[str, Any], context: Any = None) -> list[ChunkOut
     for record in event.get("Records") or []:
         topic = str((record.get("Sns") or {}).get("TopicArn") or "")
         publisher = AlertPublisher(alerts_topic_arn(topic))
-        outcomes += handle_sns(
-            rt,
+        outcomes += rt.handle_sns(
             {"Records": [record]},
             partial(handle_chunk, rt=rt, publisher=publisher, remaining_ms=remaining),
             remaining_ms=remaining,

@@ -142,6 +142,10 @@ class Router:
         outcome = results.outcome
         outcome.quarantined += len(dropped)
         outcome.out = sum(len(c.records) for c in chunks)
+        # Records per set of routing attributes: the ledger's proof of which sinks they reach.
+        for c in chunks:
+            key = canonical_attributes(c.attributes)
+            outcome.routes[key] = outcome.routes.get(key, 0) + len(c.records)
         add_metric("ChunksOut", len(chunks))
         log.info(
             "chunk routed",

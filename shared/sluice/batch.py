@@ -51,13 +51,19 @@ class SQSMessage:
 
 @dataclass
 class ChunkOutcome:
-    """What a stage did with one chunk's records (the ledger's unit)."""
+    """What a stage did with one chunk's records (the ledger's unit).
+
+    `routes` (the router's) maps the canonical JSON of a set of routing attributes to the
+    records published with them, so `sluice ledger` can tell which sinks each record must
+    reach. It is not one of the counts of `as_dict()`.
+    """
 
     records_in: int = 0
     out: int = 0
     quarantined: int = 0
     duplicate: int = 0
     failed: int = 0
+    routes: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         return {

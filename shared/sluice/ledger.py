@@ -30,6 +30,8 @@ SORT_KEY = "entry"
 EXPIRES_AT_ATTR = "expires_at"  # the table's TTL attribute, epoch seconds
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 SINK_PREFIX = "sink:"
+# The router's records per set of routing attributes (canonical JSON → count), a map.
+ROUTES_ATTR = "routes"
 
 
 class LedgerWriteError(TransientError):
@@ -75,9 +77,12 @@ class LedgerWriter:
         return self._table_name
 
     def record_chunk(self, stage: str, chunk: Chunk, outcome: ChunkOutcome) -> None:
-        """What `stage` did with `chunk`: records in, out, quarantined, duplicate, failed."""
+        """What `stage` did with `chunk`: records in, out, quarantined, duplicate, failed
+        (and the router's records per set of routing attributes, when it has them)."""
         counts = outcome.as_dict()
-        self._put(chunk, stage_entry(stage, chunk.chunk_id), {"stage": stage}, counts)
+        routes = {k: {"N": str(v)} for k, v in outcome.routes.items() if v}
+        extra = {ROUTES_ATTR: {"M": routes}} if routes else None
+        self._put(chunk, stage_entry(stage, chunk.chunk_id), {"stage": stage}, counts, extra)
 
     def record_delivery(self, sink: str, chunk: Chunk, delivered: int) -> None:
         """How many records of `chunk` the sink `sink` delivered (wrote, published, indexed)."""
@@ -85,7 +90,12 @@ class LedgerWriter:
         self._put(chunk, sink_entry(sink, chunk.chunk_id), {"sink": sink}, counts)
 
     def _put(
-        self, chunk: Chunk, entry: str, names: Mapping[str, str], counts: Mapping[str, int]
+        self,
+        chunk: Chunk,
+        entry: str,
+        names: Mapping[str, str],
+        counts: Mapping[str, int],
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         now = self._clock()
         item: dict[str, Any] = {
@@ -99,6 +109,7 @@ class LedgerWriter:
         }
         item.update({k: {"S": v} for k, v in names.items()})
         item.update({k: {"N": str(v)} for k, v in counts.items()})
+        item.update(extra or {})
         try:
             self.client.put_item(
                 TableName=self.table_name,

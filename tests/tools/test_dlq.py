@@ -1,0 +1,231 @@
+"""`sluice dlq`: listing, decoding and redriving a stage's dead-letter queues on moto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from sluice import aws
+from sluice.config import reset_settings
+from sluice.envelope import Chunk, Record
+from sluice_tools.cli import main
+from sluice_tools.dlq.redrive import move_messages, redrive
+
+STAGE = "test"
+ATTRS = {
+    "record_type": {"DataType": "String", "StringValue": "order"},
+    "correlation_id": {"DataType": "String", "StringValue": "ingest-one"},
+}
+
+
+@pytest.fixture
+def queues(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """raw (+ raw-dlq), consumer-index (+ dlq) and the alerts failures queue, in moto."""
+    from moto import mock_aws
+
+    monkeypatch.setenv("SLUICE_STAGE", STAGE)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RESOURCE_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    reset_settings()
+    aws.reset_clients()
+    with mock_aws():
+        sqs = aws.sqs()
+        urls = {}
+        for queue in ("raw", "consumer-index"):
+            dlq = sqs.create_queue(QueueName=f"sluice-{STAGE}-{queue}-dlq")["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
+            policy = {"deadLetterTargetArn": arn["Attributes"]["QueueArn"], "maxReceiveCount": 5}
+            urls[queue] = sqs.create_queue(
+                QueueName=f"sluice-{STAGE}-{queue}",
+                Attributes={"RedrivePolicy": json.dumps(policy)},
+            )["QueueUrl"]
+            urls[f"{queue}-dlq"] = dlq
+        urls["failures"] = sqs.create_queue(QueueName=f"sluice-{STAGE}-consumer-alerts-failures")[
+            "QueueUrl"
+        ]
+        yield urls
+    reset_settings()
+    aws.reset_clients()
+
+
+def chunk(chunk_id: str, n: int = 2) -> Chunk:
+    records = tuple(Record(f"r-{i}", i, "2026-11-27T07:00:00.000Z", {"é": i}) for i in range(n))
+    return Chunk(chunk_id, "order", "s3://b/incoming/order/a.jsonl", "ingest-one", records)
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(main, ["dlq", *args, "--stage", STAGE])
+
+
+def messages(url: str) -> list[dict[str, Any]]:
+    got = aws.sqs().receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    )
+    return list(got.get("Messages") or [])
+
+
+def test_list_shows_every_dead_letter_and_failures_queue_with_depth_and_source(
+    queues: dict[str, str],
+) -> None:
+    aws.sqs().send_message(QueueUrl=queues["raw-dlq"], MessageBody=chunk("c-1").encode())
+
+    result = invoke("list", "--json")
+
+    assert result.exit_code == 0, result.output
+    rows = {r["queue"]: r for r in json.loads(result.output)}
+    assert set(rows) == {
+        "sluice-test-raw-dlq",
+        "sluice-test-consumer-index-dlq",
+        "sluice-test-consumer-alerts-failures",
+    }
+    assert rows["sluice-test-raw-dlq"]["visible"] == 1
+    assert rows["sluice-test-raw-dlq"]["sources"] == ["sluice-test-raw"]
+
+
+def test_show_decodes_envelopes_without_consuming_them(queues: dict[str, str]) -> None:
+    aws.sqs().send_message(QueueUrl=queues["raw-dlq"], MessageBody=chunk("c-1", 3).encode())
+
+    result = invoke("show", "raw-dlq", "--json")
+
+    assert result.exit_code == 0, result.output
+    (shown,) = json.loads(result.output)["messages"]
+    assert shown["chunks"] == [
+        {"chunk_id": "c-1", "type": "order", "correlation_id": "ingest-one", "records": 3}
+    ]
+    assert len(messages(queues["raw-dlq"])) == 1  # still there, and visible at once
+
+
+def test_show_prints_the_reason_and_chunks_of_a_lambda_on_failure_record(
+    queues: dict[str, str],
+) -> None:
+    record = {
+        "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+        "responseContext": {"functionError": "Unhandled"},
+        "responsePayload": {"errorMessage": "alerts topic unreachable"},
+        "requestPayload": {"Records": [{"Sns": {"Message": chunk("c-high", 1).encode()}}]},
+    }
+    aws.sqs().send_message(QueueUrl=queues["failures"], MessageBody=json.dumps(record))
+
+    result = invoke("show", "consumer-alerts-failures")
+
+    assert result.exit_code == 0, result.output
+    assert "reason: RetriesExhausted: Unhandled: alerts topic unreachable" in result.output
+    assert "chunk c-high type order correlation ingest-one records 1" in result.output
+
+
+def test_redrive_moves_everything_to_the_source_queue_byte_identical_with_attributes(
+    queues: dict[str, str],
+) -> None:
+    sqs = aws.sqs()
+    bodies = {chunk(f"c-{i}").encode() for i in range(12)}
+    for body in bodies:
+        sqs.send_message(QueueUrl=queues["raw-dlq"], MessageBody=body, MessageAttributes=ATTRS)
+
+    result = invoke("redrive", "raw-dlq")
+
+    assert result.exit_code == 0, result.output
+    assert "moved 12 message(s) from sluice-test-raw-dlq to sluice-test-raw" in result.output
+    moved = [m for _ in range(3) for m in messages(queues["raw"])]
+    assert {m["Body"] for m in moved} == bodies
+    assert all(
+        m["MessageAttributes"]["correlation_id"]["StringValue"] == "ingest-one" for m in moved
+    )
+    assert messages(queues["raw-dlq"]) == []
+
+
+class FailingSend:
+    """The moto client, except that sending one given body fails."""
+
+    def __init__(self, sqs: Any, poison: str) -> None:
+        self._sqs, self._poison = sqs, poison
+        self.calls: list[str] = []
+
+    def send_message(self, **kwargs: Any) -> Any:
+        if kwargs["MessageBody"] == self._poison:
+            raise RuntimeError("throttled")
+        return self._sqs.send_message(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls.append(name)
+        return getattr(self._sqs, name)
+
+
+def test_a_message_that_could_not_be_sent_stays_in_the_dlq(queues: dict[str, str]) -> None:
+    sqs = aws.sqs()
+    poison = chunk("c-poison").encode()
+    for body in (chunk("c-1").encode(), poison, chunk("c-2").encode()):
+        sqs.send_message(QueueUrl=queues["raw-dlq"], MessageBody=body)
+
+    result = move_messages(FailingSend(sqs, poison), queues["raw-dlq"], queues["raw"])
+
+    assert result.moved == 2
+    assert len(result.failed) == 1
+    assert [m["Body"] for m in messages(queues["raw-dlq"])] == [poison]
+    assert poison not in {m["Body"] for m in messages(queues["raw"])}
+
+
+def test_redrive_falls_back_to_moving_messages_when_move_tasks_are_unsupported(
+    queues: dict[str, str],
+) -> None:
+    sqs = aws.sqs()
+    sqs.send_message(QueueUrl=queues["raw-dlq"], MessageBody=chunk("c-1").encode())
+
+    result = redrive(sqs, queues["raw-dlq"], queues["raw"])  # moto: NotImplementedError
+
+    assert (result.method, result.moved) == ("manual", 1)
+
+
+class MoveTaskClient:
+    """An SQS client whose StartMessageMoveTask works (as on AWS); anything else is refused."""
+
+    def __init__(self) -> None:
+        self.started: list[dict[str, Any]] = []
+
+    def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> Any:
+        return {"Attributes": {"QueueArn": f"arn:aws:sqs:us-east-1:1:{QueueUrl.rsplit('/')[-1]}"}}
+
+    def start_message_move_task(self, **kwargs: Any) -> Any:
+        self.started.append(kwargs)
+        return {"TaskHandle": "task-1"}
+
+    def receive_message(self, **kwargs: Any) -> Any:
+        raise AssertionError("no manual move where a move task works")
+
+
+def test_redrive_uses_start_message_move_task_where_it_exists() -> None:
+    client = MoveTaskClient()
+
+    result = redrive(client, "https://q/sluice-test-raw-dlq", "https://q/sluice-test-raw")
+
+    assert (result.method, result.task_handle) == ("move-task", "task-1")
+    assert client.started == [
+        {
+            "SourceArn": "arn:aws:sqs:us-east-1:1:sluice-test-raw-dlq",
+            "DestinationArn": "arn:aws:sqs:us-east-1:1:sluice-test-raw",
+        }
+    ]
+
+
+def test_redrive_refuses_a_failures_queue_and_says_what_to_do(queues: dict[str, str]) -> None:
+    result = invoke("redrive", "consumer-alerts-failures")
+
+    assert result.exit_code != 0
+    assert "requestPayload" in result.output
+    assert "aws lambda invoke" in result.output
+
+
+def test_redrive_to_an_explicit_queue_resolves_its_role_name(queues: dict[str, str]) -> None:
+    sqs = aws.sqs()
+    sqs.send_message(QueueUrl=queues["consumer-index-dlq"], MessageBody=chunk("c-1").encode())
+
+    result = invoke("redrive", queues["consumer-index-dlq"], "--to", "consumer-index")
+
+    assert result.exit_code == 0, result.output
+    assert len(messages(queues["consumer-index"])) == 1

@@ -1,0 +1,172 @@
+"""`sluice ledger`: read the ledger table and the DLQs of a stage, reconcile, print, exit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sluice.config import ResourceNames, validate_stage
+from sluice.errors import ConfigError
+from sluice_tools.ledger.filters import FilterPolicyError, SinkPolicy, consumer_policies
+from sluice_tools.ledger.reconcile import Report, reconcile
+from sluice_tools.ledger.store import read_ledger
+
+COLUMNS = (
+    ("hop", "name", 22),
+    ("expected", "expected", 8),
+    ("in", "received", 6),
+    ("out", "out", 6),
+    ("quar", "quarantined", 5),
+    ("dup", "duplicate", 5),
+    ("failed", "failed", 6),
+    ("deliv", "delivered", 6),
+    ("dlq", "dead", 5),
+    ("missing", "missing", 7),
+    ("status", "status", 0),
+)
+
+
+def ledger_report(
+    names: ResourceNames,
+    *,
+    correlation_id: str | None = None,
+    sinks: dict[str, SinkPolicy] | None = None,
+    dynamodb: Any = None,
+    sqs: Any = None,
+) -> Report:
+    """Read the stage's ledger, DLQs and queue depths (AWS or the endpoint in
+    AWS_ENDPOINT_URL) and reconcile them. `sinks` defaults to the repo's consumers."""
+    from sluice import aws
+    from sluice_tools.dlq.queues import (
+        dlq_records,
+        in_flight,
+        is_dead_letter,
+        queue_name,
+        stage_queue_urls,
+    )
+
+    dynamodb = dynamodb or aws.dynamodb()
+    sqs = sqs or aws.sqs()
+    if sinks is None:
+        sinks = repo_sinks()
+    entries = read_ledger(dynamodb, names.ledger_table, correlation_id)
+    urls = stage_queue_urls(sqs, names)
+    dead = dlq_records(sqs, [u for u in urls if is_dead_letter(queue_name(u))], names=names)
+    if correlation_id is not None:
+        dead = [d for d in dead if d.correlation_id in (None, correlation_id)]
+    return reconcile(entries, dead, in_flight(sqs, urls, names), sinks=sinks)
+
+
+def repo_sinks(start: Path | None = None) -> dict[str, SinkPolicy]:
+    """The consumers' filter policies from `consumers/*/resources.yaml` of the repository."""
+    from sluice_tools.scaffold.generator import find_repo
+
+    return consumer_policies(find_repo(start or Path.cwd()) / "consumers")
+
+
+def format_report(report: Report) -> str:
+    """The report as text: one table per correlation id, then what is not accounted for."""
+    lines: list[str] = []
+    for flow in report.flows:
+        lines.append(f"{flow.correlation_id}  {flow.status.upper()}")
+        lines.append(f"  source {flow.source or '?'}  type {flow.type or '?'}  read {flow.read}")
+        lines.append(
+            "  "
+            + "  ".join(
+                f"{h:>{w}}" if w and i else f"{h:<{w}}" for i, (h, _, w) in enumerate(COLUMNS)
+            ).rstrip()
+        )
+        for hop in flow.hops:
+            cells = []
+            for i, (_, attr, width) in enumerate(COLUMNS):
+                value = getattr(hop, attr)
+                text = "-" if value is None else str(value)
+                cells.append(f"{text:<{width}}" if i == 0 or not width else f"{text:>{width}}")
+            lines.append("  " + "  ".join(cells).rstrip())
+        for problem in flow.problems:
+            lines.append(f"  {problem.kind}: {problem.where}: {problem.message}")
+        lines.append("")
+    for problem in report.problems:
+        lines.append(f"{problem.kind}: {problem.where}: {problem.message}")
+    if report.dead_letters:
+        listed = ", ".join(f"{q} {n}" for q, n in sorted(report.dead_letters.items()))
+        lines.append(f"dead-letter messages: {listed}")
+    if report.in_flight:
+        listed = ", ".join(f"{s} {n}" for s, n in sorted(report.in_flight.items()))
+        lines.append(f"messages in flight (by receiving stage): {listed}")
+    lines.append(
+        f"{len(report.flows)} correlation id(s): {report.status} (exit {report.exit_code})"
+    )
+    return "\n".join(lines)
+
+
+def _validate_stage(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return validate_stage(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@click.command("ledger")
+@click.option(
+    "--stage",
+    required=True,
+    envvar="SLUICE_STAGE",
+    show_envvar=True,
+    callback=_validate_stage,
+    help="Stage name, e.g. dev or prod.",
+)
+@click.option(
+    "--prefix",
+    default="sluice",
+    show_default=True,
+    envvar="SLUICE_RESOURCE_PREFIX",
+    show_envvar=True,
+    help="Resource name prefix.",
+)
+@click.option("--correlation-id", default=None, help="Only this ingested object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Repository root whose consumers/*/resources.yaml hold the filter policies "
+    "(default: found above the current directory).",
+)
+def ledger_command(
+    stage: str, prefix: str, correlation_id: str | None, as_json: bool, repo: Path | None
+) -> None:
+    """Reconcile the ledger: every record read is in each sink its routes lead to, in
+    quarantine, or in a DLQ.
+
+    Reads the ledger table, the stage's queue depths, and peeks into every DLQ and failures
+    queue (AWS, or the endpoint in AWS_ENDPOINT_URL). Peeking receives messages with a short
+    visibility timeout and never deletes them (they are made visible again at once), but it
+    does raise their receive count.
+
+    Exit status: 0 balanced, 1 records unaccounted for (or the ledger is inconsistent),
+    2 not settled (records still in a queue: wait and run again).
+    """
+    from sluice import aws
+    from sluice_tools.scaffold.errors import ScaffoldError
+
+    handled: tuple[type[Exception], ...] = (
+        ConfigError,
+        FilterPolicyError,
+        ScaffoldError,
+        *aws.client_errors(),
+    )
+    try:
+        names = ResourceNames(stage=stage, prefix=prefix)
+        sinks = repo_sinks(repo)
+        report = ledger_report(names, correlation_id=correlation_id, sinks=sinks)
+    except handled as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(format_report(report))
+    click.get_current_context().exit(report.exit_code)

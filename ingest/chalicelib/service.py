@@ -1,0 +1,585 @@
+"""Ingest's logic: an S3 object (or a checkpoint of one) becomes chunks on the raw queue.
+
+One claim per object version (namespace "ingest"), one per continuation; records stream
+from S3 through `parsers` into `pack_records` and out through `BatchSender` as they come.
+Bad input is quarantined and counted; nothing here holds a whole object.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.checkpoint import Checkpoint
+from chalicelib.objects import ObjectRef, classify, object_refs
+from chalicelib.parsers import RAW_KEEP_BYTES, Item, ParseState, parse
+from chalicelib.sender import BatchSender
+from chalicelib.settings import IngestSettings
+from chalicelib.streams import Counter, ObjectRemainderError, gunzip, read_blocks, skip
+from sluice import aws
+from sluice.batch import BatchResponse, ChunkOutcome, ItemFailure, SQSMessage
+from sluice.config import Settings, get_settings
+from sluice.envelope import (
+    Chunk,
+    ChunkLimits,
+    Record,
+    chunk_id,
+    derive_chunk_id,
+    pack_records,
+    record_id,
+    utc_now_iso,
+)
+from sluice.errors import OversizeRecordError, PermanentError, TransientError
+from sluice.idempotency import RemainingTime, run_once
+from sluice.observability import add_metric, get_logger, log_context
+from sluice.stage import StageRuntime
+
+log = get_logger(__name__)
+
+STAGE = "ingest"
+UNKNOWN_TYPE = "_unknown"
+_GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+
+
+class ObjectReadError(TransientError):
+    """S3 could not give us the object right now; the event is retried."""
+
+
+@dataclass
+class SegmentResult:
+    """What one invocation did with one object (or the part of it it read)."""
+
+    status: str  # "done", "handed_off", "skipped", "quarantined"
+    chunks: int = 0
+    outcome: ChunkOutcome = field(default_factory=ChunkOutcome)
+    next_checkpoint: Checkpoint | None = None
+
+
+@dataclass
+class _Accounting:
+    """Counts per ledger entry: items in (prev_last, last], good or bad, by ordinal."""
+
+    prev_last: int  # ordinal of the last item already in a ledger entry
+    last_read: int = -1
+    bad: int = 0  # bad items read in this segment
+    committed_bad: int = 0
+    bad_before: dict[int, int] = field(default_factory=dict)
+    end_of: dict[int, int] = field(default_factory=dict)
+    total: ChunkOutcome = field(default_factory=ChunkOutcome)
+
+    def good(self, item: Item) -> None:
+        self.bad_before[item.ordinal] = self.bad
+        self.end_of[item.ordinal] = item.end
+
+    def commit(self, chunk: Chunk) -> tuple[ChunkOutcome, int]:
+        """The ledger outcome of `chunk` and the stream offset after its last record."""
+        last = chunk.records[-1].ordinal
+        bad = self.bad_before[last] - self.committed_bad
+        outcome = ChunkOutcome(
+            records_in=last - self.prev_last, out=len(chunk.records), quarantined=bad
+        )
+        end = self.end_of[last]
+        self.prev_last, self.committed_bad = last, self.bad_before[last]
+        for ordinal in [o for o in self.end_of if o <= last]:
+            del self.end_of[ordinal], self.bad_before[ordinal]
+        self._add(outcome)
+        return outcome, end
+
+    def tail(self, remainder: bool) -> ChunkOutcome:
+        extra = 1 if remainder else 0
+        outcome = ChunkOutcome(
+            records_in=self.last_read - self.prev_last + extra,
+            quarantined=self.bad - self.committed_bad + extra,
+        )
+        self._add(outcome)
+        return outcome
+
+    def _add(self, o: ChunkOutcome) -> None:
+        self.total.records_in += o.records_in
+        self.total.out += o.out
+        self.total.quarantined += o.quarantined
+
+
+def remaining_of(context: Any) -> RemainingTime:
+    getter = getattr(context, "get_remaining_time_in_millis", None)
+    return (lambda: int(getter())) if callable(getter) else None
+
+
+class Ingestor:
+    """The ingest stage; every collaborator can be passed in (tests) or is built on first use."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        ingest: IngestSettings | None = None,
+        runtime: StageRuntime | None = None,
+        s3: Any = None,
+        sqs: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._ingest = ingest
+        self.runtime = runtime or StageRuntime(STAGE)
+        self._s3 = s3
+        self._sqs = sqs
+        self._sleep = sleep
+        self._queue_urls: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ collaborators
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = get_settings()
+        return self._settings
+
+    @property
+    def ingest(self) -> IngestSettings:
+        if self._ingest is None:
+            self._ingest = IngestSettings.from_env()
+        return self._ingest
+
+    @property
+    def s3(self) -> Any:
+        if self._s3 is None:
+            self._s3 = aws.s3()
+        return self._s3
+
+    @property
+    def sqs(self) -> Any:
+        if self._sqs is None:
+            self._sqs = aws.sqs()
+        return self._sqs
+
+    def queue_url(self, name: str) -> str:
+        url = self._queue_urls.get(name)
+        if url is None:
+            try:
+                url = str(self.sqs.get_queue_url(QueueName=name)["QueueUrl"])
+            except aws.client_errors() as exc:
+                raise TransientError(f"could not find queue {name}: {exc}") from exc
+            self._queue_urls[name] = url
+        return url
+
+    # ------------------------------------------------------------------ entry points
+
+    def handle_s3_event(
+        self, event: Mapping[str, Any], remaining: RemainingTime = None
+    ) -> dict[str, int]:
+        """Ingest every created object of an S3 event; raise (so Lambda retries) on a fault."""
+        summary = {"objects": 0, "duplicates": 0}
+        errors: list[Exception] = []
+        for ref in object_refs(event):
+            summary["objects"] += 1
+            try:
+                if self.ingest_object(ref, remaining) is None:
+                    summary["duplicates"] += 1
+            except Exception as exc:
+                log.exception("object failed; the event will be retried", extra={"key": ref.key})
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return summary
+
+    def ingest_object(
+        self, ref: ObjectRef, remaining: RemainingTime = None
+    ) -> SegmentResult | None:
+        """Claim the object version and ingest it; None if it was ingested before."""
+        if not ref.etag:
+            ref = self._with_etag(ref)
+        with log_context(correlation_id=ref.correlation_id):
+            add_metric("ObjectsIn")
+            done = run_once(
+                self.runtime.idempotency,
+                STAGE,
+                ref.claim_key,
+                lambda: self._start(ref, remaining),
+                remaining_ms=remaining,
+            )
+            if done.duplicate:
+                add_metric("ObjectsDuplicate")
+                log.info("object already ingested", extra={"key": ref.key, "etag": ref.etag})
+                return None
+            return done.value
+
+    def handle_continue(
+        self, event: Mapping[str, Any], remaining: RemainingTime = None
+    ) -> BatchResponse:
+        """Continue objects from checkpoints (the continuation queue); report failures."""
+        failures: list[ItemFailure] = []
+        for raw in event.get("Records") or []:
+            message = SQSMessage.from_event_record(raw)
+            try:
+                checkpoint = Checkpoint.decode(message.body)
+            except PermanentError as error:
+                log.error("continuation message quarantined", extra={"reason": error.reason})
+                try:
+                    self.runtime.quarantine.reject_message(message, error)
+                except Exception:
+                    log.exception("could not quarantine the continuation message")
+                    failures.append({"itemIdentifier": message.message_id})
+                continue
+            try:
+                self.continue_object(checkpoint, remaining)
+            except Exception:
+                log.exception("continuation failed; it will be retried")
+                failures.append({"itemIdentifier": message.message_id})
+        return {"batchItemFailures": failures}
+
+    def continue_object(
+        self, checkpoint: Checkpoint, remaining: RemainingTime = None
+    ) -> SegmentResult | None:
+        with log_context(correlation_id=checkpoint.correlation_id):
+            add_metric("ContinuationsIn")
+            done = run_once(
+                self.runtime.idempotency,
+                STAGE,
+                checkpoint.claim_key,
+                lambda: self.run_segment(checkpoint, remaining),
+                remaining_ms=remaining,
+            )
+            if done.duplicate:
+                add_metric("ContinuationsDuplicate")
+                return None
+            return done.value
+
+    # ------------------------------------------------------------------ one object
+
+    def _with_etag(self, ref: ObjectRef) -> ObjectRef:
+        try:
+            head = self.s3.head_object(Bucket=ref.bucket, Key=ref.key)
+        except aws.client_errors() as exc:
+            raise ObjectReadError(f"could not read {ref.uri}: {exc}") from exc
+        return replace(ref, etag=str(head["ETag"]).strip('"'))
+
+    def _start(self, ref: ObjectRef, remaining: RemainingTime) -> SegmentResult:
+        info = classify(ref.key, self.ingest.types)
+        checkpoint = Checkpoint(
+            bucket=ref.bucket,
+            key=ref.key,
+            etag=ref.etag,
+            version_id=ref.version_id,
+            record_type=info.record_type or UNKNOWN_TYPE,
+            format=(info.format or "jsonl"),
+            gzip=info.gzip,
+            correlation_id=ref.correlation_id,
+            ingested_at="",
+        )
+        if info.problem is not None:
+            at = ref.event_time or utc_now_iso()
+            if info.record_type not in self.ingest.types:
+                checkpoint = replace(checkpoint, record_type=UNKNOWN_TYPE)
+            return self._quarantine_object(replace(checkpoint, ingested_at=at), info.problem)
+        return self.run_segment(checkpoint, remaining)
+
+    def run_segment(self, cp: Checkpoint, remaining: RemainingTime = None) -> SegmentResult:
+        """Read from `cp` on; send chunks; hand off when time runs short; write the ledger."""
+        body = self._open(cp)
+        if body is None:
+            add_metric("ObjectsSkipped")
+            return SegmentResult("skipped")
+        stream, length, last_modified = body
+        if not cp.ingested_at:
+            cp = replace(cp, ingested_at=last_modified)
+        if cp.offset == 0 and length == 0:
+            return self._quarantine_object(cp, "object is empty (0 bytes)", "EmptyObjectError")
+
+        settings, ingest = self.settings, self.ingest
+        compressed = Counter()
+        blocks: Iterator[bytes] = read_blocks(stream, ingest.read_block_bytes, compressed)
+        if cp.gzip:
+            blocks = gunzip(
+                blocks,
+                block_bytes=ingest.read_block_bytes,
+                max_bytes=ingest.max_decompressed_bytes,
+                max_ratio=ingest.max_ratio,
+                ratio_grace_bytes=ingest.ratio_grace_bytes,
+                compressed=compressed,
+            )
+            if cp.offset:
+                blocks = skip(blocks, cp.offset)
+        state = ParseState(
+            offset=cp.offset, ordinal=cp.next_ordinal, resume=cp.offset > 0, header=cp.csv_header
+        )
+        try:
+            return self._pack_and_send(
+                cp, parse(cp.fmt, blocks, state, settings.record_max_bytes), state, remaining
+            )
+        finally:
+            add_metric("BytesRead", compressed.bytes, "Bytes")
+            close = getattr(stream, "close", None)
+            if callable(close):
+                close()
+
+    def _pack_and_send(
+        self, cp: Checkpoint, items: Iterator[Item], state: ParseState, remaining: RemainingTime
+    ) -> SegmentResult:
+        ref = cp.ref
+        source, version = ref.uri, ref.version
+        acct = _Accounting(prev_last=cp.next_ordinal - 1, last_read=cp.next_ordinal - 1)
+        remainder: list[ObjectRemainderError] = []
+
+        def records() -> Iterator[Record]:
+            try:
+                for item in items:
+                    acct.last_read = item.ordinal
+                    if item.payload is None:
+                        self._reject_item(cp, item)
+                        acct.bad += 1
+                        continue
+                    acct.good(item)
+                    yield Record(
+                        record_id(source, version, item.ordinal),
+                        item.ordinal,
+                        cp.ingested_at,
+                        item.payload,
+                    )
+            except ObjectRemainderError as error:
+                # Stop reading, but let pack_records cut the chunk it holds: those are good.
+                remainder.append(error)
+
+        def reject_oversize(record: Record, error: OversizeRecordError) -> None:
+            self.runtime.quarantine.reject_unchunked(
+                record,
+                record_type=cp.record_type,
+                source=source,
+                correlation_id=cp.correlation_id,
+                error=error,
+            )
+            acct.bad += 1
+
+        def make_chunk(ordinal: int, recs: tuple[Record, ...]) -> Chunk:
+            return Chunk(
+                chunk_id(source, version, ordinal), cp.record_type, source, cp.correlation_id, recs
+            )
+
+        outcomes: dict[str, ChunkOutcome] = {}
+
+        def after_send(chunk: Chunk) -> None:
+            self.runtime.ledger.record_chunk(STAGE, chunk, outcomes.pop(chunk.chunk_id))
+
+        sender = BatchSender(
+            lambda: self.queue_url(self.settings.names.raw_queue),
+            client=self.sqs,
+            after_send=after_send,
+            sleep=self._sleep,
+        )
+        limits = ChunkLimits(self.settings.chunk_max_records, self.settings.chunk_max_bytes)
+        ordinal = cp.next_chunk
+        last: tuple[int, int, int] | None = None  # (chunk ordinal, last record ordinal, end)
+        chunks = pack_records(
+            records(),
+            make_chunk,
+            limits,
+            first_ordinal=cp.next_chunk,
+            on_oversize=self.runtime.claims.offload_or_reject(reject_oversize),
+        )
+        for chunk in chunks:
+            if last is not None and self._low_time(remaining):
+                sender.flush()
+                nxt = cp.advance(
+                    offset=last[2],
+                    next_ordinal=last[1] + 1,
+                    next_chunk=last[0] + 1,
+                    csv_header=state.header,
+                )
+                self._hand_off(nxt)
+                return self._finish(
+                    SegmentResult("handed_off", ordinal - cp.next_chunk, acct.total, nxt)
+                )
+            outcome, end = acct.commit(chunk)
+            outcomes[chunk.chunk_id] = outcome
+            sender.add(chunk)
+            last = (ordinal, chunk.records[-1].ordinal, end)
+            ordinal += 1
+        sender.flush()
+
+        error = remainder[0] if remainder else None
+        if error is not None:
+            self._quarantine_remainder(cp, acct.last_read + 1, error)
+        elif cp.next_ordinal == 0 and acct.last_read < 0:
+            self._reject_object(cp, "object holds no records", "EmptyObjectError")
+            error = ObjectRemainderError("object holds no records")
+        tail = acct.tail(remainder=error is not None)
+        if tail.records_in:
+            self.runtime.ledger.record_chunk(STAGE, _tail_chunk(cp), tail)
+        return self._finish(SegmentResult("done", ordinal - cp.next_chunk, acct.total))
+
+    def _finish(self, result: SegmentResult) -> SegmentResult:
+        o = result.outcome
+        add_metric("ChunksOut", result.chunks)
+        add_metric("RecordsIn", o.records_in)
+        add_metric("RecordsOut", o.out)
+        add_metric("RecordsQuarantined", o.quarantined)
+        if result.status == "handed_off":
+            add_metric("ObjectsHandedOff")
+        log.info(
+            "segment %s",
+            result.status,
+            extra={"chunks": result.chunks, **o.as_dict()},
+        )
+        return result
+
+    def _low_time(self, remaining: RemainingTime) -> bool:
+        if remaining is None:
+            return False
+        left = int(remaining() if callable(remaining) else remaining)
+        return bool(
+            left < self.ingest.safety_margin_ms
+        )  # bool(): mypy maps chalicelib as Any from the root
+
+    def _hand_off(self, cp: Checkpoint) -> None:
+        """Durably hand the rest to a follow-up invocation (the continuation queue)."""
+        try:
+            self.sqs.send_message(
+                QueueUrl=self.queue_url(self.settings.names.ingest_continue_queue),
+                MessageBody=cp.encode(),
+                MessageAttributes={
+                    "correlation_id": {"DataType": "String", "StringValue": cp.correlation_id}
+                },
+            )
+        except aws.client_errors() as exc:
+            raise TransientError(f"could not hand off {cp.claim_key}: {exc}") from exc
+        log.info(
+            "handed off to a follow-up invocation",
+            extra={
+                "offset": cp.offset,
+                "next_ordinal": cp.next_ordinal,
+                "next_chunk": cp.next_chunk,
+            },
+        )
+
+    # ------------------------------------------------------------------ S3 and quarantine
+
+    def _open(self, cp: Checkpoint) -> tuple[Any, int, str] | None:
+        """(body, content length, LastModified as ISO) or None if the version is gone."""
+        args: dict[str, Any] = {"Bucket": cp.bucket, "Key": cp.key}
+        if cp.version_id:
+            args["VersionId"] = cp.version_id
+        if cp.etag:
+            args["IfMatch"] = f'"{cp.etag}"'
+        if cp.offset and not cp.gzip:
+            args["Range"] = f"bytes={cp.offset}-"
+        try:
+            response = self.s3.get_object(**args)
+        except aws.client_errors() as exc:
+            code = aws.error_code(exc)
+            if code in _GONE or code == "PreconditionFailed":
+                # Deleted, or overwritten (the newer version has its own event): nothing to do.
+                log.warning("object version is gone; skipped", extra={"key": cp.key, "code": code})
+                return None
+            if code == "InvalidRange":
+                return _Empty(), 0, cp.ingested_at  # resumed exactly at the end
+            raise ObjectReadError(f"could not read {cp.ref.uri}: {exc}") from exc
+        modified = response.get("LastModified")
+        at = modified.astimezone(UTC) if isinstance(modified, datetime) else datetime.now(UTC)
+        iso = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return response["Body"], int(response.get("ContentLength") or 0), iso
+
+    def _reject_item(self, cp: Checkpoint, item: Item) -> None:
+        raw = item.raw[:RAW_KEEP_BYTES] if len(item.raw) > RAW_KEEP_BYTES else item.raw
+        self.runtime.quarantine.reject_raw(
+            record_type=cp.record_type,
+            source=cp.ref.uri,
+            correlation_id=cp.correlation_id,
+            raw=raw,
+            reason=f"item {item.ordinal}: {item.reason}",
+            error_class=item.error_class,
+            ref_id=record_id(cp.ref.uri, cp.ref.version, item.ordinal),
+            ingested_at=cp.ingested_at,
+        )
+
+    def _describe(self, cp: Checkpoint, from_item: int) -> str:
+        """What a whole-object or remainder entry keeps: where the data is, not the data."""
+        return json.dumps(
+            {
+                "object": cp.ref.uri,
+                "etag": cp.etag,
+                "version_id": cp.version_id,
+                "from_item": from_item,
+                "gzip": cp.gzip,
+                "format": cp.format,
+            }
+        )
+
+    def _quarantine_remainder(
+        self, cp: Checkpoint, ordinal: int, error: ObjectRemainderError
+    ) -> None:
+        add_metric("ObjectsQuarantined")
+        self.runtime.quarantine.reject_raw(
+            record_type=cp.record_type,
+            source=cp.ref.uri,
+            correlation_id=cp.correlation_id,
+            raw=self._describe(cp, ordinal),
+            reason=f"rest of the object from item {ordinal} unreadable: {error.reason}",
+            error_class="ObjectRemainderError",
+            ref_id=record_id(cp.ref.uri, cp.ref.version, ordinal),
+            ingested_at=cp.ingested_at,
+        )
+
+    def _reject_object(self, cp: Checkpoint, reason: str, error_class: str) -> None:
+        """One quarantine entry for a whole object."""
+        log.warning("object quarantined", extra={"key": cp.key, "reason": reason})
+        add_metric("ObjectsQuarantined")
+        self.runtime.quarantine.reject_raw(
+            record_type=cp.record_type,
+            source=cp.ref.uri,
+            correlation_id=cp.correlation_id,
+            raw=self._describe(cp, 0),
+            reason=reason,
+            error_class=error_class,
+            ref_id=record_id(cp.ref.uri, cp.ref.version, 0),
+            ingested_at=cp.ingested_at,
+        )
+
+    def _quarantine_object(
+        self, cp: Checkpoint, reason: str, error_class: str = "ObjectRejectedError"
+    ) -> SegmentResult:
+        """Quarantine a whole object; the ledger counts it as one item in, one quarantined."""
+        self._reject_object(cp, reason, error_class)
+        outcome = ChunkOutcome(records_in=1, quarantined=1)
+        self.runtime.ledger.record_chunk(STAGE, _tail_chunk(cp), outcome)
+        return self._finish(SegmentResult("quarantined", 0, outcome))
+
+
+def _tail_chunk(cp: Checkpoint) -> Chunk:
+    """The ledger's entry for what follows an object's last chunk (bad items, a remainder)."""
+    source, version = cp.ref.uri, cp.ref.version
+    tail_id = derive_chunk_id(chunk_id(source, version, 0), "tail")
+    return Chunk(tail_id, cp.record_type, source, cp.correlation_id, ())
+
+
+class _Empty:
+    def read(self, amt: int | None = None) -> bytes:
+        return b""
+
+
+# ---------------------------------------------------------------------- process entry points
+
+_ingestor: Ingestor | None = None
+
+
+def ingestor() -> Ingestor:
+    """The process's ingestor, built on first use (never at import)."""
+    global _ingestor
+    if _ingestor is None:
+        _ingestor = Ingestor()
+    return _ingestor
+
+
+def reset() -> None:
+    global _ingestor
+    _ingestor = None
+
+
+def handle_s3_event(event: Mapping[str, Any], context: Any) -> dict[str, int]:
+    return ingestor().handle_s3_event(event, remaining_of(context))
+
+
+def handle_continue(event: Mapping[str, Any], context: Any) -> BatchResponse:
+    return ingestor().handle_continue(event, remaining_of(context))

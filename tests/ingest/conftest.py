@@ -1,0 +1,127 @@
+"""Fixtures of ingest's tests: env of stage `test`, a moto account from infra/platform.yaml,
+and the ingest app folder first on sys.path (its `app` and `chalicelib` are imported here).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_DIR = ROOT / "ingest"
+TEMPLATE = ROOT / "infra" / "platform.yaml"
+STAGE = "test"
+PARAMETERS = {"Stage": STAGE, "ResourcePrefix": "sluice"}
+
+for path in (APP_DIR, Path(__file__).resolve().parent):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+# `app` reads SLUICE_STAGE at import for its decorators.
+os.environ.setdefault("SLUICE_STAGE", STAGE)
+
+from ingest_support import FakeContext, Platform, drain, s3_event  # noqa: E402
+
+from chalicelib import pull, service  # noqa: E402
+from chalicelib.service import Ingestor  # noqa: E402
+from chalicelib.settings import IngestSettings  # noqa: E402
+from sluice import aws  # noqa: E402
+from sluice.config import ResourceNames, Settings, reset_settings  # noqa: E402
+
+TYPES = "order,customer"
+
+
+def _sub(value: Any) -> str:
+    if isinstance(value, dict):
+        value = value["Fn::Sub"]
+    return re.sub(r"\$\{([^}]+)\}", lambda m: PARAMETERS[m.group(1)], value)
+
+
+def table_definitions() -> list[dict[str, Any]]:
+    """The template's DynamoDB tables, `TableName` resolved for stage `test`."""
+    with TEMPLATE.open(encoding="utf-8") as f:
+        template = yaml.safe_load(f)
+    tables = []
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::DynamoDB::Table":
+            props = dict(resource["Properties"])
+            props["TableName"] = _sub(props["TableName"])
+            tables.append(props)
+    return tables
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Environment of the ingest function in stage `test`, with fake credentials."""
+    monkeypatch.setenv("SLUICE_STAGE", STAGE)
+    monkeypatch.setenv("SLUICE_INGEST_TYPES", TYPES)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name in ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RECORD_MAX_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("SLUICE_CHUNK_MAX_RECORDS", "SLUICE_CHUNK_MAX_BYTES", "SLUICE_IDEMPOTENCY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    reset_settings()
+    aws.reset_clients()
+    service.reset()
+    pull.reset()
+    yield
+    reset_settings()
+    aws.reset_clients()
+    service.reset()
+    pull.reset()
+
+
+@pytest.fixture
+def platform(aws_env: None) -> Iterator[Platform]:
+    """A moto account with the platform's tables (from the template), buckets and queues."""
+    from moto import mock_aws
+
+    names = ResourceNames(stage=STAGE)
+    with mock_aws():
+        ddb = aws.dynamodb()
+        for props in table_definitions():
+            ddb.create_table(
+                TableName=props["TableName"],
+                KeySchema=props["KeySchema"],
+                AttributeDefinitions=props["AttributeDefinitions"],
+                BillingMode=props["BillingMode"],
+            )
+        s3 = aws.s3()
+        for bucket in (
+            names.landing_bucket,
+            names.quarantine_bucket,
+            names.payload_bucket,
+        ):
+            s3.create_bucket(Bucket=bucket)
+        sqs = aws.sqs()
+        raw = sqs.create_queue(QueueName=names.raw_queue)["QueueUrl"]
+        cont = sqs.create_queue(QueueName=names.ingest_continue_queue)["QueueUrl"]
+        yield Platform(names, raw, cont)
+        aws.reset_clients()
+
+
+@pytest.fixture
+def make_ingestor(platform: Platform) -> Callable[..., Ingestor]:
+    """`make_ingestor(**ingest_settings)`: an Ingestor with settings read now from the env."""
+
+    def make(**overrides: Any) -> Ingestor:
+        reset_settings()
+        ingest = IngestSettings.from_env()
+        if overrides:
+            from dataclasses import replace
+
+            ingest = replace(ingest, **overrides)
+        return Ingestor(settings=Settings.from_env(), ingest=ingest, sleep=lambda _s: None)
+
+    return make
+
+
+__all__ = ["FakeContext", "Platform", "drain", "s3_event"]

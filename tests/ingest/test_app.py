@@ -1,0 +1,111 @@
+"""The app's wiring: each handler reaches chalicelib through Chalice, with the test stage's env."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import pytest
+from ingest_support import Platform
+
+APP_DIR = Path(__file__).resolve().parents[2] / "ingest"
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[object]:
+    import app
+    from chalice.test import Client
+
+    with Client(app.app, stage_name="test", project_dir=str(APP_DIR)) as c:
+        yield c
+
+
+def test_an_s3_event_through_chalice_sends_the_objects_records(
+    platform: Platform, client: object
+) -> None:
+    key = "incoming/order/wired file.jsonl"
+    put = platform.put(key, b'{"id": 1}\n{"id": 2}\n')
+    event = client.events.generate_s3_event(bucket=platform.names.landing_bucket, key=key)
+    obj = event["Records"][0]["s3"]["object"]
+    obj["key"] = quote_plus(key)  # as S3 sends it; Chalice's generator does not encode
+    obj["eTag"] = put["Records"][0]["s3"]["object"]["eTag"]
+
+    response = client.lambda_.invoke("on_object_created", event)
+
+    assert response.payload == {"objects": 1, "duplicates": 0}
+    [chunk] = platform.raw_chunks()
+    assert [r.payload for r in chunk.records] == [{"id": 1}, {"id": 2}]
+    assert chunk.source == f"s3://{platform.names.landing_bucket}/{key}"
+
+
+def test_a_continuation_message_through_chalice_finishes_the_object(
+    platform: Platform, client: object
+) -> None:
+    from chalicelib.checkpoint import Checkpoint
+    from chalicelib.objects import ObjectRef
+
+    put = platform.put("incoming/order/rest.jsonl", b'{"id": 0}\n{"id": 1}\n{"id": 2}\n')
+    ref = ObjectRef(
+        platform.names.landing_bucket,
+        "incoming/order/rest.jsonl",
+        put["Records"][0]["s3"]["object"]["eTag"],
+    )
+    checkpoint = Checkpoint(
+        bucket=ref.bucket,
+        key=ref.key,
+        etag=ref.etag,
+        version_id=None,
+        record_type="order",
+        format="jsonl",
+        gzip=False,
+        correlation_id=ref.correlation_id,
+        ingested_at="2026-11-27T06:00:00.000Z",
+        offset=len(b'{"id": 0}\n'),
+        next_ordinal=1,
+        next_chunk=1,
+    )
+    event = client.events.generate_sqs_event(
+        queue_name=platform.names.ingest_continue_queue, message_bodies=[checkpoint.encode()]
+    )
+
+    response = client.lambda_.invoke("on_continue", event)
+
+    assert response.payload == {"batchItemFailures": []}
+    [chunk] = platform.raw_chunks()
+    assert [(r.ordinal, r.payload) for r in chunk.records] == [(1, {"id": 1}), (2, {"id": 2})]
+
+
+def test_the_schedule_through_chalice_pulls_the_configured_sources(
+    platform: Platform, client: object
+) -> None:
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+
+    response = client.lambda_.invoke("pull_sources", event)
+
+    # The shipped sources.json holds only a disabled example.
+    assert response.payload == {"pulled": []}
+
+
+def test_the_config_gives_every_stage_its_env_and_every_function_its_policy() -> None:
+    config = json.loads((APP_DIR / ".chalice" / "config.json").read_text())
+
+    assert config["app_name"] == "sluice-ingest"
+    assert config["autogen_policy"] is False
+    assert set(config["stages"]) >= {"dev", "prod", "local", "test"}
+    for stage, settings in config["stages"].items():
+        env = settings["environment_variables"]
+        assert env["SLUICE_STAGE"] == stage
+        assert env["SLUICE_INGEST_TYPES"] == "order,customer"
+        for function in ("on_object_created", "on_continue", "pull_sources"):
+            policy_file = settings["lambda_functions"][function]["iam_policy_file"]
+            assert policy_file == f"policy-{stage}-{function}.json"
+            policy = json.loads((APP_DIR / ".chalice" / policy_file).read_text())
+            resources = [r for s in policy["Statement"] for r in s["Resource"]]
+            stars = [s for s in policy["Statement"] if "*" in s["Resource"]]
+            assert all(a.startswith("xray:") for s in stars for a in s["Action"])
+            scoped = (f"sluice-{stage}-", f"sluice-ingest-{stage}-", ":parameter/sluice/pull/")
+            assert all(r == "*" or any(part in r for part in scoped) for r in resources)

@@ -1,0 +1,151 @@
+"""S3 events: keys decoded, non-creation events ignored, duplicate notifications deduped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from ingest_support import Platform, s3_event
+
+from chalicelib.objects import object_refs
+from chalicelib.service import Ingestor
+from sluice import aws
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "incoming/order/with space.jsonl",
+        "incoming/order/plus+sign.jsonl",
+        "incoming/order/ünïcødé-注文.jsonl",
+        "incoming/order/100%-done.jsonl",
+        "incoming/order/a+b c%2Fd.jsonl",
+    ],
+)
+def test_keys_with_spaces_plus_unicode_and_percent_are_read(
+    platform: Platform, make_ingestor: Callable[..., Ingestor], key: str
+) -> None:
+    event = platform.put(key, b'{"id": 1}\n')
+
+    make_ingestor().handle_s3_event(event)
+
+    [chunk] = platform.raw_chunks()
+    assert chunk.source == f"s3://{platform.names.landing_bucket}/{key}"
+    assert [r.payload for r in chunk.records] == [{"id": 1}]
+
+
+def test_every_record_of_an_event_is_decoded_not_only_the_first() -> None:
+    first = s3_event("b", "incoming/order/a b.jsonl", "e1")
+    second = s3_event("b", "incoming/order/c+d.jsonl", "e2")
+    event = {"Records": first["Records"] + second["Records"]}
+
+    assert [r.key for r in object_refs(event)] == [
+        "incoming/order/a b.jsonl",
+        "incoming/order/c+d.jsonl",
+    ]
+
+
+def test_the_s3_test_event_is_ignored(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    event = {
+        "Service": "Amazon S3",
+        "Event": "s3:TestEvent",
+        "Time": "2026-11-27T06:00:00.000Z",
+        "Bucket": platform.names.landing_bucket,
+    }
+
+    assert make_ingestor().handle_s3_event(event) == {"objects": 0, "duplicates": 0}
+    assert platform.raw_chunks() == []
+
+
+def test_events_other_than_object_created_are_ignored(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    event = platform.put("incoming/order/tagged.jsonl", b'{"id": 1}\n')
+    event["Records"][0]["eventName"] = "ObjectTagging:Put"
+
+    assert make_ingestor().handle_s3_event(event) == {"objects": 0, "duplicates": 0}
+    assert platform.raw_chunks() == []
+
+
+class _CallCounter:
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.calls: list[str] = []
+
+    def __call__(self, model: Any, params: Any, **_: Any) -> None:
+        if params.get("TableName") == self.table:
+            self.calls.append(model.name)
+
+
+def test_a_duplicate_notification_costs_one_idempotency_call_and_sends_nothing(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    event = platform.put("incoming/order/dup.jsonl", b'{"id": 1}\n{"id": 2}\n')
+    ingestor = make_ingestor()
+    ingestor.handle_s3_event(event)
+    assert len(platform.raw_chunks()) == 1
+
+    counter = _CallCounter(platform.names.idempotency_table)
+    aws.dynamodb().meta.events.register("before-parameter-build.dynamodb.*", counter)
+    summary = ingestor.handle_s3_event(json.loads(json.dumps(event)))
+
+    assert summary == {"objects": 1, "duplicates": 1}
+    assert counter.calls == ["PutItem"]
+    assert platform.raw_chunks() == []
+
+
+@pytest.mark.slow
+def test_a_multipart_upload_notified_twice_is_ingested_once(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    s3 = aws.s3()
+    bucket, key = platform.names.landing_bucket, "incoming/order/multi.jsonl"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    part1 = b"".join(b'{"id": %d, "pad": "%s"}\n' % (i, b"x" * 100) for i in range(60_000))
+    parts = []
+    for number, body in ((1, part1), (2, b'{"id": "last"}\n')):
+        answer = s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=body
+        )
+        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+    done = s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+    event = s3_event(bucket, key, done["ETag"].strip('"'), "ObjectCreated:CompleteMultipartUpload")
+    twice = {"Records": event["Records"] * 2}
+
+    assert make_ingestor().handle_s3_event(twice) == {"objects": 2, "duplicates": 1}
+    records = [r for c in platform.raw_chunks() for r in c.records]
+    assert len(records) == 60_001
+    assert len({r.id for r in records}) == 60_001
+
+
+def test_an_object_overwritten_before_it_was_read_is_left_to_its_own_event(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    old = platform.put("incoming/order/over.jsonl", b'{"v": 1}\n')
+    platform.put("incoming/order/over.jsonl", b'{"v": 2}\n')
+
+    make_ingestor().handle_s3_event(old)
+
+    assert platform.raw_chunks() == []
+    assert platform.quarantined() == []
+
+
+def test_an_event_without_an_etag_reads_the_current_one(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    event = platform.put("incoming/order/noetag.jsonl", b'{"id": 1}\n')
+    etag = event["Records"][0]["s3"]["object"].pop("eTag")
+
+    make_ingestor().handle_s3_event(event)
+
+    [chunk] = platform.raw_chunks()
+    assert chunk.records[0].id.startswith("r-")
+    from sluice.envelope import record_id
+
+    assert chunk.records[0].id == record_id(chunk.source, etag, 0)

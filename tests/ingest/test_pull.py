@@ -1,0 +1,209 @@
+"""Scheduled pulls land what a source returned in the landing bucket and move its cursor."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from ingest_support import Platform
+
+from chalicelib.pull import Puller, Source, landing_key
+from chalicelib.settings import IngestSettings
+from sluice import aws
+from sluice.config import Settings
+
+EVENT_TIME = "2026-11-27T06:05:00Z"
+
+
+class FakeSource:
+    """What the local HTTP server answers: a status, a body and headers; it logs requests."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.body: bytes = b""
+        self.headers: dict[str, str] = {}
+        self.requests: list[dict[str, Any]] = []
+
+
+@pytest.fixture
+def http_source() -> Iterator[tuple[str, FakeSource]]:
+    fake = FakeSource()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fake.requests.append({"path": self.path, "headers": dict(self.headers)})
+            self.send_response(fake.status)
+            for name, value in fake.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(fake.body)))
+            self.end_headers()
+            self.wfile.write(fake.body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/orders", fake
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def make_puller(platform: Platform) -> Callable[..., Puller]:
+    def make(*sources: Source, timeout_s: float = 5.0) -> Puller:
+        ingest = IngestSettings(types=frozenset({"order"}), pull_timeout_s=timeout_s)
+        return Puller(list(sources), settings=Settings.from_env(), ingest=ingest)
+
+    return make
+
+
+def cursor_of(platform: Platform, name: str) -> str | None:
+    item = (
+        aws.dynamodb()
+        .get_item(TableName=platform.names.cursor_table, Key={"source": {"S": name}})
+        .get("Item")
+    )
+    return None if item is None else item["cursor"]["S"]
+
+
+def set_cursor(platform: Platform, name: str, cursor: str) -> None:
+    aws.dynamodb().put_item(
+        TableName=platform.names.cursor_table,
+        Item={"source": {"S": name}, "cursor": {"S": cursor}},
+    )
+
+
+def landed(platform: Platform) -> dict[str, bytes]:
+    s3 = aws.s3()
+    bucket = platform.names.landing_bucket
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def test_a_pull_lands_the_records_under_incoming_and_moves_the_cursor(
+    platform: Platform,
+    make_puller: Callable[..., Puller],
+    http_source: tuple[str, FakeSource],
+) -> None:
+    url, fake = http_source
+    aws.client("ssm").put_parameter(
+        Name="/sluice/pull/shop/token", Value="s3cret", Type="SecureString"
+    )
+    set_cursor(platform, "shop", "41")
+    fake.body = json.dumps(
+        {"records": [{"order_id": "o-1"}, {"order_id": "o-2"}], "next_cursor": "43"}
+    ).encode()
+    source = Source("shop", url, "order", "since", "json", "/sluice/pull/shop/token")
+
+    [result] = make_puller(source).pull_all(EVENT_TIME)
+
+    assert result.ok
+    assert (result.records, result.cursor) == (2, "43")
+    key = "incoming/order/pulls/shop/20261127T060500Z-41.jsonl"
+    assert result.key == key
+    assert landed(platform) == {key: b'{"order_id":"o-1"}\n{"order_id":"o-2"}\n'}
+    assert cursor_of(platform, "shop") == "43"
+    [request] = fake.requests
+    assert request["path"] == "/orders?since=41"
+    assert request["headers"]["Authorization"] == "Bearer s3cret"
+
+
+def test_a_first_pull_sends_no_cursor_and_stores_the_one_it_got(
+    platform: Platform,
+    make_puller: Callable[..., Puller],
+    http_source: tuple[str, FakeSource],
+) -> None:
+    url, fake = http_source
+    fake.body = b'{"id": 1}\n{"id": 2}\n'
+    fake.headers = {"X-Next-Cursor": "page-2"}
+    source = Source("feed", url, "order", "page", "jsonl")
+
+    [result] = make_puller(source).pull_all(EVENT_TIME)
+
+    assert fake.requests[0]["path"] == "/orders"
+    assert landed(platform) == {
+        "incoming/order/pulls/feed/20261127T060500Z-start.jsonl": b'{"id": 1}\n{"id": 2}\n'
+    }
+    assert cursor_of(platform, "feed") == "page-2"
+    assert result.records == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, b'{"error": "boom"}'),
+        (404, b"not here"),
+        (200, b"<html>not json</html>"),
+        (200, b'{"items": []}'),
+    ],
+    ids=["server-error", "not-found", "not-json", "no-records-field"],
+)
+def test_a_failed_pull_keeps_the_cursor_and_lands_nothing(
+    platform: Platform,
+    make_puller: Callable[..., Puller],
+    http_source: tuple[str, FakeSource],
+    status: int,
+    body: bytes,
+) -> None:
+    url, fake = http_source
+    fake.status, fake.body = status, body
+    set_cursor(platform, "shop", "41")
+
+    [result] = make_puller(Source("shop", url, "order", "since")).pull_all(EVENT_TIME)
+
+    assert not result.ok
+    assert cursor_of(platform, "shop") == "41"
+    assert landed(platform) == {}
+
+
+def test_a_source_that_does_not_answer_in_time_keeps_its_cursor(
+    platform: Platform, make_puller: Callable[..., Puller]
+) -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts the connection, never answers
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/slow"
+        set_cursor(platform, "slow", "7")
+        [result] = make_puller(Source("slow", url, "order", "since"), timeout_s=0.3).pull_all(
+            EVENT_TIME
+        )
+    finally:
+        listener.close()
+
+    assert not result.ok
+    assert cursor_of(platform, "slow") == "7"
+
+
+def test_one_failing_source_does_not_stop_the_others(
+    platform: Platform,
+    make_puller: Callable[..., Puller],
+    http_source: tuple[str, FakeSource],
+) -> None:
+    url, fake = http_source
+    fake.body = json.dumps({"records": [{"id": 1}], "next_cursor": "2"}).encode()
+    broken = Source("broken", "http://127.0.0.1:9/nothing", "order", "since")
+    good = Source("good", url, "order", "since")
+
+    results = make_puller(broken, good).pull_all(EVENT_TIME)
+
+    assert [(r.source, r.ok) for r in results] == [("broken", False), ("good", True)]
+    assert cursor_of(platform, "good") == "2"
+
+
+def test_a_pulled_file_key_is_safe_for_any_cursor() -> None:
+    source = Source("shop", "http://x", "order", "since")
+
+    key = landing_key(source, "20261127T060500Z", "2026-11-27T06:00:00+00:00/é")
+
+    assert key == "incoming/order/pulls/shop/20261127T060500Z-2026-11-27T06_00_00_00_00_.jsonl"

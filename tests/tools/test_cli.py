@@ -1,0 +1,132 @@
+"""The `sluice` command line, driven in-process through click's CliRunner."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from importlib.metadata import version
+
+import pytest
+from click.testing import CliRunner
+
+from sluice_tools.cli import main
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    # The options read these variables; a developer's shell must not change the results.
+    monkeypatch.delenv("SLUICE_STAGE", raising=False)
+    monkeypatch.delenv("SLUICE_RESOURCE_PREFIX", raising=False)
+    return CliRunner()
+
+
+def test_help_describes_the_group_and_its_planned_commands(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--help"])
+
+    assert result.exit_code == 0
+    assert "Operate Sluice" in result.output
+    assert "info" in result.output
+    for planned in ("deploy", "doctor", "local", "ledger", "dlq", "new-consumer"):
+        assert planned in result.output
+
+
+def _listed_commands(section: str) -> set[str]:
+    """Command names listed under `section` ("Available now:" or "Planned") in the help."""
+    help_text = inspect.cleandoc(main.help or "")
+    if section not in help_text:
+        return set()
+    start = help_text.index(section)
+    ends = [help_text.find(s, start + 1) for s in ("Available now:", "Planned")]
+    end = min([e for e in ends if e > start] or [len(help_text)])
+    names = set()
+    for line in help_text[start:end].splitlines()[1:]:
+        # A command's line is indented two spaces; continuation lines are indented more.
+        if line.startswith("  ") and not line.startswith("   "):
+            names.add(line.split()[0])
+    return names
+
+
+def test_help_lists_exactly_the_commands_that_exist_as_available() -> None:
+    assert _listed_commands("Available now:") == set(main.commands)
+
+
+def test_planned_commands_are_not_pretending_to_exist(runner: CliRunner) -> None:
+    for planned in _listed_commands("Planned"):
+        result = runner.invoke(main, [planned])
+
+        assert planned not in main.commands
+        assert result.exit_code != 0
+        assert f"No such command '{planned}'" in result.output
+
+
+def test_version_prints_the_installed_distribution_version(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--version"])
+
+    assert result.exit_code == 0
+    assert result.output.strip() == f"sluice, version {version('sluice-tools')}"
+
+
+def test_info_prints_every_platform_resource_name_of_the_stage(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["info", "--stage", "dev"])
+
+    assert result.exit_code == 0, result.output
+    for name in (
+        "sluice-dev-landing",
+        "sluice-dev-quarantine",
+        "sluice-dev-curated",
+        "sluice-dev-payloads",
+        "sluice-dev-raw",
+        "sluice-dev-raw-dlq",
+        "sluice-dev-clean",
+        "sluice-dev-clean-dlq",
+        "sluice-dev-records",
+        "sluice-dev-alerts",
+        "sluice-dev-idempotency",
+        "sluice-dev-ledger",
+    ):
+        assert name in result.output.split(), name
+
+
+def test_info_json_maps_roles_to_names(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["info", "--stage", "prod", "--prefix", "acme", "--json"])
+
+    assert result.exit_code == 0, result.output
+    names = json.loads(result.output)
+    assert names["landing_bucket"] == "acme-prod-landing"
+    assert names["raw_dlq"] == "acme-prod-raw-dlq"
+    assert names["records_table"] == "acme-prod-records"
+    assert names["records_topic"] == "acme-prod-records"
+
+
+def test_info_reads_the_stage_from_the_environment(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SLUICE_STAGE", "qa")
+
+    result = runner.invoke(main, ["info"])
+
+    assert result.exit_code == 0, result.output
+    assert "sluice-qa-landing" in result.output
+
+
+@pytest.mark.parametrize("stage", ["Dev", "my stage", "1dev", ""])
+def test_info_rejects_an_invalid_stage_with_a_clear_error(runner: CliRunner, stage: str) -> None:
+    result = runner.invoke(main, ["info", "--stage", stage])
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--stage'" in result.output
+    assert "lower-case letters" in result.output
+
+
+def test_info_rejects_an_invalid_prefix_naming_the_option(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["info", "--stage", "dev", "--prefix", "Acme"])
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--prefix'" in result.output
+
+
+def test_info_requires_a_stage(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["info"])
+
+    assert result.exit_code == 2
+    assert "Missing option '--stage'" in result.output

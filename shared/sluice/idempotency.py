@@ -355,6 +355,8 @@ def run_once(
 class IdempotentFunction(Generic[P, T]):
     """A function wrapped by `idempotent`: calling it calls `run_once`."""
 
+    __name__: str  # copied from `fn` by functools.update_wrapper in __init__
+
     def __init__(
         self,
         fn: Callable[P, T],

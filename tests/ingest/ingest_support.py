@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 from sluice import aws
 from sluice.config import ResourceNames
 from sluice.envelope import Chunk
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Platform:
         """Every chunk in the raw queue (drained), in chunk-ordinal order per source."""
         return [Chunk.decode(m["Body"]) for m in drain(self.raw_url)]
 
-    def continuations(self) -> list[dict[str, Any]]:
+    def continuations(self) -> list[MessageTypeDef]:
         return drain(self.continue_url)
 
     def quarantined(self) -> list[dict[str, Any]]:
@@ -79,9 +82,9 @@ def s3_event(bucket: str, key: str, etag: str, name: str = "ObjectCreated:Put") 
     }
 
 
-def drain(url: str) -> list[dict[str, Any]]:
+def drain(url: str) -> list[MessageTypeDef]:
     sqs = aws.sqs()
-    messages: list[dict[str, Any]] = []
+    messages: list[MessageTypeDef] = []
     while True:
         got = sqs.receive_message(
             QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]

@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote_plus
 
 import pytest
 from ingest_support import Platform
 
+if TYPE_CHECKING:
+    from chalice.test import Client
+
 APP_DIR = Path(__file__).resolve().parents[2] / "ingest"
 
 
 @pytest.fixture
-def client(platform: Platform) -> Iterator[object]:
+def client(platform: Platform) -> Iterator[Client]:
     import app
     from chalice.test import Client
 
@@ -23,7 +27,7 @@ def client(platform: Platform) -> Iterator[object]:
 
 
 def test_an_s3_event_through_chalice_sends_the_objects_records(
-    platform: Platform, client: object
+    platform: Platform, client: Client
 ) -> None:
     key = "incoming/order/wired file.jsonl"
     put = platform.put(key, b'{"id": 1}\n{"id": 2}\n')
@@ -41,7 +45,7 @@ def test_an_s3_event_through_chalice_sends_the_objects_records(
 
 
 def test_a_continuation_message_through_chalice_finishes_the_object(
-    platform: Platform, client: object
+    platform: Platform, client: Client
 ) -> None:
     from chalicelib.checkpoint import Checkpoint
     from chalicelib.objects import ObjectRef
@@ -78,7 +82,7 @@ def test_a_continuation_message_through_chalice_finishes_the_object(
 
 
 def test_the_schedule_through_chalice_pulls_the_configured_sources(
-    platform: Platform, client: object
+    platform: Platform, client: Client
 ) -> None:
     event = client.events.generate_cw_event(
         source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from ingest_support import Platform
@@ -17,7 +18,7 @@ def lines(*items: str) -> bytes:
     return "".join(i + "\n" for i in items).encode()
 
 
-def payloads(platform: Platform) -> list[dict]:
+def payloads(platform: Platform) -> list[dict[str, Any]]:
     """Payloads sent, in record order (SQS does not keep the order of chunks)."""
     records = sorted((r for c in platform.raw_chunks() for r in c.records), key=lambda r: r.ordinal)
     return [r.payload for r in records]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from ingest_support import FakeContext, Platform
@@ -55,7 +56,7 @@ def _forget(platform: Platform) -> None:
             ddb.delete_item(TableName=table, Key={k: item[k] for k in keys})
 
 
-def _run_split(platform: Platform, ingestor: Ingestor, event: dict, asks: int) -> int:
+def _run_split(platform: Platform, ingestor: Ingestor, event: dict[str, Any], asks: int) -> int:
     """Ingest with a short budget, then run continuations until none is left; hand-offs."""
     ingestor.handle_s3_event(event, FakeContext(calls=asks).get_remaining_time_in_millis)
     handoffs = 0

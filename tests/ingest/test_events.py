@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from ingest_support import Platform, s3_event
@@ -12,6 +12,9 @@ from ingest_support import Platform, s3_event
 from chalicelib.objects import object_refs
 from chalicelib.service import Ingestor
 from sluice import aws
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 
 @pytest.mark.parametrize(
@@ -106,7 +109,7 @@ def test_a_multipart_upload_notified_twice_is_ingested_once(
     bucket, key = platform.names.landing_bucket, "incoming/order/multi.jsonl"
     upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
     part1 = b"".join(b'{"id": %d, "pad": "%s"}\n' % (i, b"x" * 100) for i in range(60_000))
-    parts = []
+    parts: list[CompletedPartTypeDef] = []
     for number, body in ((1, part1), (2, b'{"id": "last"}\n')):
         answer = s3.upload_part(
             Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=body

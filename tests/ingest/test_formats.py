@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from ingest_support import Platform
@@ -18,11 +19,11 @@ ORDERS = [
 ]
 
 
-def jsonl(records: list[dict]) -> bytes:
+def jsonl(records: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
 
 
-def json_array(records: list[dict]) -> bytes:
+def json_array(records: list[dict[str, Any]]) -> bytes:
     return json.dumps(records, ensure_ascii=False, indent=2).encode()
 
 
@@ -48,7 +49,7 @@ def test_each_format_sends_exactly_its_records_to_the_raw_queue(
     make_ingestor: Callable[..., Ingestor],
     name: str,
     body: bytes,
-    expected: list[dict],
+    expected: list[dict[str, Any]],
     gz: bool,
 ) -> None:
     key = f"incoming/order/2026/11/{name}" + (".gz" if gz else "")

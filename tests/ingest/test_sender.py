@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from chalicelib.sender import MAX_BATCH_BYTES, BatchSender, SendError, entry_size
 from sluice.envelope import Chunk, Record
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import (
+        BatchResultErrorEntryTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
 
 
 def chunk(n: int, size: int = 10) -> Chunk:
@@ -133,8 +139,11 @@ def test_ingest_retries_only_failed_entries_end_to_end(platform: Any, make_inges
         def send_message(self, **kw: Any) -> Any:
             return real.send_message(**kw)
 
-        def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> Any:
-            keep, failed = [], []
+        def send_message_batch(
+            self, QueueUrl: str, Entries: list[SendMessageBatchRequestEntryTypeDef]
+        ) -> Any:
+            keep: list[SendMessageBatchRequestEntryTypeDef] = []
+            failed: list[BatchResultErrorEntryTypeDef] = []
             for entry in Entries:
                 cid = entry["MessageAttributes"]["chunk_id"]["StringValue"]
                 if cid not in self.failed_once and len(self.failed_once) < 2:

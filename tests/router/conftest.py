@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -23,6 +23,9 @@ import yaml
 from sluice import aws
 from sluice.config import ResourceNames, reset_settings
 from sluice.envelope import Chunk, Record, chunk_id, record_id
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "router"
@@ -37,7 +40,7 @@ ENV = {
     "AWS_SECURITY_TOKEN": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
-UNSET = ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RESOURCE_PREFIX")
+UNSET: tuple[str, ...] = ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RESOURCE_PREFIX")
 UNSET += ("SLUICE_IDEMPOTENCY", "SLUICE_RECORD_MAX_BYTES", "SLUICE_CHUNK_MAX_BYTES")
 UNSET += ("SLUICE_CHUNK_MAX_RECORDS", "SLUICE_RECORDS_TOPIC_ARN")
 
@@ -111,9 +114,9 @@ class Subscriber:
 
     queue_url: str
 
-    def drain(self) -> list[dict[str, Any]]:
+    def drain(self) -> list[MessageTypeDef]:
         sqs = aws.sqs()
-        found: list[dict[str, Any]] = []
+        found: list[MessageTypeDef] = []
         while True:
             got = sqs.receive_message(
                 QueueUrl=self.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from chalice.test import Client
@@ -17,6 +17,9 @@ from chalicelib.service import Router
 from sluice import aws
 from sluice.envelope import Chunk
 from sluice.errors import TransientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 APP_DIR = Path(__file__).resolve().parents[2] / "router"
 Platform = Any  # conftest.Platform: names, topic_arn, high_priority and everything subscribers
@@ -40,11 +43,11 @@ def _invoke(client: Client, event: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _attributes(message: dict[str, Any]) -> dict[str, str]:
+def _attributes(message: MessageTypeDef) -> dict[str, str]:
     return {k: v["StringValue"] for k, v in message.get("MessageAttributes", {}).items()}
 
 
-def _ordinals(messages: Sequence[dict[str, Any]]) -> list[int]:
+def _ordinals(messages: Sequence[MessageTypeDef]) -> list[int]:
     return sorted(r["ordinal"] for m in messages for r in json.loads(m["Body"])["records"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib.rules import load_rules
@@ -29,7 +30,7 @@ def _routed(chunk: Chunk) -> list[tuple[Record, dict[str, str]]]:
     return [(r, rules.attributes_for(chunk.type, r.payload)) for r in chunk.records]
 
 
-def _mixed(make_chunk: Any, order: Any) -> Chunk:
+def _mixed(make_chunk: Callable[..., Chunk], order: Callable[..., dict[str, Any]]) -> Chunk:
     return make_chunk([order(amount=a, currency=c) for a, c in AMOUNTS_AND_CURRENCIES])
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from support.events import sqs_event
 
-from sluice.batch import ChunkOutcome, SQSMessage, process_sqs_batch, run_records
+from sluice.batch import (
+    BatchResponse,
+    ChunkHandler,
+    ChunkOutcome,
+    SQSMessage,
+    process_sqs_batch,
+    run_records,
+)
 from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError
 
@@ -40,7 +47,7 @@ def rejected() -> Rejected:
     return Rejected()
 
 
-def failing_on(*chunk_ids: str):  # type: ignore[no-untyped-def]
+def failing_on(*chunk_ids: str) -> ChunkHandler:
     def handle(c: Chunk) -> ChunkOutcome:
         if c.chunk_id in chunk_ids:
             raise TimeoutError("downstream timed out")
@@ -49,7 +56,7 @@ def failing_on(*chunk_ids: str):  # type: ignore[no-untyped-def]
     return handle
 
 
-def failed_ids(response: dict) -> list[str]:  # type: ignore[type-arg]
+def failed_ids(response: BatchResponse) -> list[str]:
     return [f["itemIdentifier"] for f in response["batchItemFailures"]]
 
 

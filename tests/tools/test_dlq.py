@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import CliRunner
@@ -15,8 +15,11 @@ from sluice.envelope import Chunk, Record
 from sluice_tools.cli import main
 from sluice_tools.dlq.redrive import move_messages, redrive
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, MessageTypeDef
+
 STAGE = "test"
-ATTRS = {
+ATTRS: dict[str, MessageAttributeValueTypeDef] = {
     "record_type": {"DataType": "String", "StringValue": "order"},
     "correlation_id": {"DataType": "String", "StringValue": "ingest-one"},
 }
@@ -64,7 +67,7 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(main, ["dlq", *args, "--stage", STAGE])
 
 
-def messages(url: str) -> list[dict[str, Any]]:
+def messages(url: str) -> list[MessageTypeDef]:
     got = aws.sqs().receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
     )

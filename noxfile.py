@@ -348,6 +348,19 @@ def lint(session: nox.Session) -> None:
         check("cfn-lint", "cfn-lint", *templates)
     else:
         session.log("cfn-lint: no templates yet (infra/**/*.yaml, consumers/*/resources.yaml)")
+    # ... and what `chalice package` makes of each app (apps with on_s3_event are skipped
+    # with a note: chalice cannot package them). .sluice/lint-build keeps chalice's caches.
+    if apps:
+        check(
+            "cfn-lint chalice package",
+            "python",
+            "-m",
+            "sluice_tools.deploy.lint",
+            "--stage",
+            "dev",
+            "--build-dir",
+            str(ROOT / ".sluice" / "lint-build"),
+        )
 
     if failed:
         session.error(f"lint failed: {', '.join(failed)}")
@@ -378,6 +391,17 @@ def dev(session: nox.Session) -> None:
     )
     activate = venv / ("Scripts/activate" if sys.platform == "win32" else "bin/activate")
     session.log(f"Dev environment ready. Activate it with:  source {activate.relative_to(ROOT)}")
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """Run the whole pipeline on this machine on the samples: `sluice local run`.
+
+    moto's server and a local Lambda runtime, no AWS account, no Docker. Arguments after
+    `--` go to `sluice local run` (files to upload instead of the samples, `--keep`, ...).
+    """
+    session.install(*editable(session, "shared", "tools"), *group("test"))
+    session.run("sluice", "local", "run", *session.posargs, env=TEST_ENV)
 
 
 def _app_test_tools() -> list[str]:
@@ -423,3 +447,16 @@ def app_tests(session: nox.Session, app: str | None = None) -> None:
     env = dict(TEST_ENV)
     env["PYTHONPATH"] = str(ROOT / app)
     session.run("python", "-m", "pytest", f"tests/{app}", *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON, default=False)
+def deploy(session: nox.Session) -> None:
+    """Deploy a stage with `sluice deploy` (e.g. `nox -s deploy -- --stage dev --only router`).
+
+    Arguments after `--` go to `sluice deploy`; AWS credentials and AWS_ENDPOINT_URL come
+    from the environment (set AWS_ENDPOINT_URL to deploy into moto's server).
+    """
+    if not session.posargs:
+        session.error("usage: nox -s deploy -- --stage STAGE [--only APP ...]")
+    session.install(*editable(session, "shared", "tools"))
+    session.run("sluice", "deploy", *session.posargs)

@@ -23,7 +23,7 @@ from typing import Any
 
 from chalicelib.settings import IngestSettings
 from sluice import aws
-from sluice.config import Settings, get_settings
+from sluice.config import Settings, get_settings, names
 from sluice.errors import ConfigError, TransientError
 from sluice.observability import add_metric, get_logger, log_context
 
@@ -69,7 +69,21 @@ class Source:
             raise ConfigError(f"pull source {source.name}: format must be one of {_FORMATS}")
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", source.name):
             raise ConfigError(f"pull source name {source.name!r}: letters, digits, '-' and '_'")
+        if source.secret_parameter is not None and not re.fullmatch(
+            r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", source.secret_parameter
+        ):
+            raise ConfigError(
+                f"pull source {source.name}: secret_parameter {source.secret_parameter!r} must "
+                "be a relative SSM name (it is read under /<prefix>/<stage>/, so a stage can "
+                "only read its own secrets)"
+            )
         return source
+
+
+def stage_parameter(relative: str) -> str:
+    """The SSM parameter of this stage: `/<prefix>/<stage>/<relative>` (dev never reads prod's)."""
+    stage_names = names()
+    return f"/{stage_names.prefix}/{stage_names.stage}/{relative}"
 
 
 def load_sources(path: Path = SOURCES_FILE) -> list[Source]:
@@ -186,7 +200,8 @@ class Puller:
             url = f"{url}{sep}{urllib.parse.urlencode({source.cursor_param: cursor})}"
         headers = {"Accept": "application/json", "User-Agent": "sluice-ingest"}
         if source.secret_parameter:
-            headers["Authorization"] = f"Bearer {self.secret(source.secret_parameter)}"
+            parameter = stage_parameter(source.secret_parameter)
+            headers["Authorization"] = f"Bearer {self.secret(parameter)}"
         request = urllib.request.Request(url, headers=headers, method="GET")
         limit = self.ingest.pull_max_bytes
         try:

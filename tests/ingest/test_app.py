@@ -111,5 +111,9 @@ def test_the_config_gives_every_stage_its_env_and_every_function_its_policy() ->
             resources = [r for s in policy["Statement"] for r in s["Resource"]]
             stars = [s for s in policy["Statement"] if "*" in s["Resource"]]
             assert all(a.startswith("xray:") for s in stars for a in s["Action"])
-            scoped = (f"sluice-{stage}-", f"sluice-ingest-{stage}-", ":parameter/sluice/pull/")
+            scoped = (
+                f"sluice-{stage}-",
+                f"sluice-ingest-{stage}-",
+                f":parameter/sluice/{stage}/pull/",
+            )
             assert all(r == "*" or any(part in r for part in scoped) for r in resources)

@@ -15,6 +15,7 @@ from chalicelib.pull import Puller, Source, landing_key
 from chalicelib.settings import IngestSettings
 from sluice import aws
 from sluice.config import Settings
+from sluice.errors import ConfigError
 
 EVENT_TIME = "2026-11-27T06:05:00Z"
 
@@ -95,13 +96,13 @@ def test_a_pull_lands_the_records_under_incoming_and_moves_the_cursor(
 ) -> None:
     url, fake = http_source
     aws.client("ssm").put_parameter(
-        Name="/sluice/pull/shop/token", Value="s3cret", Type="SecureString"
+        Name="/sluice/test/pull/shop/token", Value="s3cret", Type="SecureString"
     )
     set_cursor(platform, "shop", "41")
     fake.body = json.dumps(
         {"records": [{"order_id": "o-1"}, {"order_id": "o-2"}], "next_cursor": "43"}
     ).encode()
-    source = Source("shop", url, "order", "since", "json", "/sluice/pull/shop/token")
+    source = Source("shop", url, "order", "since", "json", "pull/shop/token")
 
     [result] = make_puller(source).pull_all(EVENT_TIME)
 
@@ -207,3 +208,9 @@ def test_a_pulled_file_key_is_safe_for_any_cursor() -> None:
     key = landing_key(source, "20261127T060500Z", "2026-11-27T06:00:00+00:00/é")
 
     assert key == "incoming/order/pulls/shop/20261127T060500Z-2026-11-27T06_00_00_00_00_.jsonl"
+
+
+def test_an_absolute_secret_parameter_is_refused_so_stages_cannot_read_each_other() -> None:
+    raw = {"name": "shop", "url": "http://x", "type": "order", "cursor_param": "c"}
+    with pytest.raises(ConfigError, match="must be a relative SSM name"):
+        Source.from_dict({**raw, "secret_parameter": "/sluice/prod/pull/shop/token"})

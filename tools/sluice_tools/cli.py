@@ -53,11 +53,8 @@ def main() -> None:
                      app in order, post-deploy settings, then doctor
       doctor         check a deployed stage: DLQs, partial batch responses,
                      on-failure destinations, filter policies, alarms
-
-    Planned (not implemented yet; each arrives with its own issue):
-
-    \b
       local          run the whole pipeline on this machine on moto's server
+                     (up, run, down, fire)
     """
 
 

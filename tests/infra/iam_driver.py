@@ -1,0 +1,201 @@
+"""Run one app's handlers on realistic events against moto's server, recording AWS calls.
+
+A script, not a test: `python iam_driver.py APP_DIR PLAN_JSON OUT_JSON` (one process per app:
+each has its own `app` and `chalicelib`). Only calls made inside a handler are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+RECORDING: list[dict[str, Any]] | None = None
+_KEEP = ("QueueUrl", "QueueName", "Bucket", "Key", "TableName", "TopicArn", "VersionId")
+
+
+def _install_recorder() -> None:
+    from botocore import client as botocore_client
+
+    base: Any = botocore_client.BaseClient  # Any: the stubs do not declare _make_api_call
+    original = base._make_api_call
+
+    def recorded(self: Any, operation: str, params: dict[str, Any]) -> Any:
+        if RECORDING is not None:
+            keep = {k: params[k] for k in _KEEP if k in params}
+            if "RequestItems" in params:
+                keep["Tables"] = sorted(params["RequestItems"])
+            if "TransactItems" in params:
+                keep["Tables"] = sorted(
+                    {next(iter(i.values()))["TableName"] for i in params["TransactItems"]}
+                )
+            RECORDING.append(
+                {
+                    "service": self.meta.service_model.endpoint_prefix,
+                    "operation": operation,
+                    "params": keep,
+                }
+            )
+        return original(self, operation, params)
+
+    base._make_api_call = recorded
+
+
+def _sqs_records(queue: str, limit: int) -> list[dict[str, Any]]:
+    import boto3
+
+    sqs = boto3.client("sqs")
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{queue}"
+    got = sqs.receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=limit,
+        VisibilityTimeout=0,
+        MessageAttributeNames=["All"],
+        AttributeNames=["All"],
+    ).get("Messages", [])
+    return [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {
+                k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"]}
+                for k, v in m.get("MessageAttributes", {}).items()
+            },
+            "md5OfBody": m.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": arn,
+            "awsRegion": "us-east-1",
+        }
+        for m in got
+    ]
+
+
+def _s3_event(bucket: str, key: str) -> dict[str, Any]:
+    """The notification S3 sends for the object's current version (real ETag and version)."""
+    from urllib.parse import quote_plus
+
+    import boto3
+
+    head = boto3.client("s3").head_object(Bucket=bucket, Key=key)
+    obj = {
+        "key": quote_plus(key, safe="/"),
+        "size": head["ContentLength"],
+        "eTag": head["ETag"].strip('"'),
+        "sequencer": "0A1B2C3D4E5F678901",
+    }
+    if head.get("VersionId"):
+        obj["versionId"] = head["VersionId"]
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2026-11-27T00:00:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "ingest",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": obj,
+                },
+            }
+        ]
+    }
+
+
+def _event(client: Any, step: dict[str, Any]) -> dict[str, Any]:
+    kind = step["kind"]
+    if kind == "s3":
+        return _s3_event(step["bucket"], step["key"])
+    if kind == "schedule":
+        return dict(
+            client.events.generate_cw_event(
+                source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+            )
+        )
+    if kind == "sqs":
+        return {"Records": _sqs_records(step["queue"], step.get("limit", 10))}
+    if kind == "sns":  # the records topic's message, as a direct subscriber receives it
+        records = []
+        for r in _sqs_records(step["queue"], step.get("limit", 1)):
+            attributes = {
+                k: {"Type": v["dataType"], "Value": v["stringValue"]}
+                for k, v in r["messageAttributes"].items()
+            }
+            records.append(
+                {
+                    "EventSource": "aws:sns",
+                    "EventVersion": "1.0",
+                    "EventSubscriptionArn": f"{step['topic']}:{uuid.uuid4()}",
+                    "Sns": {
+                        "Type": "Notification",
+                        "MessageId": r["messageId"],
+                        "TopicArn": step["topic"],
+                        "Subject": None,
+                        "Message": r["body"],
+                        "Timestamp": "2026-11-27T00:00:00.000Z",
+                        "SignatureVersion": "1",
+                        "Signature": "",
+                        "SigningCertUrl": "",
+                        "UnsubscribeUrl": "",
+                        "MessageAttributes": attributes,
+                    },
+                }
+            )
+        return {"Records": records}
+    raise ValueError(f"unknown event kind {kind}")
+
+
+def main() -> None:
+    global RECORDING
+    app_dir, plan_path, out_path = sys.argv[1:4]
+    plan = json.loads(Path(plan_path).read_text())
+    sys.path.insert(0, app_dir)
+    _install_recorder()
+    import app as module  # type: ignore[import-not-found]  # the app dir, put on sys.path
+    import chalice.test
+    from chalice.test import Client
+
+    # The test client patches os.environ with the stage's variables around each invocation;
+    # the plan's variables go on top of those.
+    overrides = dict(plan.get("env", {}))
+    patched = chalice.test.BaseClient._patched_env_vars
+
+    def with_overrides(self: Any, environment_variables: dict[str, str]) -> Any:
+        return patched(self, {**environment_variables, **overrides})
+
+    chalice.test.BaseClient._patched_env_vars = with_overrides  # type: ignore[method-assign]
+    results: dict[str, Any] = {}
+    with Client(module.app, stage_name="test", project_dir=app_dir) as client:
+        for step in plan["steps"]:
+            event = _event(client, step)
+            calls: list[dict[str, Any]] = []
+            RECORDING = calls
+            try:
+                payload = client.lambda_.invoke(step["handler"], event).payload
+                error = None
+            except Exception as exc:  # reported; the calls made so far still count
+                payload, error = None, f"{type(exc).__name__}: {exc}"
+            finally:
+                RECORDING = None
+            entry = results.setdefault(step["handler"], {"calls": [], "runs": []})
+            entry["calls"] += calls
+            entry["runs"].append(
+                {
+                    "kind": step["kind"],
+                    "records": len(event.get("Records", [])),
+                    "error": error,
+                    "payload": repr(payload)[:300],
+                }
+            )
+    Path(out_path).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The `sluice deploy` and `sluice doctor` commands (thin: options → pipeline / doctor)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sluice.config import validate_stage
+from sluice.errors import ConfigError
+
+
+def _stage(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return validate_stage(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+stage_option = click.option(
+    "--stage",
+    required=True,
+    envvar="SLUICE_STAGE",
+    show_envvar=True,
+    callback=_stage,
+    help="Stage to deploy or check (dev, prod, local, test, ...).",
+)
+prefix_option = click.option(
+    "--prefix",
+    default=None,
+    envvar="SLUICE_RESOURCE_PREFIX",
+    show_envvar=True,
+    help="Resource name prefix (default sluice).",
+)
+
+
+@click.command("deploy")
+@stage_option
+@prefix_option
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="APP",
+    help="Deploy only this app (ingest, cleanse, router, consumers/NAME); repeatable.",
+)
+@click.option("--no-doctor", is_flag=True, help="Skip the doctor check at the end.")
+@click.option(
+    "--build-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Deploy copies of the apps made here, not the apps in place (CI, tests).",
+)
+def deploy_command(
+    stage: str,
+    prefix: str | None,
+    only: tuple[str, ...],
+    no_doctor: bool,
+    build_dir: Path | None,
+) -> None:
+    """Deploy a stage: platform and consumer stacks, each Chalice app in order (shared/
+    vendored), the settings Chalice cannot make, then doctor. Running it twice is harmless.
+
+    AWS_ENDPOINT_URL (or stage local/test) targets moto's server: the resources moto's
+    CloudFormation skips are then applied from the same templates.
+    """
+    from sluice_tools.deploy.pipeline import DeployError, deploy_stage
+    from sluice_tools.deploy.target import Target
+
+    target = Target.from_env(stage, prefix)
+    try:
+        report = deploy_stage(
+            target, list(only) or None, build_dir=build_dir, doctor=not no_doctor, log=click.echo
+        )
+    except DeployError as exc:
+        click.echo(f"deploy failed: {exc}", err=True)
+        raise SystemExit(1) from exc
+    click.echo(f"deployed {len(report.apps)} app(s) in {report.seconds:.1f} s")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@click.command("doctor")
+@stage_option
+@prefix_option
+@click.option("--only", multiple=True, metavar="APP", help="Check only these apps' functions.")
+def doctor_command(stage: str, prefix: str | None, only: tuple[str, ...]) -> None:
+    """Check a deployed stage: DLQs, partial batch responses, on-failure destinations,
+    filter policies, alarms, and resources named in functions' environments. Exit 1 if not OK.
+    """
+    from sluice_tools.deploy.doctor import run_doctor
+    from sluice_tools.deploy.target import Target
+
+    report = run_doctor(Target.from_env(stage, prefix), only=list(only) or None)
+    click.echo(report.render())
+    if not report.ok:
+        raise SystemExit(1)

@@ -1,0 +1,93 @@
+"""cfn-lint over every template of the repo, including what `chalice package` makes of each app.
+
+`python -m sluice_tools.deploy.lint [--stage STAGE]` (nox -s lint runs it). Apps with
+`@app.on_s3_event` are skipped with a note: `chalice package` refuses them (FACTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from sluice_tools.deploy.apps import AppSpec, discover_apps
+from sluice_tools.deploy.chalice_deploy import chalice_command
+from sluice_tools.deploy.target import repo_root
+from sluice_tools.deploy.templates import stage_stacks
+
+
+def cfn_lint_command() -> list[str]:
+    beside = Path(sys.executable).with_name("cfn-lint")
+    if beside.is_file():
+        return [str(beside)]
+    return [shutil.which("cfn-lint") or "cfn-lint"]
+
+
+def packageable(app: AppSpec) -> bool:
+    return "on_s3_event" not in (app.path / "app.py").read_text(encoding="utf-8")
+
+
+def package_app(app: AppSpec, stage: str, out: Path, build: Path | None = None) -> Path:
+    """`chalice package --stage STAGE` of `app` into `out`; returns the SAM template.
+
+    `build`: package a copy of the app made there (keeps the app's .chalice/ clean and
+    lets chalice reuse its dependency cache between runs).
+    """
+    app_dir = app.path
+    if build is not None:
+        app_dir = build / app.rel
+        ignore = shutil.ignore_patterns("vendor", "__pycache__", "deployments", "deployed")
+        shutil.copytree(app.path, app_dir, ignore=ignore, dirs_exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+    env.update(SLUICE_STAGE=stage)
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    done = subprocess.run(
+        [*chalice_command(), "package", "--stage", stage, str(out)],
+        cwd=app_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"chalice package of {app.rel} failed:\n{done.stdout}{done.stderr}")
+    return out / "sam.json"
+
+
+def lint_all(
+    root: Path,
+    stage: str = "dev",
+    build: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> int:
+    """Run cfn-lint on the stage's templates and the apps' packaged templates; exit code."""
+    templates = [spec.path for spec in stage_stacks(root, stage)]
+    with tempfile.TemporaryDirectory(prefix="sluice-package-") as tmp:
+        for app in discover_apps(root):
+            if not packageable(app):
+                log(f"cfn-lint: {app.rel} skipped: chalice package refuses @app.on_s3_event")
+                continue
+            templates.append(package_app(app, stage, Path(tmp) / app.key, build))
+        done = subprocess.run([*cfn_lint_command(), *map(str, templates)], check=False)
+    shown = ", ".join(
+        str(t.relative_to(root)) if t.is_relative_to(root) else t.parent.name for t in templates
+    )
+    log(f"cfn-lint: {len(templates)} template(s): {shown}")
+    return done.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--build-dir", type=Path, default=None)
+    args = parser.parse_args()
+    sys.exit(lint_all(repo_root(), args.stage, args.build_dir))
+
+
+if __name__ == "__main__":
+    main()

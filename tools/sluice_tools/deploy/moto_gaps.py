@@ -1,0 +1,241 @@
+"""What moto 5.2.5's CloudFormation skips, applied from the SAME templates through the APIs.
+
+moto reports CREATE_COMPLETE while ignoring these resource types and properties (verified
+by tests/infra/test_moto_gaps.py). For an emulator target only; never for AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sluice_tools.deploy.target import Target
+from sluice_tools.deploy.templates import Resolver, StackSpec, as_json
+
+# Resource types moto's CloudFormation does not create at all.
+SKIPPED_TYPES = (
+    "AWS::S3::BucketPolicy",
+    "AWS::SQS::QueuePolicy",
+    "AWS::SNS::Subscription",
+    "AWS::CloudWatch::Alarm",
+)
+# Properties of resources it does create, but ignores.
+SKIPPED_PROPERTIES = {
+    "AWS::S3::Bucket": (
+        "PublicAccessBlockConfiguration",
+        "VersioningConfiguration",
+        "LifecycleConfiguration",
+        "NotificationConfiguration",
+    ),
+    "AWS::DynamoDB::Table": ("TimeToLiveSpecification", "PointInTimeRecoverySpecification"),
+}
+_ALARM_KEYS = (
+    "AlarmName",
+    "AlarmDescription",
+    "ActionsEnabled",
+    "OKActions",
+    "AlarmActions",
+    "InsufficientDataActions",
+    "MetricName",
+    "Namespace",
+    "Statistic",
+    "ExtendedStatistic",
+    "Dimensions",
+    "Period",
+    "Unit",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "EvaluateLowSampleCountPercentile",
+    "Metrics",
+)
+_SUBSCRIPTION_ATTRIBUTES = (
+    "RawMessageDelivery",
+    "FilterPolicy",
+    "FilterPolicyScope",
+    "RedrivePolicy",
+    "DeliveryPolicy",
+)
+
+
+def fill_gaps(
+    target: Target,
+    spec: StackSpec,
+    resolver: Resolver,
+    log: Callable[[str], None] = print,
+) -> list[str]:
+    """Apply every skipped resource and property of `spec`; returns what was applied."""
+    applied: list[str] = []
+    for logical, resource in spec.resources().items():
+        type_ = resource["Type"]
+        apply = _APPLY.get(type_)
+        if apply is None:
+            continue
+        props = resolver.properties(logical)
+        for what in apply(target, props):
+            applied.append(f"{logical}: {what}")
+    for line in applied:
+        log(f"  {spec.name} (emulator): {line}")
+    return applied
+
+
+def _bucket_policy(target: Target, props: dict[str, Any]) -> list[str]:
+    """The bucket policy, minus Deny statements with a Condition (see `moto_safe_policy`)."""
+    policy, dropped = moto_safe_policy(props["PolicyDocument"])
+    note = f" ({dropped} conditional Deny left out: moto ignores Conditions)" if dropped else ""
+    if not policy["Statement"]:
+        return [f"bucket policy on {props['Bucket']} skipped{note}"]
+    target.client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=as_json(policy))
+    return [f"bucket policy on {props['Bucket']}{note}"]
+
+
+def moto_safe_policy(document: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """`document` without its conditional Deny statements, and how many were dropped.
+
+    moto 5.2.5 enforces bucket policies on object requests but ignores `Condition`: the
+    TLS-only statement (Deny unless aws:SecureTransport) would deny every request to moto's
+    plain-HTTP server. The Condition makes it a no-op for HTTPS clients on AWS, so leaving it
+    out on the emulator changes nothing a TLS client would see.
+    """
+    statements = document.get("Statement") or []
+    if isinstance(statements, dict):
+        statements = [statements]
+    kept = [s for s in statements if not (s.get("Effect") == "Deny" and s.get("Condition"))]
+    return {**document, "Statement": kept}, len(statements) - len(kept)
+
+
+def _queue_policy(target: Target, props: dict[str, Any]) -> list[str]:
+    sqs = target.client("sqs")
+    done = []
+    for url in props["Queues"]:
+        sqs.set_queue_attributes(
+            QueueUrl=url, Attributes={"Policy": as_json(props["PolicyDocument"])}
+        )
+        done.append(f"queue policy on {url.rsplit('/', 1)[-1]}")
+    return done
+
+
+def _subscription(target: Target, props: dict[str, Any]) -> list[str]:
+    sns = target.client("sns")
+    attributes = {
+        key: as_json(props[key])
+        if key in {"FilterPolicy", "RedrivePolicy", "DeliveryPolicy"}
+        else str(props[key]).lower()
+        if isinstance(props[key], bool)
+        else str(props[key])
+        for key in _SUBSCRIPTION_ATTRIBUTES
+        if key in props
+    }
+    # subscribe is idempotent for the same topic, protocol and endpoint; the attributes are
+    # set again one by one so a changed filter policy is applied on a re-deploy.
+    arn = sns.subscribe(
+        TopicArn=props["TopicArn"],
+        Protocol=props["Protocol"],
+        Endpoint=props["Endpoint"],
+        ReturnSubscriptionArn=True,
+    )["SubscriptionArn"]
+    for key, value in attributes.items():
+        sns.set_subscription_attributes(
+            SubscriptionArn=arn, AttributeName=key, AttributeValue=value
+        )
+    return [f"subscription {props['Protocol']}:{props['Endpoint'].rsplit(':', 1)[-1]}"]
+
+
+def _alarm(target: Target, props: dict[str, Any]) -> list[str]:
+    args = {k: props[k] for k in _ALARM_KEYS if k in props}
+    for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+        if key in args:
+            args[key] = int(args[key])
+    if "Threshold" in args:
+        args["Threshold"] = float(args["Threshold"])
+    target.client("cloudwatch").put_metric_alarm(**args)
+    return [f"alarm {props['AlarmName']}"]
+
+
+def _bucket(target: Target, props: dict[str, Any]) -> list[str]:
+    s3, bucket, done = target.client("s3"), props["BucketName"], []
+    if "NotificationConfiguration" in props:
+        raise NotImplementedError(
+            f"{bucket}: NotificationConfiguration in a template is not filled in for moto; "
+            "notifications are chalice deploy's (on_s3_event)"
+        )
+    if "PublicAccessBlockConfiguration" in props:
+        block = {k: bool(v) for k, v in props["PublicAccessBlockConfiguration"].items()}
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=block)
+        done.append(f"public access block on {bucket}")
+    if "VersioningConfiguration" in props:
+        status = props["VersioningConfiguration"]["Status"]
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+        done.append(f"versioning {status} on {bucket}")
+    if "LifecycleConfiguration" in props:
+        rules = [lifecycle_rule(r) for r in props["LifecycleConfiguration"]["Rules"]]
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=bucket, LifecycleConfiguration={"Rules": rules}
+        )
+        done.append(f"lifecycle ({len(rules)} rules) on {bucket}")
+    return done
+
+
+def lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule in the shape of the S3 API."""
+    out: dict[str, Any] = {"Status": rule["Status"]}
+    if "Id" in rule:
+        out["ID"] = rule["Id"]
+    out["Filter"] = {"Prefix": rule.get("Prefix", "")}
+    if "ExpirationInDays" in rule:
+        out["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "NoncurrentVersionExpiration" in rule:
+        days = rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
+        out["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(days)}
+    if "AbortIncompleteMultipartUpload" in rule:
+        days = rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+        out["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": int(days)}
+    unknown = set(rule) - {
+        "Id",
+        "Status",
+        "Prefix",
+        "ExpirationInDays",
+        "NoncurrentVersionExpiration",
+        "AbortIncompleteMultipartUpload",
+    }
+    if unknown:
+        raise NotImplementedError(f"lifecycle rule keys {sorted(unknown)} are not converted")
+    return out
+
+
+def _table(target: Target, props: dict[str, Any]) -> list[str]:
+    ddb, table, done = target.client("dynamodb"), props["TableName"], []
+    ttl = props.get("TimeToLiveSpecification")
+    if ttl:
+        current = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+        wanted = "ENABLED" if ttl.get("Enabled") else "DISABLED"
+        if current.get("TimeToLiveStatus") != wanted:  # re-enabling is an error on AWS
+            ddb.update_time_to_live(
+                TableName=table,
+                TimeToLiveSpecification={
+                    "AttributeName": ttl["AttributeName"],
+                    "Enabled": bool(ttl.get("Enabled")),
+                },
+            )
+            done.append(f"TTL on {table}.{ttl['AttributeName']}")
+    pitr = props.get("PointInTimeRecoverySpecification")
+    if pitr:
+        enabled = bool(pitr.get("PointInTimeRecoveryEnabled"))
+        ddb.update_continuous_backups(
+            TableName=table,
+            PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": enabled},
+        )
+        done.append(f"point-in-time recovery on {table}")
+    return done
+
+
+_APPLY: dict[str, Callable[[Target, dict[str, Any]], list[str]]] = {
+    "AWS::S3::BucketPolicy": _bucket_policy,
+    "AWS::SQS::QueuePolicy": _queue_policy,
+    "AWS::SNS::Subscription": _subscription,
+    "AWS::CloudWatch::Alarm": _alarm,
+    "AWS::S3::Bucket": _bucket,
+    "AWS::DynamoDB::Table": _table,
+}

@@ -460,3 +460,14 @@ def deploy(session: nox.Session) -> None:
         session.error("usage: nox -s deploy -- --stage STAGE [--only APP ...]")
     session.install(*editable(session, "shared", "tools"))
     session.run("sluice", "deploy", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: cold start, local pipeline throughput, requests and cost, ingest memory.
+
+    Prints figures (no pass/fail) and writes .sluice/bench/results.json. `-- --full` adds
+    100k records and the 200 MB ingest object; other arguments go to `benchmarks/run.py`.
+    """
+    session.install(*editable(session, "shared", "tools"), *group("test"))
+    session.run("python", "-m", "benchmarks.run", *session.posargs, env=TEST_ENV)

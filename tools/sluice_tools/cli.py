@@ -16,6 +16,7 @@ from sluice.errors import ConfigError
 from sluice_tools.deploy.command import deploy_command, doctor_command
 from sluice_tools.dlq.command import dlq_group
 from sluice_tools.ledger.command import ledger_command
+from sluice_tools.local.commands import local_group
 from sluice_tools.scaffold.command import new_consumer_command
 
 DISTRIBUTION = "sluice-tools"
@@ -97,3 +98,4 @@ main.add_command(ledger_command)
 main.add_command(dlq_group)
 main.add_command(deploy_command)
 main.add_command(doctor_command)
+main.add_command(local_group)

@@ -1,0 +1,138 @@
+"""Fixtures of the local runtime's tests: a clean AWS environment and small toy functions.
+
+Runtime fixtures are module-scoped (one moto server and its workers per module); each module
+brings its own up, so the state of one never leaks into the next.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A stand-in app for runtime semantics: each handler echoes what it saw to ECHO_URL.
+TOY_APP = '''
+import importlib.util, json, os, sys
+import boto3
+
+_sqs = None
+
+
+def _echo(doc):
+    global _sqs
+    if _sqs is None:
+        _sqs = boto3.client("sqs")
+    _sqs.send_message(QueueUrl=os.environ["ECHO_URL"], MessageBody=json.dumps(doc))
+
+
+def record(event, context):
+    _echo({
+        "function": context.function_name,
+        "event": event,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+        "memory": context.memory_limit_in_mb,
+        "request_id": context.aws_request_id,
+        "arn": context.invoked_function_arn,
+        "env": {k: os.environ.get(k) for k in (
+            "TOY_SETTING", "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_TIMEOUT",
+            "AWS_ENDPOINT_URL", "LAMBDA_TASK_ROOT")},
+        "path0": sys.path[0],
+        "dev_packages_visible": importlib.util.find_spec("click") is not None,
+    })
+    return {"ok": True}
+
+
+def partial(event, context):
+    """Reports every message whose body contains "fail" in batchItemFailures."""
+    _echo({"function": context.function_name,
+           "bodies": [r["body"] for r in event["Records"]]})
+    return {"batchItemFailures": [
+        {"itemIdentifier": r["messageId"]} for r in event["Records"] if "fail" in r["body"]]}
+
+
+def boom(event, context):
+    _echo({"function": context.function_name, "boom": True})
+    raise RuntimeError("boom")
+'''
+
+
+def toy_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("app.py", TOY_APP)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def aws_env() -> Iterator[None]:
+    """No real AWS: fake credentials, a fixed region, no profile, no endpoint from the shell."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            mp.setenv(name, "testing")
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION", "SLUICE_FAULTS"):
+            mp.delenv(name, raising=False)
+        yield
+
+
+class Echo:
+    """The queue toy functions write what they saw to."""
+
+    def __init__(self, sqs: Any, url: str) -> None:
+        self.sqs = sqs
+        self.url = url
+
+    def take(self, count: int, timeout_s: float = 30) -> list[dict[str, Any]]:
+        """Wait for `count` echoes (fails the test if they do not come)."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(got) < count and time.monotonic() < deadline:
+            page = (
+                self.sqs.receive_message(
+                    QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                ).get("Messages")
+                or []
+            )
+            for message in page:
+                got.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        assert len(got) >= count, f"expected {count} echoes, got {len(got)}: {got}"
+        return got
+
+    def quiet_for(self, seconds: float) -> list[dict[str, Any]]:
+        """Whatever arrives within `seconds` (to show that nothing more comes)."""
+        got = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            page = (
+                self.sqs.receive_message(
+                    QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                ).get("Messages")
+                or []
+            )
+            got += [json.loads(m["Body"]) for m in page]
+        return got
+
+
+def queue(sqs: Any, name: str, **attributes: str) -> tuple[str, str]:
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return url, arn
+
+
+def depth(sqs: Any, url: str) -> int:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attrs.values())

@@ -1,0 +1,275 @@
+"""The whole pipeline on the local runtime: the samples, then injected faults.
+
+One runtime for the module (deploying the stage takes about a minute): the samples go
+through first; each fault test then uploads a small file of its own, so its records and its
+ledger flow are told apart from the rest by their source key.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sluice_tools.dlq import redrive
+from sluice_tools.ledger import ledger_report
+from sluice_tools.ledger.command import repo_sinks
+from sluice_tools.local.commands import landing_key, sample_files
+from sluice_tools.local.faults import FaultRule
+from sluice_tools.local.runtime import LocalRuntime, Options
+
+from .conftest import ROOT, depth, queue
+
+pytestmark = pytest.mark.slow
+
+VISIBILITY_S = 6  # SQS mappings only; the queues' own are 6 x the function timeout
+README = (ROOT / "samples" / "README.md").read_text(encoding="utf-8")
+REJECT_RE = re.compile(r"^- `([^`]+)`: `(.+?)`", re.M)
+GOOD, QUARANTINED_BY_CLEANSE, UNPARSEABLE, HIGH_PRIORITY = 34, 16, 1, 10
+
+
+@dataclass
+class Pipeline:
+    runtime: LocalRuntime
+    alerts_tap: str
+
+    def client(self, service: str) -> Any:
+        return self.runtime.client(service)
+
+    def upload_orders(self, tmp_path: Path, name: str, order_ids: list[str]) -> str:
+        """A small JSON Lines file of good orders under incoming/order/; returns its key."""
+        path = tmp_path / "incoming" / "order" / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [
+            json.dumps(
+                {
+                    "order_id": oid,
+                    "customer_id": "c-001",
+                    "email": "ada@example.com",
+                    "amount": 5000,  # high priority: every sink sees it
+                    "currency": "EUR",
+                    "created_at": "2026-11-27T08:15:00Z",
+                }
+            )
+            for oid in order_ids
+        ]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        key = landing_key(path)
+        self.runtime.upload([(path, key)])
+        return key
+
+    def report(self) -> Any:
+        return ledger_report(
+            self.runtime.names,
+            sinks=repo_sinks(ROOT),
+            dynamodb=self.client("dynamodb"),
+            sqs=self.client("sqs"),
+        )
+
+    def flow(self, key: str) -> Any:
+        (flow,) = [f for f in self.report().flows if f.source.endswith(key)]
+        return flow
+
+    def curated_payloads(self) -> list[dict[str, Any]]:
+        s3 = self.client("s3")
+        bucket = self.runtime.names.curated_bucket
+        lines: list[dict[str, Any]] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents") or []:
+                data = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                text = gzip.decompress(data).decode("utf-8")
+                lines += [json.loads(line) for line in text.splitlines()]
+        return lines
+
+    def delivered_orders(self, prefix: str) -> Counter[str]:
+        """How many times each order id starting with `prefix` is in the curated bucket."""
+        return Counter(
+            str(line["order_id"])
+            for line in self.curated_payloads()
+            if str(line.get("order_id", "")).startswith(prefix)
+        )
+
+    def index_items(self) -> list[dict[str, Any]]:
+        ddb = self.client("dynamodb")
+        table = self.runtime.names.records_table
+        items: list[dict[str, Any]] = []
+        for page in ddb.get_paginator("scan").paginate(TableName=table):
+            items += page["Items"]
+        return items
+
+    def alerts(self) -> list[str]:
+        """Every alert published so far (read once: the tap is drained)."""
+        sqs = self.client("sqs")
+        bodies: list[str] = []
+        while True:
+            page = sqs.receive_message(
+                QueueUrl=self.alerts_tap, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages")
+            if not page:
+                return bodies
+            for message in page:
+                bodies.append(message["Body"])
+                sqs.delete_message(QueueUrl=self.alerts_tap, ReceiptHandle=message["ReceiptHandle"])
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        s3 = self.client("s3")
+        bucket = self.runtime.names.quarantine_bucket
+        docs = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents") or []:
+                if obj["Key"].endswith(".payload.json"):
+                    continue
+                docs.append(json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()))
+        return docs
+
+
+@pytest.fixture(scope="module")
+def pipeline(aws_env: None) -> Iterator[Pipeline]:
+    options = Options(
+        # Under the repo (git-ignored): the deploy's chalice zip cache survives between runs.
+        state_dir=ROOT / ".sluice" / "tests-local",
+        root=ROOT,
+        console=False,
+        visibility_timeout_s=VISIBILITY_S,
+        async_retry_delays_s=(0.5, 1.0),
+        schedules=False,
+    )
+    runtime = LocalRuntime(options)
+    runtime.start()
+    try:
+        sqs, sns = runtime.client("sqs"), runtime.client("sns")
+        tap_url, tap_arn = queue(sqs, "test-alerts-tap")
+        topic = f"arn:aws:sns:us-east-1:123456789012:{runtime.names.alerts_topic}"
+        sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=tap_arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        runtime.upload([(p, landing_key(p)) for p in sample_files(ROOT)])
+        assert runtime.wait_drained(240), runtime.depths()
+        yield Pipeline(runtime, tap_url)
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def sample_sinks(pipeline: Pipeline) -> dict[str, Any]:
+    """What the samples left in the sinks, read before any fault test adds its own."""
+    return {
+        "curated": pipeline.curated_payloads(),
+        "index": pipeline.index_items(),
+        "alerts": pipeline.alerts(),
+        "quarantine": pipeline.quarantined(),
+        "report": pipeline.report(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def _no_faults(pipeline: Pipeline) -> Iterator[None]:
+    yield
+    pipeline.runtime.options.faults.clear()
+
+
+def test_every_good_sample_record_lands_in_the_curated_bucket_exactly_once(sample_sinks):
+    ids = Counter(line["_record_id"] for line in sample_sinks["curated"])
+    assert len(ids) == GOOD
+    assert set(ids.values()) == {1}
+
+
+def test_every_good_sample_record_is_indexed_once(sample_sinks):
+    record_ids = Counter(item["record_id"]["S"] for item in sample_sinks["index"])
+    assert len(record_ids) == GOOD
+    assert set(record_ids.values()) == {1}
+
+
+def test_every_high_priority_order_raises_exactly_one_alert(sample_sinks):
+    alerts = sample_sinks["alerts"]
+    assert len(alerts) == HIGH_PRIORITY
+    assert len(set(alerts)) == HIGH_PRIORITY
+
+
+def test_every_bad_sample_record_is_in_quarantine_with_its_reason(sample_sinks):
+    docs = sample_sinks["quarantine"]
+    by_stage = Counter(doc["stage"] for doc in docs)
+    assert by_stage == {"ingest": UNPARSEABLE, "cleanse": QUARANTINED_BY_CLEANSE}
+    expected = dict(REJECT_RE.findall(README))
+    assert len(expected) == QUARANTINED_BY_CLEANSE
+    found = {}
+    for doc in docs:
+        if doc["stage"] == "cleanse":
+            payload = doc["record"]["payload"]
+            found[payload.get("order_id") or payload.get("customer_id")] = doc["reason"]
+    assert found == expected
+
+
+def test_the_ledger_of_the_samples_balances(sample_sinks):
+    report = sample_sinks["report"]
+    assert report.exit_code == 0, [p.message for f in report.flows for p in f.problems]
+    assert len(report.flows) == 3
+    assert sum(flow.read for flow in report.flows) == 51  # 50 records + 1 unparseable line
+
+
+def test_a_transient_fault_recovers_through_redelivery(pipeline: Pipeline, tmp_path: Path):
+    failures_before = pipeline.runtime.activity.failures
+    pipeline.runtime.options.faults.add(
+        FaultRule(function="-cleanse", kind="error", times=2, match="transient-fault")
+    )
+    key = pipeline.upload_orders(tmp_path, "transient-fault", ["o-9101", "o-9102"])
+    assert pipeline.runtime.wait_drained(120), pipeline.runtime.depths()
+    assert pipeline.runtime.activity.failures - failures_before == 2
+    flow = pipeline.flow(key)
+    assert flow.exit == 0, [p.message for p in flow.problems]
+    assert pipeline.delivered_orders("o-91") == {"o-9101": 1, "o-9102": 1}
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(pipeline: Pipeline, tmp_path: Path):
+    runtime = pipeline.runtime
+    runtime.options.faults.add(FaultRule(function="-route", kind="hang", times=1, match="killed"))
+    key = pipeline.upload_orders(tmp_path, "killed-worker", ["o-9201"])
+    deadline = time.monotonic() + 60
+    while not runtime.busy_workers("-route") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (pid,) = runtime.busy_workers("-route")
+    os.kill(pid, signal.SIGKILL)
+    assert runtime.wait_drained(120), runtime.depths()
+    assert pipeline.flow(key).exit == 0
+    assert pipeline.delivered_orders("o-92") == {"o-9201": 1}
+
+
+def test_a_chunk_that_always_fails_is_dead_lettered_then_redriven_once(
+    pipeline: Pipeline, tmp_path: Path
+):
+    runtime = pipeline.runtime
+    names = runtime.names
+    sqs = pipeline.client("sqs")
+    runtime.options.faults.add(FaultRule(function="-route", kind="error", match="always-fails"))
+    key = pipeline.upload_orders(tmp_path, "always-fails", ["o-9301", "o-9302"])
+    assert runtime.wait_drained(180), runtime.depths()
+    dlq_url = sqs.get_queue_url(QueueName=names.dlq_of(names.clean_queue))["QueueUrl"]
+    assert depth(sqs, dlq_url) == 1
+    assert not pipeline.delivered_orders("o-93")
+    dead = pipeline.flow(key)
+    # Accounted for: the ledger finds both records in the DLQ.
+    assert (dead.exit, dead.dead_records) == (0, 2), [p.message for p in dead.problems]
+
+    runtime.options.faults.clear()  # the fault is fixed
+    clean_url = sqs.get_queue_url(QueueName=names.clean_queue)["QueueUrl"]
+    result = redrive(sqs, dlq_url, clean_url)
+    assert result.moved == 1
+    assert runtime.wait_drained(120), runtime.depths()
+    assert depth(sqs, dlq_url) == 0
+    flow = pipeline.flow(key)
+    assert flow.exit == 0, [p.message for p in flow.problems]
+    assert pipeline.delivered_orders("o-93") == {"o-9301": 1, "o-9302": 1}
+    assert len(pipeline.alerts()) == 2 + 1 + 2  # this test's, the killed one's, the transient's

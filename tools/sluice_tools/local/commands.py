@@ -1,0 +1,289 @@
+"""`sluice local up|run|down|fire`: the local runtime from the command line.
+
+State lives under `.sluice/local/` of the repository: `up.json` (pid and endpoint of a
+running `up`), `logs/<function>.log`, the deploy's build copies and the extracted zips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+STATE_FILE = "up.json"
+DEFAULT_UP_PORT = 5000
+DRAIN_TIMEOUT_S = 900
+
+
+def _root() -> Path:
+    from sluice_tools.deploy.target import repo_root
+
+    return repo_root()
+
+
+def _state_dir(root: Path) -> Path:
+    return root / ".sluice" / "local"
+
+
+def _err(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def _options(root: Path, port: int, quiet: bool) -> Any:
+    from sluice_tools.local.runtime import Options
+
+    return Options(port=port, state_dir=_state_dir(root), root=root, console=not quiet)
+
+
+def sample_files(root: Path) -> list[Path]:
+    return sorted(p for p in (root / "samples" / "incoming").rglob("*") if p.is_file())
+
+
+def landing_key(path: Path) -> str:
+    """`.../incoming/<type>/<file>` keeps its key from `incoming/`; any other file becomes
+    `incoming/<its folder's name>/<file>` (the folder names the record type)."""
+    parts = path.resolve().parts
+    if "incoming" in parts[:-1]:
+        at = len(parts) - 1 - parts[::-1].index("incoming")
+        return "/".join(parts[at:])
+    return f"incoming/{path.parent.name}/{path.name}"
+
+
+def _write_state(state_dir: Path, endpoint: str, stage: str) -> Path:
+    path = state_dir / STATE_FILE
+    path.write_text(
+        json.dumps({"pid": os.getpid(), "endpoint": endpoint, "stage": stage, "at": time.time()})
+    )
+    return path
+
+
+def read_state(root: Path) -> dict[str, Any] | None:
+    path = _state_dir(root) / STATE_FILE
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _serve_until_signalled(runtime: Any, state_dir: Path) -> None:
+    """Keep the runtime up until SIGINT or SIGTERM; the state file says where it is."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    path = _write_state(state_dir, runtime.endpoint, runtime.options.stage)
+    _err(f"\nsluice local is up: {runtime.endpoint}")
+    _err(f"  aws --endpoint-url {runtime.endpoint} s3 ls")
+    _err(
+        f"  export AWS_ENDPOINT_URL={runtime.endpoint} AWS_DEFAULT_REGION=us-east-1 "
+        "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
+    )
+    _err(f"  logs: {state_dir / 'logs'}/<function>.log; stop: Ctrl-C or `sluice local down`")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        _err("stopping ...")
+        path.unlink(missing_ok=True)
+
+
+@click.group("local")
+def local_group() -> None:
+    """Run the whole pipeline on this machine: moto's server plus a local Lambda runtime.
+
+    The stage `local` is deployed into moto with `sluice deploy`; functions run their
+    deployed zips in worker processes; events are delivered as Lambda would.
+    """
+
+
+@local_group.command("up")
+@click.option("--port", default=DEFAULT_UP_PORT, show_default=True, help="moto's port.")
+@click.option("--detach", is_flag=True, help="Start in the background; stop with `down`.")
+@click.option("--quiet", is_flag=True, help="Function logs only in .sluice/local/logs.")
+def up_command(port: int, detach: bool, quiet: bool) -> None:
+    """Start moto, deploy stage `local`, deliver events until stopped."""
+    root = _root()
+    state_dir = _state_dir(root)
+    state = read_state(root)
+    if state and _alive(int(state["pid"])):
+        raise click.ClickException(f"already up (pid {state['pid']}) at {state['endpoint']}")
+    if detach:
+        _detach(root, port, state_dir)
+        return
+    from sluice_tools.local.runtime import LocalRuntime
+
+    runtime = LocalRuntime(_options(root, port, quiet), say=_err)
+    try:
+        runtime.start()
+        _serve_until_signalled(runtime, state_dir)
+    finally:
+        runtime.stop()
+
+
+def _detach(root: Path, port: int, state_dir: Path) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    log_path = state_dir / "up.log"
+    command = [sys.executable, "-c", "from sluice_tools.cli import main; main()"]
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [*command, "local", "up", "--port", str(port), "--quiet"],
+            cwd=root,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    _err(f"starting in the background (pid {process.pid}); log: {log_path}")
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = read_state(root)
+        if state and int(state["pid"]) == process.pid:
+            click.echo(state["endpoint"])
+            return
+        if process.poll() is not None:
+            raise click.ClickException(f"`local up` exited ({process.returncode}); see {log_path}")
+        time.sleep(1.0)
+    raise click.ClickException(f"`local up` did not come up in time; see {log_path}")
+
+
+@local_group.command("down")
+def down_command() -> None:
+    """Stop a `sluice local up` running in the background."""
+    root = _root()
+    state = read_state(root)
+    if not state:
+        _err("sluice local is not up")
+        return
+    pid = int(state["pid"])
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    (_state_dir(root) / STATE_FILE).unlink(missing_ok=True)
+    _err(f"stopped (pid {pid})")
+
+
+@local_group.command("fire")
+@click.argument("function")
+def fire_command(function: str) -> None:
+    """Fire FUNCTION's schedule now (full name or its end, e.g. `pull_sources`)."""
+    from sluice_tools.local.emulator import client
+    from sluice_tools.local.runtime import fire
+    from sluice_tools.local.topology import read_topology
+
+    state = read_state(_root())
+    if not state:
+        raise click.ClickException("sluice local is not up (start it with `sluice local up`)")
+    endpoint = str(state["endpoint"])
+    topology = read_topology(lambda service: client(service, endpoint))
+    try:
+        fired = fire(client("sqs", endpoint), topology, function, "us-east-1")
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _err(f"fired the schedule of {fired}")
+
+
+@local_group.command("run")
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger report as JSON.")
+@click.option("--keep", is_flag=True, help="Stay up after the report (Ctrl-C to stop).")
+@click.option("--quiet", is_flag=True, help="Function logs only in .sluice/local/logs.")
+@click.option("--timeout", default=DRAIN_TIMEOUT_S, show_default=True, help="Seconds to drain.")
+def run_command(
+    files: tuple[Path, ...], as_json: bool, keep: bool, quiet: bool, timeout: int
+) -> None:
+    """Upload FILES (default: samples/incoming/**) to the landing bucket, run the pipeline
+    until every queue and retry is drained, print the ledger.
+
+    Exit status: the ledger's (0 balanced, 1 unaccounted, 2 not settled).
+    """
+    from sluice_tools.local.runtime import LocalRuntime
+
+    root = _root()
+    paths = list(files) or sample_files(root)
+    if not paths:
+        raise click.ClickException("no files given and no samples under samples/incoming/")
+    started = time.monotonic()
+    runtime = LocalRuntime(_options(root, DEFAULT_UP_PORT if keep else 0, quiet), say=_err)
+    try:
+        runtime.start()
+        uploads = [(p, landing_key(p)) for p in paths]
+        _err(f"uploading {len(uploads)} file(s) to {runtime.names.landing_bucket} ...")
+        runtime.upload(uploads)
+        ran_at = time.monotonic()
+        drained = runtime.wait_drained(timeout, progress=_progress())
+        seconds = time.monotonic() - ran_at
+        _err(f"{'drained' if drained else 'NOT drained'} after {seconds:.1f} s")
+        code = _report(runtime, root, as_json, drained, seconds, time.monotonic() - started)
+        if keep:
+            _serve_until_signalled(runtime, _state_dir(root))
+    finally:
+        runtime.stop()
+    sys.exit(code)
+
+
+def _progress() -> Any:
+    last: dict[str, Any] = {"line": "", "at": 0.0}
+
+    def show(depths: dict[str, int]) -> None:
+        line = ", ".join(f"{q} {n}" for q, n in sorted(depths.items())) or "finishing"
+        now = time.monotonic()
+        if line != last["line"] or now - last["at"] > 10:
+            _err(f"  waiting: {line}")
+            last.update(line=line, at=now)
+
+    return show
+
+
+def _report(
+    runtime: Any, root: Path, as_json: bool, drained: bool, seconds: float, total: float
+) -> int:
+    from sluice_tools.ledger import format_report, ledger_report
+    from sluice_tools.ledger.command import repo_sinks
+
+    report = ledger_report(
+        runtime.names,
+        sinks=repo_sinks(root),
+        dynamodb=runtime.client("dynamodb"),
+        sqs=runtime.client("sqs"),
+    )
+    code = int(report.exit_code) if drained else max(2, int(report.exit_code))
+    stats = {
+        "drained": drained,
+        "pipeline_seconds": round(seconds, 2),
+        "total_seconds": round(total, 2),
+        "invocations": runtime.activity.invocations,
+        "failed_invocations": runtime.activity.failures,
+        "dropped_async_events": runtime.activity.dropped,
+        "exit_code": code,
+    }
+    if as_json:
+        click.echo(json.dumps({"run": stats, "ledger": report.to_dict()}, indent=2))
+    else:
+        click.echo(format_report(report))
+        click.echo(
+            f"local run: {stats['invocations']} invocations "
+            f"({stats['failed_invocations']} failed), "
+            f"pipeline {seconds:.1f} s, total {total:.1f} s, exit {code}"
+        )
+    return code

@@ -1,0 +1,204 @@
+"""moto's server on loopback, in this process, with moto's own Lambda invocations switched off.
+
+moto is the control plane only: the local runtime delivers every event itself, so moto must
+not receive from queues with a mapping, nor "invoke" functions for S3 and SNS (see `quiet`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+ACCOUNT_ID = "123456789012"  # moto's default account
+DEFAULT_REGION = "us-east-1"
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+_patch_lock = threading.Lock()
+_ABSENT = object()
+_originals: list[tuple[Any, str, Any]] = []
+
+
+class _Discarded(dict[str, Any]):
+    """A dict that forgets what is stored in it (see `quiet`)."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        pass
+
+
+def _no_mappings(_queue: Any) -> dict[str, Any]:
+    return _Discarded()
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+def _plain_http_only(statement: Any) -> bool:
+    """A statement that applies only to requests without TLS (`aws:SecureTransport` false)."""
+    condition = statement.get("Condition") if isinstance(statement, dict) else None
+    if not isinstance(condition, dict):
+        return False
+    secure = (condition.get("Bool") or {}).get("aws:SecureTransport")
+    return str(secure).lower() == "false"
+
+
+def _bucket_permission(bucket: Any, action: str, resource: str) -> Any:
+    """moto's bucket policy check, with TLS-only statements understood.
+
+    moto 5.2.5 does not know the `Bool` operator, so it applies a TLS-only bucket policy's
+    `Deny ... aws:SecureTransport false` to every request: every PutObject is 403. The
+    loopback endpoint stands in for AWS's TLS endpoint, so such statements do not apply.
+    """
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    if bucket.policy is None:
+        return PermissionResult.NEUTRAL
+    doc = json.loads(bucket.policy.decode())
+    statements = doc.get("Statement")
+    if isinstance(statements, dict):
+        statements = [statements]
+    doc["Statement"] = [st for st in statements or [] if not _plain_http_only(st)]
+    if not doc["Statement"]:
+        return PermissionResult.NEUTRAL
+    return IAMPolicy(json.dumps(doc)).is_action_permitted(action, resource)
+
+
+def quiet() -> None:
+    """Stop moto's attempts to run Lambda functions, in this process (undo: `unquiet`).
+
+    moto 5.2.5 keeps, per SQS queue, the event source mappings on it
+    (`Queue.lambda_event_source_mappings`, written by `create_event_source_mapping`) and on
+    every SendMessage receives from the queue and "invokes" the function, which fails without
+    Docker: receive counts rise and messages reach the DLQ for no reason. That dict is used
+    for nothing else, so the queue gets one that never holds anything; the mappings
+    themselves (`list_event_source_mappings`, enabled) are untouched, so `doctor` sees them
+    as deployed. S3 (`_invoke_awslambda`) and SNS (`send_sns_message`) deliveries to Lambda
+    become no-ops: the runtime delivers those events through SQS queues of its own. Bucket
+    policies get a check that understands TLS-only statements (`_bucket_permission`).
+    """
+    with _patch_lock:
+        if _originals:
+            return
+        from moto.awslambda.models import LambdaBackend
+        from moto.s3 import notifications
+        from moto.s3.models import FakeBucket
+        from moto.sqs.models import Queue
+
+        patches: list[tuple[Any, str, Any]] = [
+            (Queue, "lambda_event_source_mappings", property(_no_mappings, _ignore)),
+            (notifications, "_invoke_awslambda", _ignore),
+            (LambdaBackend, "send_sns_message", _ignore),
+            (FakeBucket, "get_permission", _bucket_permission),
+        ]
+        for owner, name, value in patches:
+            _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+            setattr(owner, name, value)
+
+
+def unquiet() -> None:
+    """Give moto its own behaviour back (other in-process moto users, e.g. tests, expect it)."""
+    with _patch_lock:
+        while _originals:
+            owner, name, value = _originals.pop()
+            if value is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)
+
+
+@dataclass
+class Emulator:
+    """One moto server on 127.0.0.1 (port 0: any free port). State is per process."""
+
+    port: int = 0
+    region: str = DEFAULT_REGION
+    _server: Any = field(default=None, repr=False)
+
+    def start(self) -> str:
+        """Start the server (once) and return its endpoint URL."""
+        if self._server is None:
+            from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+            # "No Moto CloudFormation support for ...": the deploy fills those gaps itself.
+            logging.getLogger("moto").setLevel(logging.ERROR)
+            warnings.filterwarnings("ignore", message="Tried to parse", category=UserWarning)
+            quiet()
+            self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            self._server.start()
+        return self.endpoint
+
+    @property
+    def endpoint(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        host, port = self._server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def reset(self) -> None:
+        """Forget every resource (moto's `/moto-api/reset`)."""
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            # moto's state outlives the server: leave nothing to a later user in this process.
+            with contextlib.suppress(OSError):
+                self.reset()
+            self._server.stop()
+            self._server = None
+            unquiet()
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to talk to this emulator with boto3 (or the aws CLI)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            **CREDENTIALS,
+        }
+
+    def function_zip(self, function_name: str) -> bytes:
+        """The deployment package moto holds for a function (the zip `chalice deploy` sent).
+
+        Read in-process: moto's `get_function` gives no downloadable `Code.Location`.
+        """
+        from moto.awslambda.utils import get_backend
+
+        function = get_backend(ACCOUNT_ID, self.region).get_function(function_name)
+        code: bytes = function.code_bytes
+        if not code:
+            raise LookupError(f"moto holds no zip for {function_name}")
+        return code
+
+
+def client(service: str, endpoint: str, region: str = DEFAULT_REGION) -> Any:
+    """A boto3 client on the emulator (fake credentials, adaptive retries for a busy server)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=50,
+    )
+    # `Any`: the stubs overload `client` per literal service name; ours is a plain str.
+    session: Any = boto3.session.Session(
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=CREDENTIALS["AWS_SESSION_TOKEN"],
+        region_name=region,
+    )
+    return session.client(service, endpoint_url=endpoint, config=config)

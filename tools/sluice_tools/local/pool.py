@@ -1,0 +1,285 @@
+"""Worker processes per function, at most its concurrency at once; one invocation per worker.
+
+The parent side of `worker.py`: spawns workers on demand (a real cold start each), enforces the
+function's timeout by killing the worker, and turns a dead worker into a failed invocation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing import spawn
+from pathlib import Path
+from typing import Any
+
+from sluice_tools.local.topology import FunctionSpec
+from sluice_tools.local.worker import Request, WorkerSpec, serve
+
+# What Lambda's Python runtime provides besides the deployment package.
+RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
+KILL_GRACE_S = 1.0
+
+
+@dataclass
+class Outcome:
+    """The result of one invocation, as Lambda reports it."""
+
+    ok: bool
+    payload: Any = None  # the handler's return value (JSON-decoded)
+    error: dict[str, Any] | None = None  # errorType, errorMessage, stackTrace
+    request_id: str = ""
+    duration_ms: float = 0.0
+
+    @property
+    def function_error(self) -> str | None:
+        return None if self.ok else "Unhandled"
+
+
+class Worker:
+    """One worker process: a Lambda instance of one function."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=serve, args=(child, spec), name=f"lambda:{spec.function}", daemon=True
+        )
+        with _without_main():
+            self.process.start()
+        child.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def invoke(self, request: Request, timeout_s: float) -> Outcome:
+        try:
+            self.conn.send(request)
+            if not self.conn.poll(timeout_s + KILL_GRACE_S):
+                self.kill()
+                return _failure(request, "Sandbox.Timedout", f"Task timed out after {timeout_s} s")
+            kind, value = self.conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            self.kill()
+            code = self.process.exitcode
+            return _failure(
+                request, "Runtime.ExitError", f"worker exited (exit code {code}) mid-invocation"
+            )
+        if kind == "ok":
+            try:
+                return Outcome(ok=True, payload=json.loads(value), request_id=request.request_id)
+            except ValueError:
+                return _failure(request, "Runtime.MarshalError", "unreadable response")
+        return Outcome(ok=False, error=value, request_id=request.request_id)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+_spawn_lock = threading.Lock()
+
+
+@contextmanager
+def _without_main() -> Iterator[None]:
+    """Spawn without re-running the parent's `__main__` in the child.
+
+    multiprocessing's spawn imports the parent's main module (the `sluice` script, pytest, a
+    user's script without a `__main__` guard) in the child; a worker needs none of it, and it
+    would load the dev environment's packages before the function's own.
+    """
+    original = spawn.get_preparation_data
+
+    def preparation(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_name", None)
+        data.pop("init_main_from_path", None)
+        return data
+
+    with _spawn_lock:
+        spawn.get_preparation_data = preparation
+        try:
+            yield
+        finally:
+            spawn.get_preparation_data = original
+
+
+def _failure(request: Request, error_type: str, message: str) -> Outcome:
+    return Outcome(
+        ok=False,
+        error={"errorType": error_type, "errorMessage": message},
+        request_id=request.request_id,
+    )
+
+
+Fault = Callable[[str, str], "dict[str, Any] | None"]
+
+
+class FunctionPool:
+    """The instances of one function: at most `concurrency` invocations at a time."""
+
+    def __init__(self, spec: WorkerSpec, concurrency: int, fault: Fault | None = None) -> None:
+        self.spec = spec
+        self.concurrency = max(1, concurrency)
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._lock = threading.Lock()
+        self._idle: list[Worker] = []
+        self._busy: dict[int, Worker] = {}
+        self._fault = fault
+        self.invocations = 0
+        self.errors = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold one unit of the function's concurrency (pollers take it before receiving)."""
+        self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    def try_slot(self, timeout_s: float) -> bool:
+        return self._slots.acquire(timeout=timeout_s)
+
+    def release_slot(self) -> None:
+        self._slots.release()
+
+    def invoke(self, event: Any) -> Outcome:
+        """Invoke with `event` (call inside `slot()`); spawns a worker if none is idle."""
+        event_json = event if isinstance(event, str) else json.dumps(event)
+        request = Request(
+            request_id=str(uuid.uuid4()),
+            event=event_json,
+            fault=self._fault(self.spec.function, event_json) if self._fault else None,
+        )
+        with self._lock:
+            worker = self._idle.pop() if self._idle else None
+        if worker is None or not worker.alive:
+            worker = Worker(self.spec)
+        key = id(worker)
+        with self._lock:
+            self._busy[key] = worker
+        started = time.monotonic()
+        try:
+            outcome = worker.invoke(request, self.spec.timeout_s)
+        finally:
+            with self._lock:
+                self._busy.pop(key, None)
+        outcome.duration_ms = (time.monotonic() - started) * 1000
+        with self._lock:
+            self.invocations += 1
+            if not outcome.ok:
+                self.errors += 1
+            if worker.alive:  # Lambda keeps an instance after a handled error
+                self._idle.append(worker)
+        return outcome
+
+    def busy_pids(self) -> list[int]:
+        with self._lock:
+            return [w.pid for w in self._busy.values() if w.pid is not None]
+
+    def stop(self) -> None:
+        with self._lock:
+            workers = [*self._idle, *self._busy.values()]
+            self._idle.clear()
+        for worker in workers:
+            worker.kill()
+
+
+@dataclass
+class CodeStore:
+    """Deployment zips extracted once each (by content), plus the Lambda runtime's packages."""
+
+    root: Path
+    _dirs: dict[str, Path] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def extract(self, code: bytes) -> Path:
+        digest = hashlib.sha256(code).hexdigest()[:16]
+        with self._lock:
+            found = self._dirs.get(digest)
+            if found is not None:
+                return found
+            target = self.root / "code" / digest
+            done = self.root / "code" / f"{digest}.complete"
+            if not done.is_file():  # extracted by an earlier run: same bytes, same tree
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                with zipfile.ZipFile(io.BytesIO(code)) as archive:
+                    archive.extractall(target)
+                done.touch()
+            self._dirs[digest] = target
+            return target
+
+    def prune(self) -> None:
+        """Forget extracted zips this run did not use (older deploys)."""
+        used = {p.name for p in self._dirs.values()}
+        for entry in (self.root / "code").glob("*"):
+            if entry.name.split(".")[0] not in used:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    def runtime_dir(self) -> Path:
+        """Links to boto3 and what it needs, as the Lambda Python runtime provides them."""
+        target = self.root / "runtime"
+        with self._lock:
+            if target.is_dir():
+                return target
+            staging = self.root / f"runtime.{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            for name in RUNTIME_PACKAGES:
+                spec = importlib.util.find_spec(name)
+                if spec is None or spec.origin is None:
+                    continue
+                origin = Path(spec.origin)
+                source = origin.parent if origin.name == "__init__.py" else origin
+                os.symlink(source, staging / source.name)
+            staging.rename(target)
+            return target
+
+
+def worker_spec(
+    function: FunctionSpec,
+    *,
+    code_dir: Path,
+    runtime_dir: Path,
+    environment: dict[str, str],
+    log_dir: Path,
+    console: bool,
+    isolate: bool = True,
+) -> WorkerSpec:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return WorkerSpec(
+        function=function.name,
+        arn=function.arn,
+        handler=function.handler,
+        code_dir=str(code_dir),
+        runtime_dir=str(runtime_dir),
+        environment={**function.environment, **environment},
+        timeout_s=function.timeout_s,
+        memory_mb=function.memory_mb,
+        log_path=str(log_dir / f"{function.name}.log"),
+        console=console,
+        isolate=isolate,
+    )

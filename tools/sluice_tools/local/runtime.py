@@ -1,0 +1,427 @@
+"""The local runtime: moto as the control plane, this process as Lambda's data plane.
+
+`LocalRuntime.start()` starts moto, deploys the stage with the same `sluice deploy` as for
+AWS, reads back what was deployed and delivers events to worker processes running the
+deployed zips. `wait_drained()` tells when nothing is left to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sluice_tools.local import delivery
+from sluice_tools.local.emulator import Emulator, client
+from sluice_tools.local.faults import FaultPlan
+from sluice_tools.local.pool import CodeStore, FunctionPool, worker_spec
+from sluice_tools.local.schedule import period_seconds
+from sluice_tools.local.topology import DEFAULT_CONCURRENCY, FunctionSpec, Topology, read_topology
+
+log = logging.getLogger("sluice.local")
+INTERNAL_SUFFIX = "-rt-"  # internal queues: <function>-rt-<kind>
+INTERNAL_ID_PREFIX = "sluice-rt-"  # ids of the S3 queue configurations the runtime adds
+DRAIN_SETTLE_S = 0.5
+
+
+@dataclass
+class Options:
+    stage: str = "local"
+    port: int = 0
+    state_dir: Path = field(default_factory=lambda: Path(".sluice") / "local")
+    root: Path | None = None  # the repository (default: found from the cwd)
+    console: bool = True  # function logs on stderr as well as in their log files
+    isolate: bool = True  # workers see only the zip and the Lambda runtime's packages
+    visibility_timeout_s: int | None = None  # override for SQS mappings (tests)
+    async_retry_delays_s: tuple[float, ...] = (1.0, 2.0)  # Lambda: about 1 and 2 minutes
+    schedules: bool = True
+    deploy: bool = True
+    faults: FaultPlan = field(default_factory=FaultPlan.from_env)
+    extra_env: dict[str, str] = field(default_factory=dict)  # given to every function
+
+
+Say = Callable[[str], None]
+
+
+class LocalRuntime:
+    """The whole pipeline on one machine. Use as a context manager or start()/stop()."""
+
+    def __init__(self, options: Options | None = None, say: Say | None = None) -> None:
+        self.options = options or Options()
+        self.say: Say = say or (lambda _line: None)
+        self.emulator = Emulator(port=self.options.port)
+        self.activity = delivery.Activity()
+        self.topology = Topology()
+        self.pools: dict[str, FunctionPool] = {}
+        self.pollers: list[delivery.Poller] = []
+        self.watched: dict[str, str] = {}  # queue url → what consumes it
+        self.internal: dict[tuple[str, str], str] = {}  # (function, kind) → internal queue url
+        self._stop = threading.Event()
+        self._scheduler: delivery.Scheduler | None = None
+        self._clients: dict[str, Any] = {}
+        self._saved_env: dict[str, str | None] = {}
+        self._code: CodeStore | None = None
+        self.deploy_report: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> LocalRuntime:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        return self.emulator.endpoint
+
+    @property
+    def names(self) -> Any:
+        from sluice.config import ResourceNames
+
+        return ResourceNames(stage=self.options.stage)
+
+    def client(self, service: str) -> Any:
+        found = self._clients.get(service)
+        if found is None:
+            found = self._clients[service] = client(service, self.endpoint, self.emulator.region)
+        return found
+
+    def start(self) -> None:
+        started = time.monotonic()
+        state = self.options.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        self.say("starting moto on loopback ...")
+        endpoint = self.emulator.start()
+        self.say(f"moto is listening on {endpoint}")
+        self._use_emulator_env()
+        if self.options.deploy:
+            self.say(f"deploying stage {self.options.stage!r} (sluice deploy) ...")
+            self.deploy_report = self._deploy()
+        self.take_over()
+        self.say(f"runtime ready in {time.monotonic() - started:.1f} s")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for pool in self.pools.values():
+            pool.stop()
+        for poller in self.pollers:
+            poller.join(delivery.POLL_WAIT_S + 3)
+        if self._scheduler is not None:
+            self._scheduler.join(2)
+        self.emulator.stop()
+        self._restore_env()
+
+    def _use_emulator_env(self) -> None:
+        """Tools called in-process (deploy, ledger) find moto through the environment."""
+        env = {**self.emulator.env(), "SLUICE_STAGE": self.options.stage}
+        for key, value in env.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+        from sluice import aws
+        from sluice.config import reset_settings
+
+        aws.reset_clients()
+        reset_settings()
+
+    def _restore_env(self) -> None:
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    def _deploy(self) -> Any:
+        from sluice_tools.deploy import Target, deploy_stage
+
+        target = Target.from_env(self.options.stage, root=self.options.root)
+        # Copies of the apps under the state dir: the checkout's .chalice/deployed stays as
+        # it is. The emulator is new, so the copies' deploy state from a last run is stale
+        # (chalice would update functions that no longer exist); its zip cache is kept.
+        build = self.options.state_dir / "build"
+        for stale in build.glob("**/.chalice/deployed"):
+            shutil.rmtree(stale, ignore_errors=True)
+        report = deploy_stage(target, build_dir=build, log=self.say)
+        if not report.ok:
+            self.say("doctor found problems in the deployed stage (see above)")
+        return report
+
+    # ------------------------------------------------------------------ data plane
+
+    def take_over(self) -> None:
+        """Read what was deployed and start delivering events to it."""
+        self.topology = read_topology(self.client)
+        for line in self.topology.summary():
+            self.say(f"  {line}")
+        self._build_pools()
+        sqs = self.client("sqs")
+        region = self.emulator.region
+        for mapping in self.topology.sqs:
+            if not mapping.enabled or mapping.function not in self.pools:
+                continue
+            url = self._queue_url(mapping.queue_arn)
+            self.watched[url] = mapping.function
+            self._add(
+                delivery.SqsPoller(
+                    name=f"sqs:{mapping.function}",
+                    pool=self.pools[mapping.function],
+                    sqs=sqs,
+                    queue_url=url,
+                    activity=self.activity,
+                    stop=self._stop,
+                    threads=mapping.maximum_concurrency,
+                    mapping=mapping,
+                    region=region,
+                    visibility_timeout_s=self.options.visibility_timeout_s,
+                )
+            )
+        self._take_over_s3()
+        self._take_over_sns()
+        self._take_over_schedules()
+
+    def _build_pools(self) -> None:
+        self._code = CodeStore(self.options.state_dir / "run")
+        runtime_dir = self._code.runtime_dir()
+        log_dir = self.options.state_dir / "logs"
+        shutil.rmtree(log_dir, ignore_errors=True)  # each run's logs start empty
+        concurrency: dict[str, int] = {}
+        for m in self.topology.sqs:
+            concurrency[m.function] = max(concurrency.get(m.function, 0), m.maximum_concurrency)
+        env = {**self.emulator.env(), **self.options.extra_env}
+        for name, function in self.topology.functions.items():
+            code_dir = self._code.extract(self.emulator.function_zip(name))
+            spec = worker_spec(
+                function,
+                code_dir=code_dir,
+                runtime_dir=runtime_dir,
+                environment=env,
+                log_dir=log_dir,
+                console=self.options.console,
+                isolate=self.options.isolate,
+            )
+            self.pools[name] = FunctionPool(
+                spec,
+                concurrency.get(name, DEFAULT_CONCURRENCY),
+                fault=self.options.faults.decide,
+            )
+        self._code.prune()
+
+    def _add(self, poller: delivery.Poller) -> None:
+        self.pollers.append(poller)
+        poller.start()
+
+    def _queue_url(self, arn: str) -> str:
+        return str(self.client("sqs").get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"])
+
+    def _internal_queue(self, function: FunctionSpec, kind: str) -> tuple[str, str]:
+        """The runtime's own queue for `function`'s `kind` (s3, sns, schedule) events."""
+        found = self.internal.get((function.name, kind))
+        sqs = self.client("sqs")
+        name = internal_queue_name(function.name, kind)
+        if found is None:
+            found = sqs.create_queue(
+                QueueName=name,
+                Attributes={"VisibilityTimeout": str(function.timeout_s + 60)},
+            )["QueueUrl"]
+            self.internal[(function.name, kind)] = found
+            self.watched[found] = function.name
+        arn = sqs.get_queue_attributes(QueueUrl=found, AttributeNames=["QueueArn"])
+        return found, arn["Attributes"]["QueueArn"]
+
+    def _async_poller(
+        self, function: FunctionSpec, kind: str, url: str, build: delivery.EventBuilder
+    ) -> None:
+        pool = self.pools[function.name]
+        destination = self._queue_url(function.on_failure) if function.on_failure else None
+        self._add(
+            delivery.AsyncPoller(
+                name=f"{kind}:{function.name}",
+                pool=pool,
+                sqs=self.client("sqs"),
+                queue_url=url,
+                activity=self.activity,
+                stop=self._stop,
+                threads=pool.concurrency if kind != "schedule" else 1,
+                function=function,
+                build=build,
+                retry_delays_s=self.options.async_retry_delays_s,
+                destination_url=destination,
+            )
+        )
+
+    def _take_over_s3(self) -> None:
+        """Mirror each Lambda notification as a queue notification to an internal queue."""
+        s3 = self.client("s3")
+        dedupe = delivery.S3Dedupe()
+        by_bucket: dict[str, list[Any]] = {}
+        for trigger in self.topology.s3:
+            by_bucket.setdefault(trigger.bucket, []).append(trigger)
+        config_ids: dict[str, str] = {}
+        queues: dict[str, str] = {}
+        for bucket, triggers in by_bucket.items():
+            config = s3.get_bucket_notification_configuration(Bucket=bucket)
+            config.pop("ResponseMetadata", None)
+            kept = [
+                q
+                for q in config.get("QueueConfigurations") or []
+                if not str(q.get("Id", "")).startswith(INTERNAL_ID_PREFIX)
+            ]
+            for trigger in triggers:
+                function = self.topology.functions[trigger.function]
+                url, arn = self._internal_queue(function, "s3")
+                queues[function.name] = url
+                queue_id = (
+                    INTERNAL_ID_PREFIX
+                    + hashlib.sha1(f"{bucket}/{trigger.config_id}".encode()).hexdigest()[:12]
+                )
+                config_ids[queue_id] = trigger.config_id
+                entry: dict[str, Any] = {"Id": queue_id, "QueueArn": arn, "Events": trigger.events}
+                if trigger.filter:
+                    entry["Filter"] = trigger.filter
+                kept.append(entry)
+            config["QueueConfigurations"] = kept
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration=config
+            )
+        for function_name, url in queues.items():
+            function = self.topology.functions[function_name]
+            self._async_poller(function, "s3", url, delivery.s3_builder(config_ids, dedupe))
+
+    def _take_over_sns(self) -> None:
+        """Mirror each Lambda subscription as an SQS one (same filter, SNS envelope kept)."""
+        sns = self.client("sns")
+        for trigger in self.topology.sns:
+            function = self.topology.functions.get(trigger.function)
+            if function is None:
+                continue
+            url, arn = self._internal_queue(function, "sns")
+            attributes = {"RawMessageDelivery": "false"}
+            if trigger.filter_policy:
+                attributes["FilterPolicy"] = trigger.filter_policy
+                attributes["FilterPolicyScope"] = trigger.filter_policy_scope or "MessageAttributes"
+            existing = [
+                s
+                for s in sns.list_subscriptions_by_topic(TopicArn=trigger.topic_arn)[
+                    "Subscriptions"
+                ]
+                if s.get("Endpoint") == arn
+            ]
+            if not existing:
+                sns.subscribe(
+                    TopicArn=trigger.topic_arn,
+                    Protocol="sqs",
+                    Endpoint=arn,
+                    Attributes=attributes,
+                    ReturnSubscriptionArn=True,
+                )
+            self._async_poller(function, "sns", url, delivery.sns_builder(trigger.subscription_arn))
+
+    def _take_over_schedules(self) -> None:
+        entries = []
+        for trigger in self.topology.schedules:
+            function = self.topology.functions.get(trigger.function)
+            if function is None:
+                continue
+            url, _arn = self._internal_queue(function, "schedule")
+            self._async_poller(function, "schedule", url, delivery.schedule_builder)
+            period = period_seconds(trigger.expression)
+            if self.options.schedules and trigger.enabled and period:
+                entries.append((period, url, trigger.rule_arn, self.emulator.region))
+        self._scheduler = delivery.Scheduler(self.client("sqs"), self._stop, entries)
+        self._scheduler.start()
+
+    # ------------------------------------------------------------------ operations
+
+    def fire(self, function: str) -> str:
+        """Fire `function`'s schedule now (a full function name or its end)."""
+        return fire(self.client("sqs"), self.topology, function, self.emulator.region)
+
+    def upload(self, files: Iterable[tuple[Path, str]]) -> list[str]:
+        """Put each (path, key) in the landing bucket; returns the keys."""
+        s3 = self.client("s3")
+        bucket = self.names.landing_bucket
+        keys = []
+        for path, key in files:
+            s3.upload_file(str(path), bucket, key)
+            keys.append(key)
+        return keys
+
+    def busy_workers(self, function: str | None = None) -> list[int]:
+        """Pids of workers in the middle of an invocation (tests kill them)."""
+        return [
+            pid
+            for name, pool in self.pools.items()
+            if function is None or name == function or name.endswith(function)
+            for pid in pool.busy_pids()
+        ]
+
+    def depths(self) -> dict[str, int]:
+        """Messages (visible, in flight, delayed) of every queue something consumes."""
+        sqs = self.client("sqs")
+        out = {}
+        for url in list(self.watched):
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )["Attributes"]
+            out[url.rsplit("/", 1)[-1]] = sum(int(v) for v in attrs.values())
+        return out
+
+    def drained(self) -> bool:
+        """No invocation running and every consumed queue empty, twice in a row unchanged."""
+        running, seq = self.activity.snapshot()
+        if running or any(self.depths().values()):
+            return False
+        time.sleep(DRAIN_SETTLE_S)
+        running2, seq2 = self.activity.snapshot()
+        return running2 == 0 and seq2 == seq and not any(self.depths().values())
+
+    def wait_drained(
+        self, timeout_s: float = 600, progress: Callable[[dict[str, int]], None] | None = None
+    ) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.drained():
+                return True
+            if progress is not None:
+                progress({k: v for k, v in self.depths().items() if v})
+            time.sleep(0.5)
+        return False
+
+
+def internal_queue_name(function: str, kind: str) -> str:
+    name = f"{function}{INTERNAL_SUFFIX}{kind}"
+    if len(name) > 80:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{function[: 80 - len(kind) - 14]}-{digest}{INTERNAL_SUFFIX}{kind}"
+    return name
+
+
+def fire(sqs: Any, topology: Topology, function: str, region: str) -> str:
+    """Queue one scheduled event for the function whose name is (or ends with) `function`."""
+    from sluice_tools.local.events import scheduled_event
+
+    matches = [t for t in topology.schedules if t.function == function]
+    matches = matches or [t for t in topology.schedules if t.function.endswith(function)]
+    if not matches:
+        known = ", ".join(sorted({t.function for t in topology.schedules})) or "none"
+        raise LookupError(f"no schedule targets {function!r} (scheduled functions: {known})")
+    trigger = matches[0]
+    url = sqs.get_queue_url(QueueName=internal_queue_name(trigger.function, "schedule"))
+    body = json.dumps(scheduled_event(trigger.rule_arn, region))
+    sqs.send_message(QueueUrl=url["QueueUrl"], MessageBody=body)
+    return trigger.function

@@ -72,7 +72,7 @@ def generate(path: Path, target_bytes: int) -> int:
     return lines
 
 
-def parent(sizes: list[int], use_tracemalloc: bool) -> None:
+def parent(sizes: list[int], use_tracemalloc: bool, json_path: str | None = None) -> None:
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -109,6 +109,7 @@ def parent(sizes: list[int], use_tracemalloc: bool) -> None:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+    rows: list[dict[str, Any]] = []
     print(f"moto server at {endpoint}")
     print(
         f"{'object':>10} {'sent':>13} {'records':>10} {'chunks':>7} "
@@ -140,6 +141,9 @@ def parent(sizes: list[int], use_tracemalloc: bool) -> None:
                     f"{peak:>17}"
                 )
                 s3.delete_object(Bucket=f"sluice-{STAGE}-landing", Key=key)
+                rows.append({"size_mb": size, "compressed_bytes": compressed, **r})
+                if json_path:
+                    Path(json_path).write_text(json.dumps(rows, indent=2))
     finally:
         server.stop()
 
@@ -238,12 +242,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,200", help="object sizes in MB (compressed)")
     parser.add_argument("--tracemalloc", action="store_true", help="also trace allocations")
+    parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     parser.add_argument("--child", nargs=2, metavar=("KEY", "ETAG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], args.child[1], args.tracemalloc)
     else:
-        parent([int(s) for s in args.sizes.split(",")], args.tracemalloc)
+        parent([int(s) for s in args.sizes.split(",")], args.tracemalloc, args.json)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def new_consumer_command(name: str, filter_json: str, direct: bool, repo: Path |
     plus record_type and correlation_id) and values it declares.
     """
     try:
-        root = find_repo(repo if repo is not None else Path.cwd())
+        root = find_repo(repo, exact=True) if repo is not None else find_repo(Path.cwd())
         written = new_consumer(root, name, filter_json, direct=direct)
     except ScaffoldError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -56,13 +56,15 @@ def validate_name(name: str) -> str:
     return name
 
 
-def find_repo(start: Path) -> Path:
-    """The monorepo root: `start` or its nearest parent holding noxfile.py and router/."""
+def find_repo(start: Path, *, exact: bool = False) -> Path:
+    """The monorepo root: `start` or (unless `exact`, as for `--repo`) its nearest parent
+    holding noxfile.py and router/."""
     start = start.resolve()
-    for folder in (start, *start.parents):
+    for folder in (start,) if exact else (start, *start.parents):
         if (folder / "noxfile.py").is_file() and (folder / "router").is_dir():
             return folder
-    raise ScaffoldError(f"no Sluice repository (noxfile.py and router/) at or above {start}")
+    where = "at" if exact else "at or above"
+    raise ScaffoldError(f"no Sluice repository (noxfile.py and router/) {where} {start}")
 
 
 def render(text: str, values: Mapping[str, str]) -> str:

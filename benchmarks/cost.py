@@ -1,0 +1,175 @@
+"""Requests per 1,000 records and cost per million records, from a metered run and prices.json.
+
+Counted: each function's own calls, and the SQS calls of the event source mapping that feeds
+it (receives that returned messages, deletes). Not counted: the runtime's stand-in queues for
+S3/SNS → Lambda (free on AWS), empty polls (wall-clock dependent), the harness's own calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.meter import Tally
+from benchmarks.pipeline import INTERNAL_QUEUE_MARK, POLLER_OPERATIONS, RunFigures
+
+PRICES = Path(__file__).resolve().parent / "prices.json"
+S3_PUT_CLASS = frozenset(
+    {
+        "PutObject",
+        "CopyObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "PutObjectTagging",
+        "ListObjects",
+        "ListObjectsV2",
+        "ListBuckets",
+    }
+)
+S3_FREE = frozenset({"DeleteObject", "DeleteObjects", "AbortMultipartUpload"})
+LANDING_TO_WAREHOUSE = ("ingest", "cleanse", "router", "consumer-warehouse")
+
+
+def load_prices(path: Path = PRICES) -> dict[str, Any]:
+    prices: dict[str, Any] = json.loads(path.read_text())
+    return prices
+
+
+@dataclass
+class StageCost:
+    """One app's (stage's) requests and money for a run."""
+
+    app: str
+    requests: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # svc:op
+    dollars: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # by item
+    invocations: int = 0
+    gb_seconds: float = 0.0
+
+    @property
+    def total_requests(self) -> float:
+        return sum(self.requests.values())
+
+    @property
+    def total_dollars(self) -> float:
+        return sum(self.dollars.values())
+
+
+@dataclass
+class Excluded:
+    empty_polls: int = 0
+    emulation: int = 0  # stand-in queues for S3/SNS → Lambda
+    harness: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def attribute(figures: RunFigures) -> tuple[dict[str, dict[str, Tally]], Excluded]:
+    """Tallies by app then `service:Operation`; what is left out, apart."""
+    by_app: dict[str, dict[str, Tally]] = defaultdict(dict)
+    excluded = Excluded()
+    for (caller, service, operation, resource), tally in figures.tallies.items():
+        owner: str | None = None
+        if caller != "runtime":
+            owner = caller
+        elif service == "sqs" and operation in POLLER_OPERATIONS and resource in figures.pollers:
+            if INTERNAL_QUEUE_MARK in resource:
+                excluded.emulation += tally.requests
+                continue
+            owner = figures.pollers[resource]
+            if tally.empty:
+                excluded.empty_polls += tally.empty
+                tally = Tally(
+                    requests=tally.requests - tally.empty,
+                    units=max(0, tally.units - tally.empty),
+                )
+        if owner is None:
+            excluded.harness[f"{service}:{operation}"] += tally.requests
+            continue
+        app = owner.split(".", 1)[0]
+        by_app[app].setdefault(f"{service}:{operation}", Tally()).add(tally)
+    return by_app, excluded
+
+
+def memory_mb(root: Path, app: str, handler: str, stage: str) -> int | None:
+    """lambda_memory_size for `handler` of `app` in `stage` of its .chalice/config.json."""
+    folder = root / (
+        f"consumers/{app.removeprefix('consumer-')}" if app.startswith("consumer-") else app
+    )
+    try:
+        config = json.loads((folder / ".chalice" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    stage_config = (config.get("stages") or {}).get(stage) or {}
+    for scope in (
+        (stage_config.get("lambda_functions") or {}).get(handler) or {},
+        stage_config,
+        (config.get("lambda_functions") or {}).get(handler) or {},
+        config,
+    ):
+        if "lambda_memory_size" in scope:
+            return int(scope["lambda_memory_size"])
+    return None
+
+
+def costs(
+    figures: RunFigures, prices: dict[str, Any], root: Path, memory_stage: str
+) -> tuple[dict[str, StageCost], Excluded, dict[str, int]]:
+    """Per app: requests per 1,000 records and dollars per million records."""
+    per_k = 1000 / figures.records
+    per_m = 1_000_000 / figures.records
+    by_app, excluded = attribute(figures)
+    result: dict[str, StageCost] = {}
+    memories: dict[str, int] = {}
+    for app, tallies in by_app.items():
+        stage = result.setdefault(app, StageCost(app))
+        for key, tally in tallies.items():
+            service, operation = key.split(":", 1)
+            stage.requests[key] += tally.requests * per_k
+            stage.dollars[service] += _dollars(service, operation, tally, prices) * per_m
+    for caller, use in figures.functions.items():
+        app, _, handler = caller.partition(".")
+        stage = result.setdefault(app, StageCost(app))
+        memory = memory_mb(root, app, handler, memory_stage) or use.memory_mb
+        memories[caller] = memory
+        gb_s = use.duration_ms / 1000 * memory / 1024
+        stage.invocations += use.invocations
+        stage.gb_seconds += gb_s
+        stage.requests["lambda:Invoke"] += use.invocations * per_k
+        lam = prices["lambda"]
+        stage.dollars["lambda requests"] += (
+            use.invocations * lam["per_million_requests"] / 1e6 * per_m
+        )
+        stage.dollars["lambda GB-s"] += gb_s * lam["per_gb_second"] * per_m
+    return result, excluded, memories
+
+
+def _dollars(service: str, operation: str, tally: Tally, prices: dict[str, Any]) -> float:
+    if service == "sqs":
+        return float(tally.units * prices["sqs"]["per_million_requests"] / 1e6)
+    if service == "sns":
+        return float(tally.units * prices["sns"]["per_million_publishes"] / 1e6)
+    if service == "dynamodb":
+        ddb = prices["dynamodb"]
+        return float(
+            tally.wru * ddb["per_million_write_request_units"] / 1e6
+            + tally.rru * ddb["per_million_read_request_units"] / 1e6
+        )
+    if service == "s3":
+        if operation in S3_FREE:
+            return 0.0
+        s3 = prices["s3"]
+        rate = (
+            s3["per_thousand_put_copy_post_list"]
+            if operation in S3_PUT_CLASS
+            else s3["per_thousand_get_and_other"]
+        )
+        return float(tally.requests * rate / 1000)
+    return 0.0
+
+
+def path_total(stages: dict[str, StageCost], apps: tuple[str, ...] | None) -> tuple[float, float]:
+    """(requests per 1,000 records, dollars per million records) over `apps` (None: all)."""
+    chosen = [s for a, s in stages.items() if apps is None or a in apps]
+    return sum(s.total_requests for s in chosen), sum(s.total_dollars for s in chosen)

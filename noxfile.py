@@ -311,7 +311,11 @@ def lint(session: nox.Session) -> None:
             failed.append(label)
 
     # ruff reads [tool.ruff]; its extend-exclude keeps vendor/ and .chalice/ out.
-    py_paths = [p for p in ("noxfile.py", "shared", "tools", "tests", "benchmarks", *apps) if (ROOT / p).exists()]
+    py_paths = [
+        p
+        for p in ("noxfile.py", "shared", "tools", "tests", "benchmarks", *apps)
+        if (ROOT / p).exists()
+    ]
     check("ruff check", "ruff", "check", *session.posargs, *py_paths)
     check("ruff format", "ruff", "format", "--check", *py_paths)
 

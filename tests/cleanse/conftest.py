@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import yaml
+from support import platform as moto_platform
+from support.platform import STAGE
 
 from sluice import aws
 from sluice.config import ResourceNames, reset_settings
@@ -25,9 +25,6 @@ from sluice.envelope import Chunk, Record, chunk_id, record_id
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "cleanse"
 SAMPLES = ROOT / "samples"
-TEMPLATE = ROOT / "infra" / "platform.yaml"
-STAGE = "test"
-PARAMETERS = {"Stage": STAGE, "ResourcePrefix": "sluice"}
 ENV = {
     "SLUICE_STAGE": STAGE,
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -56,26 +53,6 @@ if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 
-def _sub(value: Any) -> str:
-    if isinstance(value, dict):
-        value = value["Fn::Sub"]
-    return re.sub(r"\$\{([^}]+)\}", lambda m: PARAMETERS[m.group(1)], value)
-
-
-@pytest.fixture(scope="session")
-def table_definitions() -> list[dict[str, Any]]:
-    """The template's DynamoDB tables, with `TableName` resolved for stage `test`."""
-    with TEMPLATE.open(encoding="utf-8") as f:
-        template = yaml.safe_load(f)
-    tables = []
-    for resource in template["Resources"].values():
-        if resource["Type"] == "AWS::DynamoDB::Table":
-            props = dict(resource["Properties"])
-            props["TableName"] = _sub(props["TableName"])
-            tables.append(props)
-    return tables
-
-
 @pytest.fixture(scope="session")
 def app_module() -> ModuleType:
     """cleanse/app.py, imported once per test process (each app's tests run in their own)."""
@@ -101,27 +78,14 @@ def names(aws_env: None) -> ResourceNames:
 
 
 @pytest.fixture
-def platform(
-    aws_env: None, table_definitions: list[dict[str, Any]], names: ResourceNames
-) -> Iterator[ResourceNames]:
+def platform(aws_env: None, names: ResourceNames) -> Iterator[ResourceNames]:
     """A moto account with what cleanse touches: tables, buckets, the raw and clean queues."""
     from moto import mock_aws
 
     with mock_aws():
-        ddb = aws.dynamodb()
-        for props in table_definitions:
-            ddb.create_table(
-                TableName=props["TableName"],
-                KeySchema=props["KeySchema"],
-                AttributeDefinitions=props["AttributeDefinitions"],
-                BillingMode=props["BillingMode"],
-            )
-        s3 = aws.s3()
-        for bucket in (names.quarantine_bucket, names.payload_bucket):
-            s3.create_bucket(Bucket=bucket)
-        sqs = aws.sqs()
-        for queue in (names.raw_queue, names.clean_queue):
-            sqs.create_queue(QueueName=queue)
+        moto_platform.create_tables()
+        moto_platform.create_buckets((names.quarantine_bucket, names.payload_bucket))
+        moto_platform.create_queues((names.raw_queue, names.clean_queue))
         yield names
         aws.reset_clients()
 

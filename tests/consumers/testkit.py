@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from support import platform as moto_platform
 
 from sluice import aws
 from sluice.config import ResourceNames, reset_settings
 from sluice.envelope import Chunk, Record
 
-REPO = Path(__file__).resolve().parents[2]
-PLATFORM = REPO / "infra" / "platform.yaml"
-STAGE = "test"
+REPO = moto_platform.REPO
+STAGE = moto_platform.STAGE
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 PARAMETERS = {
-    "Stage": STAGE,
-    "ResourcePrefix": "sluice",
+    **moto_platform.PARAMETERS,
     "AWS::Partition": "aws",
     "AWS::Region": REGION,
     "AWS::AccountId": ACCOUNT,
@@ -62,16 +59,12 @@ def set_environment() -> None:
     aws.reset_clients()
 
 
-def load_template(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as f:
-        return yaml.safe_load(f)  # type: ignore[no-any-return]
+load_template = moto_platform.load_template
 
 
 def sub(value: Any) -> str:
     """A `Fn::Sub` string (or plain string) resolved for stage `test` in the moto account."""
-    if isinstance(value, dict):
-        value = value["Fn::Sub"]
-    return re.sub(r"\$\{([^}]+)\}", lambda m: PARAMETERS[m.group(1)], str(value))
+    return moto_platform.sub(value, PARAMETERS)
 
 
 def filter_policy(template: Mapping[str, Any]) -> dict[str, Any]:
@@ -120,20 +113,10 @@ class Account:
 
 def create_platform(names: ResourceNames) -> Account:
     """Tables as infra/platform.yaml defines them; buckets and topics by their names."""
-    ddb = aws.dynamodb()
-    for resource in load_template(PLATFORM)["Resources"].values():
-        if resource["Type"] != "AWS::DynamoDB::Table":
-            continue
-        props = resource["Properties"]
-        ddb.create_table(
-            TableName=sub(props["TableName"]),
-            KeySchema=props["KeySchema"],
-            AttributeDefinitions=props["AttributeDefinitions"],
-            BillingMode=props["BillingMode"],
-        )
-    s3 = aws.s3()
-    for bucket in (names.quarantine_bucket, names.payload_bucket, names.curated_bucket):
-        s3.create_bucket(Bucket=bucket)
+    moto_platform.create_tables()
+    moto_platform.create_buckets(
+        (names.quarantine_bucket, names.payload_bucket, names.curated_bucket)
+    )
     sns = aws.sns()
     return Account(
         names=names,

@@ -5,20 +5,17 @@ and the ingest app folder first on sys.path (its `app` and `chalicelib` are impo
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from support import platform as moto_platform
+from support.platform import STAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "ingest"
-TEMPLATE = ROOT / "infra" / "platform.yaml"
-STAGE = "test"
-PARAMETERS = {"Stage": STAGE, "ResourcePrefix": "sluice"}
 
 for path in (APP_DIR, Path(__file__).resolve().parent):
     if str(path) not in sys.path:
@@ -35,25 +32,6 @@ from sluice import aws  # noqa: E402
 from sluice.config import ResourceNames, Settings, reset_settings  # noqa: E402
 
 TYPES = "order,customer"
-
-
-def _sub(value: Any) -> str:
-    if isinstance(value, dict):
-        value = value["Fn::Sub"]
-    return re.sub(r"\$\{([^}]+)\}", lambda m: PARAMETERS[m.group(1)], value)
-
-
-def table_definitions() -> list[dict[str, Any]]:
-    """The template's DynamoDB tables, `TableName` resolved for stage `test`."""
-    with TEMPLATE.open(encoding="utf-8") as f:
-        template = yaml.safe_load(f)
-    tables = []
-    for resource in template["Resources"].values():
-        if resource["Type"] == "AWS::DynamoDB::Table":
-            props = dict(resource["Properties"])
-            props["TableName"] = _sub(props["TableName"])
-            tables.append(props)
-    return tables
 
 
 @pytest.fixture(autouse=True)
@@ -86,24 +64,11 @@ def platform(aws_env: None) -> Iterator[Platform]:
 
     names = ResourceNames(stage=STAGE)
     with mock_aws():
-        ddb = aws.dynamodb()
-        for props in table_definitions():
-            ddb.create_table(
-                TableName=props["TableName"],
-                KeySchema=props["KeySchema"],
-                AttributeDefinitions=props["AttributeDefinitions"],
-                BillingMode=props["BillingMode"],
-            )
-        s3 = aws.s3()
-        for bucket in (
-            names.landing_bucket,
-            names.quarantine_bucket,
-            names.payload_bucket,
-        ):
-            s3.create_bucket(Bucket=bucket)
-        sqs = aws.sqs()
-        raw = sqs.create_queue(QueueName=names.raw_queue)["QueueUrl"]
-        cont = sqs.create_queue(QueueName=names.ingest_continue_queue)["QueueUrl"]
+        moto_platform.create_tables()
+        moto_platform.create_buckets(
+            (names.landing_bucket, names.quarantine_bucket, names.payload_bucket)
+        )
+        raw, cont = moto_platform.create_queues((names.raw_queue, names.ingest_continue_queue))
         yield Platform(names, raw, cont)
         aws.reset_clients()
 

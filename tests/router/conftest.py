@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
+from support import platform as moto_platform
+from support.platform import STAGE
 
 from sluice import aws
 from sluice.config import ResourceNames, reset_settings
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "router"
-TEMPLATE = ROOT / "infra" / "platform.yaml"
-STAGE = "test"
-PARAMETERS = {"Stage": STAGE, "ResourcePrefix": "sluice"}
 ENV = {
     "SLUICE_STAGE": STAGE,
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -55,26 +52,6 @@ if str(APP_DIR) not in sys.path:
 SOURCE = "s3://sluice-test-landing/incoming/order/orders.jsonl"
 HIGH_PRIORITY_QUEUE = "sluice-test-consumer-urgent"
 EVERYTHING_QUEUE = "sluice-test-consumer-all"
-
-
-def _sub(value: Any) -> str:
-    if isinstance(value, dict):
-        value = value["Fn::Sub"]
-    return re.sub(r"\$\{([^}]+)\}", lambda m: PARAMETERS[m.group(1)], value)
-
-
-@pytest.fixture(scope="session")
-def table_definitions() -> list[dict[str, Any]]:
-    """The template's DynamoDB tables, with `TableName` resolved for stage `test`."""
-    with TEMPLATE.open(encoding="utf-8") as f:
-        template = yaml.safe_load(f)
-    tables = []
-    for resource in template["Resources"].values():
-        if resource["Type"] == "AWS::DynamoDB::Table":
-            props = dict(resource["Properties"])
-            props["TableName"] = _sub(props["TableName"])
-            tables.append(props)
-    return tables
 
 
 @pytest.fixture(scope="session")
@@ -150,26 +127,15 @@ def _subscribe(topic_arn: str, queue: str, filter_policy: dict[str, Any] | None)
 
 
 @pytest.fixture
-def platform(
-    aws_env: None, table_definitions: list[dict[str, Any]], names: ResourceNames
-) -> Iterator[Platform]:
+def platform(aws_env: None, names: ResourceNames) -> Iterator[Platform]:
     """A moto account with what the router touches, and two consumers of the records topic:
     one filtering on `{"priority": ["high"]}`, one taking everything."""
     from moto import mock_aws
 
     with mock_aws():
-        ddb = aws.dynamodb()
-        for props in table_definitions:
-            ddb.create_table(
-                TableName=props["TableName"],
-                KeySchema=props["KeySchema"],
-                AttributeDefinitions=props["AttributeDefinitions"],
-                BillingMode=props["BillingMode"],
-            )
-        s3 = aws.s3()
-        for bucket in (names.quarantine_bucket, names.payload_bucket):
-            s3.create_bucket(Bucket=bucket)
-        aws.sqs().create_queue(QueueName=names.clean_queue)
+        moto_platform.create_tables()
+        moto_platform.create_buckets((names.quarantine_bucket, names.payload_bucket))
+        moto_platform.create_queues((names.clean_queue,))
         topic_arn = aws.sns().create_topic(Name=names.records_topic)["TopicArn"]
         yield Platform(
             names=names,

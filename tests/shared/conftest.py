@@ -6,46 +6,27 @@ so the code is tested against the schema that gets deployed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from support import platform as moto_platform
+from support.platform import STAGE
 
 from sluice import aws
 from sluice.config import ResourceNames, reset_settings
-
-TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "platform.yaml"
-STAGE = "test"
-PARAMETERS = {"Stage": STAGE, "ResourcePrefix": "sluice"}
-
-
-def _sub(value: Any, parameters: dict[str, str]) -> str:
-    """Resolve a `Fn::Sub` string (or a plain string) against template parameters."""
-    if isinstance(value, dict):
-        value = value["Fn::Sub"]
-    return re.sub(r"\$\{([^}]+)\}", lambda m: parameters[m.group(1)], value)
 
 
 @pytest.fixture(scope="session")
 def platform_template() -> dict[str, Any]:
     """infra/platform.yaml, as CloudFormation reads it (long-form intrinsics only)."""
-    with TEMPLATE.open(encoding="utf-8") as f:
-        return yaml.safe_load(f)  # type: ignore[no-any-return]
+    return moto_platform.platform_template()
 
 
 @pytest.fixture(scope="session")
-def table_definitions(platform_template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def table_definitions() -> dict[str, dict[str, Any]]:
     """The template's DynamoDB tables by logical id, with `TableName` resolved for STAGE."""
-    tables = {}
-    for logical_id, resource in platform_template["Resources"].items():
-        if resource["Type"] == "AWS::DynamoDB::Table":
-            props = dict(resource["Properties"])
-            props["TableName"] = _sub(props["TableName"], PARAMETERS)
-            tables[logical_id] = props
-    return tables
+    return moto_platform.table_definitions()
 
 
 @pytest.fixture
@@ -74,27 +55,13 @@ def names(aws_env: None) -> ResourceNames:
 
 
 @pytest.fixture
-def platform(
-    aws_env: None, table_definitions: dict[str, dict[str, Any]], names: ResourceNames
-) -> Iterator[ResourceNames]:
+def platform(aws_env: None, names: ResourceNames) -> Iterator[ResourceNames]:
     """A moto account holding the platform's tables (from the template) and buckets."""
     from moto import mock_aws
 
     with mock_aws():
-        ddb = aws.dynamodb()
-        for props in table_definitions.values():
-            ddb.create_table(
-                TableName=props["TableName"],
-                KeySchema=props["KeySchema"],
-                AttributeDefinitions=props["AttributeDefinitions"],
-                BillingMode=props["BillingMode"],
-            )
-            ttl = props.get("TimeToLiveSpecification")
-            if ttl:
-                ddb.update_time_to_live(TableName=props["TableName"], TimeToLiveSpecification=ttl)
-        s3 = aws.s3()
-        for bucket in (names.quarantine_bucket, names.payload_bucket):
-            s3.create_bucket(Bucket=bucket)
+        moto_platform.create_tables(ttl=True)
+        moto_platform.create_buckets((names.quarantine_bucket, names.payload_bucket))
         yield names
         aws.reset_clients()
 

@@ -34,7 +34,7 @@ from sluice.envelope import (
     utc_now_iso,
 )
 from sluice.errors import OversizeRecordError, PermanentError, TransientError
-from sluice.idempotency import RemainingTime, run_once
+from sluice.idempotency import ClaimInProgressError, Once, RemainingTime, run_once
 from sluice.observability import add_metric, get_logger, log_context
 from sluice.stage import StageRuntime
 
@@ -43,6 +43,9 @@ log = get_logger(__name__)
 STAGE = "ingest"
 UNKNOWN_TYPE = "_unknown"
 _GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
+# Polling another invocation's claim on the same object version (see `_claim_and_start`).
+CLAIM_POLL_FIRST_S = 1.0
+CLAIM_POLL_MAX_S = 15.0
 
 
 class ObjectReadError(TransientError):
@@ -194,18 +197,44 @@ class Ingestor:
             ref = self._with_etag(ref)
         with log_context(correlation_id=ref.correlation_id):
             add_metric("ObjectsIn")
-            done = run_once(
-                self.runtime.idempotency,
-                STAGE,
-                ref.claim_key,
-                lambda: self._start(ref, remaining),
-                remaining_ms=remaining,
-            )
+            done = self._claim_and_start(ref, remaining)
             if done.duplicate:
                 add_metric("ObjectsDuplicate")
                 log.info("object already ingested", extra={"key": ref.key, "etag": ref.etag})
                 return None
             return done.value
+
+    def _claim_and_start(self, ref: ObjectRef, remaining: RemainingTime) -> Once[SegmentResult]:
+        """Claim the object version and start reading it; wait while another invocation holds it.
+
+        A second event for the same version (S3 delivers at least once; moto sends two for a
+        multipart upload) finds the first one's claim. Failing at once would spend Lambda's
+        async retries (1 and 2 minutes apart on AWS) while a large object is still being read,
+        and put a harmless event in the on-failure queue. So it polls the claim until the holder
+        completes it (duplicate: done), releases it or dies (then this invocation takes over),
+        and gives up (`ClaimInProgressError`, retried by Lambda) only when its own time runs low.
+        """
+        delay = CLAIM_POLL_FIRST_S
+        while True:
+            try:
+                return run_once(
+                    self.runtime.idempotency,
+                    STAGE,
+                    ref.claim_key,
+                    lambda: self._start(ref, remaining),
+                    remaining_ms=remaining,
+                )
+            except ClaimInProgressError:
+                # Without a Lambda context there is no time to bound the wait: fail at once.
+                if remaining is None or self._low_time(remaining, extra_ms=int(delay * 1000)):
+                    raise
+                add_metric("ClaimWaits")
+                log.info(
+                    "object is being ingested by another invocation; waiting",
+                    extra={"key": ref.key, "etag": ref.etag, "wait_s": delay},
+                )
+                self._sleep(delay)
+                delay = min(delay * 2, CLAIM_POLL_MAX_S)
 
     def handle_continue(
         self, event: Mapping[str, Any], remaining: RemainingTime = None
@@ -425,13 +454,12 @@ class Ingestor:
         )
         return result
 
-    def _low_time(self, remaining: RemainingTime) -> bool:
+    def _low_time(self, remaining: RemainingTime, extra_ms: int = 0) -> bool:
         if remaining is None:
             return False
         left = int(remaining() if callable(remaining) else remaining)
-        return bool(
-            left < self.ingest.safety_margin_ms
-        )  # bool(): mypy maps chalicelib as Any from the root
+        # bool(): mypy maps chalicelib as Any from the root
+        return bool(left < self.ingest.safety_margin_ms + extra_ms)
 
     def _hand_off(self, cp: Checkpoint) -> None:
         """Durably hand the rest to a follow-up invocation (the continuation queue)."""

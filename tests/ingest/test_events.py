@@ -12,6 +12,7 @@ from ingest_support import Platform, s3_event
 from chalicelib.objects import object_refs
 from chalicelib.service import Ingestor
 from sluice import aws
+from sluice.idempotency import ClaimInProgressError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
@@ -152,3 +153,66 @@ def test_an_event_without_an_etag_reads_the_current_one(
     from sluice.envelope import record_id
 
     assert chunk.records[0].id == record_id(chunk.source, etag, 0)
+
+
+def _held(ingestor: Ingestor, event: dict[str, Any]) -> Any:
+    """Take the object's claim as another invocation would, before `ingestor` sees `event`."""
+    ref = next(iter(object_refs(event)))
+    return ingestor.runtime.idempotency.claim("ingest", ref.claim_key, remaining_ms=60_000)
+
+
+def test_a_duplicate_event_waits_for_the_invocation_holding_the_object_and_sends_nothing(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    event = platform.put("incoming/order/held.jsonl", b'{"id": 1}\n')
+    ingestor = make_ingestor()
+    holder = _held(ingestor, event)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:  # the holder finishes while the duplicate waits
+            ingestor.runtime.idempotency.complete(holder)
+
+    ingestor._sleep = sleep
+    summary = ingestor.handle_s3_event(event, remaining=lambda: 600_000)
+
+    assert summary == {"objects": 1, "duplicates": 1}
+    assert waits == [1.0, 2.0]
+    assert platform.raw_chunks() == []
+
+
+def test_an_event_whose_holder_gave_up_ingests_the_object_itself(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    event = platform.put("incoming/order/released.jsonl", b'{"id": 1}\n{"id": 2}\n')
+    ingestor = make_ingestor()
+    holder = _held(ingestor, event)
+    ingestor._sleep = lambda _s: ingestor.runtime.idempotency.release(holder)
+
+    assert ingestor.handle_s3_event(event, remaining=lambda: 600_000) == {
+        "objects": 1,
+        "duplicates": 0,
+    }
+    assert [r.payload for c in platform.raw_chunks() for r in c.records] == [{"id": 1}, {"id": 2}]
+
+
+def test_a_duplicate_event_stops_waiting_when_its_time_runs_low_so_lambda_retries_it(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    event = platform.put("incoming/order/stuck.jsonl", b'{"id": 1}\n')
+    ingestor = make_ingestor()
+    _held(ingestor, event)
+    left = [40_000]  # ms; the safety margin is 30 s
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        left[0] -= 9_000  # the wait took longer than asked (a busy machine)
+
+    ingestor._sleep = sleep
+    with pytest.raises(ClaimInProgressError):
+        ingestor.handle_s3_event(event, remaining=lambda: left[0])
+    # 31 s left is less than the margin plus the next 2 s wait: give up, Lambda retries.
+    assert waits == [1.0]
+    assert platform.raw_chunks() == []

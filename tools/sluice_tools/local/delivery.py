@@ -303,11 +303,11 @@ class S3Dedupe:
     """moto emits two ObjectCreated events for one multipart upload: keep the first."""
 
     def __init__(self, window_s: float = S3_DUPLICATE_WINDOW_S) -> None:
-        self._seen: dict[tuple[str, str, str, str], float] = {}
+        self._seen: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
         self.window_s = window_s
 
-    def first(self, key: tuple[str, str, str, str]) -> bool:
+    def first(self, key: tuple[str, str, str]) -> bool:
         now = time.monotonic()
         with self._lock:
             for old in [k for k, t in self._seen.items() if now - t > self.window_s]:

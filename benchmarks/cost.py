@@ -3,6 +3,11 @@
 Counted: each function's own calls, and the SQS calls of the event source mapping that feeds
 it (receives that returned messages, deletes). Not counted: the runtime's stand-in queues for
 S3/SNS → Lambda (free on AWS), empty polls (wall-clock dependent), the harness's own calls.
+
+Lambda GB-seconds, two ways. At the emulator: the invocations' wall time, which on this
+machine is mostly moto serving the calls on the same two cores (an upper bound). Modelled:
+the worker's measured CPU time plus, for each AWS call the function made, the assumed wait of
+`prices.json` `lambda.request_wait_ms`. Totals use the modelled figure; both are reported.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class StageCost:
     requests: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # svc:op
     dollars: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # by item
     invocations: int = 0
-    gb_seconds: float = 0.0
+    gb_seconds: float = 0.0  # modelled: CPU + calls x assumed wait
+    gb_seconds_at_emulator: float = 0.0  # wall time against moto
+    gb_seconds_cpu: float = 0.0  # CPU time alone (a lower bound)
 
     @property
     def total_requests(self) -> float:
@@ -56,6 +63,10 @@ class StageCost:
     @property
     def total_dollars(self) -> float:
         return sum(self.dollars.values())
+
+    def total_dollars_with(self, gb_seconds: float, per_gb_second: float, per_m: float) -> float:
+        """The total with GB-seconds priced from another measure (e.g. wall time at moto)."""
+        return self.total_dollars - self.dollars["lambda GB-s"] + gb_seconds * per_gb_second * per_m
 
 
 @dataclass
@@ -128,14 +139,18 @@ def costs(
             service, operation = key.split(":", 1)
             stage.requests[key] += tally.requests * per_k
             stage.dollars[service] += _dollars(service, operation, tally, prices) * per_m
+    waits = call_wait_ms(figures, prices)
     for caller, use in figures.functions.items():
         app, _, handler = caller.partition(".")
         stage = result.setdefault(app, StageCost(app))
         memory = memory_mb(root, app, handler, memory_stage) or use.memory_mb
         memories[caller] = memory
-        gb_s = use.duration_ms / 1000 * memory / 1024
+        gb = memory / 1024
+        gb_s = (use.cpu_ms + waits.get(caller, 0.0)) / 1000 * gb
         stage.invocations += use.invocations
         stage.gb_seconds += gb_s
+        stage.gb_seconds_at_emulator += use.duration_ms / 1000 * gb
+        stage.gb_seconds_cpu += use.cpu_ms / 1000 * gb
         stage.requests["lambda:Invoke"] += use.invocations * per_k
         lam = prices["lambda"]
         stage.dollars["lambda requests"] += (
@@ -143,6 +158,16 @@ def costs(
         )
         stage.dollars["lambda GB-s"] += gb_s * lam["per_gb_second"] * per_m
     return result, excluded, memories
+
+
+def call_wait_ms(figures: RunFigures, prices: dict[str, Any]) -> dict[str, float]:
+    """Per function (caller id): its own AWS calls times the assumed wait per call."""
+    table = prices["lambda"]["request_wait_ms"]
+    waits: dict[str, float] = defaultdict(float)
+    for (caller, service, _operation, _resource), tally in figures.tallies.items():
+        if caller in figures.functions:
+            waits[caller] += tally.requests * float(table.get(service, table["default"]))
+    return waits
 
 
 def _dollars(service: str, operation: str, tally: Tally, prices: dict[str, Any]) -> float:
@@ -173,3 +198,19 @@ def path_total(stages: dict[str, StageCost], apps: tuple[str, ...] | None) -> tu
     """(requests per 1,000 records, dollars per million records) over `apps` (None: all)."""
     chosen = [s for a, s in stages.items() if apps is None or a in apps]
     return sum(s.total_requests for s in chosen), sum(s.total_dollars for s in chosen)
+
+
+def path_total_at_emulator(
+    stages: dict[str, StageCost],
+    apps: tuple[str, ...] | None,
+    prices: dict[str, Any],
+    records: int,
+) -> float:
+    """Dollars per million records over `apps` with GB-seconds from wall time at moto."""
+    per_m = 1_000_000 / records
+    rate = prices["lambda"]["per_gb_second"]
+    return sum(
+        s.total_dollars_with(s.gb_seconds_at_emulator, rate, per_m)
+        for a, s in stages.items()
+        if apps is None or a in apps
+    )

@@ -37,7 +37,8 @@ class FunctionUse:
 
     invocations: int = 0
     failures: int = 0
-    duration_ms: float = 0.0
+    duration_ms: float = 0.0  # wall time at the emulator
+    cpu_ms: float = 0.0  # CPU time of the function's worker process
     memory_mb: int = 128  # as deployed
 
 
@@ -105,6 +106,7 @@ def make_runtime(state_dir: Path, root: Path, extra_env: dict[str, str], say: An
                     use.invocations += 1
                     use.failures += 0 if outcome.ok else 1
                     use.duration_ms += outcome.duration_ms
+                    use.cpu_ms += outcome.cpu_ms
                 return outcome
 
             return timed

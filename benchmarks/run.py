@@ -150,6 +150,7 @@ def print_throughput(runs: list[RunFigures]) -> list[dict[str, Any]]:
                     "invocations": u.invocations,
                     "failures": u.failures,
                     "handler_ms": round(u.duration_ms, 1),
+                    "cpu_ms": round(u.cpu_ms, 1),
                     "memory_mb": u.memory_mb,
                 }
                 for k, u in sorted(r.functions.items())
@@ -182,15 +183,40 @@ def print_cost(run: RunFigures, prices: dict[str, Any], memory_stage: str) -> di
         rows.append([app, f"{s.total_requests:.1f}", f"{s.total_dollars:.4f}", items])
     path_req, path_usd = cost.path_total(stages, cost.LANDING_TO_WAREHOUSE)
     all_req, all_usd = cost.path_total(stages, None)
+    path_wall = cost.path_total_at_emulator(stages, cost.LANDING_TO_WAREHOUSE, prices, run.records)
+    all_wall = cost.path_total_at_emulator(stages, None, prices, run.records)
     rows.append(
         [
             "landing -> warehouse",
             f"{path_req:.1f}",
             f"{path_usd:.4f}",
-            f"target <= {TARGET_COST:.2f}: {'yes' if path_usd <= TARGET_COST else 'no'}",
+            f"target <= {TARGET_COST:.2f}: {'yes' if path_usd <= TARGET_COST else 'no'}; "
+            f"with GB-s from wall time at moto: {path_wall:.4f}",
         ]
     )
-    rows.append(["whole pipeline", f"{all_req:.1f}", f"{all_usd:.4f}", ""])
+    rows.append(
+        [
+            "whole pipeline",
+            f"{all_req:.1f}",
+            f"{all_usd:.4f}",
+            f"with GB-s from wall time at moto: {all_wall:.4f}",
+        ]
+    )
+    table(
+        f"Lambda GB-seconds per million records: {run.label} (modelled = CPU measured in the "
+        "worker + each AWS call x prices.json lambda.request_wait_ms; wall = time at moto)",
+        ["stage", "invocations", "modelled", "CPU only", "wall at moto"],
+        [
+            [
+                a,
+                stages[a].invocations,
+                f"{stages[a].gb_seconds * 1e6 / run.records:.1f}",
+                f"{stages[a].gb_seconds_cpu * 1e6 / run.records:.1f}",
+                f"{stages[a].gb_seconds_at_emulator * 1e6 / run.records:.1f}",
+            ]
+            for a in apps
+        ],
+    )
     table(
         f"Requests per 1,000 records and $ per million 1 KB records: {run.label} "
         f"(prices {prices['date']}; Lambda memory from .chalice/config.json stage "
@@ -217,16 +243,20 @@ def print_cost(run: RunFigures, prices: dict[str, Any], memory_stage: str) -> di
                 "total_dollars_per_million": round(stages[a].total_dollars, 5),
                 "invocations": stages[a].invocations,
                 "gb_seconds": round(stages[a].gb_seconds, 4),
+                "gb_seconds_cpu": round(stages[a].gb_seconds_cpu, 4),
+                "gb_seconds_at_emulator": round(stages[a].gb_seconds_at_emulator, 4),
             }
             for a in apps
         },
         "landing_to_warehouse": {
             "requests_per_1k": round(path_req, 3),
             "dollars_per_million": round(path_usd, 5),
+            "dollars_per_million_gb_s_at_emulator": round(path_wall, 5),
         },
         "whole_pipeline": {
             "requests_per_1k": round(all_req, 3),
             "dollars_per_million": round(all_usd, 5),
+            "dollars_per_million_gb_s_at_emulator": round(all_wall, 5),
         },
         "excluded": {
             "empty_polls": excluded.empty_polls,

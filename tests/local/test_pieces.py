@@ -306,3 +306,49 @@ def test_a_batching_window_stops_gathering_when_the_queue_is_empty():
     sqs = FakeSqs([4, 0])
     p, mapping = poller(sqs, batch_size=25, window_s=1)
     assert len(p._receive(mapping)) == 4
+
+
+def test_an_invocation_reports_the_cpu_time_its_worker_spent_apart_from_waiting(
+    tmp_path: Path,
+) -> None:
+    # The benchmarks price Lambda GB-seconds from this CPU time, not from wall time at moto.
+    from sluice_tools.local.pool import FunctionPool
+    from sluice_tools.local.worker import WorkerSpec
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "handler.py").write_text(
+        "import time\n"
+        "def burn(event, context):\n"
+        "    end = time.process_time() + 0.2\n"
+        "    while time.process_time() < end:\n"
+        "        pass\n"
+        "def wait(event, context):\n"
+        "    time.sleep(0.4)\n"
+    )
+    outcomes = {}
+    for name in ("burn", "wait"):
+        spec = WorkerSpec(
+            function=f"f-{name}",
+            arn=f"arn:aws:lambda:us-east-1:123456789012:function:f-{name}",
+            handler=f"handler.{name}",
+            code_dir=str(code),
+            runtime_dir=str(tmp_path / "runtime"),
+            environment={},
+            timeout_s=30,
+            memory_mb=128,
+            log_path=str(tmp_path / f"{name}.log"),
+            console=False,
+            isolate=False,
+        )
+        pool = FunctionPool(spec, concurrency=1)
+        try:
+            outcomes[name] = pool.invoke({})
+        finally:
+            pool.stop()
+    burn, wait = outcomes["burn"], outcomes["wait"]
+    assert burn.ok
+    assert wait.ok
+    assert burn.cpu_ms >= 190
+    assert wait.duration_ms >= 400
+    assert wait.cpu_ms < 200  # sleeping is not CPU

@@ -40,7 +40,8 @@ class Outcome:
     payload: Any = None  # the handler's return value (JSON-decoded)
     error: dict[str, Any] | None = None  # errorType, errorMessage, stackTrace
     request_id: str = ""
-    duration_ms: float = 0.0
+    duration_ms: float = 0.0  # wall time, as the caller saw it (cold start included)
+    cpu_ms: float = 0.0  # CPU time the worker spent on it
 
     @property
     def function_error(self) -> str | None:
@@ -74,7 +75,7 @@ class Worker:
             if not self.conn.poll(timeout_s + KILL_GRACE_S):
                 self.kill()
                 return _failure(request, "Sandbox.Timedout", f"Task timed out after {timeout_s} s")
-            kind, value = self.conn.recv()
+            kind, value, cpu_ms = self.conn.recv()
         except (EOFError, OSError, BrokenPipeError):
             self.kill()
             code = self.process.exitcode
@@ -83,10 +84,11 @@ class Worker:
             )
         if kind == "ok":
             try:
-                return Outcome(ok=True, payload=json.loads(value), request_id=request.request_id)
+                payload = json.loads(value)
             except ValueError:
                 return _failure(request, "Runtime.MarshalError", "unreadable response")
-        return Outcome(ok=False, error=value, request_id=request.request_id)
+            return Outcome(ok=True, payload=payload, request_id=request.request_id, cpu_ms=cpu_ms)
+        return Outcome(ok=False, error=value, request_id=request.request_id, cpu_ms=cpu_ms)
 
     def kill(self) -> None:
         if self.process.is_alive():

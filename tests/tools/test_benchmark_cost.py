@@ -1,0 +1,61 @@
+"""The benchmark's cost model: GB-seconds from measured CPU plus assumed waits per AWS call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks import cost
+from benchmarks.meter import Tally
+from benchmarks.pipeline import FunctionUse, RunFigures
+
+ROOT = Path(__file__).resolve().parents[2]
+PRICES: dict[str, Any] = {
+    "lambda": {
+        "per_million_requests": 0.20,
+        "per_gb_second": 0.0000166667,
+        "request_wait_ms": {"sqs": 10, "dynamodb": 5, "default": 20},
+    },
+    "sqs": {"per_million_requests": 0.40},
+    "sns": {"per_million_publishes": 0.50},
+    "dynamodb": {"per_million_write_request_units": 0.625, "per_million_read_request_units": 0.125},
+    "s3": {"per_thousand_put_copy_post_list": 0.005, "per_thousand_get_and_other": 0.0004},
+}
+
+
+def figures() -> RunFigures:
+    run = RunFigures(
+        "t", records=1000, file_bytes=0, seconds=1.0, drained=True, chunk_max_records=None
+    )
+    # 2 s of wall time at moto, of which 100 ms was the function's own CPU.
+    run.functions["cleanse.cleanse"] = FunctionUse(
+        invocations=4, duration_ms=2000.0, cpu_ms=100.0, memory_mb=1024
+    )
+    run.tallies[("cleanse.cleanse", "dynamodb", "PutItem", "t")] = Tally(requests=8, wru=8)
+    run.tallies[("cleanse.cleanse", "sqs", "SendMessage", "q")] = Tally(requests=4, units=16)
+    run.tallies[("cleanse.cleanse", "kinesis", "PutRecord", "s")] = Tally(requests=1)
+    # The mapping's own receives are the poller's, not time the handler waited.
+    run.tallies[("runtime", "sqs", "ReceiveMessage", "raw")] = Tally(requests=2, units=8)
+    return run
+
+
+def test_modelled_gb_seconds_are_cpu_plus_each_call_times_its_assumed_wait() -> None:
+    waits = cost.call_wait_ms(figures(), PRICES)
+    assert waits == {"cleanse.cleanse": 8 * 5 + 4 * 10 + 1 * 20}
+
+    stages, _, _ = cost.costs(figures(), PRICES, ROOT, "prod")
+    cleanse = stages["cleanse"]
+    gb = 1024 / 1024  # cleanse's prod memory in cleanse/.chalice/config.json
+    assert cost.memory_mb(ROOT, "cleanse", "cleanse", "prod") == 1024
+    assert cleanse.gb_seconds == (100 + 100) / 1000 * gb
+    assert cleanse.gb_seconds_cpu == 0.1 * gb
+    assert cleanse.gb_seconds_at_emulator == 2.0 * gb
+
+
+def test_the_wall_time_figure_prices_the_same_requests_with_the_slower_gb_seconds() -> None:
+    stages, _, _ = cost.costs(figures(), PRICES, ROOT, "prod")
+    modelled = cost.path_total(stages, ("cleanse",))[1]
+    at_moto = cost.path_total_at_emulator(stages, ("cleanse",), PRICES, 1000)
+    per_m = 1_000_000 / 1000
+    gap = (2.0 - 0.2) * PRICES["lambda"]["per_gb_second"] * per_m
+    assert abs((at_moto - modelled) - gap) < 1e-9

@@ -12,6 +12,7 @@ import logging
 import threading
 import urllib.request
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,11 @@ def _bucket_permission(bucket: Any, action: str, resource: str) -> Any:
     return IAMPolicy(json.dumps(doc)).is_action_permitted(action, resource)
 
 
+def _listed_once(list_modules: Callable[[], Iterable[str]]) -> Callable[[], tuple[str, ...]]:
+    names = tuple(list_modules())
+    return lambda: names
+
+
 def quiet() -> None:
     """Stop moto's attempts to run Lambda functions, in this process (undo: `unquiet`).
 
@@ -85,10 +91,15 @@ def quiet() -> None:
     as deployed. S3 (`_invoke_awslambda`) and SNS (`send_sns_message`) deliveries to Lambda
     become no-ops: the runtime delivers those events through SQS queues of its own. Bucket
     policies get a check that understands TLS-only statements (`_bucket_permission`).
+
+    One patch is for speed only: moto's server finds the backend of every request by listing
+    its own package directory (`list_of_moto_modules`: a listdir and ~200 isdir calls, under
+    the dispatcher's lock); the list never changes while the process runs, so it is read once.
     """
     with _patch_lock:
         if _originals:
             return
+        from moto import backends
         from moto.awslambda.models import LambdaBackend
         from moto.s3 import notifications
         from moto.s3.models import FakeBucket
@@ -99,6 +110,7 @@ def quiet() -> None:
             (notifications, "_invoke_awslambda", _ignore),
             (LambdaBackend, "send_sns_message", _ignore),
             (FakeBucket, "get_permission", _bucket_permission),
+            (backends, "list_of_moto_modules", _listed_once(backends.list_of_moto_modules)),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

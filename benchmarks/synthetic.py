@@ -1,7 +1,7 @@
 """Synthetic order records for the benchmarks: valid for cleanse's `order` schema, ~1 KB each.
 
-Deterministic (seeded), written as JSON Lines; a mix of currencies (so the router splits
-chunks by region) and a few orders above 1,000 (so the alerts consumer gets some).
+Deterministic (seeded), written as JSON Lines; about 5% of orders are above 1,000, so nearly
+every chunk splits into a high and a normal priority group and the alerts consumer gets some.
 """
 
 from __future__ import annotations

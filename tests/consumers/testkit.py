@@ -352,14 +352,20 @@ def app_config_problems(app_dir: Path) -> list[str]:
 
 
 ROUTING = REPO / "router" / "chalicelib" / "routing.json"
+CLEANSE_TYPES = REPO / "cleanse" / "chalicelib" / "types"
 
 
 def routed_attribute_sets() -> list[tuple[str, dict[str, str]]]:
-    """Every (record type, routing attributes) the router can publish, per routing.json."""
+    """Every (record type, routing attributes) the router can publish, per routing.json.
+
+    Every type cleanse passes on reaches the router; one without rules gets no attributes.
+    """
     routing = json.loads(ROUTING.read_text(encoding="utf-8"))
     declared = {name: spec["values"] for name, spec in routing["attributes"].items()}
+    types: dict[str, dict[str, Any]] = {p.name: {} for p in CLEANSE_TYPES.iterdir() if p.is_dir()}
+    types.update(routing.get("types", {}))
     sets: list[tuple[str, dict[str, str]]] = []
-    for record_type, rules in sorted(routing.get("types", {}).items()):
+    for record_type, rules in sorted(types.items()):
         combos: list[dict[str, str]] = [{}]
         for attribute in sorted(rules):
             combos = [{**c, attribute: v} for c in combos for v in declared[attribute]]

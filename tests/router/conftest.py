@@ -27,6 +27,8 @@ from sluice.envelope import Chunk, Record, chunk_id, record_id
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
+    from chalicelib.rules import RoutingRules
+
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "router"
 ENV = {
@@ -52,6 +54,67 @@ if str(APP_DIR) not in sys.path:
 SOURCE = "s3://sluice-test-landing/incoming/order/orders.jsonl"
 HIGH_PRIORITY_QUEUE = "sluice-test-consumer-urgent"
 EVERYTHING_QUEUE = "sluice-test-consumer-all"
+
+
+# The routing document the engine's tests use. The shipped routing.json declares only what a
+# consumer's filter policy reads (priority); this one adds `region`, so a chunk splits into
+# several groups and the tests see `in` cases, defaults and `if_missing` at work.
+TEST_ROUTING: dict[str, Any] = {
+    "version": 1,
+    "attributes": {
+        "priority": {"values": ["high", "normal"]},
+        "region": {"values": ["eu", "americas", "apac", "other"]},
+    },
+    "types": {
+        "order": {
+            "priority": {
+                "field": "amount",
+                "cases": [{"gt": 1000, "value": "high"}],
+                "default": "normal",
+            },
+            "region": {
+                "field": "currency",
+                "cases": [
+                    {"in": ["EUR", "GBP", "CHF", "SEK", "DKK", "NOK", "PLN"], "value": "eu"},
+                    {"in": ["USD", "CAD", "BRL", "MXN"], "value": "americas"},
+                    {
+                        "in": ["JPY", "AUD", "NZD", "SGD", "HKD", "INR", "CNY", "KRW"],
+                        "value": "apac",
+                    },
+                ],
+                "default": "other",
+            },
+        },
+        "customer": {
+            "region": {
+                "field": "country",
+                "cases": [
+                    {"in": ["AT", "BE", "CH", "DE", "FR", "GB", "IT", "NL", "SE"], "value": "eu"},
+                    {"in": ["AR", "BR", "CA", "MX", "US"], "value": "americas"},
+                    {"in": ["AU", "CN", "IN", "JP", "KR", "NZ", "SG"], "value": "apac"},
+                ],
+                "default": "other",
+                "if_missing": "other",
+            }
+        },
+    },
+}
+
+
+@pytest.fixture
+def routing_file(tmp_path: Path) -> Path:
+    """TEST_ROUTING written as a routing.json of its own."""
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(TEST_ROUTING), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def routing_rules(routing_file: Path) -> RoutingRules:
+    """TEST_ROUTING's rules (priority and region), loaded as the router loads its file."""
+    from chalicelib.rules import load_rules
+
+    return load_rules(routing_file)
 
 
 @pytest.fixture(scope="session")

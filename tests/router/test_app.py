@@ -1,4 +1,8 @@
-"""The router through its Chalice handler, on moto: routing, filtering, retries, duplicates."""
+"""The router through its Chalice handler, on moto: routing, filtering, retries, duplicates.
+
+The router runs with the tests' own routing document (conftest.TEST_ROUTING: priority and
+region, so a chunk splits into several messages) unless a test says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from chalice.test import Client
 from support.events import sqs_event
 
 from chalicelib.publisher import SnsPublisher
+from chalicelib.rules import RoutingRules
 from chalicelib.service import Router
 from sluice import aws
 from sluice.envelope import Chunk
@@ -33,7 +38,10 @@ ORDERS = [
 
 
 @pytest.fixture
-def client(app_module: ModuleType, platform: Platform) -> Iterator[Client]:
+def client(
+    app_module: ModuleType, platform: Platform, service: ModuleType, routing_rules: RoutingRules
+) -> Iterator[Client]:
+    service.set_router(Router(rules=routing_rules))
     with Client(app_module.app, stage_name="test", project_dir=str(APP_DIR)) as client:
         yield client
 
@@ -99,6 +107,20 @@ def test_an_unfiltered_subscriber_receives_every_record_exactly_once(
     assert len(everything) == 4  # {high,eu} {normal,eu} {normal,americas} {high,apac}
     assert _ordinals(everything) == [0, 1, 2, 3, 4]
     assert len({_attributes(m)["chunk_id"] for m in everything}) == 4
+
+
+def test_with_the_shipped_routing_json_a_chunk_becomes_one_message_per_priority(
+    client: Client, platform: Platform, service: ModuleType, make_chunk: Any, order: Any
+) -> None:
+    service.set_router(Router())  # rules from router/chalicelib/routing.json
+    chunk = make_chunk([order(amount=a, currency=c) for a, c in ORDERS])
+    assert _invoke(client, sqs_event(chunk)) == {"batchItemFailures": []}
+
+    everything = platform.everything.drain()
+    assert sorted(_attributes(m)["priority"] for m in everything) == ["high", "normal"]
+    assert all("region" not in _attributes(m) for m in everything)
+    assert _ordinals(everything) == [0, 1, 2, 3, 4]
+    assert _ordinals(platform.high_priority.drain()) == [0, 3, 4]
 
 
 def test_the_ledger_counts_the_records_published(

@@ -21,7 +21,14 @@ from sluice.errors import ConfigError, PermanentError
 
 
 @pytest.fixture
-def rules() -> RoutingRules:
+def rules(routing_rules: RoutingRules) -> RoutingRules:
+    """The engine's cases run on the tests' own routing document (conftest.TEST_ROUTING:
+    priority and region); tests of the shipped routing.json say so."""
+    return routing_rules
+
+
+@pytest.fixture
+def shipped() -> RoutingRules:
     return load_rules()
 
 
@@ -139,11 +146,33 @@ def test_first_matching_case_wins() -> None:
 # ---------------------------------------------------------------- declaration for tools
 
 
-def test_declared_attributes_lists_each_attribute_with_its_values() -> None:
-    assert declared_attributes() == {
+def test_declared_attributes_lists_each_attribute_with_its_values(routing_file: Path) -> None:
+    assert declared_attributes(routing_file) == {
         "priority": ["high", "normal"],
         "region": ["eu", "americas", "apac", "other"],
     }
+
+
+def test_shipped_routing_json_declares_only_priority() -> None:
+    # Every declared attribute multiplies the messages per chunk; only `priority` is read
+    # by a consumer's filter policy (alerts).
+    assert declared_attributes() == {"priority": ["high", "normal"]}
+
+
+@pytest.mark.parametrize(("amount", "priority"), [(5000, "high"), (1000, "normal")])
+def test_shipped_rules_set_only_priority_on_orders(
+    shipped: RoutingRules, order: Any, amount: int, priority: str
+) -> None:
+    for currency in ("EUR", "USD", "JPY", "ZAR"):
+        payload = order(amount=amount, currency=currency)
+        assert shipped.attributes_for("order", payload) == {"priority": priority}
+
+
+def test_shipped_rules_give_customers_no_routing_attributes(
+    shipped: RoutingRules, customer: Any
+) -> None:
+    assert shipped.attributes_for("customer", customer(country="DE")) == {}
+    assert shipped.attributes_for("customer", customer(country=None)) == {}
 
 
 def test_declared_attributes_match_what_tools_read_from_the_json_directly() -> None:
@@ -152,9 +181,9 @@ def test_declared_attributes_match_what_tools_read_from_the_json_directly() -> N
     assert declared_attributes() == direct
 
 
-def test_every_value_a_shipped_rule_can_set_is_declared(rules: RoutingRules) -> None:
+def test_every_value_a_shipped_rule_can_set_is_declared(shipped: RoutingRules) -> None:
     declared = declared_attributes()
-    for type_rules in rules.types.values():
+    for type_rules in shipped.types.values():
         for rule in type_rules:
             produced = {c.value for c in rule.cases} | {rule.default, rule.if_missing} - {None}
             assert produced <= set(declared[rule.attribute])

@@ -14,7 +14,12 @@ from click.testing import CliRunner
 
 from sluice_tools.cli import main
 from sluice_tools.scaffold import ConsumerSpec, ScaffoldError, chalice_config, render_app
-from sluice_tools.scaffold.contract import check_filter_policy, declared_attributes
+from sluice_tools.scaffold.contract import (
+    attributes_read,
+    check_filter_policy,
+    declared_attributes,
+    unread_attributes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # What a scaffolded consumer needs of the repository to be generated and tested.
@@ -74,10 +79,10 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("name", "policy", "flags"),
     [
-        ("audit", '{"priority": ["high"], "region": [{"anything-but": ["eu"]}]}', ()),
+        ("audit", '{"priority": ["high"], "record_type": [{"anything-but": ["customer"]}]}', ()),
         (
             "pager",
-            '{"$or": [{"priority": ["high"]}, {"region": [{"prefix": "ap"}]}]}',
+            '{"$or": [{"priority": ["high"]}, {"record_type": [{"prefix": "cust"}]}]}',
             ("--direct",),
         ),
     ],
@@ -164,8 +169,12 @@ def test_shipped_consumers_have_the_scaffold_layout_resources_and_config(
             "operator 'numeric' on 'priority' cannot match",
         ),
         (
-            ["ok", "--filter", '{"region": [{"prefix": "xx"}]}'],
-            "prefix 'xx' matches no value the router sets for 'region'",
+            ["ok", "--filter", '{"priority": [{"prefix": "xx"}]}'],
+            "prefix 'xx' matches no value the router sets for 'priority'",
+        ),
+        (
+            ["ok", "--filter", '{"region": ["eu"]}'],
+            "filter policy uses attribute 'region', which the router never sets",
         ),
     ],
 )
@@ -197,8 +206,69 @@ def test_filter_policy_may_use_base_attributes_and_declared_values() -> None:
     declared = declared_attributes(REPO)
 
     check_filter_policy(
-        {"record_type": ["order"], "correlation_id": [{"exists": True}], "region": ["eu"]},
+        {"record_type": ["order"], "correlation_id": [{"exists": True}], "priority": ["high"]},
         declared,
     )
     with pytest.raises(ScaffoldError, match="'chunk_id', which the router never sets"):
         check_filter_policy({"chunk_id": ["c-1"]}, declared)
+
+
+def declare_region(repo: Path) -> None:
+    """Make the copy's routing.json declare (and set) `region`, which no shipped policy reads."""
+    path = repo / "router/chalicelib/routing.json"
+    routing = json.loads(path.read_text(encoding="utf-8"))
+    routing["attributes"]["region"] = {"values": ["eu", "other"]}
+    routing["types"]["order"]["region"] = {
+        "field": "currency",
+        "cases": [{"in": ["EUR", "GBP"], "value": "eu"}],
+        "default": "other",
+    }
+    path.write_text(json.dumps(routing), encoding="utf-8")
+
+
+def test_every_routing_attribute_the_shipped_repo_declares_is_read_by_a_consumer() -> None:
+    assert unread_attributes(REPO) == []
+
+
+def test_a_declared_attribute_no_consumer_reads_is_named_in_a_warning(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path)
+    declare_region(repo)
+    assert unread_attributes(repo) == ["region"]
+
+    result = CliRunner().invoke(
+        main, ["new-consumer", "q", "--filter", '{"priority": ["high"]}', "--repo", str(repo)]
+    )
+
+    assert result.exit_code == 0, result.output  # a warning, not a failure
+    assert (repo / "consumers/q/app.py").is_file()
+    [warning] = [line for line in result.output.splitlines() if line.startswith("Warning:")]
+    assert "routing attribute 'region'" in warning
+    assert "priority" not in warning
+
+
+def test_a_consumer_filtering_on_the_attribute_silences_the_warning(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path)
+    declare_region(repo)
+
+    result = CliRunner().invoke(
+        main,
+        ["new-consumer", "eu", "--filter", '{"region": ["eu"]}', "--direct", "--repo", str(repo)],
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "Warning:" not in result.output
+    assert unread_attributes(repo) == []
+
+
+def test_shipped_consumers_run_new_consumer_without_a_warning(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path)
+    result = CliRunner().invoke(
+        main, ["new-consumer", "q", "--filter", '{"record_type": ["order"]}', "--repo", str(repo)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Warning:" not in result.output
+
+
+def test_attributes_read_include_those_of_or_branches() -> None:
+    policy = {"record_type": ["order"], "$or": [{"priority": ["high"]}, {"region": ["eu"]}]}
+    assert attributes_read(policy) == {"record_type", "priority", "region"}

@@ -5,7 +5,11 @@ Tooling only; the generated app imports the shared runtime, never this package.
 
 from __future__ import annotations
 
-from sluice_tools.scaffold.contract import check_filter_policy, declared_attributes
+from sluice_tools.scaffold.contract import (
+    check_filter_policy,
+    declared_attributes,
+    unread_attributes,
+)
 from sluice_tools.scaffold.errors import ScaffoldError
 from sluice_tools.scaffold.generator import (
     ConsumerSpec,
@@ -25,5 +29,6 @@ __all__ = [
     "find_repo",
     "new_consumer",
     "render_app",
+    "unread_attributes",
     "validate_name",
 ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sluice_tools.scaffold.contract import unread_attribute_warnings
 from sluice_tools.scaffold.errors import ScaffoldError
 from sluice_tools.scaffold.generator import find_repo, new_consumer
 
@@ -34,7 +35,8 @@ def new_consumer_command(name: str, filter_json: str, direct: bool, repo: Path |
     """Create consumers/NAME (app, resources.yaml, IAM policies) and tests/consumers/NAME.
 
     The filter policy must use only attributes the router sets (router/chalicelib/routing.json,
-    plus record_type and correlation_id) and values it declares.
+    plus record_type and correlation_id) and values it declares. Afterwards it warns about
+    each routing attribute no consumer's filter policy reads (it only multiplies messages).
     """
     try:
         root = find_repo(repo, exact=True) if repo is not None else find_repo(Path.cwd())
@@ -49,3 +51,5 @@ def new_consumer_command(name: str, filter_json: str, direct: bool, repo: Path |
         f"Next: edit consumers/{name}/chalicelib/service.py (handle_record) and its IAM "
         f"policies, then run: pytest tests/consumers/{name}"
     )
+    for warning in unread_attribute_warnings(root):
+        click.echo(f"Warning: {warning}", err=True)

@@ -1,4 +1,5 @@
-"""The filter policy contract: a consumer may filter only on attributes the router sets.
+"""The filter policy contract: a consumer may filter only on attributes the router sets,
+and the router should set only attributes some consumer filters on.
 
 Attributes and their allowed values are declared in router/chalicelib/routing.json (read as
 JSON, never imported: the router is an app, tooling does not load its code).
@@ -37,6 +38,75 @@ def declared_attributes(repo: Path) -> dict[str, list[str] | None]:
     for name in BASE_ATTRIBUTES:
         declared.setdefault(name, None)
     return declared
+
+
+def consumer_filter_policies(repo: Path) -> list[tuple[Path, Mapping[str, Any]]]:
+    """(resources.yaml, policy) of each `consumers/*/resources.yaml` filter policy on
+    message attributes: its SNS subscriptions' and, for a direct consumer, Metadata.Sluice's."""
+    import yaml
+
+    found: list[tuple[Path, Mapping[str, Any]]] = []
+    for path in sorted(repo.glob("consumers/*/resources.yaml")):
+        where = path.relative_to(repo)
+        try:
+            template = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            holders = [(template.get("Metadata") or {}).get("Sluice") or {}]
+            holders += [
+                r.get("Properties") or {}
+                for r in (template.get("Resources") or {}).values()
+                if r.get("Type") == "AWS::SNS::Subscription"
+            ]
+            for holder in holders:
+                policy = holder.get("FilterPolicy")
+                scope = holder.get("FilterPolicyScope") or "MessageAttributes"
+                if policy is None or scope != "MessageAttributes":
+                    continue
+                policy = json.loads(policy) if isinstance(policy, str) else policy
+                if not isinstance(policy, Mapping):
+                    raise TypeError(f"a filter policy is a JSON object, not {policy!r}")
+                found.append((where, policy))
+        except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as exc:
+            raise ScaffoldError(f"cannot read the filter policy of {where}: {exc}") from None
+    return found
+
+
+def attributes_read(policy: Mapping[str, Any]) -> set[str]:
+    """The message attributes a filter policy reads (`$or` branches included)."""
+    names: set[str] = set()
+    for name, conditions in policy.items():
+        if name == "$or" and isinstance(conditions, list):
+            for branch in conditions:
+                names |= attributes_read(branch) if isinstance(branch, Mapping) else set()
+        else:
+            names.add(str(name))
+    return names
+
+
+def unread_attributes(repo: Path) -> list[str]:
+    """Routing attributes routing.json declares that no consumer's filter policy reads.
+
+    Each one only multiplies the messages per chunk (the router publishes one chunk per
+    combination of values), so it is worth declaring only once a subscription filters on it.
+    """
+    read: set[str] = set()
+    for _path, policy in consumer_filter_policies(repo):
+        read |= attributes_read(policy)
+    routing = [name for name in declared_attributes(repo) if name not in BASE_ATTRIBUTES]
+    return [name for name in routing if name not in read]
+
+
+def unread_attribute_warnings(repo: Path) -> list[str]:
+    """One line per unread routing attribute (empty: every declared attribute is read)."""
+    try:
+        unread = unread_attributes(repo)
+    except ScaffoldError as exc:
+        return [f"cannot check which routing attributes consumers read: {exc}"]
+    return [
+        f"routing attribute {name!r} ({ROUTING_JSON.as_posix()}) is read by no consumer's "
+        "filter policy; each declared attribute multiplies the messages per chunk, so remove "
+        "it unless a consumer filters on it"
+        for name in unread
+    ]
 
 
 def parse_filter_policy(text: str) -> dict[str, Any]:

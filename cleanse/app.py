@@ -16,6 +16,7 @@ observability.install(app, service="cleanse")
 cleanser = Cleanser(StageRuntime(name="cleanse"))
 
 
-@app.on_sqs_message(queue=names().raw_queue, batch_size=10, name="cleanse")
+# 5 chunks of up to 1 MiB (the size ingest and cleanse cut) fit Lambda's 6 MB payload.
+@app.on_sqs_message(queue=names().raw_queue, batch_size=5, name="cleanse")
 def cleanse(event: Any) -> Any:
     return cleanser.handle(event)

@@ -14,7 +14,8 @@ app = Chalice(app_name="sluice-router", configure_logs=False)
 observability.install(app, service="router")
 
 
-@app.on_sqs_message(queue=names().clean_queue, batch_size=10)
+# 5 chunks of up to 1 MiB (the size ingest and cleanse cut) fit Lambda's 6 MB payload.
+@app.on_sqs_message(queue=names().clean_queue, batch_size=5)
 def route(event: SQSEvent) -> BatchResponse:
     """Route each chunk of the batch; only failed chunks are retried (`batchItemFailures`)."""
     return service.route_batch(event)

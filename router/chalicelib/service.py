@@ -13,7 +13,7 @@ from typing import Any
 from chalicelib.publisher import ChunkPublisher, SnsPublisher, entry_of, entry_size
 from chalicelib.rules import RoutingRules, load_rules
 from sluice.batch import BatchResponse, ChunkOutcome
-from sluice.config import SNS_MAX_MESSAGE_BYTES, get_settings
+from sluice.config import DEFAULT_CHUNK_MAX_BYTES, SNS_MAX_MESSAGE_BYTES, get_settings
 from sluice.envelope import Chunk, ChunkLimits, Record, derive_chunk_id, pack_records
 from sluice.observability import add_metric, get_logger
 from sluice.stage import LambdaEvent, StageRuntime
@@ -113,7 +113,9 @@ class Router:
     def limits(self) -> ChunkLimits:
         if self._limits is None:
             settings = get_settings()
-            self._limits = ChunkLimits(settings.chunk_max_records, settings.chunk_max_bytes)
+            # What is published must fit SNS, whatever the stages before cut for SQS.
+            max_bytes = min(settings.chunk_max_bytes, DEFAULT_CHUNK_MAX_BYTES)
+            self._limits = ChunkLimits(settings.chunk_max_records, max_bytes)
         return self._limits
 
     def route_record(self, record: Record, chunk: Chunk) -> dict[str, str]:

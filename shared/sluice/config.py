@@ -23,6 +23,10 @@ _FALSE = {"0", "false", "no", "off"}
 SNS_MAX_MESSAGE_BYTES = 256 * 1024
 ATTRIBUTE_RESERVE_BYTES = 8 * 1024
 DEFAULT_CHUNK_MAX_BYTES = SNS_MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE_BYTES
+# SQS allows 1 MiB. Stages that only write to SQS (ingest, cleanse) may cut chunks this large;
+# the router always cuts what it publishes to SNS within DEFAULT_CHUNK_MAX_BYTES.
+SQS_MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_CHUNK_MAX_BYTES = SQS_MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE_BYTES
 DEFAULT_CHUNK_MAX_RECORDS = 200
 # The largest record the pipeline carries at all (by claim check); larger ones are quarantined.
 DEFAULT_RECORD_MAX_BYTES = 10 * 1024 * 1024
@@ -170,10 +174,10 @@ class Settings:
         if not region:
             raise ConfigError("AWS_REGION (or AWS_DEFAULT_REGION) is not set")
         max_bytes = _int(env, "SLUICE_CHUNK_MAX_BYTES", DEFAULT_CHUNK_MAX_BYTES)
-        if not 1024 <= max_bytes <= DEFAULT_CHUNK_MAX_BYTES:
+        if not 1024 <= max_bytes <= MAX_CHUNK_MAX_BYTES:
             raise ConfigError(
                 f"SLUICE_CHUNK_MAX_BYTES={max_bytes} must be between 1024 and "
-                f"{DEFAULT_CHUNK_MAX_BYTES} (an SNS message with its attributes)"
+                f"{MAX_CHUNK_MAX_BYTES} (an SQS message with its attributes)"
             )
         max_records = _int(env, "SLUICE_CHUNK_MAX_RECORDS", DEFAULT_CHUNK_MAX_RECORDS)
         if not 1 <= max_records <= 10_000:

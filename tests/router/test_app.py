@@ -220,3 +220,28 @@ def test_publish_failing_everywhere_fails_every_message_and_writes_no_ledger(
     assert response == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
     with pytest.raises(AssertionError, match="no ledger entry"):
         _ledger(platform, chunk)
+
+
+def test_a_chunk_cut_for_sqs_is_published_in_parts_that_each_fit_sns(
+    client: Client,
+    platform: Platform,
+    service: ModuleType,
+    make_chunk: Any,
+    order: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ingest and cleanse cut chunks up to an SQS message (1 MiB); SNS takes 256 KiB.
+    from sluice.config import DEFAULT_CHUNK_MAX_BYTES, MAX_CHUNK_MAX_BYTES, reset_settings
+
+    monkeypatch.setenv("SLUICE_CHUNK_MAX_BYTES", str(MAX_CHUNK_MAX_BYTES))
+    monkeypatch.setenv("SLUICE_CHUNK_MAX_RECORDS", "1000")
+    reset_settings()
+    service.set_router(Router())
+    chunk = make_chunk([order(amount=10 + i, note="x" * 900) for i in range(900)])
+    assert chunk.encoded_size() > 3 * DEFAULT_CHUNK_MAX_BYTES
+
+    assert _invoke(client, sqs_event(chunk)) == {"batchItemFailures": []}
+    everything = platform.everything.drain()
+    assert len(everything) >= 4
+    assert all(len(m["Body"].encode()) <= DEFAULT_CHUNK_MAX_BYTES for m in everything)
+    assert _ordinals(everything) == list(range(900))

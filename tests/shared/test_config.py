@@ -34,7 +34,7 @@ def test_missing_region_is_an_error_naming_the_variable() -> None:
         ("SLUICE_STAGE", "Prod", "invalid stage 'Prod'"),
         ("SLUICE_IDEMPOTENCY", "maybe", "SLUICE_IDEMPOTENCY='maybe' is not a boolean"),
         ("SLUICE_CHUNK_MAX_BYTES", "lots", "SLUICE_CHUNK_MAX_BYTES='lots' is not an integer"),
-        ("SLUICE_CHUNK_MAX_BYTES", "999999", "must be between"),
+        ("SLUICE_CHUNK_MAX_BYTES", "1048577", "must be between"),
         ("SLUICE_CHUNK_MAX_RECORDS", "0", "must be 1..10000"),
         ("SLUICE_RESOURCE_PREFIX", "My_Prefix", "invalid SLUICE_RESOURCE_PREFIX"),
     ],

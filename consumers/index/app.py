@@ -1,4 +1,4 @@
-"""The index consumer: keeps the latest state of each entity in the records table."""
+"""The index consumer: keeps every version of each entity in the records table (newest = latest)."""
 
 from __future__ import annotations
 

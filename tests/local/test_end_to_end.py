@@ -100,12 +100,22 @@ class Pipeline:
         )
 
     def index_items(self) -> list[dict[str, Any]]:
+        """Every record version in the records table (sort key `v#<time>#<record id>`)."""
         ddb = self.client("dynamodb")
         table = self.runtime.names.records_table
         items: list[dict[str, Any]] = []
         for page in ddb.get_paginator("scan").paginate(TableName=table):
             items += page["Items"]
+        assert all(item["sk"]["S"].startswith("v#") for item in items), "not a version item"
         return items
+
+    def indexed_orders(self, prefix: str) -> Counter[str]:
+        """How many versions each order id starting with `prefix` has in the records table."""
+        return Counter(
+            str(item["natural_key"]["S"])
+            for item in self.index_items()
+            if item["type"]["S"] == "order" and item["natural_key"]["S"].startswith(prefix)
+        )
 
     def alerts(self) -> list[str]:
         """Every alert published so far (read once: the tap is drained)."""
@@ -187,10 +197,15 @@ def test_every_good_sample_record_lands_in_the_curated_bucket_exactly_once(sampl
     assert set(ids.values()) == {1}
 
 
-def test_every_good_sample_record_is_indexed_once(sample_sinks):
-    record_ids = Counter(item["record_id"]["S"] for item in sample_sinks["index"])
+def test_every_good_sample_record_is_indexed_once_as_a_version(sample_sinks):
+    items = sample_sinks["index"]
+    record_ids = Counter(item["record_id"]["S"] for item in items)
     assert len(record_ids) == GOOD
     assert set(record_ids.values()) == {1}
+    # One version per entity: every good sample order and customer id is its own entity.
+    entities = Counter(item["pk"]["S"] for item in items)
+    assert len(entities) == GOOD
+    assert all(item["sk"]["S"].endswith(f"#{item['record_id']['S']}") for item in items)
 
 
 def test_every_high_priority_order_raises_exactly_one_alert(sample_sinks):
@@ -231,6 +246,7 @@ def test_a_transient_fault_recovers_through_redelivery(pipeline: Pipeline, tmp_p
     flow = pipeline.flow(key)
     assert flow.exit == 0, [p.message for p in flow.problems]
     assert pipeline.delivered_orders("o-91") == {"o-9101": 1, "o-9102": 1}
+    assert pipeline.indexed_orders("o-91") == {"o-9101": 1, "o-9102": 1}
 
 
 def test_a_worker_killed_mid_batch_loses_nothing(pipeline: Pipeline, tmp_path: Path):
@@ -245,6 +261,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(pipeline: Pipeline, tmp_path: P
     assert runtime.wait_drained(120), runtime.depths()
     assert pipeline.flow(key).exit == 0
     assert pipeline.delivered_orders("o-92") == {"o-9201": 1}
+    assert pipeline.indexed_orders("o-92") == {"o-9201": 1}
 
 
 def test_a_chunk_that_always_fails_is_dead_lettered_then_redriven_once(
@@ -272,4 +289,5 @@ def test_a_chunk_that_always_fails_is_dead_lettered_then_redriven_once(
     flow = pipeline.flow(key)
     assert flow.exit == 0, [p.message for p in flow.problems]
     assert pipeline.delivered_orders("o-93") == {"o-9301": 1, "o-9302": 1}
+    assert pipeline.indexed_orders("o-93") == {"o-9301": 1, "o-9302": 1}
     assert len(pipeline.alerts()) == 2 + 1 + 2  # this test's, the killed one's, the transient's

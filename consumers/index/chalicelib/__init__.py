@@ -1,1 +1,1 @@
-"""The index consumer's logic: the latest state of each entity in the records table."""
+"""The index consumer's logic: every version of each entity in the records table."""

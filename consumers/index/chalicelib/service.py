@@ -1,7 +1,10 @@
-"""The index consumer: the latest state of each entity in the records table.
+"""The index consumer: every version of each entity in the records table; the newest is latest.
 
-One item per (type, natural key); a conditional put keeps the newest record whatever the
-delivery order, and makes redelivery harmless (idempotent by construction, no claim).
+Each record becomes one item keyed by (type, natural key) and (ingested_at, record id), so
+the newest version wins whatever the delivery order and a redelivered record rewrites its own
+item unchanged. Items are built and checked per record (bad data is quarantined), then written
+once per chunk with BatchWriteItem; the chunk is claimed, so a completed chunk that comes
+back costs one claim and writes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from chalicelib.store import RecordsTable, item_key, to_attribute
+from chalicelib.store import Item, RecordsTable, check_item, to_attribute, version_key
 from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError
@@ -57,9 +60,9 @@ def reset() -> None:
 
 
 def handle_event(event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
-    """The SQS handler: every chunk of the batch, with partial batch failures."""
+    """The SQS handler: every chunk of the batch, claimed once, with partial batch failures."""
     rt, table = runtime(), records_table()
-    return rt.handle_sqs(event, lambda chunk: handle_chunk(chunk, rt, table), claim=False)
+    return rt.handle_sqs(event, lambda chunk: handle_chunk(chunk, rt, table), claim=True)
 
 
 def natural_key_of(record: Record, record_type: str) -> str:
@@ -74,12 +77,12 @@ def natural_key_of(record: Record, record_type: str) -> str:
     return str(value)
 
 
-def handle_chunk(chunk: Chunk, rt: StageRuntime, table: RecordsTable) -> ChunkOutcome:
-    """Put each record as its entity's latest state unless a newer one is stored."""
-
-    def index(record: Record, chunk: Chunk) -> bool:
-        key = natural_key_of(record, chunk.type)
-        attributes = {
+def version_item(record: Record, chunk: Chunk) -> Item:
+    """The record's version item, checked; `PermanentError` if DynamoDB could not store it."""
+    key = natural_key_of(record, chunk.type)
+    return check_item(
+        {
+            **version_key(chunk.type, key, record.ingested_at, record.id),
             "type": {"S": chunk.type},
             "natural_key": {"S": key},
             "record_id": {"S": record.id},
@@ -88,18 +91,23 @@ def handle_chunk(chunk: Chunk, rt: StageRuntime, table: RecordsTable) -> ChunkOu
             "chunk_id": {"S": chunk.chunk_id},
             "payload": to_attribute(record.payload),
         }
-        return table.put_latest(item_key(chunk.type, key), attributes)
+    )
 
-    results = rt.run_records(chunk, index)
-    written = sum(1 for _, stored in results.outputs if stored)
-    superseded = len(results.outputs) - written
+
+def handle_chunk(chunk: Chunk, rt: StageRuntime, table: RecordsTable) -> ChunkOutcome:
+    """Write a version item per good record, in batches; quarantine the others.
+
+    `out` counts the items written; `duplicate` the records that repeat another record's
+    version within the chunk (written once). The sink delivered both: each is in the index.
+    A failed write raises, so the claim is released and SQS redelivers the chunk.
+    """
+    results = rt.run_records(chunk, version_item)
+    items = [item for _, item in results.outputs]
+    written = table.put_versions(items)
     outcome = results.outcome
-    outcome.out, outcome.duplicate = written, superseded
-    if superseded:
-        log.info("stale or duplicate records skipped", extra={"records": superseded})
-    # Delivered: the index now reflects the record (stored, or already superseded by a newer
-    # or identical one), so the ledger reconciles a stale record as handled, not lost.
-    rt.ledger.record_delivery(SINK, chunk, delivered=len(results.outputs))
-    add_metric("RecordsDelivered", written)
-    add_metric("RecordsSuperseded", superseded)
+    outcome.out, outcome.duplicate = written, len(items) - written
+    if outcome.duplicate:
+        log.info("repeated records written once", extra={"records": outcome.duplicate})
+    rt.ledger.record_delivery(SINK, chunk, delivered=len(items))
+    add_metric("RecordsDelivered", len(items))
     return outcome

@@ -1,38 +1,80 @@
-"""The records table adapter: a conditional put that never lets an older record win.
+"""The records table adapter: one append-only item per record version, written in batches.
 
-Last writer by `ingested_at`, then by record id, so the outcome does not depend on delivery
-order, and a redelivered record costs one refused write.
+An entity's versions share a partition (`pk` = "<type>#<natural key>") and sort by `sk` =
+"v#<ingested_at, normalised>#<record id>", so the newest version is the last in the
+partition whatever the delivery order, and a redelivered record overwrites its own item with
+the same content. Writes are `BatchWriteItem` (25 items a request); reads take the partition's
+last item (`latest`). Items DynamoDB would refuse are refused here, per record, before batching.
 """
 
 from __future__ import annotations
 
 import decimal
 import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sluice import aws
 from sluice.config import get_settings
 from sluice.errors import PermanentError, TransientError
+from sluice.observability import get_logger
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-# The table's schema (infra/platform.yaml, RecordsTable): pk = "<type>#<natural key>".
+log = get_logger(__name__)
+
+# The table's schema (infra/platform.yaml, RecordsTable): pk and sk, both strings.
 PARTITION_KEY = "pk"
 SORT_KEY = "sk"
-LATEST = "latest"
+VERSION_PREFIX = "v#"
 
-CONDITION = (
-    "attribute_not_exists(pk) OR ingested_at < :at OR (ingested_at = :at AND record_id < :rid)"
-)
+# DynamoDB limits: BatchWriteItem takes 25 put requests; an item is at most 400 KB (names
+# and values); a partition key value at most 2048 bytes, a sort key value 1024.
+BATCH_SIZE = 25
+MAX_ITEM_BYTES = 400 * 1024
+MAX_PARTITION_KEY_BYTES = 2048
+MAX_SORT_KEY_BYTES = 1024
+
+# Retrying UnprocessedItems (throttled or over capacity): exponential backoff, bounded.
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 1.0
+
+Item = dict[str, Any]
 
 
 class RecordsTableError(TransientError):
-    """The records table could not be written (throttle, 5xx, permissions): retry the chunk."""
+    """The records table could not be read or written (throttle, 5xx, permissions): retry."""
 
 
-def item_key(record_type: str, natural_key: str) -> dict[str, Any]:
-    return {PARTITION_KEY: {"S": f"{record_type}#{natural_key}"}, SORT_KEY: {"S": LATEST}}
+def sort_time(ingested_at: str) -> str:
+    """`ingested_at` as it goes into the sort key: UTC, microseconds, a `Z`, fixed width.
+
+    Stages write milliseconds (`utc_now_iso`, S3 LastModified), but an envelope only promises
+    ISO 8601: "…06:00:00Z", "…06:00:00.000Z" and "…08:00:00+02:00" must sort as the times they
+    are, so every form is parsed and written again as "YYYY-MM-DDTHH:MM:SS.ffffffZ" (a naive
+    time is taken as UTC; digits past microseconds are dropped). Fixed width makes string
+    order time order. `PermanentError` if it is not an ISO 8601 time.
+    """
+    try:
+        at = datetime.fromisoformat(ingested_at)
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        shown = ingested_at if len(ingested_at) <= 64 else ingested_at[:64] + "…"
+        raise PermanentError(f"ingested_at {shown!r} is not an ISO 8601 time") from None
+    return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def version_key(record_type: str, natural_key: str, ingested_at: str, record_id: str) -> Item:
+    """The item key of one record version; the sort key ends with the record id, so two
+    versions ingested at the same time are ordered by record id (the higher one is newer)."""
+    return {
+        PARTITION_KEY: {"S": f"{record_type}#{natural_key}"},
+        SORT_KEY: {"S": f"{VERSION_PREFIX}{sort_time(ingested_at)}#{record_id}"},
+    }
 
 
 def to_attribute(value: Any) -> dict[str, Any]:
@@ -46,12 +88,84 @@ def to_attribute(value: Any) -> dict[str, Any]:
         raise PermanentError(f"payload cannot be stored in DynamoDB: {exc}") from None
 
 
-class RecordsTable:
-    """Latest-state items in the records table (`names.records_table`)."""
+def item_size(item: Mapping[str, Any]) -> int:
+    """An upper bound of the item's size as DynamoDB counts it against 400 KB.
 
-    def __init__(self, client: DynamoDBClient | None = None, *, table_name: str | None = None):
+    DynamoDB's rules: attribute names and strings by UTF-8 bytes, binary by bytes, a number
+    about one byte per two significant digits plus one (at most 21), null and booleans one
+    byte, a list or map 3 bytes plus one per element. Numbers are counted as their text plus
+    one, which is never less.
+    """
+    return sum(len(name.encode("utf-8")) + _value_size(v) for name, v in item.items())
+
+
+def _value_size(value: Mapping[str, Any]) -> int:
+    ((kind, data),) = value.items()
+    if kind == "S":
+        return len(str(data).encode("utf-8"))
+    if kind == "N":
+        return min(len(str(data)) + 1, 21)
+    if kind == "B":
+        return len(data)
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "L":
+        return 3 + sum(1 + _value_size(v) for v in data)
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode("utf-8")) + _value_size(v) for k, v in data.items())
+    if kind == "SS":
+        return sum(len(str(s).encode("utf-8")) for s in data)
+    if kind == "NS":
+        return sum(min(len(str(n)) + 1, 21) for n in data)
+    if kind == "BS":
+        return sum(len(b) for b in data)
+    raise ValueError(f"unknown DynamoDB attribute type {kind!r}")
+
+
+def check_item(item: Item) -> Item:
+    """`item` if DynamoDB can store it, else `PermanentError` (keys or item too large).
+
+    One refused item would fail its whole BatchWriteItem request, so the check is made per
+    record, before batching, where the record can still be quarantined on its own.
+    """
+    pk, sk = item[PARTITION_KEY]["S"], item[SORT_KEY]["S"]
+    if len(pk.encode("utf-8")) > MAX_PARTITION_KEY_BYTES:
+        raise PermanentError(f"partition key is over {MAX_PARTITION_KEY_BYTES} bytes: {pk[:80]}…")
+    if len(sk.encode("utf-8")) > MAX_SORT_KEY_BYTES:
+        raise PermanentError(f"sort key is over {MAX_SORT_KEY_BYTES} bytes: {sk[:80]}…")
+    size = item_size(item)
+    if size > MAX_ITEM_BYTES:
+        raise PermanentError(
+            f"item for {pk} is about {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte limit"
+        )
+    return item
+
+
+def backoff_s(retry: int) -> float:
+    """Seconds to wait before the `retry`-th retry (1, 2, …): 0.05, 0.1, 0.2, … up to 1."""
+    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (retry - 1)))
+
+
+class RecordsTable:
+    """Record versions in the records table (`names.records_table`).
+
+    `sleep` waits between retries of unprocessed items (tests pass a recorder).
+    """
+
+    def __init__(
+        self,
+        client: DynamoDBClient | None = None,
+        *,
+        table_name: str | None = None,
+        sleep: Callable[[float], None] | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+    ):
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self._client = client
         self._table_name = table_name
+        self._sleep = sleep or time.sleep
+        self.max_attempts = max_attempts
 
     @property
     def client(self) -> DynamoDBClient:
@@ -65,27 +179,69 @@ class RecordsTable:
             self._table_name = get_settings().names.records_table
         return self._table_name
 
-    def put_latest(self, key: dict[str, Any], attributes: dict[str, Any]) -> bool:
-        """Store the item unless the table holds a newer (or this very) record; True if stored.
+    def put_versions(self, items: Iterable[Item]) -> int:
+        """Write every item (checked by `check_item`) with BatchWriteItem; the number written.
 
-        `attributes` must hold `ingested_at` and `record_id` as string attributes.
+        Items with the same key are written once (BatchWriteItem refuses a request that
+        repeats a key; the same key is the same record version), the first one kept. Raises
+        `RecordsTableError` if a request fails or items stay unprocessed after
+        `max_attempts`; items already written are then written again by the retry, unchanged.
         """
+        unique: dict[tuple[str, str], Item] = {}
+        for item in items:
+            unique.setdefault((item[PARTITION_KEY]["S"], item[SORT_KEY]["S"]), item)
+        pending = list(unique.values())
+        for start in range(0, len(pending), BATCH_SIZE):
+            self._write_batch(pending[start : start + BATCH_SIZE])
+        return len(pending)
+
+    def _write_batch(self, items: Sequence[Item]) -> None:
+        requests: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
+        for attempt in range(1, self.max_attempts + 1):
+            if attempt > 1:
+                log.warning(
+                    "records table left items unprocessed; retrying",
+                    extra={"items": len(requests), "attempt": attempt},
+                )
+                self._sleep(backoff_s(attempt - 1))
+            try:
+                response = self.client.batch_write_item(RequestItems={self.table_name: requests})
+            except aws.client_errors() as exc:
+                # ValidationException included: the items were checked one by one, so a
+                # refusal here is not one record's fault; the chunk is retried, then
+                # dead-lettered, never half-quarantined.
+                raise RecordsTableError(f"could not write {len(requests)} item(s): {exc}") from exc
+            requests = list((response.get("UnprocessedItems") or {}).get(self.table_name) or [])
+            if not requests:
+                return
+        raise RecordsTableError(
+            f"{len(requests)} item(s) still unprocessed after {self.max_attempts} attempts"
+        )
+
+    def latest(self, record_type: str, natural_key: str) -> dict[str, Any] | None:
+        """The newest version of an entity as plain values (numbers as Decimal), or None.
+
+        One strongly consistent Query: the partition's last `v#` item.
+        """
+        from boto3.dynamodb.types import TypeDeserializer
+
         try:
-            self.client.put_item(
+            response = self.client.query(
                 TableName=self.table_name,
-                Item={**attributes, **key},
-                ConditionExpression=CONDITION,
+                KeyConditionExpression="#pk = :pk AND begins_with(#sk, :v)",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY, "#sk": SORT_KEY},
                 ExpressionAttributeValues={
-                    ":at": attributes["ingested_at"],
-                    ":rid": attributes["record_id"],
+                    ":pk": {"S": f"{record_type}#{natural_key}"},
+                    ":v": {"S": VERSION_PREFIX},
                 },
+                ScanIndexForward=False,
+                Limit=1,
+                ConsistentRead=True,
             )
         except aws.client_errors() as exc:
-            code = aws.error_code(exc)
-            if code == "ConditionalCheckFailedException":
-                return False
-            if code == "ValidationException":
-                # e.g. an item over 400 KB: no retry can store it.
-                raise PermanentError(f"records table refused the item: {exc}") from exc
-            raise RecordsTableError(f"could not write {key[PARTITION_KEY]['S']}: {exc}") from exc
-        return True
+            raise RecordsTableError(f"could not read {record_type}#{natural_key}: {exc}") from exc
+        items = response.get("Items") or []
+        if not items:
+            return None
+        deserializer = TypeDeserializer()
+        return {name: deserializer.deserialize(value) for name, value in items[0].items()}

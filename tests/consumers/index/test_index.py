@@ -1,17 +1,21 @@
-"""The index consumer keeps each entity's newest record, whatever the delivery order."""
+"""The index consumer keeps every version of each entity; the newest is latest, whatever the
+delivery order. Versions are written with BatchWriteItem, a redelivered chunk writes nothing."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 from chalice.test import Client
 from support.events import sqs_event
 
 from consumers import testkit
 from sluice import aws
+from sluice.errors import PermanentError
 
 T1 = "2026-11-27T06:00:00.000Z"
 T2 = "2026-11-27T07:00:00.000Z"
@@ -22,26 +26,55 @@ def invoke(app_module: ModuleType, app_dir: Path, event: dict[str, Any]) -> Any:
         return client.lambda_.invoke("consume", event).payload
 
 
-def stored(account: testkit.Account, pk: str) -> dict[str, Any] | None:
-    from boto3.dynamodb.types import TypeDeserializer
+def latest(record_type: str, natural_key: str) -> dict[str, Any] | None:
+    from chalicelib import service
 
-    item = (
-        aws.dynamodb()
-        .get_item(
-            TableName=account.names.records_table, Key={"pk": {"S": pk}, "sk": {"S": "latest"}}
-        )
-        .get("Item")
+    return service.records_table().latest(record_type, natural_key)
+
+
+def versions(account: testkit.Account, pk: str) -> list[str]:
+    """The sort keys of an entity's items, oldest first."""
+    got = aws.dynamodb().query(
+        TableName=account.names.records_table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": pk}},
     )
-    if item is None:
-        return None
-    return {k: TypeDeserializer().deserialize(v) for k, v in item.items()}
+    return [item["sk"]["S"] for item in got["Items"]]
 
 
-def order(status: str, amount: float = 10.5) -> dict[str, Any]:
-    return {"order_id": "o-1", "customer_id": "c-1", "amount": amount, "status": status}
+def order(status: str, amount: float = 10.5, order_id: str = "o-1") -> dict[str, Any]:
+    return {"order_id": order_id, "customer_id": "c-1", "amount": amount, "status": status}
 
 
-def test_each_record_is_stored_under_its_type_and_natural_key(
+class DynamoDBCalls:
+    """Records (operation, table, items) of every DynamoDB call, as a botocore hook."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+        aws.dynamodb().meta.events.register("before-parameter-build.dynamodb.*", self)
+
+    def __call__(self, model: Any, params: Any, **_: Any) -> None:
+        for table, requests in (params.get("RequestItems") or {}).items():
+            self.calls.append((model.name, table, len(requests)))
+        if "TableName" in params:
+            self.calls.append((model.name, params["TableName"], 1))
+
+    def to(self, table: str) -> list[tuple[str, int]]:
+        return [(op, n) for op, t, n in self.calls if t == table]
+
+
+def emitted_metrics(stdout: str) -> dict[str, Any]:
+    """The metrics of the EMF lines in captured stdout (the last value of each name)."""
+    found: dict[str, Any] = {}
+    for line in stdout.splitlines():
+        if line.startswith('{"_aws"'):
+            doc = json.loads(line)
+            for definition in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                found[definition["Name"]] = doc[definition["Name"]]
+    return found
+
+
+def test_each_record_is_stored_as_a_version_under_its_type_and_natural_key(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
     orders = testkit.make_chunk("order", [order("new", 1250.75)], chunk_id="c-o")
@@ -52,19 +85,22 @@ def test_each_record_is_stored_under_its_type_and_natural_key(
     response = invoke(app_module, app_dir, sqs_event(orders, customers))
 
     assert response == {"batchItemFailures": []}
-    item = stored(account, "order#o-1")
+    item = latest("order", "o-1")
     assert item is not None
     assert item["payload"]["amount"] == Decimal("1250.75")
-    assert (item["record_id"], item["ingested_at"], item["type"]) == (
+    assert (item["pk"], item["sk"]) == ("order#o-1", "v#2026-11-27T06:15:00.000000Z#r-c-o-0")
+    assert (item["record_id"], item["ingested_at"], item["type"], item["chunk_id"]) == (
         "r-c-o-0",
         testkit.INGESTED_AT,
         "order",
+        "c-o",
     )
-    assert stored(account, "customer#c-9")["payload"]["name"] == "Ada"  # type: ignore[index]
+    assert latest("customer", "c-9")["payload"]["name"] == "Ada"  # type: ignore[index]
+    assert latest("customer", "c-404") is None
     assert testkit.ledger_items()["sink:index#c-o"]["delivered"] == {"N": "1"}
 
 
-def test_newer_then_older_update_keeps_the_newer(
+def test_newer_then_older_update_leaves_the_newer_as_latest_and_keeps_both_versions(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
     newer = testkit.make_chunk("order", [order("shipped")], chunk_id="c-new", ingested_at=T2)
@@ -73,13 +109,17 @@ def test_newer_then_older_update_keeps_the_newer(
     invoke(app_module, app_dir, sqs_event(newer, prefix="a"))
     invoke(app_module, app_dir, sqs_event(older, prefix="b"))
 
-    assert stored(account, "order#o-1")["payload"]["status"] == "shipped"  # type: ignore[index]
+    assert latest("order", "o-1")["payload"]["status"] == "shipped"  # type: ignore[index]
+    assert versions(account, "order#o-1") == [
+        "v#2026-11-27T06:00:00.000000Z#r-c-old-0",
+        "v#2026-11-27T07:00:00.000000Z#r-c-new-0",
+    ]
     ledger = testkit.ledger_items()
-    assert ledger["consumer-index#c-old"]["duplicate"] == {"N": "1"}
-    assert ledger["consumer-index#c-old"]["out"] == {"N": "0"}
+    assert ledger["consumer-index#c-old"]["out"] == {"N": "1"}
+    assert ledger["sink:index#c-old"]["delivered"] == {"N": "1"}
 
 
-def test_older_then_newer_update_keeps_the_newer(
+def test_older_then_newer_update_leaves_the_newer_as_latest(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
     older = testkit.make_chunk("order", [order("new")], chunk_id="c-old", ingested_at=T1)
@@ -87,36 +127,228 @@ def test_older_then_newer_update_keeps_the_newer(
 
     invoke(app_module, app_dir, sqs_event(older, newer))
 
-    assert stored(account, "order#o-1")["payload"]["status"] == "shipped"  # type: ignore[index]
+    assert latest("order", "o-1")["payload"]["status"] == "shipped"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("arrival", ["b-first", "a-first"])
 def test_equal_ingestion_times_are_decided_by_the_higher_record_id(
-    account: testkit.Account, app_module: ModuleType, app_dir: Path
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, arrival: str
 ) -> None:
     # Record ids r-c-b-0 > r-c-a-0: c-b wins whichever arrives first.
     a = testkit.make_chunk("order", [order("from-a")], chunk_id="c-a", ingested_at=T1)
     b = testkit.make_chunk("order", [order("from-b")], chunk_id="c-b", ingested_at=T1)
 
-    invoke(app_module, app_dir, sqs_event(b, a))
+    invoke(app_module, app_dir, sqs_event(*((b, a) if arrival == "b-first" else (a, b))))
 
-    item = stored(account, "order#o-1")
+    item = latest("order", "o-1")
     assert item is not None
     assert (item["record_id"], item["payload"]["status"]) == ("r-c-b-0", "from-b")
 
 
-def test_redelivered_chunk_changes_nothing_and_counts_as_duplicate(
+def test_ingestion_times_written_in_other_iso_forms_sort_as_the_times_they_are(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    # 08:00+02:00 is 06:00Z: older than 06:30Z, though it sorts after it as text.
+    offset = testkit.make_chunk(
+        "order", [order("older")], chunk_id="c-x", ingested_at="2026-11-27T08:00:00+02:00"
+    )
+    plain = testkit.make_chunk(
+        "order", [order("newer")], chunk_id="c-y", ingested_at="2026-11-27T06:30:00Z"
+    )
+
+    invoke(app_module, app_dir, sqs_event(plain, offset))
+
+    assert latest("order", "o-1")["payload"]["status"] == "newer"  # type: ignore[index]
+
+
+def test_sort_time_is_utc_with_microseconds_so_text_order_is_time_order() -> None:
+    from chalicelib.store import sort_time
+
+    assert sort_time("2026-11-27T06:00:00Z") == "2026-11-27T06:00:00.000000Z"
+    assert sort_time("2026-11-27T06:00:00.000Z") == "2026-11-27T06:00:00.000000Z"
+    assert sort_time("2026-11-27T06:00:00.5Z") == "2026-11-27T06:00:00.500000Z"
+    assert sort_time("2026-11-27T08:00:00+02:00") == "2026-11-27T06:00:00.000000Z"
+    assert sort_time("2026-11-27T06:00:00") == "2026-11-27T06:00:00.000000Z"  # naive: UTC
+    with pytest.raises(PermanentError, match="not an ISO 8601 time"):
+        sort_time("yesterday")
+
+
+def test_a_redelivered_chunk_costs_one_claim_writes_nothing_and_counts_as_duplicate(
+    account: testkit.Account,
+    app_module: ModuleType,
+    app_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    chunk = testkit.make_chunk("order", [order("new")])
+    invoke(app_module, app_dir, sqs_event(chunk))
+    ledger_before = testkit.ledger_items()
+    capsys.readouterr()
+    dynamodb = DynamoDBCalls()
+
+    response = invoke(app_module, app_dir, sqs_event(chunk, prefix="again"))
+
+    assert response == {"batchItemFailures": []}
+    assert dynamodb.calls == [("PutItem", account.names.idempotency_table, 1)]
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert (metrics["RecordsDuplicate"], metrics["RecordsOut"]) == (1, 0)
+    assert testkit.ledger_items() == ledger_before
+    assert versions(account, "order#o-1") == ["v#2026-11-27T06:15:00.000000Z#r-c-test-0-0"]
+
+
+def test_sixty_records_are_written_in_three_batch_write_requests(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    chunk = testkit.make_chunk("order", [order("new", order_id=f"o-{i}") for i in range(60)])
+    dynamodb = DynamoDBCalls()
+
+    response = invoke(app_module, app_dir, sqs_event(chunk))
+
+    assert response == {"batchItemFailures": []}
+    assert dynamodb.to(account.names.records_table) == [
+        ("BatchWriteItem", 25),
+        ("BatchWriteItem", 25),
+        ("BatchWriteItem", 10),
+    ]
+    assert latest("order", "o-59") is not None
+    assert testkit.ledger_items()["sink:index#c-test-0"]["delivered"] == {"N": "60"}
+
+
+def test_a_record_repeated_within_a_chunk_is_written_once(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    from sluice.envelope import Chunk
+
+    once = testkit.make_chunk("order", [order("new")])
+    twice = Chunk(once.chunk_id, once.type, once.source, once.correlation_id, once.records * 2)
+
+    response = invoke(app_module, app_dir, sqs_event(twice))
+
+    assert response == {"batchItemFailures": []}
+    assert len(versions(account, "order#o-1")) == 1
+    ledger = testkit.ledger_items()
+    stage, sink = ledger["consumer-index#c-test-0"], ledger["sink:index#c-test-0"]
+    assert (stage["out"]["N"], stage["duplicate"]["N"], sink["delivered"]["N"]) == ("1", "1", "2")
+
+
+class UnprocessedFirst:
+    """A DynamoDB client stub whose BatchWriteItem leaves the first two items unprocessed
+    `rounds` times, then writes everything."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self.requests: list[list[str]] = []
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        ((table, requests),) = RequestItems.items()
+        self.requests.append([r["PutRequest"]["Item"]["sk"]["S"] for r in requests])
+        if self.rounds:
+            self.rounds -= 1
+            return {"UnprocessedItems": {table: requests[:2]}}
+        return {"UnprocessedItems": {}}
+
+
+def version_items(n: int) -> list[dict[str, Any]]:
+    from chalicelib.store import version_key
+
+    return [version_key("order", f"o-{i}", T1, f"r-{i}") for i in range(n)]
+
+
+def test_unprocessed_items_are_retried_with_backoff_until_written() -> None:
+    from chalicelib.store import RecordsTable
+
+    client, slept = UnprocessedFirst(rounds=2), list[float]()
+    table = RecordsTable(client, table_name="records", sleep=slept.append)  # type: ignore[arg-type]
+
+    written = table.put_versions(version_items(3))
+
+    assert written == 3
+    assert [len(r) for r in client.requests] == [3, 2, 2]
+    assert client.requests[1] == client.requests[0][:2]
+    assert slept == [0.05, 0.1]
+
+
+def test_items_still_unprocessed_after_the_last_attempt_fail_the_chunk_for_a_retry() -> None:
+    from chalicelib.store import RecordsTable, RecordsTableError
+
+    client, slept = UnprocessedFirst(rounds=99), list[float]()
+    table = RecordsTable(
+        client,  # type: ignore[arg-type]
+        table_name="records",
+        sleep=slept.append,
+        max_attempts=4,
+    )
+
+    with pytest.raises(RecordsTableError, match="2 item"):
+        table.put_versions(version_items(3))
+    assert slept == [0.05, 0.1, 0.2]
+
+
+class FailingOnce:
+    """The real DynamoDB client, except that the first BatchWriteItem is throttled."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.failed = real, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def batch_write_item(self, **kwargs: Any) -> Any:
+        if not self.failed:
+            self.failed = True
+            from botocore.exceptions import ClientError
+
+            error = {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}
+            raise ClientError(error, "BatchWriteItem")  # type: ignore[arg-type]
+        return self.real.batch_write_item(**kwargs)
+
+
+def test_a_failed_write_releases_the_claim_so_the_redelivered_chunk_is_written(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
     from chalicelib import service
+    from chalicelib.store import RecordsTable
 
+    service.reset()
+    service._table = RecordsTable(FailingOnce(aws.dynamodb()))  # type: ignore[arg-type]
     chunk = testkit.make_chunk("order", [order("new")])
-    invoke(app_module, app_dir, sqs_event(chunk))
-    before = stored(account, "order#o-1")
 
-    outcome = service.handle_chunk(chunk, service.runtime(), service.records_table())
+    first = invoke(app_module, app_dir, sqs_event(chunk))
+    second = invoke(app_module, app_dir, sqs_event(chunk, prefix="again"))
 
-    assert (outcome.out, outcome.duplicate) == (0, 1)
-    assert stored(account, "order#o-1") == before
+    assert first == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+    assert second == {"batchItemFailures": []}
+    assert latest("order", "o-1") is not None
+    assert testkit.ledger_items()["sink:index#c-test-0"]["delivered"] == {"N": "1"}
+
+
+def test_an_oversize_payload_is_quarantined_while_the_rest_of_the_chunk_is_written(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    big = {**order("new", order_id="o-big"), "notes": "x" * (400 * 1024)}
+    chunk = testkit.make_chunk("order", [order("new"), big, order("new", order_id="o-2")])
+
+    response = invoke(app_module, app_dir, sqs_event(chunk))
+
+    assert response == {"batchItemFailures": []}
+    assert latest("order", "o-1") is not None
+    assert latest("order", "o-2") is not None
+    assert latest("order", "o-big") is None
+    assert "consumer-index/order/2026-11-27/r-c-test-0-1.json" in testkit.quarantined_keys()
+    ledger = testkit.ledger_items()
+    assert ledger["consumer-index#c-test-0"]["quarantined"] == {"N": "1"}
+    assert ledger["sink:index#c-test-0"]["delivered"] == {"N": "2"}
+
+
+def test_item_size_counts_names_and_values_as_dynamodb_does() -> None:
+    from chalicelib.store import item_size
+
+    item = {
+        "pk": {"S": "order#ü"},  # 2 + 8 bytes
+        "n": {"N": "12345"},  # 1 + at most 6
+        "m": {"M": {"a": {"BOOL": True}, "l": {"L": [{"NULL": True}, {"S": "xy"}]}}},
+    }
+    # m: 1 + 3 + (1 + 1 + 1) + (1 + 1 + (3 + (1 + 1) + (1 + 2)))
+    assert item_size(item) == 10 + 7 + 17
 
 
 def test_record_without_its_natural_key_is_quarantined(
@@ -128,7 +360,7 @@ def test_record_without_its_natural_key_is_quarantined(
 
     assert response == {"batchItemFailures": []}
     assert testkit.quarantined_keys() == ["consumer-index/order/2026-11-27/r-c-test-0-0.json"]
-    assert stored(account, "order#o-1") is not None
+    assert latest("order", "o-1") is not None
     assert testkit.ledger_items()["consumer-index#c-test-0"]["quarantined"] == {"N": "1"}
 
 
@@ -156,8 +388,8 @@ def test_filter_policy_of_resources_yaml_admits_only_types_with_a_natural_key(
         "order",
     ]
     assert response == {"batchItemFailures": []}
-    assert stored(account, "order#k-0") is not None
-    assert stored(account, "customer#k-2") is not None
+    assert latest("order", "k-0") is not None
+    assert latest("customer", "k-2") is not None
     assert testkit.quarantined_keys() == []
 
 

@@ -1,6 +1,7 @@
 """Counts AWS requests at the emulator: a WSGI wrapper around moto's in-process server.
 
-Each request is recorded as (caller, service, operation, resource) with its billing units.
+Each request is recorded as (caller, service, operation, resource) with its billing units
+(SQS and SNS: 64 KB units of the messages' bodies and attributes, as AWS bills them).
 The caller is the `app/<id>` of the User-Agent (functions get `AWS_SDK_UA_APP_ID`), else
 `runtime`. Bodies are read only for SQS, SNS and DynamoDB (small); S3 bodies are never read.
 """
@@ -96,12 +97,16 @@ class Meter:
                 result.close()
             if b"ReceiptHandle" not in body:
                 tally.empty = 1
-            tally.units = max(1, math.ceil(len(body) / self.unit_bytes))
+            tally.units = self._units(_received_payload(body))
             result = [body]
         with self._lock:
             key = (caller, service, operation, resource)
             self._tallies.setdefault(key, Tally()).add(tally)
         return result
+
+    def _units(self, payload: int) -> int:
+        """64 KB billing units of a payload; every request is at least one."""
+        return max(1, math.ceil(payload / self.unit_bytes))
 
     def _classify(self, environ: dict[str, Any]) -> tuple[str, str, str, str, Tally]:
         agent = environ.get("HTTP_USER_AGENT", "")
@@ -129,10 +134,69 @@ class Meter:
             operation = (form.get("Action") or query.get("Action") or ["?"])[0]
             doc = {k: v[0] for k, v in form.items()}
         resource = _resource(service, doc)
+        if service in {"sqs", "sns"}:
+            payload = _sent_payload(operation, doc)
+            if payload is not None:
+                tally.units = self._units(payload)
         if service == "dynamodb":
             tally.wru, tally.rru = _dynamodb_units(operation, doc, length)
             tally.units = math.ceil(tally.wru + tally.rru)
         return caller, service, operation, resource, tally
+
+
+def _attributes_size(attributes: Any) -> int:
+    """Bytes SQS and SNS count for message attributes: name, type and value of each."""
+    if not isinstance(attributes, dict):
+        return 0
+    size = 0
+    for name, value in attributes.items():
+        size += len(str(name).encode())
+        if isinstance(value, dict):
+            size += len(str(value.get("DataType", "")).encode())
+            size += len(str(value.get("StringValue", "")).encode())
+    return size
+
+
+def _sent_payload(operation: str, doc: dict[str, Any]) -> int | None:
+    """The payload AWS bills for a send or publish: message bodies plus their attributes.
+
+    Not the HTTP body: SQS's JSON protocol escapes the body's quotes and SNS's query protocol
+    percent-encodes it, which inflates a JSON chunk by up to ~1.7x. None: not a send.
+    """
+    if operation == "SendMessage":
+        return len(str(doc.get("MessageBody", "")).encode()) + _attributes_size(
+            doc.get("MessageAttributes")
+        )
+    if operation == "SendMessageBatch":
+        return sum(
+            len(str(e.get("MessageBody", "")).encode())
+            + _attributes_size(e.get("MessageAttributes"))
+            for e in doc.get("Entries") or []
+            if isinstance(e, dict)
+        )
+    if operation in {"Publish", "PublishBatch"}:
+        # Query protocol, flattened: Message, PublishBatchRequestEntries.member.N.Message and
+        # ...MessageAttributes.entry.N.Name / .Value.DataType / .Value.StringValue.
+        return sum(
+            len(str(v).encode())
+            for k, v in doc.items()
+            if k == "Message"
+            or k.endswith(".Message")
+            or k.endswith(".Name")
+            or k.endswith(".DataType")
+            or k.endswith(".StringValue")
+        )
+    return None
+
+
+def _received_payload(body: bytes) -> int:
+    """Bodies plus attributes of the messages a ReceiveMessage response carries."""
+    doc = _json(body)
+    return sum(
+        len(str(m.get("Body", "")).encode()) + _attributes_size(m.get("MessageAttributes"))
+        for m in doc.get("Messages") or []
+        if isinstance(m, dict)
+    )
 
 
 def _json(body: bytes) -> dict[str, Any]:

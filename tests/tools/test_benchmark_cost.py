@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from benchmarks.meter import Tally
 from benchmarks.pipeline import FunctionUse, RunFigures
 
 ROOT = Path(__file__).resolve().parents[2]
+ENTRY = "PublishBatchRequestEntries.member.1"
 PRICES: dict[str, Any] = {
     "lambda": {
         "per_million_requests": 0.20,
@@ -59,3 +61,31 @@ def test_the_wall_time_figure_prices_the_same_requests_with_the_slower_gb_second
     per_m = 1_000_000 / 1000
     gap = (2.0 - 0.2) * PRICES["lambda"]["per_gb_second"] * per_m
     assert abs((at_moto - modelled) - gap) < 1e-9
+
+
+def test_sqs_and_sns_units_count_the_messages_not_their_escaped_http_encoding() -> None:
+    from benchmarks.meter import _received_payload, _sent_payload
+
+    body = '{"records": [' + ",".join(['{"k": "v"}'] * 7000) + "]}"  # 70,014 bytes of JSON
+    attributes = {"record_type": {"DataType": "String", "StringValue": "order"}}
+    sent = _sent_payload(
+        "SendMessageBatch", {"Entries": [{"MessageBody": body, "MessageAttributes": attributes}]}
+    )
+    assert sent == len(body) + len("record_type") + len("String") + len("order")
+    published = _sent_payload(
+        "PublishBatch",
+        {
+            "Action": "PublishBatch",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:records",
+            "PublishBatchRequestEntries.member.1.Id": "0",
+            "PublishBatchRequestEntries.member.1.Message": body,
+            f"{ENTRY}.MessageAttributes.entry.1.Name": "priority",
+            f"{ENTRY}.MessageAttributes.entry.1.Value.DataType": "String",
+            f"{ENTRY}.MessageAttributes.entry.1.Value.StringValue": "high",
+        },
+    )
+    assert published == len(body) + len("priority") + len("String") + len("high")
+    received = json.dumps({"Messages": [{"Body": body, "ReceiptHandle": "r" * 500}]}).encode()
+    assert len(received) > 1.1 * len(body)  # the escaped quotes
+    assert _received_payload(received) == len(body)
+    assert _sent_payload("DeleteMessageBatch", {}) is None

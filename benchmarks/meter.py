@@ -13,7 +13,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -120,7 +120,7 @@ class Meter:
             body = environ["wsgi.input"].read(length)
             environ["wsgi.input"] = io.BytesIO(body)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        tally = Tally(requests=1, units=max(1, math.ceil(length / self.unit_bytes)))
+        tally = Tally(requests=1, units=self._units(length))
         if service == "s3":
             operation, resource = _s3_operation(environ)
             tally.units = 1
@@ -157,6 +157,12 @@ def _attributes_size(attributes: Any) -> int:
     return size
 
 
+def _message_size(message: Mapping[str, Any], body_key: str) -> int:
+    """Bytes of one message's body (`body_key`) and attributes."""
+    body = len(str(message.get(body_key, "")).encode())
+    return body + _attributes_size(message.get("MessageAttributes"))
+
+
 def _sent_payload(operation: str, doc: dict[str, Any]) -> int | None:
     """The payload AWS bills for a send or publish: message bodies plus their attributes.
 
@@ -164,16 +170,10 @@ def _sent_payload(operation: str, doc: dict[str, Any]) -> int | None:
     percent-encodes it, which inflates a JSON chunk by up to ~1.7x. None: not a send.
     """
     if operation == "SendMessage":
-        return len(str(doc.get("MessageBody", "")).encode()) + _attributes_size(
-            doc.get("MessageAttributes")
-        )
+        return _message_size(doc, "MessageBody")
     if operation == "SendMessageBatch":
-        return sum(
-            len(str(e.get("MessageBody", "")).encode())
-            + _attributes_size(e.get("MessageAttributes"))
-            for e in doc.get("Entries") or []
-            if isinstance(e, dict)
-        )
+        entries = doc.get("Entries") or []
+        return sum(_message_size(e, "MessageBody") for e in entries if isinstance(e, dict))
     if operation in {"Publish", "PublishBatch"}:
         # Query protocol, flattened: Message, PublishBatchRequestEntries.member.N.Message and
         # ...MessageAttributes.entry.N.Name / .Value.DataType / .Value.StringValue.
@@ -191,12 +191,8 @@ def _sent_payload(operation: str, doc: dict[str, Any]) -> int | None:
 
 def _received_payload(body: bytes) -> int:
     """Bodies plus attributes of the messages a ReceiveMessage response carries."""
-    doc = _json(body)
-    return sum(
-        len(str(m.get("Body", "")).encode()) + _attributes_size(m.get("MessageAttributes"))
-        for m in doc.get("Messages") or []
-        if isinstance(m, dict)
-    )
+    messages = _json(body).get("Messages") or []
+    return sum(_message_size(m, "Body") for m in messages if isinstance(m, dict))
 
 
 def _json(body: bytes) -> dict[str, Any]:

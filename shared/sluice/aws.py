@@ -6,9 +6,14 @@ to the local emulator. Creating a client costs ~40 ms: never do it at import.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from sluice.errors import TransientError
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -20,6 +25,14 @@ CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 10
 MAX_ATTEMPTS = 5
 
+# BatchWriteItem: at most 25 put or delete requests; unprocessed ones (throttled, over
+# capacity) are retried with exponential backoff, bounded.
+BATCH_WRITE_MAX_ITEMS = 25
+BATCH_WRITE_ATTEMPTS = 8
+BACKOFF_BASE_S = 0.05
+BACKOFF_CAP_S = 1.0
+
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None, str | None], Any] = {}
 
@@ -94,3 +107,48 @@ def sns() -> SNSClient:
 
 def dynamodb() -> DynamoDBClient:
     return client("dynamodb")  # type: ignore[no-any-return]
+
+
+class UnprocessedItemsError(TransientError):
+    """BatchWriteItem still left items unprocessed after every attempt."""
+
+
+def backoff_s(retry: int) -> float:
+    """Seconds to wait before the `retry`-th retry (1, 2, …): 0.05, 0.1, 0.2, … up to 1."""
+    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (retry - 1)))
+
+
+def batch_write(
+    client: DynamoDBClient,
+    table_name: str,
+    requests: Sequence[Mapping[str, Any]],
+    *,
+    max_attempts: int = BATCH_WRITE_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Every `PutRequest`/`DeleteRequest` in `requests` written with BatchWriteItem, 25 a call.
+
+    `UnprocessedItems` are sent again after a backoff; `UnprocessedItemsError` if some are
+    still left after `max_attempts`. A failed call raises the client's error (callers
+    translate it); requests already written are then written again by the retry.
+    """
+    if max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    for start in range(0, len(requests), BATCH_WRITE_MAX_ITEMS):
+        pending: Any = list(requests[start : start + BATCH_WRITE_MAX_ITEMS])
+        for attempt in range(1, max_attempts + 1):
+            if attempt > 1:
+                log.warning(
+                    "BatchWriteItem left items unprocessed; retrying",
+                    extra={"table": table_name, "items": len(pending), "attempt": attempt},
+                )
+                sleep(backoff_s(attempt - 1))
+            response = client.batch_write_item(RequestItems={table_name: pending})
+            pending = list((response.get("UnprocessedItems") or {}).get(table_name) or [])
+            if not pending:
+                break
+        else:
+            raise UnprocessedItemsError(
+                f"{len(pending)} item(s) of {table_name} still unprocessed after "
+                f"{max_attempts} attempts"
+            )

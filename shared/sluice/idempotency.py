@@ -24,6 +24,11 @@ A timeline (A, B, C are invocations that got the same chunk):
     t3  C claims k            duplicate, for one call: a new key costs 2 calls, a repeat 1
     --  if A had died at t1.5, the item stays INPROGRESS until in_progress_expiry; the
         redelivery after that takes it over and redoes A's (idempotent) effects.
+
+Many keys at once (`run_batch_once`, e.g. one alert per record of a chunk): up to 100 keys
+are claimed in ONE TransactWriteItems with the same condition per key (all or none; keys
+found COMPLETED are dropped and the rest claimed again), the effect runs for the claimed
+keys, and the claims are completed (or released) with BatchWriteItem, 25 a call.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
@@ -60,6 +65,8 @@ IN_PROGRESS_EXPIRY_ATTR = "in_progress_expiry"
 PAYLOAD_HASH_ATTR = "payload_hash"
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+# TransactWriteItems takes at most 100 actions: the most keys one `claim_many` takes.
+TRANSACT_MAX_ITEMS = 100
 # Without a Lambda context, assume the longest a Lambda can run (900 s)...
 DEFAULT_REMAINING_MS = 15 * 60 * 1000
 # ...and always add a margin for clock skew between the hosts that compare the expiry.
@@ -122,10 +129,28 @@ class Claim:
     duplicate: bool
     payload_hash: str | None = None
     in_progress_expiry: int = 0
+    expires_at: int = 0  # epoch seconds (the TTL), set on claims we hold
 
     @property
     def pk(self) -> str:
         return item_key(self.namespace, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedBatch:
+    """The answer to `claim_many`: the claims we now hold, and the keys done before."""
+
+    held: tuple[Claim, ...]
+    duplicates: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOnce:
+    """What `run_batch_once` did with its keys: done now, done before, or not done (failed)."""
+
+    done: tuple[str, ...]
+    duplicates: tuple[str, ...]
+    failed: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +179,21 @@ class ClaimStore(Protocol):
     def complete(self, claim: Claim) -> None: ...
 
     def release(self, claim: Claim) -> None: ...
+
+
+class BatchClaimStore(Protocol):
+    """The port `run_batch_once` needs; `IdempotencyStore` is the DynamoDB adapter."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def claim_many(
+        self, namespace: str, keys: Sequence[str], *, remaining_ms: RemainingTime = None
+    ) -> ClaimedBatch: ...
+
+    def complete_many(self, claims: Sequence[Claim]) -> None: ...
+
+    def release_many(self, claims: Sequence[Claim]) -> None: ...
 
 
 def item_key(namespace: str, key: str) -> str:
@@ -246,7 +286,7 @@ class IdempotencyStore:
                 raise IdempotencyStoreError(f"could not claim {pk}: {exc}") from exc
             old = getattr(exc, "response", {}).get("Item") or {}
             return self._refused(namespace, key, payload_hash, old)
-        return Claim(namespace, key, False, payload_hash, expiry_ms)
+        return Claim(namespace, key, False, payload_hash, expiry_ms, now_s + self.ttl_seconds)
 
     def _refused(
         self, namespace: str, key: str, payload_hash: str | None, old: dict[str, Any]
@@ -315,6 +355,137 @@ class IdempotencyStore:
                 extra={"key": claim.pk},
             )
 
+    # ------------------------------------------------------------------ many keys at once
+
+    def claim_many(
+        self, namespace: str, keys: Sequence[str], *, remaining_ms: RemainingTime = None
+    ) -> ClaimedBatch:
+        """Claim up to 100 distinct keys in one TransactWriteItems (all or none).
+
+        Each key has `claim`'s condition. If the transaction is cancelled, the keys whose
+        condition failed are judged as `claim` judges one (COMPLETED: a duplicate, dropped;
+        INPROGRESS: `ClaimInProgressError`, and nothing is claimed) and the others are claimed
+        again without them. Raises `IdempotencyStoreError` for any other refusal (a
+        conflicting transaction, throttling): nothing is held then either.
+        """
+        if len(set(keys)) != len(keys):
+            raise ValueError("claim_many needs distinct keys")
+        if len(keys) > TRANSACT_MAX_ITEMS:
+            raise ValueError(f"claim_many takes at most {TRANSACT_MAX_ITEMS} keys")
+        pending: list[str] = list(keys)
+        duplicates: list[str] = []
+        while pending:
+            now = self._clock()
+            now_s, now_ms = int(now), int(now * 1000)
+            expiry_ms = now_ms + remaining_ms_of(remaining_ms) + IN_PROGRESS_MARGIN_MS
+            expires_at = now_s + self.ttl_seconds
+            values = {
+                ":now_s": {"N": str(now_s)},
+                ":now_ms": {"N": str(now_ms)},
+                ":inprogress": {"S": Status.INPROGRESS.value},
+            }
+            actions: list[Any] = [
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": {
+                            KEY_ATTR: {"S": item_key(namespace, key)},
+                            STATUS_ATTR: {"S": Status.INPROGRESS.value},
+                            EXPIRES_AT_ATTR: {"N": str(expires_at)},
+                            IN_PROGRESS_EXPIRY_ATTR: {"N": str(expiry_ms)},
+                        },
+                        "ConditionExpression": _CONDITION,
+                        "ExpressionAttributeNames": _NAMES,
+                        "ExpressionAttributeValues": values,
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                }
+                for key in pending
+            ]
+            try:
+                self.client.transact_write_items(TransactItems=actions)
+            except aws.client_errors() as exc:
+                if aws.error_code(exc) != "TransactionCanceledException":
+                    raise IdempotencyStoreError(
+                        f"could not claim {len(pending)} {namespace} key(s): {exc}"
+                    ) from exc
+                reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+                pending = self._still_to_claim(namespace, pending, reasons, duplicates)
+                continue
+            held = tuple(
+                Claim(namespace, key, False, None, expiry_ms, expires_at) for key in pending
+            )
+            return ClaimedBatch(held, tuple(duplicates))
+        return ClaimedBatch((), tuple(duplicates))
+
+    def _still_to_claim(
+        self,
+        namespace: str,
+        keys: list[str],
+        reasons: Sequence[Any],
+        duplicates: list[str],
+    ) -> list[str]:
+        """After a cancelled claim transaction: the keys to claim again (the others judged)."""
+        if len(reasons) != len(keys):
+            raise IdempotencyStoreError(
+                f"claim of {len(keys)} {namespace} key(s) cancelled without a reason per key"
+            )
+        again: list[str] = []
+        for key, reason in zip(keys, reasons, strict=True):
+            code = str((reason or {}).get("Code") or "None")
+            if code == "None":
+                again.append(key)
+            elif code == "ConditionalCheckFailed":
+                self._refused(namespace, key, None, (reason or {}).get("Item") or {})
+                duplicates.append(key)  # _refused raised unless it was COMPLETED
+            else:
+                raise IdempotencyStoreError(
+                    f"claim of {item_key(namespace, key)} refused ({code}); retry"
+                )
+        return again
+
+    def complete_many(self, claims: Sequence[Claim]) -> None:
+        """Mark held claims COMPLETED with BatchWriteItem (25 a call), keeping their TTL.
+
+        Unlike `complete`, not conditional (BatchWriteItem has no conditions): if another
+        invocation took a lapsed claim over, both did the same work and both say COMPLETED.
+        """
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        KEY_ATTR: {"S": claim.pk},
+                        STATUS_ATTR: {"S": Status.COMPLETED.value},
+                        EXPIRES_AT_ATTR: {"N": str(claim.expires_at)},
+                        IN_PROGRESS_EXPIRY_ATTR: {"N": str(claim.in_progress_expiry)},
+                    }
+                }
+            }
+            for claim in claims
+        ]
+        try:
+            aws.batch_write(self.client, self.table_name, requests)
+        except aws.client_errors() as exc:
+            raise IdempotencyStoreError(
+                f"could not complete {len(claims)} claim(s): {exc}"
+            ) from exc
+
+    def release_many(self, claims: Sequence[Claim]) -> None:
+        """Delete held claims with BatchWriteItem so a retry can run now; never raises.
+
+        Not conditional: call it only for claims this invocation holds. If it fails, the
+        claims lapse at their in-progress expiry.
+        """
+        requests = [{"DeleteRequest": {"Key": {KEY_ATTR: {"S": c.pk}}}} for c in claims]
+        try:
+            aws.batch_write(self.client, self.table_name, requests)
+        except Exception:
+            log.warning(
+                "could not release idempotency claims; they lapse at their in-progress expiry",
+                exc_info=True,
+                extra={"claims": len(claims)},
+            )
+
 
 def _string(item: dict[str, Any], name: str) -> str | None:
     value = item.get(name)
@@ -350,6 +521,59 @@ def run_once(
         store.release(claim)
         raise
     return Once(value, False)
+
+
+def run_batch_once(
+    store: BatchClaimStore,
+    namespace: str,
+    keys: Sequence[str],
+    fn: Callable[[list[str]], Collection[str]],
+    *,
+    remaining_ms: RemainingTime = None,
+) -> BatchOnce:
+    """Call `fn` with the keys not done before, up to 100 at a time; `run_once` for many keys.
+
+    `fn(keys)` does the effect for each key and returns the keys it did; their claims are
+    completed and the others' released (they come back in `failed`, for the caller to
+    retry). If `fn` raises, every claim of that call is released and the error propagates.
+    A key held by another invocation raises `ClaimInProgressError` (groups already done stay
+    done). Repeated keys are treated once.
+    """
+    unique = list(dict.fromkeys(keys))
+    if not store.enabled:
+        done_keys = set(fn(unique))
+        return BatchOnce(
+            tuple(k for k in unique if k in done_keys),
+            (),
+            tuple(k for k in unique if k not in done_keys),
+        )
+    done: list[str] = []
+    duplicates: list[str] = []
+    failed: list[str] = []
+    for start in range(0, len(unique), TRANSACT_MAX_ITEMS):
+        group = unique[start : start + TRANSACT_MAX_ITEMS]
+        claimed = store.claim_many(namespace, group, remaining_ms=remaining_ms)
+        duplicates += claimed.duplicates
+        if claimed.duplicates:
+            log.info(
+                "duplicates skipped",
+                extra={"namespace": namespace, "keys": len(claimed.duplicates)},
+            )
+        if not claimed.held:
+            continue
+        try:
+            did = set(fn([c.key for c in claimed.held]))
+        except BaseException:
+            store.release_many(claimed.held)
+            raise
+        completed = [c for c in claimed.held if c.key in did]
+        missed = [c for c in claimed.held if c.key not in did]
+        if missed:
+            store.release_many(missed)
+        store.complete_many(completed)
+        done += [c.key for c in completed]
+        failed += [c.key for c in missed]
+    return BatchOnce(tuple(done), tuple(duplicates), tuple(failed))
 
 
 class IdempotentFunction(Generic[P, T]):

@@ -28,8 +28,13 @@ def _install_recorder() -> None:
             if "RequestItems" in params:
                 keep["Tables"] = sorted(params["RequestItems"])
             if "TransactItems" in params:
-                keep["Tables"] = sorted(
-                    {next(iter(i.values()))["TableName"] for i in params["TransactItems"]}
+                # (action kind, table) of each action: IAM checks each as its own call.
+                keep["TransactActions"] = sorted(
+                    {
+                        (kind, op["TableName"])
+                        for i in params["TransactItems"]
+                        for kind, op in i.items()
+                    }
                 )
             RECORDING.append(
                 {

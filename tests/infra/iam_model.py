@@ -26,6 +26,14 @@ _ACTIONS = {
     ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
     ("sns", "PublishBatch"): "sns:Publish",
 }
+# A transaction's actions need the permission of the call each stands for.
+_TRANSACT_ACTIONS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+    "Get": "dynamodb:GetItem",
+}
 # Calls every principal may make, whatever its policy says.
 _NO_PERMISSION = {("sts", "GetCallerIdentity")}
 _BUCKET_LEVEL = {"ListObjectsV2", "ListObjects", "HeadBucket", "GetBucketLocation"}
@@ -49,6 +57,11 @@ def required(call: dict[str, Any]) -> list[tuple[str, str]]:
         return [(action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
     if service == "sns":
         return [(action, params["TopicArn"])]
+    if service == "dynamodb" and "TransactActions" in params:
+        return [
+            (_TRANSACT_ACTIONS[kind], f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}")
+            for kind, table in params["TransactActions"]
+        ]
     if service == "dynamodb":
         tables = params.get("Tables") or [params["TableName"]]
         return [(action, f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}") for t in tables]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from chalice.test import Client
 
 from consumers import testkit
+from sluice import aws
 from sluice.envelope import Chunk, Record
 
 HIGH = {"priority": "high", "region": "eu"}
@@ -89,23 +91,24 @@ def test_duplicate_delivery_alerts_only_once(
 
 
 class FlakyPublisher:
-    """Publishes through the real publisher but fails once for one record id."""
+    """Publishes through the real publisher but fails the first call for one record id."""
 
     def __init__(self, real: Any, fail_for: str) -> None:
         self.real, self.fail_for = real, fail_for
         self.published: list[str] = []
 
-    def publish(self, record: Record, chunk: Chunk) -> None:
-        if record.id == self.fail_for:
+    def publish(self, records: Sequence[Record], chunk: Chunk) -> set[str]:
+        if any(r.id == self.fail_for for r in records):
             self.fail_for = ""
             from chalicelib.service import AlertPublishError
 
             raise AlertPublishError("SNS throttled")
-        self.real.publish(record, chunk)
-        self.published.append(record.id)
+        done = self.real.publish(records, chunk)
+        self.published += sorted(done)
+        return set(done)
 
 
-def test_a_retried_chunk_publishes_only_the_alerts_still_missing(
+def test_a_failed_publish_call_releases_the_claims_so_the_retry_alerts_once_each(
     account: testkit.Account, alerts_inbox: str
 ) -> None:
     from chalicelib import service
@@ -118,10 +121,89 @@ def test_a_retried_chunk_publishes_only_the_alerts_still_missing(
     with pytest.raises(service.AlertPublishError):
         service.handle_chunk(chunk, rt, flaky)
     outcome = service.handle_chunk(chunk, rt, flaky)
+    again = service.handle_chunk(chunk, rt, flaky)
 
     assert flaky.published == ["r-c-test-0-0", "r-c-test-0-1"]
-    assert (outcome.out, outcome.duplicate) == (1, 1)
+    assert (outcome.out, outcome.duplicate) == (2, 0)
+    assert (again.out, again.duplicate) == (0, 2)
     assert len(alerts(alerts_inbox)) == 2
+
+
+class RefusingSns:
+    """The real SNS client, except that PublishBatch reports one entry as failed, once."""
+
+    def __init__(self, real: Any, refuse_record: str) -> None:
+        self.real, self.refuse_record = real, refuse_record
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def publish_batch(self, **kwargs: Any) -> Any:
+        entries = kwargs["PublishBatchRequestEntries"]
+        refused = [e for e in entries if e["Subject"].endswith(self.refuse_record)]
+        self.refuse_record = self.refuse_record if not refused else "-none-"
+        sent = self.real.publish_batch(
+            **{**kwargs, "PublishBatchRequestEntries": [e for e in entries if e not in refused]}
+        )
+        failed = [
+            {"Id": e["Id"], "Code": "InternalError", "Message": "try again", "SenderFault": False}
+            for e in refused
+        ]
+        return {"Successful": sent.get("Successful", []), "Failed": failed}
+
+
+def test_an_alert_sns_refuses_is_retried_alone_and_the_others_are_not_repeated(
+    account: testkit.Account, alerts_inbox: str
+) -> None:
+    from chalicelib import service
+
+    orders = [{**ORDERS[0], "order_id": f"o-{i}"} for i in range(12)]
+    chunk = testkit.make_chunk("order", orders, attributes=HIGH)
+    refused = chunk.records[4].id
+    sns = RefusingSns(aws.sns(), refuse_record=refused)
+    publisher = service.AlertPublisher(account.alerts_topic_arn, client=sns)  # type: ignore[arg-type]
+    rt = service.runtime()
+
+    with pytest.raises(service.AlertPublishError, match="1 alert"):
+        service.handle_chunk(chunk, rt, publisher)
+    first = alerts(alerts_inbox)
+    retry = service.handle_chunk(chunk, rt, publisher)
+    second = alerts(alerts_inbox)
+
+    assert len(first) == 11
+    assert refused not in " ".join(a["Message"] for a in first)
+    assert [a["Subject"] for a in second] == [f"Sluice alert: order {refused}"]
+    assert (retry.out, retry.duplicate) == (1, 11)
+
+
+class Calls:
+    """(service, operation) of every DynamoDB and SNS call, as a botocore hook."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        for client in (aws.dynamodb(), aws.sns()):
+            client.meta.events.register("before-parameter-build.*.*", self)
+
+    def __call__(self, model: Any, params: Any, **_: Any) -> None:
+        self.calls.append(model.name)
+
+
+def test_a_chunk_of_alerts_costs_a_claim_transaction_and_a_publish_per_ten_alerts(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    orders = [{**ORDERS[0], "order_id": f"o-{i}"} for i in range(45)]
+    chunk = testkit.make_chunk("order", orders, attributes=HIGH)
+    calls = Calls()
+
+    invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
+
+    assert sorted(calls.calls) == sorted(
+        ["TransactWriteItems"]
+        + ["PublishBatch"] * 5
+        + ["BatchWriteItem"] * 2  # 45 claims completed, 25 a call
+        + ["PutItem"] * 2  # the ledger: stage outcome and delivery
+    )
+    assert len(alerts(alerts_inbox)) == 45
 
 
 def test_filter_policy_of_resources_yaml_passes_only_high_priority_chunks(

@@ -74,6 +74,113 @@ def _bucket_permission(bucket: Any, action: str, resource: str) -> Any:
     return IAMPolicy(json.dumps(doc)).is_action_permitted(action, resource)
 
 
+_transaction_lock = threading.Lock()
+_TRANSACT_OPERATIONS = frozenset({"ConditionCheck", "Put", "Delete", "Update"})
+
+
+def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+    """moto's TransactWriteItems, all or nothing, without copying whole tables.
+
+    moto 5.2.5 deep-copies each table a transaction touches, once per action, so that it can
+    put the copy back if an action fails. With 50 actions on the shared idempotency table
+    that is ~300 ms a call; the copy races with other threads' writes ("dictionary changed
+    size during iteration"); and putting the copy back undoes every write other functions
+    made to the table meanwhile. Here every condition is checked first and the actions are
+    applied only if all hold; if applying one fails, the items already changed get their
+    previous state back. Transactions are serialised with each other (on AWS they are
+    isolated); the checks and errors are moto's own.
+    """
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import (
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    with _transaction_lock:
+        planned: list[tuple[str, dict[str, Any], dict[str, Any], Any]] = []
+        reasons: list[tuple[str, str, Any] | tuple[None, None, None]] = []
+        seen: set[tuple[str, str]] = set()
+        for entry in transact_items:
+            if len(entry) != 1:
+                raise TransactWriteSingleOpException
+            op_type, op = next(iter(entry.items()))
+            if op_type not in _TRANSACT_OPERATIONS:
+                raise ValueError("Unsupported transaction operation")
+            table = backend.get_table(op["TableName"])
+            if op_type == "Put":
+                key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            else:
+                key = op["Key"]
+            identity = (op["TableName"], json.dumps(key, sort_keys=True))
+            if identity in seen:
+                raise MultipleTransactionsException()
+            seen.add(identity)
+            current = backend.get_item(op["TableName"], key)
+            condition = op.get("ConditionExpression")
+            holds = condition is None or get_filter_expression(
+                condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            ).expr(current)
+            if holds:
+                reasons.append((None, None, None))
+            else:
+                old = None
+                if (
+                    current is not None
+                    and op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD"
+                ):
+                    old = current.to_json()["Attributes"]
+                reasons.append(("ConditionalCheckFailed", "The conditional request failed", old))
+            before = None if current is None else current.to_json()["Attributes"]
+            planned.append((op_type, op, key, before))
+        if any(code is not None for code, _, _ in reasons):
+            raise TransactionCanceledException(reasons)
+        applied: list[tuple[str, dict[str, Any], Any]] = []
+        try:
+            for op_type, op, key, before in planned:
+                _apply_transact_action(backend, op_type, op, key)
+                applied.append((op["TableName"], key, before))
+        except Exception:
+            for table_name, key, before in reversed(applied):
+                if before is None:
+                    backend.delete_item(table_name, key)
+                else:
+                    backend.put_item(table_name, before)
+            raise
+
+
+def _apply_transact_action(
+    backend: Any, op_type: str, op: dict[str, Any], key: dict[str, Any]
+) -> None:
+    """One checked action of a transaction, applied as moto applies it."""
+    table_name = op["TableName"]
+    names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+    if op_type == "Put":
+        backend.put_item(
+            table_name,
+            op["Item"],
+            expression_attribute_names=names,
+            expression_attribute_values=values,
+        )
+    elif op_type == "Delete":
+        backend.delete_item(
+            table_name, key, expression_attribute_names=names, expression_attribute_values=values
+        )
+    elif op_type == "Update":
+        backend.update_item(
+            table_name,
+            key,
+            update_expression=op["UpdateExpression"],
+            expression_attribute_names=names,
+            expression_attribute_values=values,
+        )
+
+
 def _listed_once(list_modules: Callable[[], Iterable[str]]) -> Callable[[], tuple[str, ...]]:
     names = tuple(list_modules())
     return lambda: names
@@ -95,12 +202,16 @@ def quiet() -> None:
     One patch is for speed only: moto's server finds the backend of every request by listing
     its own package directory (`list_of_moto_modules`: a listdir and ~200 isdir calls, under
     the dispatcher's lock); the list never changes while the process runs, so it is read once.
+    TransactWriteItems gets an implementation that does not copy whole tables
+    (`_transact_write_items`: moto's is slow, and a cancelled transaction undoes other
+    functions' writes).
     """
     with _patch_lock:
         if _originals:
             return
         from moto import backends
         from moto.awslambda.models import LambdaBackend
+        from moto.dynamodb.models import DynamoDBBackend
         from moto.s3 import notifications
         from moto.s3.models import FakeBucket
         from moto.sqs.models import Queue
@@ -111,6 +222,7 @@ def quiet() -> None:
             (LambdaBackend, "send_sns_message", _ignore),
             (FakeBucket, "get_permission", _bucket_permission),
             (backends, "list_of_moto_modules", _listed_once(backends.list_of_moto_modules)),
+            (DynamoDBBackend, "transact_write_items", _transact_write_items),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

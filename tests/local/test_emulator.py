@@ -1,0 +1,123 @@
+"""The emulator's fixes to moto: TransactWriteItems all or nothing, without losing other writes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from sluice_tools.local.emulator import Emulator, client
+
+TABLE = "claims"
+
+
+@pytest.fixture(scope="module")
+def dynamodb() -> Iterator[Any]:
+    emulator = Emulator()
+    endpoint = emulator.start()
+    ddb = client("dynamodb", endpoint)
+    ddb.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    yield ddb
+    emulator.stop()
+
+
+def put_if_absent(pk: str, status: str = "NEW") -> dict[str, Any]:
+    return {
+        "Put": {
+            "TableName": TABLE,
+            "Item": {"pk": {"S": pk}, "status": {"S": status}},
+            "ConditionExpression": "attribute_not_exists(pk)",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def stored(ddb: Any, pk: str) -> str | None:
+    item = ddb.get_item(TableName=TABLE, Key={"pk": {"S": pk}}).get("Item")
+    return None if item is None else str(item["status"]["S"])
+
+
+def test_a_transaction_whose_conditions_hold_writes_every_item(dynamodb: Any) -> None:
+    dynamodb.transact_write_items(TransactItems=[put_if_absent("t1-a"), put_if_absent("t1-b")])
+
+    assert (stored(dynamodb, "t1-a"), stored(dynamodb, "t1-b")) == ("NEW", "NEW")
+
+
+def test_a_failed_condition_cancels_the_whole_transaction_with_a_reason_per_item(
+    dynamodb: Any,
+) -> None:
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "t2-old"}, "status": {"S": "DONE"}})
+
+    with pytest.raises(ClientError) as raised:
+        dynamodb.transact_write_items(
+            TransactItems=[put_if_absent("t2-a"), put_if_absent("t2-old"), put_if_absent("t2-b")]
+        )
+
+    reasons = raised.value.response["CancellationReasons"]  # type: ignore[typeddict-item]
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert [r["Code"] for r in reasons] == ["None", "ConditionalCheckFailed", "None"]
+    assert reasons[1]["Item"] == {"pk": {"S": "t2-old"}, "status": {"S": "DONE"}}
+    assert (stored(dynamodb, "t2-a"), stored(dynamodb, "t2-b")) == (None, None)
+    assert stored(dynamodb, "t2-old") == "DONE"
+
+
+def test_an_action_moto_refuses_while_applying_undoes_the_actions_before_it(
+    dynamodb: Any,
+) -> None:
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "t3-b"}, "status": {"S": "OLD"}})
+    bad_update = {
+        "Update": {
+            "TableName": TABLE,
+            "Key": {"pk": {"S": "t3-b"}},
+            "UpdateExpression": "SET #s = :missing",
+            "ExpressionAttributeNames": {"#s": "status"},
+        }
+    }
+
+    with pytest.raises(ClientError):
+        dynamodb.transact_write_items(TransactItems=[put_if_absent("t3-a"), bad_update])
+
+    assert (stored(dynamodb, "t3-a"), stored(dynamodb, "t3-b")) == (None, "OLD")
+
+
+def test_cancelled_transactions_never_undo_writes_made_meanwhile(dynamodb: Any) -> None:
+    for i in range(40):
+        dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": f"t4-held-{i}"}})
+    written = [f"t4-w-{i}" for i in range(300)]
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for pk in written:
+                dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": pk}, "status": {"S": "W"}})
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    codes: list[str] = []
+    while not done.is_set():
+        try:
+            dynamodb.transact_write_items(
+                TransactItems=[put_if_absent(f"t4-held-{i}") for i in range(40)]
+            )
+        except ClientError as exc:
+            codes.append(exc.response["Error"]["Code"])
+    writer.join()
+
+    assert errors == []
+    assert codes
+    assert set(codes) == {"TransactionCanceledException"}
+    missing = [pk for pk in written if stored(dynamodb, pk) is None]
+    assert missing == []

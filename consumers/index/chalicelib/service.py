@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from chalicelib.store import Item, RecordsTable, check_item, to_attribute, version_key
+from chalicelib.store import Item, RecordsTable, check_item, payload_text, version_key
 from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError
@@ -89,7 +89,7 @@ def version_item(record: Record, chunk: Chunk) -> Item:
             "ingested_at": {"S": record.ingested_at},
             "correlation_id": {"S": chunk.correlation_id},
             "chunk_id": {"S": chunk.chunk_id},
-            "payload": to_attribute(record.payload),
+            "payload": payload_text(record.payload),
         }
     )
 

@@ -3,8 +3,10 @@
 An entity's versions share a partition (`pk` = "<type>#<natural key>") and sort by `sk` =
 "v#<ingested_at, normalised>#<record id>", so the newest version is the last in the
 partition whatever the delivery order, and a redelivered record overwrites its own item with
-the same content. Writes are `BatchWriteItem` (25 items a request); reads take the partition's
-last item (`latest`). Items DynamoDB would refuse are refused here, per record, before batching.
+the same content. The payload is stored as its compact JSON text (`payload_text`): exact
+numbers, no DynamoDB typing limits, and cheap to write and read (docs/decisions.md). Writes
+are `BatchWriteItem` (25 items a request); reads take the partition's last item (`latest`).
+Items DynamoDB would refuse are refused here, per record, before batching.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import decimal
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,17 +33,11 @@ PARTITION_KEY = "pk"
 SORT_KEY = "sk"
 VERSION_PREFIX = "v#"
 
-# DynamoDB limits: BatchWriteItem takes 25 put requests; an item is at most 400 KB (names
-# and values); a partition key value at most 2048 bytes, a sort key value 1024.
-BATCH_SIZE = 25
+# DynamoDB limits: an item is at most 400 KB (names and values); a partition key value at
+# most 2048 bytes, a sort key value 1024.
 MAX_ITEM_BYTES = 400 * 1024
 MAX_PARTITION_KEY_BYTES = 2048
 MAX_SORT_KEY_BYTES = 1024
-
-# Retrying UnprocessedItems (throttled or over capacity): exponential backoff, bounded.
-MAX_ATTEMPTS = 8
-BACKOFF_BASE_S = 0.05
-BACKOFF_CAP_S = 1.0
 
 Item = dict[str, Any]
 
@@ -77,15 +73,22 @@ def version_key(record_type: str, natural_key: str, ingested_at: str, record_id:
     }
 
 
-def to_attribute(value: Any) -> dict[str, Any]:
-    """A JSON value as a DynamoDB attribute; floats become Decimal via a JSON round trip."""
-    from boto3.dynamodb.types import TypeSerializer
-
+def payload_text(value: Any) -> dict[str, Any]:
+    """A JSON payload as a string attribute: compact JSON, non-ASCII kept, numbers as sent."""
     try:
-        exact = json.loads(json.dumps(value, allow_nan=False), parse_float=decimal.Decimal)
-        return dict(TypeSerializer().serialize(exact))
-    except (TypeError, ValueError, decimal.DecimalException) as exc:
-        raise PermanentError(f"payload cannot be stored in DynamoDB: {exc}") from None
+        return {"S": json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))}
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"payload cannot be stored as JSON: {exc}") from None
+
+
+def payload_value(attribute: Mapping[str, Any]) -> Any:
+    """The payload of a stored item: JSON text (numbers as Decimal, exact), or the typed map
+    items written before payloads were stored as text."""
+    if "S" in attribute:
+        return json.loads(attribute["S"], parse_float=decimal.Decimal)
+    from boto3.dynamodb.types import TypeDeserializer
+
+    return TypeDeserializer().deserialize(attribute)  # type: ignore[arg-type]
 
 
 def item_size(item: Mapping[str, Any]) -> int:
@@ -141,11 +144,6 @@ def check_item(item: Item) -> Item:
     return item
 
 
-def backoff_s(retry: int) -> float:
-    """Seconds to wait before the `retry`-th retry (1, 2, …): 0.05, 0.1, 0.2, … up to 1."""
-    return float(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (retry - 1)))
-
-
 class RecordsTable:
     """Record versions in the records table (`names.records_table`).
 
@@ -158,7 +156,7 @@ class RecordsTable:
         *,
         table_name: str | None = None,
         sleep: Callable[[float], None] | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
+        max_attempts: int = aws.BATCH_WRITE_ATTEMPTS,
     ):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -190,38 +188,28 @@ class RecordsTable:
         unique: dict[tuple[str, str], Item] = {}
         for item in items:
             unique.setdefault((item[PARTITION_KEY]["S"], item[SORT_KEY]["S"]), item)
-        pending = list(unique.values())
-        for start in range(0, len(pending), BATCH_SIZE):
-            self._write_batch(pending[start : start + BATCH_SIZE])
-        return len(pending)
-
-    def _write_batch(self, items: Sequence[Item]) -> None:
-        requests: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
-        for attempt in range(1, self.max_attempts + 1):
-            if attempt > 1:
-                log.warning(
-                    "records table left items unprocessed; retrying",
-                    extra={"items": len(requests), "attempt": attempt},
-                )
-                self._sleep(backoff_s(attempt - 1))
-            try:
-                response = self.client.batch_write_item(RequestItems={self.table_name: requests})
-            except aws.client_errors() as exc:
-                # ValidationException included: the items were checked one by one, so a
-                # refusal here is not one record's fault; the chunk is retried, then
-                # dead-lettered, never half-quarantined.
-                raise RecordsTableError(f"could not write {len(requests)} item(s): {exc}") from exc
-            requests = list((response.get("UnprocessedItems") or {}).get(self.table_name) or [])
-            if not requests:
-                return
-        raise RecordsTableError(
-            f"{len(requests)} item(s) still unprocessed after {self.max_attempts} attempts"
-        )
+        requests = [{"PutRequest": {"Item": item}} for item in unique.values()]
+        try:
+            aws.batch_write(
+                self.client,
+                self.table_name,
+                requests,
+                max_attempts=self.max_attempts,
+                sleep=self._sleep,
+            )
+        except aws.UnprocessedItemsError as exc:
+            raise RecordsTableError(str(exc)) from exc
+        except aws.client_errors() as exc:
+            # ValidationException included: the items were checked one by one, so a refusal
+            # here is not one record's fault; the chunk is retried, then dead-lettered, never
+            # half-quarantined.
+            raise RecordsTableError(f"could not write {len(requests)} item(s): {exc}") from exc
+        return len(requests)
 
     def latest(self, record_type: str, natural_key: str) -> dict[str, Any] | None:
         """The newest version of an entity as plain values (numbers as Decimal), or None.
 
-        One strongly consistent Query: the partition's last `v#` item.
+        One strongly consistent Query: the partition's last `v#` item; its payload decoded.
         """
         from boto3.dynamodb.types import TypeDeserializer
 
@@ -244,4 +232,7 @@ class RecordsTable:
         if not items:
             return None
         deserializer = TypeDeserializer()
-        return {name: deserializer.deserialize(value) for name, value in items[0].items()}
+        return {
+            name: payload_value(value) if name == "payload" else deserializer.deserialize(value)
+            for name, value in items[0].items()
+        }

@@ -393,10 +393,44 @@ def test_filter_policy_of_resources_yaml_admits_only_types_with_a_natural_key(
     assert testkit.quarantined_keys() == []
 
 
-def test_float_payload_values_are_stored_exactly_as_decimals() -> None:
-    from chalicelib.store import to_attribute
+def test_the_payload_is_stored_as_its_json_text_and_read_back_exactly(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    deep: dict[str, Any] = {"leaf": 1}
+    for _ in range(40):  # deeper than the 32 levels DynamoDB allows a typed map
+        deep = {"d": deep}
+    payload = {**order("new", 0.1), "big": 12345678901234567890123456789012345678901, "deep": deep}
+    payload["note"] = "Grüße, 東京"
+    chunk = testkit.make_chunk("order", [payload])
 
-    assert to_attribute({"amount": 0.1, "n": 3}) == {"M": {"amount": {"N": "0.1"}, "n": {"N": "3"}}}
+    invoke(app_module, app_dir, sqs_event(chunk))
+
+    (sk,) = versions(account, "order#o-1")
+    stored = aws.dynamodb().get_item(
+        TableName=account.names.records_table, Key={"pk": {"S": "order#o-1"}, "sk": {"S": sk}}
+    )["Item"]
+    assert json.loads(stored["payload"]["S"]) == payload
+    got = latest("order", "o-1")
+    assert got is not None
+    assert got["payload"]["amount"] == Decimal("0.1")
+    assert got["payload"]["big"] == payload["big"]
+    assert got["payload"]["note"] == "Grüße, 東京"
+
+
+def test_items_written_with_a_typed_map_payload_are_still_read(account: testkit.Account) -> None:
+    aws.dynamodb().put_item(
+        TableName=account.names.records_table,
+        Item={
+            "pk": {"S": "order#o-old"},
+            "sk": {"S": "v#2026-01-01T00:00:00.000000Z#r-old"},
+            "payload": {"M": {"amount": {"N": "2.5"}, "status": {"S": "old"}}},
+        },
+    )
+
+    got = latest("order", "o-old")
+
+    assert got is not None
+    assert got["payload"] == {"amount": Decimal("2.5"), "status": "old"}
 
 
 def test_config_policies_and_queue_timeouts_are_consistent(app_dir: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ class Tally:
     wru: float = 0.0
     rru: float = 0.0
     empty: int = 0  # ReceiveMessage calls that returned no message
+    emulator_cpu_ms: float = 0.0  # CPU time moto spent answering (its handler thread)
 
     def add(self, other: Tally) -> None:
         self.requests += other.requests
@@ -41,6 +43,7 @@ class Tally:
         self.wru += other.wru
         self.rru += other.rru
         self.empty += other.empty
+        self.emulator_cpu_ms += other.emulator_cpu_ms
 
 
 @dataclass
@@ -90,7 +93,11 @@ class Meter:
             caller, service, operation, resource, tally = self._classify(environ)
         except Exception:  # never break the emulator for a figure
             return original(app, environ, start)
+        # moto answers each request on a thread of its own: that thread's CPU time is what
+        # the request cost the emulator (a long poll's wait costs none).
+        cpu_started = time.thread_time()
         result = original(app, environ, start)
+        tally.emulator_cpu_ms = (time.thread_time() - cpu_started) * 1000
         if service == "sqs" and operation == "ReceiveMessage":
             body = b"".join(result)
             if hasattr(result, "close"):

@@ -160,6 +160,41 @@ def print_throughput(runs: list[RunFigures]) -> list[dict[str, Any]]:
     ]
 
 
+def print_cpu(run: RunFigures, top: int = 12) -> dict[str, Any]:
+    """Where the run's CPU went: each function's workers, and the emulator by operation.
+
+    On 2 cores the throughput is bounded by the sum of these seconds, so this table says
+    what to make cheaper.
+    """
+    functions = {name: use.cpu_ms / 1000 for name, use in run.functions.items()}
+    by_operation: dict[str, float] = {}
+    requests: dict[str, int] = {}
+    for (_caller, service, operation, _resource), tally in run.tallies.items():
+        key = f"{service}:{operation}"
+        by_operation[key] = by_operation.get(key, 0.0) + tally.emulator_cpu_ms / 1000
+        requests[key] = requests.get(key, 0) + tally.requests
+    emulator = sum(by_operation.values())
+    rows: list[list[Any]] = [
+        ["runtime process (moto, pollers, meter)", f"{run.runtime_cpu_s:.1f}", ""],
+        ["  of it in moto's request handlers", f"{emulator:.1f}", ""],
+    ]
+    for key, seconds in sorted(by_operation.items(), key=lambda kv: -kv[1])[:top]:
+        per = seconds * 1000 / requests[key] if requests[key] else 0.0
+        rows.append([f"    {key}", f"{seconds:.1f}", f"{requests[key]} x {per:.2f} ms"])
+    for name, seconds in sorted(functions.items(), key=lambda kv: -kv[1]):
+        rows.append([f"worker {name}", f"{seconds:.1f}", ""])
+    total = run.runtime_cpu_s + sum(functions.values())
+    rows.append(["total", f"{total:.1f}", f"{total / run.seconds:.2f} cores busy on average"])
+    table(f"CPU seconds: {run.label} ({run.seconds:.0f} s)", ["where", "CPU s", "note"], rows)
+    return {
+        "run": run.label,
+        "runtime_process_s": round(run.runtime_cpu_s, 2),
+        "emulator_by_operation_s": {k: round(v, 3) for k, v in by_operation.items()},
+        "workers_s": {k: round(v, 3) for k, v in functions.items()},
+        "total_s": round(total, 2),
+    }
+
+
 def print_cost(run: RunFigures, prices: dict[str, Any], memory_stage: str) -> dict[str, Any]:
     stages, excluded, memories = cost.costs(run, prices, ROOT, memory_stage)
     order = {a: i for i, a in enumerate(cost.LANDING_TO_WAREHOUSE)}
@@ -386,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["cold_start"] = print_cold(colds)
             if runs:
                 results["throughput"] = print_throughput(runs)
+                results["cpu"] = [print_cpu(r) for r in runs]
                 results["cost"] = [print_cost(r, prices, args.cost_memory_stage) for r in runs]
         if "one" in only and args.one_record_size:
             one, _ = pipeline_scenario(

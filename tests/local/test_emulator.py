@@ -121,3 +121,23 @@ def test_cancelled_transactions_never_undo_writes_made_meanwhile(dynamodb: Any) 
     assert set(codes) == {"TransactionCanceledException"}
     missing = [pk for pk in written if stored(dynamodb, pk) is None]
     assert missing == []
+
+
+def test_received_messages_still_respect_the_queue_retention_period(dynamodb: Any) -> None:
+    from moto.sqs.models import sqs_backends
+
+    from sluice_tools.local.emulator import ACCOUNT_ID, DEFAULT_REGION
+
+    sqs = client("sqs", dynamodb.meta.endpoint_url)
+    url = sqs.create_queue(QueueName="retained", Attributes={"MessageRetentionPeriod": "60"})[
+        "QueueUrl"
+    ]
+    sqs.send_message(QueueUrl=url, MessageBody="new")
+    sqs.send_message(QueueUrl=url, MessageBody="old")
+    queue = sqs_backends[ACCOUNT_ID][DEFAULT_REGION].get_queue("retained")
+    old = next(m for m in queue._messages if m.body == "old")
+    old.sent_timestamp -= 120_000  # sent two minutes ago: past the 60 s retention
+
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+
+    assert [m["Body"] for m in got] == ["new"]

@@ -181,6 +181,20 @@ def _apply_transact_action(
         )
 
 
+def _within_retention(backend: Any, queue_name: str, message: Any) -> bool:
+    """moto's retention check of a received message, reading only the retention period.
+
+    moto 5.2.5 builds every attribute of the queue for each message it hands out, its
+    approximate counts included, each a scan of every message with two clock reads apiece:
+    receiving from a queue n messages deep costs O(n) per message.
+    """
+    from moto.core.utils import unix_time
+
+    queue = backend.get_queue(queue_name)
+    retain_until = int(queue.message_retention_period) + message.sent_timestamp / 1000
+    return bool(retain_until > unix_time())
+
+
 def _listed_once(list_modules: Callable[[], Iterable[str]]) -> Callable[[], tuple[str, ...]]:
     names = tuple(list_modules())
     return lambda: names
@@ -204,7 +218,8 @@ def quiet() -> None:
     the dispatcher's lock); the list never changes while the process runs, so it is read once.
     TransactWriteItems gets an implementation that does not copy whole tables
     (`_transact_write_items`: moto's is slow, and a cancelled transaction undoes other
-    functions' writes).
+    functions' writes), and ReceiveMessage a retention check that does not scan the queue for
+    each message (`_within_retention`).
     """
     with _patch_lock:
         if _originals:
@@ -214,7 +229,7 @@ def quiet() -> None:
         from moto.dynamodb.models import DynamoDBBackend
         from moto.s3 import notifications
         from moto.s3.models import FakeBucket
-        from moto.sqs.models import Queue
+        from moto.sqs.models import Queue, SQSBackend
 
         patches: list[tuple[Any, str, Any]] = [
             (Queue, "lambda_event_source_mappings", property(_no_mappings, _ignore)),
@@ -223,6 +238,7 @@ def quiet() -> None:
             (FakeBucket, "get_permission", _bucket_permission),
             (backends, "list_of_moto_modules", _listed_once(backends.list_of_moto_modules)),
             (DynamoDBBackend, "transact_write_items", _transact_write_items),
+            (SQSBackend, "is_message_valid_based_on_retention_period", _within_retention),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

@@ -36,8 +36,14 @@ def group_chunk_id(parent_id: str, attributes: Attributes) -> str:
 
 
 def message_size(chunk: Chunk) -> int:
-    """What SNS counts for `chunk` as one message: its body plus its message attributes."""
-    return entry_size(entry_of(chunk, ""))
+    """What SNS would count for `chunk` sent as plain JSON: its body plus its attributes.
+
+    The plain size, not the (usually compressed) message's: chunk boundaries must depend on
+    the records alone, never on what the compressor makes of them, so a retry cuts the same
+    chunks with the same ids.
+    """
+    entry = entry_of(chunk, "")
+    return entry_size(entry) - len(entry["Message"].encode("utf-8")) + chunk.encoded_size()
 
 
 def split_by_attributes(

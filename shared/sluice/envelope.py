@@ -3,21 +3,38 @@
 A chunk holds records of one type from one source. Ids are deterministic, so a duplicate
 event, a retry or a redelivery produces the same chunks with the same ids. This module does
 no I/O.
+
+Envelope v2 carries the records compressed when that makes the message smaller: the JSON
+array of records, zlib level 1, URL-safe base64 without padding, in `records_z` (about a
+third of the size of JSON orders; base64 of that alphabet needs no escaping in SQS's JSON nor
+percent-encoding in SNS's form body). Small or incompressible chunks carry `records` as in
+v1. Chunk boundaries are always measured on the plain JSON (`Record.encoded_size`), so they
+never depend on the compressor. Readers take v1 and v2.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
-import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
+from sluice import jsonx
 from sluice.errors import MalformedEnvelopeError, OversizeRecordError, UnsupportedVersionError
 
-ENVELOPE_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+ENVELOPE_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({1, 2})
+COMPRESSED_FIELD = "records_z"
+# Below this many bytes of records JSON, compressing saves too little to be worth it.
+COMPRESS_MIN_BYTES = 2048
+ZLIB_LEVEL = 1  # ~100 MB/s; level 6 is 2.5x slower for ~15% less
+# The most a compressed records field may expand to: a message is at most 1 MiB, and JSON
+# records do not compress 64-fold, so more is a decompression bomb, not a chunk.
+MAX_RECORDS_BYTES = 64 * 1024 * 1024
 
 # Message attributes every chunk carries; routing attributes come on top of them.
 ATTR_TYPE = "record_type"
@@ -26,8 +43,6 @@ ATTR_CHUNK_ID = "chunk_id"
 BASE_ATTRIBUTES = (ATTR_TYPE, ATTR_CORRELATION_ID, ATTR_CHUNK_ID)
 # SQS accepts at most 10 message attributes; SNS raw delivery to SQS inherits that bound.
 MAX_MESSAGE_ATTRIBUTES = 10
-
-_SEPARATORS = (",", ":")
 
 
 class StringAttribute(TypedDict):
@@ -105,8 +120,8 @@ class Record:
         return cls(rid, ordinal, at, wire.get("payload"), ref)
 
     def encoded_size(self) -> int:
-        """Bytes this record takes inside an encoded envelope."""
-        return len(_dumps(self.to_wire()).encode("utf-8"))
+        """Bytes this record takes in the plain (uncompressed) JSON of a chunk's records."""
+        return len(jsonx.dumps(self.to_wire()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +150,24 @@ class Chunk:
         return wire
 
     def encode(self) -> str:
-        """The envelope as compact JSON (UTF-8 text; non-ASCII kept as is)."""
-        return _dumps(self.to_wire())
+        """The message body: envelope v2 as compact JSON (UTF-8 text; non-ASCII kept as is),
+        its records compressed into `records_z` when that is smaller."""
+        wire = self.to_wire()
+        wire["v"] = ENVELOPE_VERSION
+        records = wire.pop("records")
+        plain = jsonx.dumps(records)
+        if len(plain) >= COMPRESS_MIN_BYTES:
+            packed = _compress(plain)
+            if len(packed) < len(plain):
+                wire[COMPRESSED_FIELD] = packed
+                return jsonx.dumps(wire).decode("utf-8")
+        wire["records"] = records
+        return jsonx.dumps(wire).decode("utf-8")
 
     def encoded_size(self) -> int:
-        return len(self.encode().encode("utf-8"))
+        """Bytes of the chunk as plain JSON: what chunk budgets are measured in (a compressed
+        message is never larger)."""
+        return len(jsonx.dumps(self.to_wire()))
 
     def derive(
         self,
@@ -191,7 +219,7 @@ class Chunk:
             )
         try:
             header = {k: wire[k] for k in ("chunk_id", "type", "source", "correlation_id")}
-            records = wire["records"]
+            records = _records_of(wire, v)
         except KeyError as exc:
             raise MalformedEnvelopeError(f"envelope lacks field {exc}") from None
         for name, value in header.items():
@@ -213,15 +241,43 @@ class Chunk:
         )
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=_SEPARATORS, ensure_ascii=False)
-
-
 def _load(body: str | bytes) -> Any:
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return jsonx.loads(body)
+    except ValueError as exc:
         raise MalformedEnvelopeError(f"message body is not JSON: {exc}") from None
+
+
+def _compress(plain: bytes) -> str:
+    packed = base64.urlsafe_b64encode(zlib.compress(plain, ZLIB_LEVEL))
+    return packed.rstrip(b"=").decode("ascii")
+
+
+def _records_of(wire: Mapping[str, Any], version: int) -> Any:
+    """The records list of an envelope: `records`, or `records_z` decompressed (v2)."""
+    packed = wire.get(COMPRESSED_FIELD)
+    if packed is None:
+        return wire["records"]
+    if version < 2:
+        raise MalformedEnvelopeError(f"'{COMPRESSED_FIELD}' needs envelope version 2")
+    if not isinstance(packed, str):
+        raise MalformedEnvelopeError(f"envelope '{COMPRESSED_FIELD}' is not a string")
+    try:
+        padded = packed + "=" * (-len(packed) % 4)
+        data = base64.b64decode(padded, altchars=b"-_", validate=True)
+        inflate = zlib.decompressobj()
+        plain = inflate.decompress(data, MAX_RECORDS_BYTES)
+    except (binascii.Error, ValueError, zlib.error) as exc:
+        raise MalformedEnvelopeError(
+            f"envelope '{COMPRESSED_FIELD}' is unreadable: {exc}"
+        ) from None
+    if inflate.unconsumed_tail:
+        raise MalformedEnvelopeError(
+            f"envelope '{COMPRESSED_FIELD}' expands past {MAX_RECORDS_BYTES} bytes"
+        )
+    if not inflate.eof:
+        raise MalformedEnvelopeError(f"envelope '{COMPRESSED_FIELD}' is truncated")
+    return _load(plain)
 
 
 def chunk_from_sqs_body(body: str) -> Chunk:

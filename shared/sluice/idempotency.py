@@ -294,7 +294,12 @@ class IdempotencyStore:
         pk = item_key(namespace, key)
         status = _string(old, STATUS_ATTR)
         old_hash = _string(old, PAYLOAD_HASH_ATTR)
-        if payload_hash is not None and old_hash is not None and old_hash != payload_hash:
+        if (
+            payload_hash is not None
+            and old_hash is not None
+            and _scheme(old_hash) == _scheme(payload_hash)
+            and old_hash != payload_hash
+        ):
             raise IdempotencyPayloadMismatchError(
                 f"{pk} was claimed ({status}) for other content (payload hash {old_hash[:12]}…, "
                 f"this one {payload_hash[:12]}…): ids must be deterministic for their content"
@@ -485,6 +490,16 @@ class IdempotencyStore:
                 exc_info=True,
                 extra={"claims": len(claims)},
             )
+
+
+def _scheme(digest: str) -> str:
+    """The scheme of a payload hash: its prefix before ':' ("" for a bare hex digest).
+
+    Hashes of different schemes cannot be compared (a claim taken before a scheme changed):
+    the content is then taken as the same.
+    """
+    scheme, sep, _ = digest.partition(":")
+    return scheme if sep else ""
 
 
 def _string(item: dict[str, Any], name: str) -> str | None:

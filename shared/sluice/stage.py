@@ -8,10 +8,11 @@ first use (nothing at import) and can all be passed in.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from sluice import batch
+from sluice import batch, jsonx
 from sluice.batch import BatchResponse, ChunkHandler, ChunkOutcome, RecordResults
 from sluice.claimcheck import ClaimCheck
 from sluice.envelope import Chunk, Record, chunk_from_sns_record, utc_now_iso
@@ -20,7 +21,6 @@ from sluice.idempotency import (
     IdempotencyPayloadMismatchError,
     IdempotencyStore,
     RemainingTime,
-    payload_hash,
     run_once,
 )
 from sluice.ledger import LedgerWriter
@@ -45,9 +45,16 @@ class LambdaEvent(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
+# The scheme of `chunk_payload_hash`, its prefix: hashes of other schemes (older claims,
+# bare hex) are not compared with it (see `IdempotencyStore._refused`).
+CHUNK_HASH_SCHEME = "j2"
+
+
 def chunk_payload_hash(chunk: Chunk) -> str:
-    """What a chunk's claim compares: its records as they travel (ids, times, payloads)."""
-    return payload_hash([r.to_wire() for r in chunk.records])
+    """What a chunk's claim compares: its records as they travel (ids, times, payloads),
+    as sorted compact JSON (msgspec: ~2 ms a MB, a tenth of the standard library's)."""
+    digest = hashlib.sha256(jsonx.dumps([r.to_wire() for r in chunk.records], sort_keys=True))
+    return f"{CHUNK_HASH_SCHEME}:{digest.hexdigest()}"
 
 
 class StageRuntime:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import string
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,7 +19,10 @@ if TYPE_CHECKING:
 
 
 def chunk(n: int, size: int = 10) -> Chunk:
-    record = Record(f"r-{n}", n, "2026-11-27T06:00:00.000Z", {"text": "x" * size})
+    """A chunk of one record of `size` random (incompressible) characters."""
+    rng = random.Random(n)
+    text = "".join(rng.choice(string.ascii_letters) for _ in range(size))
+    record = Record(f"r-{n}", n, "2026-11-27T06:00:00.000Z", {"text": text})
     return Chunk(f"c-{n}", "order", "s3://b/k", "corr", (record,))
 
 

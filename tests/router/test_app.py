@@ -20,7 +20,7 @@ from chalicelib.publisher import SnsPublisher
 from chalicelib.rules import RoutingRules
 from chalicelib.service import Router
 from sluice import aws
-from sluice.envelope import Chunk
+from sluice.envelope import Chunk, chunk_from_sqs_body
 from sluice.errors import TransientError
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def _attributes(message: MessageTypeDef) -> dict[str, str]:
 
 
 def _ordinals(messages: Sequence[MessageTypeDef]) -> list[int]:
-    return sorted(r["ordinal"] for m in messages for r in json.loads(m["Body"])["records"])
+    return sorted(r.ordinal for m in messages for r in chunk_from_sqs_body(m["Body"]).records)
 
 
 def _ledger(platform: Platform, chunk: Chunk) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import string
 from collections.abc import Callable
 from typing import Any
 
@@ -75,8 +77,21 @@ def _publisher(client: StubSns, attempts: int = 3) -> tuple[SnsPublisher, list[f
     return publisher, sleeps
 
 
-def _chunks(make_chunk: Any, n: int, note: str = "") -> list[Chunk]:
-    return [make_chunk([{"n": i, "note": note}], ordinal=i) for i in range(n)]
+def _chunks(make_chunk: Any, n: int, note_bytes: int = 0) -> list[Chunk]:
+    """`n` chunks of one record with a note of `note_bytes` random (incompressible) letters."""
+    rng = random.Random(n)
+    return [
+        make_chunk(
+            [
+                {
+                    "n": i,
+                    "note": "".join(rng.choice(string.ascii_letters) for _ in range(note_bytes)),
+                }
+            ],
+            ordinal=i,
+        )
+        for i in range(n)
+    ]
 
 
 def test_only_the_failed_entries_are_sent_again(make_chunk: Any) -> None:
@@ -136,7 +151,7 @@ def test_at_most_ten_entries_go_in_one_call_with_ids_unique_in_each(make_chunk: 
 
 def test_a_call_stays_within_256_kib_in_all(make_chunk: Any) -> None:
     # Three ~100 KB messages: two fit in one call, the third needs another.
-    chunks = _chunks(make_chunk, 3, note="x" * 100_000)
+    chunks = _chunks(make_chunk, 3, note_bytes=100_000)
     client = StubSns()
     publisher, _ = _publisher(client)
     publisher.publish(chunks)
@@ -144,7 +159,7 @@ def test_a_call_stays_within_256_kib_in_all(make_chunk: Any) -> None:
 
 
 def test_plan_batches_refuses_an_entry_larger_than_a_call(make_chunk: Any) -> None:
-    [entry] = [entry_of(c, "e0") for c in _chunks(make_chunk, 1, note="x" * 300_000)]
+    [entry] = [entry_of(c, "e0") for c in _chunks(make_chunk, 1, note_bytes=300_000)]
     with pytest.raises(PublishError, match="SNS takes at most"):
         list(plan_batches([entry]))
 

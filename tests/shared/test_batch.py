@@ -115,7 +115,7 @@ def test_undecodable_message_is_quarantined_and_acknowledged(rejected: Rejected)
 
 
 def test_message_from_a_newer_producer_is_retried_not_quarantined(rejected: Rejected) -> None:
-    wire = chunk(1).encode().replace('"v":1', '"v":9')
+    wire = chunk(1).encode().replace('"v":2', '"v":9')
     response = process_sqs_batch(
         sqs_event(wire), failing_on(), reject_message=rejected.reject_message
     )

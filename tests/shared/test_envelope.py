@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import string
+import zlib
 from itertools import pairwise
 
 import pytest
@@ -22,6 +25,7 @@ from sluice.envelope import (
 )
 from sluice.errors import MalformedEnvelopeError, OversizeRecordError, UnsupportedVersionError
 
+URL_SAFE = string.ascii_letters + string.digits + "-_"
 SOURCE = "s3://landing/incoming/order/2026/11/27/orders.jsonl"
 VERSION = '"9b2cf535f27731c974343645a3985328"'
 
@@ -66,12 +70,12 @@ def test_record_and_chunk_ids_are_deterministic_and_distinct() -> None:
 
 
 def test_envelope_round_trips_through_an_sqs_body_with_unicode() -> None:
-    records = make_records(3, text="zürich — 東京 🚀")
+    records = make_records(3, payload_size=4, text="zürich — 東京 🚀")
     chunk = make_chunk(0, tuple(records)).derive(
         records, chunk_id="c-x", attributes={"priority": "high"}
     )
     body = chunk.encode()
-    assert "東京" in body  # kept as UTF-8, not \u-escaped: smaller on the wire
+    assert "東京" in body  # small: plain JSON, kept as UTF-8, not \u-escaped
     decoded = chunk_from_sqs_body(body)
     assert decoded == chunk
     assert decoded.records[1].payload["note"].startswith("zürich")
@@ -111,8 +115,85 @@ def test_message_attributes_refuse_more_than_sqs_allows() -> None:
 def test_unknown_envelope_version_is_rejected_clearly() -> None:
     wire = make_chunk(0, tuple(make_records(1))).to_wire()
     wire["v"] = ENVELOPE_VERSION + 1
-    with pytest.raises(UnsupportedVersionError, match="envelope version 2 is not supported"):
+    with pytest.raises(UnsupportedVersionError, match="envelope version 3 is not supported"):
         Chunk.decode(json.dumps(wire))
+
+
+def test_a_large_chunk_travels_compressed_and_decodes_to_the_same_chunk() -> None:
+    records = make_records(200, text="zürich — 東京 ")
+    chunk = make_chunk(0, tuple(records)).derive(records, chunk_id="c-big")
+
+    body = chunk.encode()
+
+    wire = json.loads(body)
+    assert wire["v"] == 2
+    assert "records" not in wire
+    assert set(wire["records_z"]) <= set(URL_SAFE)  # no escaping in JSON, none in a form body
+    assert len(body) < chunk.encoded_size() / 4
+    assert chunk_from_sqs_body(body) == chunk
+
+
+def test_chunk_budgets_are_measured_on_plain_json_not_the_compressed_message() -> None:
+    records = make_records(200)
+    chunk = make_chunk(0, tuple(records)).derive(records, chunk_id="c-big")
+    plain = {**chunk.to_wire(), "v": 2}
+
+    assert chunk.encoded_size() == len(json.dumps(plain, separators=(",", ":")).encode())
+    assert len(chunk.encode()) < chunk.encoded_size()
+
+
+def test_incompressible_records_travel_plain() -> None:
+    import random
+
+    rng = random.Random(7)
+    noise = "".join(rng.choice(URL_SAFE) for _ in range(3000))
+    records = (Record("r-1", 0, "2026-11-27T06:00:00.000Z", {"blob": noise}),)
+    chunk = make_chunk(0, records)
+
+    wire = json.loads(chunk.encode())
+
+    assert wire["records"][0]["payload"]["blob"] == noise
+    assert "records_z" not in wire
+
+
+def test_version_1_envelopes_are_still_read() -> None:
+    chunk = make_chunk(0, tuple(make_records(50)))
+    v1 = json.dumps({**chunk.to_wire(), "v": 1})
+
+    assert chunk_from_sqs_body(v1).records == chunk.records
+
+
+def compressed(chunk_text: str, field: str) -> str:
+    wire = json.loads(chunk_text)
+    wire["records_z"] = field
+    return json.dumps(wire)
+
+
+@pytest.mark.parametrize(
+    ("field", "reason"),
+    [
+        ("***", "unreadable"),
+        ("eJwrSSwpSQQACn8CvA", "truncated|unreadable"),
+        (
+            base64.urlsafe_b64encode(zlib.compress(b"[" + b"0," * 40_000_000 + b"0]", 9))
+            .decode()
+            .rstrip("="),
+            "expands past",
+        ),
+        (base64.urlsafe_b64encode(zlib.compress(b"not json")).decode(), "not JSON"),
+    ],
+)
+def test_a_damaged_compressed_field_is_a_malformed_envelope(field: str, reason: str) -> None:
+    body = compressed(make_chunk(0, tuple(make_records(100))).encode(), field)
+    with pytest.raises(MalformedEnvelopeError, match=reason):
+        chunk_from_sqs_body(body)
+
+
+def test_a_compressed_field_in_a_version_1_envelope_is_malformed() -> None:
+    wire = json.loads(make_chunk(0, tuple(make_records(100))).encode())
+    wire["v"] = 1
+    with pytest.raises(MalformedEnvelopeError, match="needs envelope version 2"):
+        chunk_from_sqs_body(json.dumps(wire))
 
 
 @pytest.mark.parametrize(

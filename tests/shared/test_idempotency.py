@@ -266,3 +266,13 @@ def test_decorator_runs_the_wrapped_function_once_per_key(platform: ResourceName
     assert put.__name__ == "put"
     with pytest.raises(IdempotencyPayloadMismatchError):
         put("r-1", {"n": 9})
+
+
+def test_hashes_of_different_schemes_are_not_compared(platform: ResourceNames) -> None:
+    store = IdempotencyStore()
+    run_once(store, NS, "c-old", Effect(), payload_hash="ab" * 32)  # before the scheme prefix
+    run_once(store, NS, "c-new", Effect(), payload_hash="j2:" + "ab" * 32)
+
+    assert run_once(store, NS, "c-old", Effect(), payload_hash="j2:" + "cd" * 32).duplicate
+    with pytest.raises(IdempotencyPayloadMismatchError):
+        run_once(store, NS, "c-new", Effect(), payload_hash="j2:" + "cd" * 32)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sluice import aws
+from sluice import aws, jsonx
 from sluice.config import get_settings
 from sluice.errors import PermanentError, TransientError
 from sluice.observability import get_logger
@@ -76,7 +76,7 @@ def version_key(record_type: str, natural_key: str, ingested_at: str, record_id:
 def payload_text(value: Any) -> dict[str, Any]:
     """A JSON payload as a string attribute: compact JSON, non-ASCII kept, numbers as sent."""
     try:
-        return {"S": json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))}
+        return {"S": jsonx.dumps(value).decode("utf-8")}
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"payload cannot be stored as JSON: {exc}") from None
 

@@ -57,11 +57,15 @@ def _make_client(service: str, region: str | None, endpoint: str | None) -> Any:
     import boto3
     from botocore.config import Config
 
+    # No client-side parameter validation: it walks every value of every request (1.4 ms of
+    # a 25-item BatchWriteItem's 2 ms to build), and the service validates anyway, so a
+    # malformed request still fails, as a ClientError (ValidationException).
     config = Config(
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
         tcp_keepalive=True,
+        parameter_validation=False,
     )
     # `Any`: the stubs overload `client` per literal service name; ours is a plain str.
     session: Any = boto3.session.Session()

@@ -5,6 +5,10 @@ Figures only: nothing here passes or fails on time.
 
     python -m benchmarks.run                 # 1k and 10k records, chunks of one at 1k, 10 MB
     python -m benchmarks.run --full          # adds 100k records and the 200 MB object
+
+Throughput runs have nothing in the way (as `sluice local run`); requests and cost come from
+separate metered runs (`--cost-sizes`, 10k by default), since reading every request body
+costs the emulator about 15% of its CPU.
 """
 
 from __future__ import annotations
@@ -56,17 +60,22 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
 def pipeline_scenario(
     meter: Meter,
     sizes: list[int],
+    cost_sizes: list[int],
     extra_env: dict[str, str],
     label: str,
     timeout_s: float,
     with_cold_start: bool,
     repeat: int,
-) -> tuple[list[RunFigures], list[cold_start.ColdStart]]:
+) -> tuple[list[RunFigures], list[RunFigures], list[cold_start.ColdStart]]:
+    """Throughput runs of `sizes` with nothing in the way (as `sluice local run`), then
+    metered runs of `cost_sizes` for requests and cost (the meter reads every request body,
+    which costs the emulator ~15% of its CPU: those runs are slower)."""
     state = OUT / "local"
     runtime = make_runtime(state, ROOT, extra_env, say=lambda line: None)
     say(f"[{label}] starting the local runtime (moto + sluice deploy of stage local) ...")
     started = time.monotonic()
-    runs: list[RunFigures] = []
+    timed: list[RunFigures] = []
+    metered: list[RunFigures] = []
     colds: list[cold_start.ColdStart] = []
     chunk = int(extra_env["SLUICE_CHUNK_MAX_RECORDS"]) if extra_env else None
     try:
@@ -76,14 +85,20 @@ def pipeline_scenario(
             packages = cold_start.packages_of(runtime)
             say(f"[cold start] {len(packages)} apps x {repeat} samples ...")
             colds = cold_start.measure(packages, repeat=repeat)
+        meter.uninstall()
         for n in sizes:
-            runs.append(metered_run(runtime, meter, n, f"{label}-{n}", chunk, timeout_s, say))
+            timed.append(metered_run(runtime, None, n, f"{label}-{n}", chunk, timeout_s, say))
+        meter.install()
+        for n in cost_sizes:
+            metered.append(
+                metered_run(runtime, meter, n, f"{label}-metered-{n}", chunk, timeout_s, say)
+            )
         statuses = ledger_statuses(runtime, ROOT)
-        for run in runs:
+        for run in timed + metered:
             run.ledger_status = statuses.get(f"bench-{run.label}.jsonl", "not in the ledger")
     finally:
         runtime.stop()
-    return runs, colds
+    return timed, metered, colds
 
 
 def print_cold(colds: list[cold_start.ColdStart]) -> list[dict[str, Any]]:
@@ -174,10 +189,9 @@ def print_cpu(run: RunFigures, top: int = 12) -> dict[str, Any]:
         by_operation[key] = by_operation.get(key, 0.0) + tally.emulator_cpu_ms / 1000
         requests[key] = requests.get(key, 0) + tally.requests
     emulator = sum(by_operation.values())
-    rows: list[list[Any]] = [
-        ["runtime process (moto, pollers, meter)", f"{run.runtime_cpu_s:.1f}", ""],
-        ["  of it in moto's request handlers", f"{emulator:.1f}", ""],
-    ]
+    rows: list[list[Any]] = [["runtime process (moto, pollers)", f"{run.runtime_cpu_s:.1f}", ""]]
+    if by_operation:  # a metered run: moto's share, by operation
+        rows.append(["  of it in moto's request handlers", f"{emulator:.1f}", ""])
     for key, seconds in sorted(by_operation.items(), key=lambda kv: -kv[1])[:top]:
         per = seconds * 1000 / requests[key] if requests[key] else 0.0
         rows.append([f"    {key}", f"{seconds:.1f}", f"{requests[key]} x {per:.2f} ms"])
@@ -356,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full", action="store_true", help="also 100k records and the 200 MB ingest object"
     )
-    parser.add_argument("--sizes", help="records per pipeline run, e.g. 1000,10000")
+    parser.add_argument("--sizes", help="records per throughput run, e.g. 1000,10000")
+    parser.add_argument(
+        "--cost-sizes",
+        default="10000",
+        help="records per metered run (requests and cost), e.g. 10000,100000",
+    )
     parser.add_argument("--max-records", type=int, help="skip pipeline runs larger than this")
     parser.add_argument(
         "--one-record-size",
@@ -384,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.sizes
         else ([1000, 10000, 100000] if args.full else [1000, 10000])
     )
+    cost_sizes = [int(s) for s in args.cost_sizes.split(",") if s]
     if args.max_records:
         sizes = [s for s in sizes if s <= args.max_records]
+        cost_sizes = [s for s in cost_sizes if s <= args.max_records]
     memory_sizes = (
         [int(s) for s in args.memory_sizes.split(",")]
         if args.memory_sizes
@@ -408,9 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     meter.install()
     try:
         if "pipeline" in only or "cold" in only:
-            runs, colds = pipeline_scenario(
+            runs, costed, colds = pipeline_scenario(
                 meter,
                 sizes if "pipeline" in only else [],
+                cost_sizes if "pipeline" in only else [],
                 {},
                 "chunked",
                 args.timeout,
@@ -421,11 +443,14 @@ def main(argv: list[str] | None = None) -> int:
                 results["cold_start"] = print_cold(colds)
             if runs:
                 results["throughput"] = print_throughput(runs)
-                results["cpu"] = [print_cpu(r) for r in runs]
-                results["cost"] = [print_cost(r, prices, args.cost_memory_stage) for r in runs]
+            if runs or costed:
+                results["cpu"] = [print_cpu(r) for r in runs + costed]
+            if costed:
+                results["cost"] = [print_cost(r, prices, args.cost_memory_stage) for r in costed]
         if "one" in only and args.one_record_size:
-            one, _ = pipeline_scenario(
+            _, one, _ = pipeline_scenario(
                 meter,
+                [],
                 [args.one_record_size],
                 {"SLUICE_CHUNK_MAX_RECORDS": "1"},
                 "one-per-chunk",
@@ -433,7 +458,6 @@ def main(argv: list[str] | None = None) -> int:
                 False,
                 args.repeat,
             )
-            results.setdefault("throughput", []).extend(print_throughput(one))
             results.setdefault("cost", []).extend(
                 print_cost(r, prices, args.cost_memory_stage) for r in one
             )

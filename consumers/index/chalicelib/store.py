@@ -73,6 +73,12 @@ def version_key(record_type: str, natural_key: str, ingested_at: str, record_id:
     }
 
 
+def key_parts(pk: str, sk: str) -> dict[str, str]:
+    """What a version's keys hold: its type, natural key and record id."""
+    record_type, _, natural_key = pk.partition("#")
+    return {"type": record_type, "natural_key": natural_key, "record_id": sk.rsplit("#", 1)[-1]}
+
+
 def payload_text(value: Any) -> dict[str, Any]:
     """A JSON payload as a string attribute: compact JSON, non-ASCII kept, numbers as sent."""
     try:
@@ -232,7 +238,8 @@ class RecordsTable:
         if not items:
             return None
         deserializer = TypeDeserializer()
-        return {
+        found = {
             name: payload_value(value) if name == "payload" else deserializer.deserialize(value)
             for name, value in items[0].items()
         }
+        return {**found, **key_parts(str(found[PARTITION_KEY]), str(found[SORT_KEY]))}

@@ -97,6 +97,11 @@ def test_each_record_is_stored_as_a_version_under_its_type_and_natural_key(
     )
     assert latest("customer", "c-9")["payload"]["name"] == "Ada"  # type: ignore[index]
     assert latest("customer", "c-404") is None
+    (sk,) = versions(account, "order#o-1")
+    stored = aws.dynamodb().get_item(
+        TableName=account.names.records_table, Key={"pk": {"S": "order#o-1"}, "sk": {"S": sk}}
+    )["Item"]
+    assert set(stored) == {"pk", "sk", "ingested_at", "correlation_id", "chunk_id", "payload"}
     assert testkit.ledger_items()["sink:index#c-o"]["delivered"] == {"N": "1"}
 
 
@@ -391,6 +396,18 @@ def test_filter_policy_of_resources_yaml_admits_only_types_with_a_natural_key(
     assert latest("order", "k-0") is not None
     assert latest("customer", "k-2") is not None
     assert testkit.quarantined_keys() == []
+
+
+def test_a_natural_key_with_a_hash_sign_reads_back_whole(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    chunk = testkit.make_chunk("customer", [{"customer_id": "c#9#x", "name": "Ada"}])
+
+    invoke(app_module, app_dir, sqs_event(chunk))
+
+    got = latest("customer", "c#9#x")
+    assert got is not None
+    assert (got["type"], got["natural_key"], got["payload"]["name"]) == ("customer", "c#9#x", "Ada")
 
 
 def test_the_payload_is_stored_as_its_json_text_and_read_back_exactly(

@@ -141,3 +141,34 @@ def test_received_messages_still_respect_the_queue_retention_period(dynamodb: An
     got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
 
     assert [m["Body"] for m in got] == ["new"]
+
+
+def test_queue_counts_and_receives_still_tell_visible_in_flight_and_delayed_apart(
+    dynamodb: Any,
+) -> None:
+    sqs = client("sqs", dynamodb.meta.endpoint_url)
+    url = sqs.create_queue(QueueName="counted")["QueueUrl"]
+    for body in ("a", "b", "c"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=60)
+    taken = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+
+    counts = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    rest = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+
+    assert len(taken["Messages"]) == 1
+    assert counts == {
+        "ApproximateNumberOfMessages": "2",
+        "ApproximateNumberOfMessagesNotVisible": "1",
+        "ApproximateNumberOfMessagesDelayed": "1",
+    }
+    assert sorted(m["Body"] for m in rest) == sorted(
+        {"a", "b", "c"} - {taken["Messages"][0]["Body"]}
+    )

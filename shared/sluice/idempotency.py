@@ -551,8 +551,10 @@ def run_batch_once(
     `fn(keys)` does the effect for each key and returns the keys it did; their claims are
     completed and the others' released (they come back in `failed`, for the caller to
     retry). If `fn` raises, every claim of that call is released and the error propagates.
-    A key held by another invocation raises `ClaimInProgressError` (groups already done stay
-    done). Repeated keys are treated once.
+    If completing the claims fails, they stay INPROGRESS until their in-progress expiry: the
+    retry waits for them, then takes them over and redoes their effects. A key held by
+    another invocation raises `ClaimInProgressError` (groups already done stay done).
+    Repeated keys are treated once.
     """
     unique = list(dict.fromkeys(keys))
     if not store.enabled:

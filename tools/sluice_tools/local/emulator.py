@@ -104,6 +104,7 @@ def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) ->
         planned: list[tuple[str, dict[str, Any], dict[str, Any], Any]] = []
         reasons: list[tuple[str, str, Any] | tuple[None, None, None]] = []
         seen: set[tuple[str, str]] = set()
+        conditions: dict[str, Any] = {}
         for entry in transact_items:
             if len(entry) != 1:
                 raise TransactWriteSingleOpException
@@ -123,9 +124,21 @@ def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) ->
             seen.add(identity)
             current = backend.get_item(op["TableName"], key)
             condition = op.get("ConditionExpression")
-            holds = condition is None or get_filter_expression(
-                condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
-            ).expr(current)
+            holds = True
+            if condition is not None:
+                # The actions of one transaction often share a condition (a batch of
+                # claims): parse each distinct one once.
+                names, values = (
+                    op.get("ExpressionAttributeNames"),
+                    op.get("ExpressionAttributeValues"),
+                )
+                parsed_key = json.dumps([condition, names, values], sort_keys=True)
+                parsed = conditions.get(parsed_key)
+                if parsed is None:
+                    parsed = conditions[parsed_key] = get_filter_expression(
+                        condition, names, values
+                    )
+                holds = parsed.expr(current)
             if holds:
                 reasons.append((None, None, None))
             else:

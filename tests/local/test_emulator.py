@@ -61,7 +61,7 @@ def test_a_failed_condition_cancels_the_whole_transaction_with_a_reason_per_item
             TransactItems=[put_if_absent("t2-a"), put_if_absent("t2-old"), put_if_absent("t2-b")]
         )
 
-    reasons = raised.value.response["CancellationReasons"]  # type: ignore[typeddict-item]
+    reasons = raised.value.response["CancellationReasons"]
     assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
     assert [r["Code"] for r in reasons] == ["None", "ConditionalCheckFailed", "None"]
     assert reasons[1]["Item"] == {"pk": {"S": "t2-old"}, "status": {"S": "DONE"}}
@@ -135,7 +135,7 @@ def test_received_messages_still_respect_the_queue_retention_period(dynamodb: An
     sqs.send_message(QueueUrl=url, MessageBody="new")
     sqs.send_message(QueueUrl=url, MessageBody="old")
     queue = sqs_backends[ACCOUNT_ID][DEFAULT_REGION].get_queue("retained")
-    old = next(m for m in queue._messages if m.body == "old")
+    old: Any = next(m for m in queue._messages if m.body == "old")
     old.sent_timestamp -= 120_000  # sent two minutes ago: past the 60 s retention
 
     got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])

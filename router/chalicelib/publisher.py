@@ -7,7 +7,7 @@ alone, a bounded number of times, then the chunk fails as a `TransientError` (SQ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from sluice import aws
@@ -54,8 +54,13 @@ def entry_of(chunk: Chunk, entry_id: str) -> Entry:
 
 def entry_size(entry: Entry) -> int:
     """Bytes SNS counts for an entry: the message plus each attribute's name, type and value."""
-    size = len(entry["Message"].encode("utf-8"))
-    for name, attribute in entry["MessageAttributes"].items():
+    return len(entry["Message"].encode("utf-8")) + attributes_size(entry["MessageAttributes"])
+
+
+def attributes_size(attributes: Mapping[str, StringAttribute]) -> int:
+    """Bytes SNS counts for message attributes: each one's name, type and value."""
+    size = 0
+    for name, attribute in attributes.items():
         size += len(name.encode("utf-8")) + len(attribute["DataType"])
         size += len(attribute["StringValue"].encode("utf-8"))
     return size

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from chalicelib.publisher import ChunkPublisher, SnsPublisher, entry_of, entry_size
+from chalicelib.publisher import ChunkPublisher, SnsPublisher, attributes_size
 from chalicelib.rules import RoutingRules, load_rules
 from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.config import DEFAULT_CHUNK_MAX_BYTES, SNS_MAX_MESSAGE_BYTES, get_settings
@@ -42,8 +42,7 @@ def message_size(chunk: Chunk) -> int:
     the records alone, never on what the compressor makes of them, so a retry cuts the same
     chunks with the same ids.
     """
-    entry = entry_of(chunk, "")
-    return entry_size(entry) - len(entry["Message"].encode("utf-8")) + chunk.encoded_size()
+    return chunk.encoded_size() + attributes_size(chunk.message_attributes())
 
 
 def split_by_attributes(

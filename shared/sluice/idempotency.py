@@ -256,37 +256,56 @@ class IdempotencyStore:
         Raises `ClaimInProgressError` (held elsewhere), `IdempotencyPayloadMismatchError`
         (same key, other content) or `IdempotencyStoreError`.
         """
-        pk = item_key(namespace, key)
+        put, held = self._conditional_put(namespace, key, payload_hash, remaining_ms)
+        try:
+            self.client.put_item(**put)
+        except aws.client_errors() as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise IdempotencyStoreError(f"could not claim {held.pk}: {exc}") from exc
+            old = getattr(exc, "response", {}).get("Item") or {}
+            return self._refused(namespace, key, payload_hash, old)
+        return held
+
+    def _conditional_put(
+        self,
+        namespace: str,
+        key: str,
+        payload_hash: str | None,
+        remaining_ms: RemainingTime,
+    ) -> tuple[dict[str, Any], Claim]:
+        """The conditional put that claims (namespace, key) — the arguments of a PutItem, or
+        the `Put` of a transaction — and the claim it makes if the condition holds."""
         now = self._clock()
         now_s, now_ms = int(now), int(now * 1000)
-        expiry_ms = now_ms + remaining_ms_of(remaining_ms) + IN_PROGRESS_MARGIN_MS
+        held = Claim(
+            namespace,
+            key,
+            False,
+            payload_hash,
+            in_progress_expiry=now_ms + remaining_ms_of(remaining_ms) + IN_PROGRESS_MARGIN_MS,
+            expires_at=now_s + self.ttl_seconds,
+        )
         item: dict[str, Any] = {
-            KEY_ATTR: {"S": pk},
+            KEY_ATTR: {"S": held.pk},
             STATUS_ATTR: {"S": Status.INPROGRESS.value},
-            EXPIRES_AT_ATTR: {"N": str(now_s + self.ttl_seconds)},
-            IN_PROGRESS_EXPIRY_ATTR: {"N": str(expiry_ms)},
+            EXPIRES_AT_ATTR: {"N": str(held.expires_at)},
+            IN_PROGRESS_EXPIRY_ATTR: {"N": str(held.in_progress_expiry)},
         }
         if payload_hash is not None:
             item[PAYLOAD_HASH_ATTR] = {"S": payload_hash}
-        try:
-            self.client.put_item(
-                TableName=self.table_name,
-                Item=item,
-                ConditionExpression=_CONDITION,
-                ExpressionAttributeNames=_NAMES,
-                ExpressionAttributeValues={
-                    ":now_s": {"N": str(now_s)},
-                    ":now_ms": {"N": str(now_ms)},
-                    ":inprogress": {"S": Status.INPROGRESS.value},
-                },
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-        except aws.client_errors() as exc:
-            if aws.error_code(exc) != "ConditionalCheckFailedException":
-                raise IdempotencyStoreError(f"could not claim {pk}: {exc}") from exc
-            old = getattr(exc, "response", {}).get("Item") or {}
-            return self._refused(namespace, key, payload_hash, old)
-        return Claim(namespace, key, False, payload_hash, expiry_ms, now_s + self.ttl_seconds)
+        put = {
+            "TableName": self.table_name,
+            "Item": item,
+            "ConditionExpression": _CONDITION,
+            "ExpressionAttributeNames": _NAMES,
+            "ExpressionAttributeValues": {
+                ":now_s": {"N": str(now_s)},
+                ":now_ms": {"N": str(now_ms)},
+                ":inprogress": {"S": Status.INPROGRESS.value},
+            },
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        return put, held
 
     def _refused(
         self, namespace: str, key: str, payload_hash: str | None, old: dict[str, Any]
@@ -380,33 +399,8 @@ class IdempotencyStore:
         pending: list[str] = list(keys)
         duplicates: list[str] = []
         while pending:
-            now = self._clock()
-            now_s, now_ms = int(now), int(now * 1000)
-            expiry_ms = now_ms + remaining_ms_of(remaining_ms) + IN_PROGRESS_MARGIN_MS
-            expires_at = now_s + self.ttl_seconds
-            values = {
-                ":now_s": {"N": str(now_s)},
-                ":now_ms": {"N": str(now_ms)},
-                ":inprogress": {"S": Status.INPROGRESS.value},
-            }
-            actions: list[Any] = [
-                {
-                    "Put": {
-                        "TableName": self.table_name,
-                        "Item": {
-                            KEY_ATTR: {"S": item_key(namespace, key)},
-                            STATUS_ATTR: {"S": Status.INPROGRESS.value},
-                            EXPIRES_AT_ATTR: {"N": str(expires_at)},
-                            IN_PROGRESS_EXPIRY_ATTR: {"N": str(expiry_ms)},
-                        },
-                        "ConditionExpression": _CONDITION,
-                        "ExpressionAttributeNames": _NAMES,
-                        "ExpressionAttributeValues": values,
-                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-                    }
-                }
-                for key in pending
-            ]
+            puts = [self._conditional_put(namespace, key, None, remaining_ms) for key in pending]
+            actions: list[Any] = [{"Put": put} for put, _ in puts]
             try:
                 self.client.transact_write_items(TransactItems=actions)
             except aws.client_errors() as exc:
@@ -417,9 +411,7 @@ class IdempotencyStore:
                 reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
                 pending = self._still_to_claim(namespace, pending, reasons, duplicates)
                 continue
-            held = tuple(
-                Claim(namespace, key, False, None, expiry_ms, expires_at) for key in pending
-            )
+            held = tuple(claim for _, claim in puts)
             return ClaimedBatch(held, tuple(duplicates))
         return ClaimedBatch((), tuple(duplicates))
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sluice import aws
-from sluice.envelope import Chunk
+from sluice.envelope import Chunk, attributes_size
 from sluice.errors import TransientError
 from sluice.observability import get_logger
 
@@ -28,11 +28,7 @@ class SendError(TransientError):
 
 def entry_size(body: str, attributes: dict[str, Any]) -> int:
     """Bytes SQS counts for one entry: the body and every attribute's name, type and value."""
-    size = len(body.encode("utf-8"))
-    for name, value in attributes.items():
-        size += len(name.encode("utf-8")) + len(str(value.get("DataType", "")).encode("utf-8"))
-        size += len(str(value.get("StringValue", "")).encode("utf-8"))
-    return size
+    return len(body.encode("utf-8")) + attributes_size(attributes)
 
 
 class BatchSender:

@@ -7,12 +7,12 @@ alone, a bounded number of times, then the chunk fails as a `TransientError` (SQ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from sluice import aws
 from sluice.config import SNS_MAX_MESSAGE_BYTES, Settings, get_settings
-from sluice.envelope import Chunk, StringAttribute
+from sluice.envelope import Chunk, StringAttribute, attributes_size
 from sluice.errors import TransientError
 from sluice.observability import add_metric, get_logger
 
@@ -55,15 +55,6 @@ def entry_of(chunk: Chunk, entry_id: str) -> Entry:
 def entry_size(entry: Entry) -> int:
     """Bytes SNS counts for an entry: the message plus each attribute's name, type and value."""
     return len(entry["Message"].encode("utf-8")) + attributes_size(entry["MessageAttributes"])
-
-
-def attributes_size(attributes: Mapping[str, StringAttribute]) -> int:
-    """Bytes SNS counts for message attributes: each one's name, type and value."""
-    size = 0
-    for name, attribute in attributes.items():
-        size += len(name.encode("utf-8")) + len(attribute["DataType"])
-        size += len(attribute["StringValue"].encode("utf-8"))
-    return size
 
 
 def plan_batches(

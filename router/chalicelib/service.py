@@ -10,11 +10,18 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from chalicelib.publisher import ChunkPublisher, SnsPublisher, attributes_size
+from chalicelib.publisher import ChunkPublisher, SnsPublisher
 from chalicelib.rules import RoutingRules, load_rules
 from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.config import DEFAULT_CHUNK_MAX_BYTES, SNS_MAX_MESSAGE_BYTES, get_settings
-from sluice.envelope import Chunk, ChunkLimits, Record, derive_chunk_id, pack_records
+from sluice.envelope import (
+    Chunk,
+    ChunkLimits,
+    Record,
+    attributes_size,
+    derive_chunk_id,
+    pack_records,
+)
 from sluice.observability import add_metric, get_logger
 from sluice.stage import LambdaEvent, StageRuntime
 

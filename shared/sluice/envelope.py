@@ -241,6 +241,15 @@ class Chunk:
         )
 
 
+def attributes_size(attributes: Mapping[str, Mapping[str, Any]]) -> int:
+    """Bytes SQS and SNS count for message attributes: each one's name, type and value."""
+    size = 0
+    for name, attribute in attributes.items():
+        size += len(name.encode("utf-8")) + len(str(attribute.get("DataType", "")).encode("utf-8"))
+        size += len(str(attribute.get("StringValue", "")).encode("utf-8"))
+    return size
+
+
 def _load(body: str | bytes) -> Any:
     try:
         return jsonx.loads(body)

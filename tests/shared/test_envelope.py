@@ -281,3 +281,11 @@ def test_dropped_oversize_record_is_skipped_and_the_rest_packed() -> None:
     limits = ChunkLimits(10, 2048)
     chunks = list(pack_records(records, make_chunk, limits, on_oversize=lambda r: None))
     assert [r.ordinal for c in chunks for r in c.records] == [1, 2]
+
+
+def test_attributes_size_counts_each_name_type_and_value_in_utf8_bytes() -> None:
+    from sluice.envelope import attributes_size
+
+    attributes = {"a": {"DataType": "String", "StringValue": "é"}, "bb": {"DataType": "String"}}
+
+    assert attributes_size(attributes) == (1 + 6 + 2) + (2 + 6)

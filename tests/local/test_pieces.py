@@ -352,3 +352,47 @@ def test_an_invocation_reports_the_cpu_time_its_worker_spent_apart_from_waiting(
     assert burn.cpu_ms >= 190
     assert wait.duration_ms >= 400
     assert wait.cpu_ms < 200  # sleeping is not CPU
+
+
+def test_workers_share_a_bytecode_cache_outside_the_deployed_tree(tmp_path: Path) -> None:
+    # A cold start compiles each module once per deployed tree, not once per worker; the
+    # extracted zip itself stays as deployed (no __pycache__ written into it).
+    from sluice_tools.local.pool import FunctionPool
+    from sluice_tools.local.worker import WorkerSpec
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "handler.py").write_text(
+        "import sys\ndef where(event, context):\n    return sys.modules[__name__].__cached__\n"
+    )
+    cache = tmp_path / "pycache"
+    spec = WorkerSpec(
+        function="f-cached",
+        arn="arn:aws:lambda:us-east-1:123456789012:function:f-cached",
+        handler="handler.where",
+        code_dir=str(code),
+        runtime_dir=str(tmp_path / "runtime"),
+        environment={},
+        timeout_s=30,
+        memory_mb=128,
+        log_path=str(tmp_path / "f.log"),
+        console=False,
+        isolate=False,
+        pycache_dir=str(cache),
+    )
+    compiled: list[Path] = []
+    stamps = []
+    for _ in range(2):  # two cold starts, one after the other
+        pool = FunctionPool(spec, concurrency=1)
+        try:
+            outcome = pool.invoke({})
+        finally:
+            pool.stop()
+        assert outcome.ok, outcome.error
+        compiled.append(Path(outcome.payload))
+        stamps.append(Path(outcome.payload).stat().st_mtime_ns)
+    assert compiled[0] == compiled[1]
+    assert compiled[0].is_relative_to(cache)
+    assert compiled[0].is_file()
+    assert stamps[0] == stamps[1]  # the second worker read it, and did not compile again
+    assert not (code / "__pycache__").exists()

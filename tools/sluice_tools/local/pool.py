@@ -231,13 +231,20 @@ class CodeStore:
             self._dirs[digest] = target
             return target
 
+    @property
+    def pycache(self) -> Path:
+        """The workers' bytecode cache (`sys.pycache_prefix`): mirrors the source paths."""
+        return self.root / "pycache"
+
     def prune(self) -> None:
-        """Forget extracted zips this run did not use (older deploys)."""
+        """Forget extracted zips this run did not use (older deploys), and their bytecode."""
         used = {p.name for p in self._dirs.values()}
         for entry in (self.root / "code").glob("*"):
             if entry.name.split(".")[0] not in used:
                 if entry.is_dir():
                     shutil.rmtree(entry, ignore_errors=True)
+                    compiled = self.pycache / os.path.abspath(entry).lstrip(os.sep)
+                    shutil.rmtree(compiled, ignore_errors=True)
                 else:
                     entry.unlink(missing_ok=True)
 
@@ -270,6 +277,7 @@ def worker_spec(
     log_dir: Path,
     console: bool,
     isolate: bool = True,
+    pycache_dir: Path | None = None,
 ) -> WorkerSpec:
     log_dir.mkdir(parents=True, exist_ok=True)
     return WorkerSpec(
@@ -284,4 +292,5 @@ def worker_spec(
         log_path=str(log_dir / f"{function.name}.log"),
         console=console,
         isolate=isolate,
+        pycache_dir=None if pycache_dir is None else os.path.abspath(pycache_dir),
     )

@@ -208,6 +208,7 @@ class LocalRuntime:
                 log_dir=log_dir,
                 console=self.options.console,
                 isolate=self.options.isolate,
+                pycache_dir=self._code.pycache,
             )
             self.pools[name] = FunctionPool(
                 spec,

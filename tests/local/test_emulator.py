@@ -172,3 +172,110 @@ def test_queue_counts_and_receives_still_tell_visible_in_flight_and_delayed_apar
     assert sorted(m["Body"] for m in rest) == sorted(
         {"a", "b", "c"} - {taken["Messages"][0]["Body"]}
     )
+
+
+PLAIN_REQUESTS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "BatchWriteItem",
+        {
+            "RequestItems": {
+                TABLE: [
+                    {
+                        "PutRequest": {
+                            "Item": {
+                                "pk": {"S": "order#1"},
+                                "n": {"N": "12345678901234567890123"},
+                                "tags": {"SS": ["a", "b"]},
+                                "nested": {"M": {"l": {"L": [{"BOOL": True}, {"NULL": True}]}}},
+                            }
+                        }
+                    },
+                    {"DeleteRequest": {"Key": {"pk": {"S": "order#2"}}}},
+                ]
+            },
+            "ReturnConsumedCapacity": "TOTAL",
+        },
+    ),
+    (
+        "UpdateItem",
+        {
+            "TableName": TABLE,
+            "Key": {"pk": {"S": "k"}},
+            "UpdateExpression": "SET #s = :s ADD #c :one",
+            "ConditionExpression": "attribute_not_exists(pk) OR #s = :old",
+            "ExpressionAttributeNames": {"#s": "status", "#c": "count"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": "DONE"},
+                ":one": {"N": "1"},
+                ":old": {"S": "NEW"},
+            },
+            "ReturnValues": "ALL_NEW",
+        },
+    ),
+    ("TransactWriteItems", {"TransactItems": [put_if_absent("x"), put_if_absent("y")]}),
+    (
+        "Query",
+        {
+            "TableName": TABLE,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": "k"}},
+            "Limit": 25,
+            "ScanIndexForward": False,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("operation", "params"), PLAIN_REQUESTS, ids=lambda v: str(v)[:20])
+def test_dynamodb_requests_skip_motos_parse_only_where_it_changes_nothing(
+    operation: str, params: dict[str, Any]
+) -> None:
+    import json
+
+    import botocore.session
+    from moto.core.parse import JSONParser
+
+    from sluice_tools.local.emulator import _dynamodb_parameters
+
+    ddb = botocore.session.get_session().create_client(
+        "dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    model = ddb.meta.service_model.operation_model(operation)
+    body = ddb._serializer.serialize_to_request(params, model)["body"]  # as sent on the wire
+
+    class Handler:
+        params: Any = None
+
+        def _get_action(self) -> str:
+            return operation
+
+    class Request:
+        data = body
+
+    handler = Handler()
+    _dynamodb_parameters(handler, Request())
+    motos = JSONParser(model, map_type=dict).parse({"body": body, "headers": {}})
+    assert handler.params == motos == json.loads(body)
+
+
+def test_binary_attributes_still_take_motos_parse(dynamodb: Any) -> None:
+    # Parsed by moto, a B value is its 3 bytes; taken as JSON it would be 4 base64 characters.
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "bin"}, "blob": {"B": b"\x00\xffz"}})
+
+    dynamodb.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "bin"}},
+        UpdateExpression="SET checked = :yes",
+        ConditionExpression="size(#b) = :three",
+        ExpressionAttributeNames={"#b": "blob"},
+        ExpressionAttributeValues={":three": {"N": "3"}, ":yes": {"BOOL": True}},
+    )
+    got = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "bin"}})["Item"]
+    assert got["blob"] == {"B": b"\x00\xffz"}
+    assert got["checked"] == {"BOOL": True}
+
+
+def test_json_responses_still_carry_a_request_id(dynamodb: Any) -> None:
+    response = dynamodb.describe_table(TableName=TABLE)
+
+    assert len(response["ResponseMetadata"]["RequestId"]) > 20

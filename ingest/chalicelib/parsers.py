@@ -18,6 +18,7 @@ from typing import Any
 
 from chalicelib.objects import Format
 from chalicelib.streams import ObjectRemainderError, strip_bom
+from sluice import jsonx
 
 # What a quarantine entry keeps of an over-long line.
 RAW_KEEP_BYTES = 64 * 1024
@@ -65,10 +66,19 @@ def _reject_constant(name: str) -> Any:
 
 
 def loads_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(payload, None) for a JSON object, else (None, why not)."""
+    """(payload, None) for a JSON object, else (None, why not).
+
+    Strict RFC 8259 (`sluice.jsonx`, ~2x the standard library's speed): NaN, Infinity, lone
+    surrogates and numbers beyond a double's range are not JSON. A refused line is parsed
+    again by the standard library only for its reason, which names line, column and token.
+    """
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
+        value = jsonx.loads(text)
+    except jsonx.JSONDecodeError as exc:
+        try:
+            json.loads(text, parse_constant=_reject_constant)
+        except ValueError as detailed:
+            return None, f"not valid JSON: {detailed}"
         return None, f"not valid JSON: {exc}"
     if not isinstance(value, dict):
         return None, f"a record must be a JSON object, not {type(value).__name__}"
@@ -285,7 +295,12 @@ class _ArrayReader:
                 raw=text,
                 reason=f"a record must be a JSON object, not {type(value).__name__}",
             )
-        return Item(ordinal, self.offset, payload=value)
+        # The scanner found the element's end; the strict parse judges it, as for JSON Lines
+        # (the standard library lets lone surrogates and 1e400 through).
+        payload, problem = loads_object(text)
+        if payload is None:
+            return Item(ordinal, self.offset, raw=text, reason=problem)
+        return Item(ordinal, self.offset, payload=payload)
 
     def _trailing(self) -> None:
         if self._next_char() is not None:

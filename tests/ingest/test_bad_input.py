@@ -47,6 +47,32 @@ def test_an_unparseable_line_is_quarantined_and_the_other_lines_go_on(
     assert platform.ledger_totals() == {"records_in": 5, "out": 2, "quarantined": 3}
 
 
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        (
+            "strict.jsonl",
+            lines('{"id": 1}', '{"id": 2, "name": "\\ud800"}', '{"id": 3, "n": 1e400}'),
+        ),
+        ("strict.json", b'[{"id": 1}, {"id": 2, "name": "\\ud800"}, {"id": 3, "n": 1e400}]'),
+    ],
+)
+def test_json_that_only_pythons_parser_accepts_is_quarantined_at_ingest(
+    platform: Platform, make_ingestor: Callable[..., Ingestor], name: str, body: bytes
+) -> None:
+    # A lone surrogate cannot be written as UTF-8, and 1e400 is no double: neither could
+    # travel in a chunk, so both stop here with a reason instead of failing a later step.
+    event = platform.put(f"incoming/order/{name}", body)
+
+    make_ingestor().handle_s3_event(event)
+
+    assert payloads(platform) == [{"id": 1}]
+    reasons = sorted(d["reason"] for d in platform.quarantined())
+    assert len(reasons) == 2
+    assert all("not valid JSON" in r for r in reasons)
+    assert platform.ledger_totals() == {"records_in": 3, "out": 1, "quarantined": 2}
+
+
 def test_a_line_that_is_not_utf8_is_quarantined_with_its_exact_bytes(
     platform: Platform, make_ingestor: Callable[..., Ingestor]
 ) -> None:

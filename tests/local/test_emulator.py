@@ -279,3 +279,32 @@ def test_json_responses_still_carry_a_request_id(dynamodb: Any) -> None:
     response = dynamodb.describe_table(TableName=TABLE)
 
     assert len(response["ResponseMetadata"]["RequestId"]) > 20
+
+
+def test_a_new_item_is_sized_once_and_an_oversize_one_is_still_refused(dynamodb: Any) -> None:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    sized = 0
+    original = DynamoType.size
+
+    def counting(self: Any) -> int:
+        nonlocal sized
+        sized += 1
+        return int(original(self))
+
+    item = {"pk": {"S": "wide"}, **{f"a{i}": {"S": "v" * 10} for i in range(200)}}
+    DynamoType.size = counting  # type: ignore[method-assign]
+    try:
+        dynamodb.put_item(TableName=TABLE, Item=item)
+    finally:
+        DynamoType.size = original  # type: ignore[method-assign]
+    assert sized < 1000  # once per attribute (and the key checks), not 200²/2 times
+
+    with pytest.raises(ClientError, match="Item size has exceeded"):
+        dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "big"}, "x": {"S": "v" * 405_000}})
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "fits"}, "x": {"S": "v" * 399_000}})
+    assert stored_size(dynamodb, "fits") == 399_000
+
+
+def stored_size(ddb: Any, pk: str) -> int:
+    return len(ddb.get_item(TableName=TABLE, Key={"pk": {"S": pk}})["Item"]["x"]["S"])

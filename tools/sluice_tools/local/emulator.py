@@ -306,6 +306,32 @@ def _dynamodb_parameters(handler: Any, request: Any) -> None:
     BaseResponse.parse_parameters(handler, request)
 
 
+ITEM_SIZE_LIMIT = 405000  # moto's own figure for DynamoDB's 400 KB (see LimitedSizeDict)
+
+
+def _new_item(item: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+    """moto's `Item.__init__`, with the item's size added up once instead of once per attribute.
+
+    moto's `LimitedSizeDict` sums the sizes of every attribute already stored each time one
+    is added, so building an item of n attributes sizes n²/2 values (each a UTF-8 encode of
+    its text): a third of a BatchWriteItem's time in moto. Sizes are never negative, so
+    checking the sum once refuses exactly the items the per-attribute checks refuse.
+    Attributes changed later (UpdateItem) still go through moto's own check.
+    """
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    item.hash_key = hash_key
+    item.range_key = range_key
+    typed = {key: DynamoType(value) for key, value in attrs.items()}
+    if sum(bytesize(key) + value.size() for key, value in typed.items()) > ITEM_SIZE_LIMIT:
+        raise ItemSizeTooLarge
+    stored = LimitedSizeDict.__new__(LimitedSizeDict)
+    dict.update(stored, typed)
+    item.attrs = stored
+
+
 def _listed_once(list_modules: Callable[[], Iterable[str]]) -> Callable[[], tuple[str, ...]]:
     names = tuple(list_modules())
     return lambda: names
@@ -338,6 +364,7 @@ def quiet() -> None:
     made once per class, not by `inspect` on each request (`_method_names_once`); the
     RequestId regex runs only on bodies that hold one (`_enrich_response`); DynamoDB's item
     operations skip a parse that gives back their JSON unchanged (`_dynamodb_parameters`).
+    A new DynamoDB item is sized once, not once per attribute (`_new_item`).
     """
     with _patch_lock:
         if _originals:
@@ -346,6 +373,7 @@ def quiet() -> None:
         from moto.awslambda.models import LambdaBackend
         from moto.core import responses
         from moto.dynamodb.models import DynamoDBBackend
+        from moto.dynamodb.models.dynamo_type import Item
         from moto.dynamodb.responses import DynamoHandler
         from moto.s3 import notifications
         from moto.s3.models import FakeBucket
@@ -366,6 +394,7 @@ def quiet() -> None:
             (responses, "method_names_from_class", _method_names_once()),
             (responses.BaseResponse, "_enrich_response", staticmethod(_enrich_response)),
             (DynamoHandler, "parse_parameters", _dynamodb_parameters),
+            (Item, "__init__", _new_item),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

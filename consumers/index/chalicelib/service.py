@@ -3,8 +3,9 @@
 Each record becomes one item keyed by (type, natural key) and (ingested_at, record id), so
 the newest version wins whatever the delivery order and a redelivered record rewrites its own
 item unchanged. Items are built and checked per record (bad data is quarantined), then written
-once per chunk with BatchWriteItem; the chunk is claimed, so a completed chunk that comes
-back costs one claim and writes nothing.
+once per chunk with BatchWriteItem. Chunks are not claimed: writing a chunk again changes
+nothing, and the ledger keeps the counts of its first write, so a claim (a PutItem and an
+UpdateItem per chunk) would only save the rare redelivery its writes.
 """
 
 from __future__ import annotations
@@ -60,9 +61,9 @@ def reset() -> None:
 
 
 def handle_event(event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
-    """The SQS handler: every chunk of the batch, claimed once, with partial batch failures."""
+    """The SQS handler: every chunk of the batch, with partial batch failures (no claims)."""
     rt, table = runtime(), records_table()
-    return rt.handle_sqs(event, lambda chunk: handle_chunk(chunk, rt, table), claim=True)
+    return rt.handle_sqs(event, lambda chunk: handle_chunk(chunk, rt, table), claim=False)
 
 
 def natural_key_of(record: Record, record_type: str) -> str:
@@ -101,7 +102,7 @@ def handle_chunk(chunk: Chunk, rt: StageRuntime, table: RecordsTable) -> ChunkOu
 
     `out` counts the items written; `duplicate` the records that repeat another record's
     version within the chunk (written once). The sink delivered both: each is in the index.
-    A failed write raises, so the claim is released and SQS redelivers the chunk.
+    A failed write raises, so SQS redelivers the chunk, which writes the same items again.
     """
     results = rt.run_records(chunk, version_item)
     items = [item for _, item in results.outputs]

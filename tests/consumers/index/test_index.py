@@ -178,25 +178,26 @@ def test_sort_time_is_utc_with_microseconds_so_text_order_is_time_order() -> Non
         sort_time("yesterday")
 
 
-def test_a_redelivered_chunk_costs_one_claim_writes_nothing_and_counts_as_duplicate(
+def test_a_redelivered_chunk_rewrites_its_items_unchanged_without_claims(
     account: testkit.Account,
     app_module: ModuleType,
     app_dir: Path,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # No claim per chunk (a PutItem and an UpdateItem each time): a redelivery writes the
+    # same items again, and the ledger keeps the counts of the first delivery.
     chunk = testkit.make_chunk("order", [order("new")])
     invoke(app_module, app_dir, sqs_event(chunk))
     ledger_before = testkit.ledger_items()
-    capsys.readouterr()
+    latest_before = latest("order", "o-1")
     dynamodb = DynamoDBCalls()
 
     response = invoke(app_module, app_dir, sqs_event(chunk, prefix="again"))
 
     assert response == {"batchItemFailures": []}
-    assert dynamodb.calls == [("PutItem", account.names.idempotency_table, 1)]
-    metrics = emitted_metrics(capsys.readouterr().out)
-    assert (metrics["RecordsDuplicate"], metrics["RecordsOut"]) == (1, 0)
+    assert dynamodb.to(account.names.idempotency_table) == []
+    assert dynamodb.to(account.names.records_table) == [("BatchWriteItem", 1)]
     assert testkit.ledger_items() == ledger_before
+    assert latest("order", "o-1") == latest_before
     assert versions(account, "order#o-1") == ["v#2026-11-27T06:15:00.000000Z#r-c-test-0-0"]
 
 
@@ -307,7 +308,7 @@ class FailingOnce:
         return self.real.batch_write_item(**kwargs)
 
 
-def test_a_failed_write_releases_the_claim_so_the_redelivered_chunk_is_written(
+def test_a_failed_write_fails_the_chunk_so_the_redelivered_chunk_is_written(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
     from chalicelib import service

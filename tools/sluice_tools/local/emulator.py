@@ -284,7 +284,10 @@ _PLAIN_DYNAMODB_ACTIONS = frozenset(
         "UpdateItem",
     }
 )
-_NOT_PLAIN = re.compile(rb'"(?:B|BS)"\s*:|\bnull\b')
+# Bodies holding any of these take moto's parse; a string that merely contains one (a value
+# "B", the word null) does too, which costs time, never correctness. Substring tests: a
+# regex over a 40 KB body took 1 ms, three of these 0.1 ms.
+_NOT_PLAIN = (b'"B"', b'"BS"', b"null")
 
 
 def _dynamodb_parameters(handler: Any, request: Any) -> None:
@@ -300,10 +303,54 @@ def _dynamodb_parameters(handler: Any, request: Any) -> None:
 
     if handler._get_action() in _PLAIN_DYNAMODB_ACTIONS:
         body = request.data
-        if body and not _NOT_PLAIN.search(body):
+        if body and not any(token in body for token in _NOT_PLAIN):
             handler.params = json.loads(body)
             return
     BaseResponse.parse_parameters(handler, request)
+
+
+def _plain_json(value: Any) -> bool:
+    """Only strings, numbers, booleans, lists and dicts (no None, bytes, dates) all through."""
+    kind = type(value)
+    if kind is dict:
+        return all(_plain_json(v) for v in value.values())
+    if kind is list:
+        return all(_plain_json(v) for v in value)
+    return kind in _JSON_SCALARS
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool})
+_output_members: dict[str, frozenset[str]] = {}
+
+
+def _dynamodb_serialized(handler: Any, action_result: Any) -> Any:
+    """DynamoDB's item operation results as `json.dumps`, where moto's serializer would agree.
+
+    moto's serializer walks the output shape of every response, looking each member up
+    through its alias providers (7% of the emulator's time at 100k records). For the item
+    operations moto builds results that already are the output: AWS member names, DynamoDB
+    JSON values. `json.dumps` gives the same document whenever every top-level key is an
+    output member and the values are plain JSON: moto's serializer drops `None` members and
+    base64-encodes bytes, so results with either take it, as do errors.
+    """
+    from moto.core.responses import BaseResponse
+    from moto.core.utils import get_service_model
+
+    action = handler._get_action()
+    result = action_result.result
+    if action in _PLAIN_DYNAMODB_ACTIONS and type(result) is dict and _plain_json(result):
+        members = _output_members.get(action)
+        if members is None:
+            model = get_service_model("dynamodb")
+            output = model.operation_model(action).output_shape
+            members = frozenset(output.members) if output is not None else frozenset()
+            _output_members[action] = members
+        if result.keys() <= members:
+            version = get_service_model("dynamodb").metadata["jsonVersion"]
+            headers = {"Content-Type": f"application/x-amz-json-{version}"}
+            headers.update(handler.response_headers)
+            return 200, headers, json.dumps(result)
+    return BaseResponse.serialized(handler, action_result)
 
 
 ITEM_SIZE_LIMIT = 405000  # moto's own figure for DynamoDB's 400 KB (see LimitedSizeDict)
@@ -363,8 +410,9 @@ def quiet() -> None:
     Three more are for the cost of every request: the list of a response class's methods is
     made once per class, not by `inspect` on each request (`_method_names_once`); the
     RequestId regex runs only on bodies that hold one (`_enrich_response`); DynamoDB's item
-    operations skip a parse that gives back their JSON unchanged (`_dynamodb_parameters`).
-    A new DynamoDB item is sized once, not once per attribute (`_new_item`).
+    operations skip a parse that gives back their JSON unchanged (`_dynamodb_parameters`) and
+    a serializer that gives back their result unchanged (`_dynamodb_serialized`). A new
+    DynamoDB item is sized once, not once per attribute (`_new_item`).
     """
     with _patch_lock:
         if _originals:
@@ -394,6 +442,7 @@ def quiet() -> None:
             (responses, "method_names_from_class", _method_names_once()),
             (responses.BaseResponse, "_enrich_response", staticmethod(_enrich_response)),
             (DynamoHandler, "parse_parameters", _dynamodb_parameters),
+            (DynamoHandler, "serialized", _dynamodb_serialized),
             (Item, "__init__", _new_item),
         ]
         for owner, name, value in patches:

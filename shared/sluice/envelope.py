@@ -95,6 +95,9 @@ class Record:
     ingested_at: str
     payload: Any = None
     payload_ref: str | None = None
+    # The record's JSON, made once (`wire_json`): sizing a record for a chunk and encoding the
+    # chunk then serialise it once, not twice. Not compared, not copied by `replace`.
+    _json: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_wire(self) -> RecordWire:
         wire: RecordWire = {"id": self.id, "ordinal": self.ordinal, "ingested_at": self.ingested_at}
@@ -119,9 +122,20 @@ class Record:
             raise MalformedEnvelopeError(f"record {rid} has neither payload nor payload_ref")
         return cls(rid, ordinal, at, wire.get("payload"), ref)
 
+    def wire_json(self) -> bytes:
+        """The record as compact JSON, as it stands in a chunk's records (made once).
+
+        A payload must not be changed in place once its record has been sized or sent.
+        """
+        encoded = self._json
+        if encoded is None:
+            encoded = jsonx.dumps(self.to_wire())
+            object.__setattr__(self, "_json", encoded)
+        return encoded
+
     def encoded_size(self) -> int:
         """Bytes this record takes in the plain (uncompressed) JSON of a chunk's records."""
-        return len(jsonx.dumps(self.to_wire()))
+        return len(self.wire_json())
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,36 @@ class Chunk:
     v: int = ENVELOPE_VERSION
 
     def to_wire(self) -> dict[str, Any]:
+        wire = self._header()
+        wire["records"] = [r.to_wire() for r in self.records]
+        return wire
+
+    def encode(self) -> str:
+        """The message body: envelope v2 as compact JSON (UTF-8 text; non-ASCII kept as is),
+        its records compressed into `records_z` when that is smaller."""
+        wire = self._header()
+        wire["v"] = ENVELOPE_VERSION
+        plain = self._records_json()
+        if len(plain) >= COMPRESS_MIN_BYTES:
+            packed = _compress(plain)
+            if len(packed) < len(plain):
+                wire[COMPRESSED_FIELD] = packed
+                return jsonx.dumps(wire).decode("utf-8")
+        # `"records":[]` closes the header's JSON; the records' own JSON goes between the
+        # brackets (the same bytes as encoding the whole envelope at once).
+        wire["records"] = []
+        head = jsonx.dumps(wire)
+        return (head[:-3] + plain + b"}").decode("utf-8")
+
+    def encoded_size(self) -> int:
+        """Bytes of the chunk as plain JSON: what chunk budgets are measured in (a compressed
+        message is never larger)."""
+        wire = self._header()
+        wire["records"] = []
+        commas = max(len(self.records) - 1, 0)
+        return len(jsonx.dumps(wire)) + sum(r.encoded_size() for r in self.records) + commas
+
+    def _header(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
             "v": self.v,
             "chunk_id": self.chunk_id,
@@ -146,28 +190,10 @@ class Chunk:
         }
         if self.attributes:
             wire["attributes"] = dict(self.attributes)
-        wire["records"] = [r.to_wire() for r in self.records]
         return wire
 
-    def encode(self) -> str:
-        """The message body: envelope v2 as compact JSON (UTF-8 text; non-ASCII kept as is),
-        its records compressed into `records_z` when that is smaller."""
-        wire = self.to_wire()
-        wire["v"] = ENVELOPE_VERSION
-        records = wire.pop("records")
-        plain = jsonx.dumps(records)
-        if len(plain) >= COMPRESS_MIN_BYTES:
-            packed = _compress(plain)
-            if len(packed) < len(plain):
-                wire[COMPRESSED_FIELD] = packed
-                return jsonx.dumps(wire).decode("utf-8")
-        wire["records"] = records
-        return jsonx.dumps(wire).decode("utf-8")
-
-    def encoded_size(self) -> int:
-        """Bytes of the chunk as plain JSON: what chunk budgets are measured in (a compressed
-        message is never larger)."""
-        return len(jsonx.dumps(self.to_wire()))
+    def _records_json(self) -> bytes:
+        return b"[" + b",".join(r.wire_json() for r in self.records) + b"]"
 
     def derive(
         self,

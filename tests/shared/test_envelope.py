@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import string
 import zlib
@@ -154,6 +155,39 @@ def test_incompressible_records_travel_plain() -> None:
 
     assert wire["records"][0]["payload"]["blob"] == noise
     assert "records_z" not in wire
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 40])
+@pytest.mark.parametrize("attributes", [{}, {"priority": "high", "region": "eu"}])
+def test_encoding_from_each_records_json_gives_the_bytes_of_encoding_the_whole_envelope(
+    n: int, attributes: dict[str, str]
+) -> None:
+    # Records are serialised once (sized, then encoded); the message must not change for it.
+    records = tuple(make_records(n, text='é\u2028"x'))
+    chunk = Chunk("c-1", "order", SOURCE, "corr-1", records, attributes)
+    whole = chunk.to_wire()
+    whole["v"] = ENVELOPE_VERSION
+    plain = json.dumps(whole, separators=(",", ":"), ensure_ascii=False)
+    for record in records:
+        record.encoded_size()  # cached now
+
+    body = chunk.encode()
+
+    assert chunk.encoded_size() == len(plain.encode("utf-8"))
+    assert Chunk.decode(body) == chunk
+    if len(json.dumps([r.to_wire() for r in records], separators=(",", ":"))) < 2048:
+        assert body == plain
+
+
+def test_a_records_json_is_made_afresh_for_a_changed_copy() -> None:
+    record = make_records(1)[0]
+    record.encoded_size()
+
+    stand_in = dataclasses.replace(record, payload=None, payload_ref="s3://bucket/key")
+
+    assert b"payload_ref" in stand_in.wire_json()
+    assert b"payload_ref" not in record.wire_json()
+    assert stand_in != record
 
 
 def test_version_1_envelopes_are_still_read() -> None:

@@ -204,8 +204,8 @@ def _trimmed(value: Any) -> Any:
     """`value` with every string in it stripped; containers are copies, never changed.
 
     Runs over every field of every record: strings and numbers inside a container are
-    handled in its comprehension, without a call each, which halves the time of the plain
-    recursive version.
+    handled in its comprehension, without a call each (a quarter less time than the plain
+    recursive version on the synthetic orders).
     """
     if isinstance(value, str):
         return value.strip()

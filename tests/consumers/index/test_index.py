@@ -63,17 +63,6 @@ class DynamoDBCalls:
         return [(op, n) for op, t, n in self.calls if t == table]
 
 
-def emitted_metrics(stdout: str) -> dict[str, Any]:
-    """The metrics of the EMF lines in captured stdout (the last value of each name)."""
-    found: dict[str, Any] = {}
-    for line in stdout.splitlines():
-        if line.startswith('{"_aws"'):
-            doc = json.loads(line)
-            for definition in doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
-                found[definition["Name"]] = doc[definition["Name"]]
-    return found
-
-
 def test_each_record_is_stored_as_a_version_under_its_type_and_natural_key(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:

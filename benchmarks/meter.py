@@ -93,8 +93,8 @@ class Meter:
             caller, service, operation, resource, tally = self._classify(environ)
         except Exception:  # never break the emulator for a figure
             return original(app, environ, start)
-        # moto answers each request on a thread of its own: that thread's CPU time is what
-        # the request cost the emulator (a long poll's wait costs none).
+        # The emulator answers a request start to end on one thread (its connection's): that
+        # thread's CPU time over the call is what the request cost (a long poll's wait is none).
         cpu_started = time.thread_time()
         result = original(app, environ, start)
         tally.emulator_cpu_ms = (time.thread_time() - cpu_started) * 1000

@@ -463,7 +463,12 @@ def unquiet() -> None:
 
 @dataclass
 class Emulator:
-    """One moto server on 127.0.0.1 (port 0: any free port). State is per process."""
+    """moto on 127.0.0.1 (port 0: any free port). State is per process.
+
+    moto's WSGI application is served by `KeepAliveServer` rather than moto's own werkzeug
+    server, which closes every connection: same requests, same answers, a fraction of the
+    per-request cost (docs/decisions.md).
+    """
 
     port: int = 0
     region: str = DEFAULT_REGION
@@ -472,14 +477,20 @@ class Emulator:
     def start(self) -> str:
         """Start the server (once) and return its endpoint URL."""
         if self._server is None:
-            from moto.server import ThreadedMotoServer
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                create_backend_app,
+            )
+
+            from sluice_tools.local.httpserver import KeepAliveServer
 
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
             # "No Moto CloudFormation support for ...": the deploy fills those gaps itself.
             logging.getLogger("moto").setLevel(logging.ERROR)
             warnings.filterwarnings("ignore", message="Tried to parse", category=UserWarning)
             quiet()
-            self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            app = DomainDispatcherApplication(create_backend_app)
+            self._server = KeepAliveServer(app, host="127.0.0.1", port=self.port)
             self._server.start()
         return self.endpoint
 
@@ -487,8 +498,7 @@ class Emulator:
     def endpoint(self) -> str:
         if self._server is None:
             raise RuntimeError("the emulator is not started")
-        host, port = self._server.get_host_and_port()
-        return f"http://{host}:{port}"
+        return f"http://{self._server.host}:{self._server.port}"
 
     def reset(self) -> None:
         """Forget every resource (moto's `/moto-api/reset`)."""

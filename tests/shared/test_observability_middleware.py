@@ -191,3 +191,35 @@ def test_a_tracer_failure_does_not_fail_the_invocation(
     ]
     assert logs[-1]["message"] == "invocation complete"
     assert len(blobs) == 1
+
+
+class FakeCollector:
+    def __init__(self) -> None:
+        self.freezes = 0
+
+    def freeze(self) -> None:
+        self.freezes += 1
+
+
+@pytest.mark.parametrize("on_lambda", [True, False])
+def test_long_lived_objects_are_frozen_once_after_the_first_invocation(
+    client: Client,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    on_lambda: bool,
+) -> None:
+    from sluice.observability import middleware
+
+    collector = FakeCollector()
+    monkeypatch.setattr(middleware, "gc", collector)
+    if on_lambda:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "work")
+    else:
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    client.lambda_.invoke("work", {})
+    assert collector.freezes == (1 if on_lambda else 0)
+    client.lambda_.invoke("work", {})
+    with pytest.raises(RuntimeError):
+        client.lambda_.invoke("work", {"fail": True})
+    assert collector.freezes == (1 if on_lambda else 0)  # warm invocations leave it alone
+    capsys.readouterr()

@@ -6,6 +6,8 @@ flushes metrics. It never imports chalice: the app is anything with `register_mi
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -75,11 +77,28 @@ class _ObservabilityMiddleware:
                 return response
             finally:
                 _flush(metrics)
+                if cold_start:
+                    _freeze_long_lived()
 
     def _take_cold_start(self) -> bool:
         with self._lock:
             cold, self._cold = self._cold, False
             return cold
+
+
+def _freeze_long_lived() -> None:
+    """After the first invocation, keep what is alive out of the garbage collector's scans.
+
+    By then the process holds what lives as long as it does: modules, boto3 clients and
+    their service models (~100k objects). CPython's full collections walk all of them again
+    and again while records are processed; frozen, they are never walked (nor freed: they
+    live until the process ends anyway). Measured on a local run of 100k records: the
+    workers spent ~6 s of ~58 CPU-seconds in the collector, ~4.5 s of it in full
+    collections (docs/decisions.md). Only in a Lambda instance (`AWS_LAMBDA_FUNCTION_NAME`
+    set): a test process running handlers in-process keeps its collector as it is.
+    """
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        gc.freeze()
 
 
 def _lambda_context(event: Any) -> Any:

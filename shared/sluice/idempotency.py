@@ -12,6 +12,8 @@ State machine of one item (pk = "{namespace}#{key}"):
       │     └─▶ INPROGRESS ── fn() ──┬─ returns ─▶ complete (UpdateItem) ─▶ COMPLETED
       │                              └─ raises  ─▶ release (DeleteItem)  ─▶ (no item)
       └─ condition failed: the old item comes back with the error (no second read)
+            ├─ owner is ours (our write landed,
+            │  its answer was lost; the SDK retried) ─▶ INPROGRESS, held by us
             ├─ other payload_hash (any status) ─▶ IdempotencyPayloadMismatchError (permanent)
             ├─ COMPLETED, same hash            ─▶ duplicate: fn is not called
             └─ INPROGRESS, not yet expired     ─▶ ClaimInProgressError (transient: retry later)
@@ -25,10 +27,19 @@ A timeline (A, B, C are invocations that got the same chunk):
     --  if A had died at t1.5, the item stays INPROGRESS until in_progress_expiry; the
         redelivery after that takes it over and redoes A's (idempotent) effects.
 
+Owners. Every claim carries an `owner`: the invocation (Lambda request id) and a token
+unique to this claim attempt. The SDK retries a write whose answer was lost (a 5xx after
+the write landed, a timeout); without an owner that retry would see its own INPROGRESS item
+and take it for another invocation's ("being processed elsewhere"), on AWS as on moto.
+Completion and release are conditional on the owner, so a late holder whose claim was
+taken over changes nothing.
+
 Many keys at once (`run_batch_once`, e.g. one alert per record of a chunk): up to 100 keys
 are claimed in ONE TransactWriteItems with the same condition per key (all or none; keys
-found COMPLETED are dropped and the rest claimed again), the effect runs for the claimed
-keys, and the claims are completed (or released) with BatchWriteItem, 25 a call.
+found COMPLETED are dropped, keys found ours are held, and the rest claimed again), the
+effect runs for the claimed keys, and the claims are completed (or released) with
+BatchWriteItem, 25 a call. The transaction carries a `ClientRequestToken` (the owner), so
+DynamoDB answers a retried call with the first call's success for 10 minutes.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ import functools
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +58,7 @@ from sluice import aws
 from sluice.config import get_settings
 from sluice.errors import PermanentError, TransientError
 from sluice.observability import get_logger
+from sluice.observability.logs import get_context
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -63,6 +76,8 @@ EXPIRES_AT_ATTR = "expires_at"
 # Epoch milliseconds; after it an INPROGRESS claim is presumed dead and can be taken over.
 IN_PROGRESS_EXPIRY_ATTR = "in_progress_expiry"
 PAYLOAD_HASH_ATTR = "payload_hash"
+# Who holds an INPROGRESS claim: "<request id>/<token of this claim attempt>".
+OWNER_ATTR = "owner"
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 # TransactWriteItems takes at most 100 actions: the most keys one `claim_many` takes.
@@ -86,6 +101,7 @@ _NAMES = {
     "#expires_at": EXPIRES_AT_ATTR,
     "#in_progress_expiry": IN_PROGRESS_EXPIRY_ATTR,
 }
+_MINE = "#owner = :owner"
 
 
 class Status(StrEnum):
@@ -111,6 +127,16 @@ def payload_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def new_owner() -> str:
+    """An owner token: the invocation's request id (when logging knows it) and a fresh id.
+
+    Fresh per claim attempt, never per process: two invocations in one warm container are two
+    owners, while the SDK's retry of one write (same parameters) is the same owner.
+    """
+    request = str(get_context().get("request_id") or "-")
+    return f"{request}/{uuid.uuid4().hex}"
+
+
 def remaining_ms_of(remaining: RemainingTime) -> int:
     """Resolve a `RemainingTime` to milliseconds now (at claim time, not at handler start)."""
     value = remaining() if callable(remaining) else remaining
@@ -121,7 +147,7 @@ def remaining_ms_of(remaining: RemainingTime) -> int:
 class Claim:
     """The answer to a claim: held by us (`duplicate=False`) or done before (`duplicate=True`).
 
-    `in_progress_expiry` doubles as our ownership token for complete and release.
+    `owner` is our ownership token for complete and release (set on claims we hold).
     """
 
     namespace: str
@@ -130,6 +156,7 @@ class Claim:
     payload_hash: str | None = None
     in_progress_expiry: int = 0
     expires_at: int = 0  # epoch seconds (the TTL), set on claims we hold
+    owner: str = ""
 
     @property
     def pk(self) -> str:
@@ -256,14 +283,14 @@ class IdempotencyStore:
         Raises `ClaimInProgressError` (held elsewhere), `IdempotencyPayloadMismatchError`
         (same key, other content) or `IdempotencyStoreError`.
         """
-        put, held = self._conditional_put(namespace, key, payload_hash, remaining_ms)
+        put, held = self._conditional_put(namespace, key, payload_hash, remaining_ms, new_owner())
         try:
             self.client.put_item(**put)
         except aws.client_errors() as exc:
             if aws.error_code(exc) != "ConditionalCheckFailedException":
                 raise IdempotencyStoreError(f"could not claim {held.pk}: {exc}") from exc
             old = getattr(exc, "response", {}).get("Item") or {}
-            return self._refused(namespace, key, payload_hash, old)
+            return self._refused(held, old)
         return held
 
     def _conditional_put(
@@ -272,9 +299,11 @@ class IdempotencyStore:
         key: str,
         payload_hash: str | None,
         remaining_ms: RemainingTime,
+        owner: str,
     ) -> tuple[dict[str, Any], Claim]:
-        """The conditional put that claims (namespace, key) — the arguments of a PutItem, or
-        the `Put` of a transaction — and the claim it makes if the condition holds."""
+        """The conditional put that claims (namespace, key) for `owner` — the arguments of a
+        PutItem, or the `Put` of a transaction — and the claim it makes if the condition holds.
+        """
         now = self._clock()
         now_s, now_ms = int(now), int(now * 1000)
         held = Claim(
@@ -284,12 +313,14 @@ class IdempotencyStore:
             payload_hash,
             in_progress_expiry=now_ms + remaining_ms_of(remaining_ms) + IN_PROGRESS_MARGIN_MS,
             expires_at=now_s + self.ttl_seconds,
+            owner=owner,
         )
         item: dict[str, Any] = {
             KEY_ATTR: {"S": held.pk},
             STATUS_ATTR: {"S": Status.INPROGRESS.value},
             EXPIRES_AT_ATTR: {"N": str(held.expires_at)},
             IN_PROGRESS_EXPIRY_ATTR: {"N": str(held.in_progress_expiry)},
+            OWNER_ATTR: {"S": owner},
         }
         if payload_hash is not None:
             item[PAYLOAD_HASH_ATTR] = {"S": payload_hash}
@@ -307,12 +338,35 @@ class IdempotencyStore:
         }
         return put, held
 
-    def _refused(
-        self, namespace: str, key: str, payload_hash: str | None, old: dict[str, Any]
-    ) -> Claim:
-        pk = item_key(namespace, key)
+    def _refused(self, wanted: Claim, old: dict[str, Any]) -> Claim:
+        """Judge a claim refused because of `old`, the item found (ours, done, or another's).
+
+        Our own INPROGRESS item (same owner) is a write of ours whose answer was lost: we hold
+        it, with the expiry and TTL it was written with.
+        """
+        namespace, key, payload_hash, pk = (
+            wanted.namespace,
+            wanted.key,
+            wanted.payload_hash,
+            wanted.pk,
+        )
         status = _string(old, STATUS_ATTR)
         old_hash = _string(old, PAYLOAD_HASH_ATTR)
+        if (
+            status == Status.INPROGRESS
+            and wanted.owner
+            and _string(old, OWNER_ATTR) == wanted.owner
+        ):
+            log.info("claim found ours after a lost answer", extra={"idempotency_key": pk})
+            return Claim(
+                namespace,
+                key,
+                False,
+                payload_hash,
+                in_progress_expiry=_number(old, IN_PROGRESS_EXPIRY_ATTR),
+                expires_at=_number(old, EXPIRES_AT_ATTR),
+                owner=wanted.owner,
+            )
         if (
             payload_hash is not None
             and old_hash is not None
@@ -333,22 +387,21 @@ class IdempotencyStore:
     def complete(self, claim: Claim) -> None:
         """Mark the claim COMPLETED in one UpdateItem, keeping its TTL.
 
-        Conditional on still holding it: if we ran past our in-progress expiry and someone
-        took it over, their completion stands and ours is dropped (both did the same work).
+        Conditional on still holding it (our owner token): if we ran past our in-progress
+        expiry and someone took it over, their completion stands and ours is dropped (both did
+        the same work). A retry of a completion whose answer was lost meets the same
+        condition, still true, and changes nothing.
         """
         try:
             self.client.update_item(
                 TableName=self.table_name,
                 Key={KEY_ATTR: {"S": claim.pk}},
                 UpdateExpression="SET #status = :completed",
-                ConditionExpression="#in_progress_expiry = :mine",
-                ExpressionAttributeNames={
-                    "#status": STATUS_ATTR,
-                    "#in_progress_expiry": IN_PROGRESS_EXPIRY_ATTR,
-                },
+                ConditionExpression=_MINE,
+                ExpressionAttributeNames={"#status": STATUS_ATTR, "#owner": OWNER_ATTR},
                 ExpressionAttributeValues={
                     ":completed": {"S": Status.COMPLETED.value},
-                    ":mine": {"N": str(claim.in_progress_expiry)},
+                    ":owner": {"S": claim.owner},
                 },
             )
         except aws.client_errors() as exc:
@@ -368,9 +421,9 @@ class IdempotencyStore:
             self.client.delete_item(
                 TableName=self.table_name,
                 Key={KEY_ATTR: {"S": claim.pk}},
-                ConditionExpression="#in_progress_expiry = :mine",
-                ExpressionAttributeNames={"#in_progress_expiry": IN_PROGRESS_EXPIRY_ATTR},
-                ExpressionAttributeValues={":mine": {"N": str(claim.in_progress_expiry)}},
+                ConditionExpression=_MINE,
+                ExpressionAttributeNames={"#owner": OWNER_ATTR},
+                ExpressionAttributeValues={":owner": {"S": claim.owner}},
             )
         except Exception:
             log.warning(
@@ -386,59 +439,76 @@ class IdempotencyStore:
     ) -> ClaimedBatch:
         """Claim up to 100 distinct keys in one TransactWriteItems (all or none).
 
-        Each key has `claim`'s condition. If the transaction is cancelled, the keys whose
-        condition failed are judged as `claim` judges one (COMPLETED: a duplicate, dropped;
-        INPROGRESS: `ClaimInProgressError`, and nothing is claimed) and the others are claimed
-        again without them. Raises `IdempotencyStoreError` for any other refusal (a
-        conflicting transaction, throttling): nothing is held then either.
+        Each key has `claim`'s condition, and one owner for the whole call. Each transaction
+        carries its own `ClientRequestToken`, so the SDK's retry of a call whose answer was
+        lost gets the first call's success back from DynamoDB (for 10 minutes). If the
+        transaction is cancelled, the keys whose condition failed are judged as `claim` judges
+        one (ours: held; COMPLETED: a duplicate, dropped; INPROGRESS elsewhere:
+        `ClaimInProgressError`, and nothing is claimed) and the others are claimed again
+        without them. Raises `IdempotencyStoreError` for any other refusal (a conflicting
+        transaction, throttling): nothing is held then either.
         """
         if len(set(keys)) != len(keys):
             raise ValueError("claim_many needs distinct keys")
         if len(keys) > TRANSACT_MAX_ITEMS:
             raise ValueError(f"claim_many takes at most {TRANSACT_MAX_ITEMS} keys")
+        owner = new_owner()
         pending: list[str] = list(keys)
         duplicates: list[str] = []
+        held: list[Claim] = []
         while pending:
-            puts = [self._conditional_put(namespace, key, None, remaining_ms) for key in pending]
+            puts = [
+                self._conditional_put(namespace, key, None, remaining_ms, owner) for key in pending
+            ]
             actions: list[Any] = [{"Put": put} for put, _ in puts]
             try:
-                self.client.transact_write_items(TransactItems=actions)
+                self.client.transact_write_items(
+                    TransactItems=actions, ClientRequestToken=str(uuid.uuid4())
+                )
             except aws.client_errors() as exc:
                 if aws.error_code(exc) != "TransactionCanceledException":
+                    self.release_many(held)
                     raise IdempotencyStoreError(
                         f"could not claim {len(pending)} {namespace} key(s): {exc}"
                     ) from exc
                 reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
-                pending = self._still_to_claim(namespace, pending, reasons, duplicates)
+                try:
+                    pending = self._still_to_claim(
+                        [claim for _, claim in puts], reasons, held, duplicates
+                    )
+                except BaseException:
+                    self.release_many(held)
+                    raise
                 continue
-            held = tuple(claim for _, claim in puts)
-            return ClaimedBatch(held, tuple(duplicates))
-        return ClaimedBatch((), tuple(duplicates))
+            held += [claim for _, claim in puts]
+            break
+        order = {key: i for i, key in enumerate(keys)}
+        return ClaimedBatch(tuple(sorted(held, key=lambda c: order[c.key])), tuple(duplicates))
 
     def _still_to_claim(
         self,
-        namespace: str,
-        keys: list[str],
+        wanted: list[Claim],
         reasons: Sequence[Any],
+        held: list[Claim],
         duplicates: list[str],
     ) -> list[str]:
-        """After a cancelled claim transaction: the keys to claim again (the others judged)."""
-        if len(reasons) != len(keys):
+        """After a cancelled claim transaction: the keys to claim again (the others judged:
+        ours go to `held`, COMPLETED ones to `duplicates`; another's INPROGRESS raises)."""
+        if len(reasons) != len(wanted):
             raise IdempotencyStoreError(
-                f"claim of {len(keys)} {namespace} key(s) cancelled without a reason per key"
+                f"claim of {len(wanted)} key(s) cancelled without a reason per key"
             )
         again: list[str] = []
-        for key, reason in zip(keys, reasons, strict=True):
+        for claim, reason in zip(wanted, reasons, strict=True):
             code = str((reason or {}).get("Code") or "None")
             if code == "None":
-                again.append(key)
+                again.append(claim.key)
             elif code == "ConditionalCheckFailed":
-                self._refused(namespace, key, None, (reason or {}).get("Item") or {})
-                duplicates.append(key)  # _refused raised unless it was COMPLETED
+                judged = self._refused(claim, (reason or {}).get("Item") or {})
+                # _refused raised unless the item is ours or COMPLETED
+                (duplicates.append(claim.key) if judged.duplicate else held.append(judged))
             else:
-                raise IdempotencyStoreError(
-                    f"claim of {item_key(namespace, key)} refused ({code}); retry"
-                )
+                raise IdempotencyStoreError(f"claim of {claim.pk} refused ({code}); retry")
         return again
 
     def complete_many(self, claims: Sequence[Claim]) -> None:
@@ -455,6 +525,7 @@ class IdempotencyStore:
                         STATUS_ATTR: {"S": Status.COMPLETED.value},
                         EXPIRES_AT_ATTR: {"N": str(claim.expires_at)},
                         IN_PROGRESS_EXPIRY_ATTR: {"N": str(claim.in_progress_expiry)},
+                        OWNER_ATTR: {"S": claim.owner},
                     }
                 }
             }
@@ -492,6 +563,13 @@ def _scheme(digest: str) -> str:
     """
     scheme, sep, _ = digest.partition(":")
     return scheme if sep else ""
+
+
+def _number(item: dict[str, Any], name: str) -> int:
+    value = item.get(name)
+    if isinstance(value, dict) and isinstance(value.get("N"), str):
+        return int(value["N"])
+    return 0
 
 
 def _string(item: dict[str, Any], name: str) -> str | None:

@@ -88,6 +88,51 @@ def test_an_action_moto_refuses_while_applying_undoes_the_actions_before_it(
     assert (stored(dynamodb, "t3-a"), stored(dynamodb, "t3-b")) == (None, "OLD")
 
 
+def test_a_repeated_transaction_with_its_client_token_succeeds_without_applying_again(
+    dynamodb: Any,
+) -> None:
+    # The SDK's retry of a call whose answer was lost: same token, same items.
+    items = [put_if_absent("tok-a"), put_if_absent("tok-b")]
+    dynamodb.transact_write_items(TransactItems=items, ClientRequestToken="tok-1")
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "tok-a"}, "status": {"S": "LATER"}})
+
+    dynamodb.transact_write_items(TransactItems=items, ClientRequestToken="tok-1")
+
+    assert (stored(dynamodb, "tok-a"), stored(dynamodb, "tok-b")) == ("LATER", "NEW")
+    with pytest.raises(ClientError) as raised:  # without the token it is a new transaction
+        dynamodb.transact_write_items(TransactItems=items)
+    assert raised.value.response["Error"]["Code"] == "TransactionCanceledException"
+
+
+def test_a_client_token_reused_for_other_items_is_refused(dynamodb: Any) -> None:
+    dynamodb.transact_write_items(
+        TransactItems=[put_if_absent("tok-c")], ClientRequestToken="tok-2"
+    )
+
+    with pytest.raises(ClientError) as raised:
+        dynamodb.transact_write_items(
+            TransactItems=[put_if_absent("tok-d")], ClientRequestToken="tok-2"
+        )
+
+    assert raised.value.response["Error"]["Code"] == "IdempotentParameterMismatchException"
+    assert stored(dynamodb, "tok-d") is None
+
+
+def test_a_cancelled_transaction_leaves_its_token_free_for_the_retry(dynamodb: Any) -> None:
+    dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "tok-e"}, "status": {"S": "HELD"}})
+    with pytest.raises(ClientError):
+        dynamodb.transact_write_items(
+            TransactItems=[put_if_absent("tok-e")], ClientRequestToken="tok-3"
+        )
+    dynamodb.delete_item(TableName=TABLE, Key={"pk": {"S": "tok-e"}})
+
+    dynamodb.transact_write_items(
+        TransactItems=[put_if_absent("tok-e")], ClientRequestToken="tok-3"
+    )
+
+    assert stored(dynamodb, "tok-e") == "NEW"
+
+
 def test_cancelled_transactions_never_undo_writes_made_meanwhile(dynamodb: Any) -> None:
     for i in range(40):
         dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": f"t4-held-{i}"}})

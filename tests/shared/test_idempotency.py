@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from support.lost_answers import lose_answers
 
 from sluice import aws
 from sluice.config import ResourceNames
@@ -17,6 +18,7 @@ from sluice.idempotency import (
     IN_PROGRESS_EXPIRY_ATTR,
     IN_PROGRESS_MARGIN_MS,
     KEY_ATTR,
+    OWNER_ATTR,
     PAYLOAD_HASH_ATTR,
     STATUS_ATTR,
     ClaimInProgressError,
@@ -276,3 +278,46 @@ def test_hashes_of_different_schemes_are_not_compared(platform: ResourceNames) -
     assert run_once(store, NS, "c-old", Effect(), payload_hash="j2:" + "cd" * 32).duplicate
     with pytest.raises(IdempotencyPayloadMismatchError):
         run_once(store, NS, "c-new", Effect(), payload_hash="j2:" + "cd" * 32)
+
+
+# ---------------------------------------------------------------------- lost answers
+# Each write of the state machine has landed, its answer is lost, and botocore retries it.
+
+
+def test_a_claim_whose_answer_was_lost_is_ours_on_the_retry(platform: ResourceNames) -> None:
+    store, effect = IdempotencyStore(), Effect()
+    with lose_answers(aws.dynamodb(), "PutItem") as lost:
+        once = run_once(store, NS, "c-1", effect, payload_hash="h")
+
+    assert lost.lost == ["PutItem"]
+    assert (once, effect.calls) == (Once("done-1", False), 1)
+    assert item(platform, "c-1")[STATUS_ATTR] == {"S": "COMPLETED"}  # type: ignore[index]
+
+
+def test_a_claim_held_by_another_owner_is_still_refused(platform: ResourceNames) -> None:
+    IdempotencyStore().claim(NS, "c-1", payload_hash="h")  # another invocation holds it
+    with pytest.raises(ClaimInProgressError):
+        IdempotencyStore().claim(NS, "c-1", payload_hash="h")
+    stored = item(platform, "c-1")
+    assert stored is not None
+    assert stored[OWNER_ATTR]["S"]
+
+
+def test_a_completion_whose_answer_was_lost_still_completes(platform: ResourceNames) -> None:
+    store, effect = IdempotencyStore(), Effect()
+    with lose_answers(aws.dynamodb(), "UpdateItem") as lost:
+        run_once(store, NS, "c-1", effect, payload_hash="h")
+
+    assert lost.lost == ["UpdateItem"]
+    assert item(platform, "c-1")[STATUS_ATTR] == {"S": "COMPLETED"}  # type: ignore[index]
+    assert run_once(store, NS, "c-1", Effect(), payload_hash="h") == Once(None, True)
+
+
+def test_a_release_whose_answer_was_lost_still_frees_the_key(platform: ResourceNames) -> None:
+    store = IdempotencyStore()
+    with lose_answers(aws.dynamodb(), "DeleteItem") as lost, pytest.raises(TimeoutError):
+        run_once(store, NS, "c-1", Effect(fail=TimeoutError("sink")), payload_hash="h")
+
+    assert lost.lost == ["DeleteItem"]
+    assert item(platform, "c-1") is None
+    assert run_once(store, NS, "c-1", Effect(), payload_hash="h") == Once("done-1", False)

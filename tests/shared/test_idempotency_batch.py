@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.lost_answers import lose_answers
 
 from sluice import aws
 from sluice.config import ResourceNames
@@ -165,3 +166,32 @@ def test_disabled_idempotency_runs_every_key_without_dynamodb(
 
     assert once == BatchOnce(("r-1",), (), ("r-2",))
     assert dynamodb_calls.count == 0
+
+
+def test_a_claim_transaction_whose_answer_was_lost_holds_every_key(
+    platform: ResourceNames,
+) -> None:
+    # moto ignores ClientRequestToken, so the retry is cancelled on our own claims: they are
+    # recognised by their owner (the local emulator, like DynamoDB, answers from the token).
+    keys = ["r-1", "r-2", "r-3"]
+    effect = Effect()
+    with lose_answers(aws.dynamodb(), "TransactWriteItems") as lost:
+        done = run_batch_once(IdempotencyStore(), NS, keys, effect)
+
+    assert lost.lost == ["TransactWriteItems"]
+    assert done == BatchOnce(tuple(keys), (), ())
+    assert effect.calls == [keys]
+    assert statuses(platform, keys) == dict.fromkeys(keys, "COMPLETED")
+
+
+def test_a_completion_batch_whose_answer_was_lost_still_completes(
+    platform: ResourceNames,
+) -> None:
+    keys = ["q-1", "q-2"]
+    with lose_answers(aws.dynamodb(), "BatchWriteItem") as lost:
+        done = run_batch_once(IdempotencyStore(), NS, keys, Effect())
+
+    assert lost.lost == ["BatchWriteItem"]
+    assert done.done == tuple(keys)
+    assert statuses(platform, keys) == dict.fromkeys(keys, "COMPLETED")
+    assert run_batch_once(IdempotencyStore(), NS, keys, Effect()).duplicates == tuple(keys)

@@ -7,10 +7,12 @@ not receive from queues with a mapping, nor "invoke" functions for S3 and SNS (s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import re
 import threading
+import time
 import urllib.request
 import warnings
 from collections.abc import Callable, Iterable
@@ -166,6 +168,51 @@ def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) ->
                 else:
                     backend.put_item(table_name, before)
             raise
+
+
+# DynamoDB keeps a TransactWriteItems ClientRequestToken for 10 minutes.
+TRANSACTION_TOKEN_TTL_S = 600.0
+_token_lock = threading.Lock()
+_tokens: dict[str, tuple[str, float]] = {}  # token -> (digest of the items, when it ran)
+
+
+def _transact_with_token(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """moto's TransactWriteItems handler, honouring `ClientRequestToken` as DynamoDB does.
+
+    moto 5.2.5 ignores the token, so a retried transaction whose first answer was lost is
+    applied (or cancelled) a second time. DynamoDB instead answers a repeat of a successful
+    call with the same token and the same items with success and no change, for 10 minutes,
+    and refuses the token with other items (`IdempotentParameterMismatchException`). A call
+    that failed leaves no token behind: its retry runs anew.
+    """
+
+    def handler(self: Any) -> Any:
+        token = self.body.get("ClientRequestToken")
+        if not token:
+            return original(self)
+        from moto.core.exceptions import JsonRESTError
+        from moto.core.responses import ActionResult
+
+        items = json.dumps(self.body.get("TransactItems"), sort_keys=True)
+        digest = hashlib.sha256(items.encode("utf-8")).hexdigest()
+        with _token_lock:  # check, run and record as one step: a concurrent repeat waits
+            now = time.monotonic()
+            for old in [t for t, (_, at) in _tokens.items() if now - at > TRANSACTION_TOKEN_TTL_S]:
+                del _tokens[old]
+            seen = _tokens.get(str(token))
+            if seen is not None:
+                if seen[0] != digest:
+                    raise JsonRESTError(
+                        "IdempotentParameterMismatchException",
+                        "The request uses the same client token as a previous, but non-identical "
+                        "request.",
+                    )
+                return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
+            result = original(self)
+            _tokens[str(token)] = (digest, now)
+            return result
+
+    return handler
 
 
 def _apply_transact_action(
@@ -402,7 +449,7 @@ def quiet() -> None:
     the dispatcher's lock); the list never changes while the process runs, so it is read once.
     TransactWriteItems gets an implementation that does not copy whole tables
     (`_transact_write_items`: moto's is slow, and a cancelled transaction undoes other
-    functions' writes), and ReceiveMessage a retention check that does not scan the queue for
+    functions' writes) and honours `ClientRequestToken` (`_transact_with_token`), and ReceiveMessage a retention check that does not scan the queue for
     each message (`_within_retention`). moto reads the clock (building two datetimes) for every
     message each time it counts a queue's messages, which SendMessage and GetQueueAttributes
     do several times a call: at 500 messages deep a SendMessage cost ~15 ms. The counts and
@@ -434,6 +481,11 @@ def quiet() -> None:
             (FakeBucket, "get_permission", _bucket_permission),
             (backends, "list_of_moto_modules", _listed_once(backends.list_of_moto_modules)),
             (DynamoDBBackend, "transact_write_items", _transact_write_items),
+            (
+                DynamoHandler,
+                "transact_write_items",
+                _transact_with_token(DynamoHandler.transact_write_items),
+            ),
             (SQSBackend, "is_message_valid_based_on_retention_period", _within_retention),
             (Queue, "messages", property(_visible_messages)),
             (Queue, "approximate_number_of_messages", property(_count_visible)),
@@ -482,6 +534,7 @@ class Emulator:
                 create_backend_app,
             )
 
+            from sluice_tools.local import apifaults
             from sluice_tools.local.httpserver import KeepAliveServer
 
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -489,7 +542,7 @@ class Emulator:
             logging.getLogger("moto").setLevel(logging.ERROR)
             warnings.filterwarnings("ignore", message="Tried to parse", category=UserWarning)
             quiet()
-            app = DomainDispatcherApplication(create_backend_app)
+            app = apifaults.middleware(DomainDispatcherApplication(create_backend_app))
             self._server = KeepAliveServer(app, host="127.0.0.1", port=self.port)
             self._server.start()
         return self.endpoint

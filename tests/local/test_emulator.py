@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -423,3 +424,37 @@ def test_dynamodb_results_skip_motos_serializer_only_where_it_changes_nothing(
     # Skipped moto's serializer: all but the item with a binary value, and DeleteItem (moto
     # puts a None member in its result, which the serializer drops).
     assert [took for _, took in compared] == [True] * 8 + [False, True, False]
+
+
+def test_s3_events_of_a_versioned_bucket_name_the_version_they_announce(dynamodb: Any) -> None:
+    endpoint = dynamodb.meta.endpoint_url
+    s3, sqs = client("s3", endpoint), client("sqs", endpoint)
+    queue_url = sqs.create_queue(QueueName="landing-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    s3.create_bucket(Bucket="versioned-landing")
+    s3.put_bucket_versioning(
+        Bucket="versioned-landing", VersioningConfiguration={"Status": "Enabled"}
+    )
+    s3.put_bucket_notification_configuration(
+        Bucket="versioned-landing",
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
+    versions = [
+        s3.put_object(Bucket="versioned-landing", Key="incoming/order/a.jsonl", Body=body)[
+            "VersionId"
+        ]
+        for body in (b"first\n", b"second\n")
+    ]
+
+    announced = []
+    while len(announced) < 2:
+        page = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in page.get("Messages") or []:
+            for record in json.loads(message["Body"]).get("Records") or []:
+                announced.append(record["s3"]["object"])
+    assert [obj["versionId"] for obj in announced] == versions
+    assert announced[0]["sequencer"] < announced[1]["sequencer"]

@@ -11,7 +11,7 @@ import pytest
 
 from sluice_tools.local import events
 from sluice_tools.local.commands import landing_key
-from sluice_tools.local.delivery import S3Dedupe, failed_ids, settled
+from sluice_tools.local.delivery import S3Dedupe, failed_ids, s3_builder, settled
 from sluice_tools.local.faults import FaultPlan, FaultRule, parse
 from sluice_tools.local.pool import Outcome
 from sluice_tools.local.runtime import internal_queue_name
@@ -101,21 +101,113 @@ def test_the_s3_test_event_never_reaches_a_function():
     assert events.s3_records(body, "x") is None
 
 
-def _s3_record(event_name: str, etag: str) -> dict[str, object]:
-    return {
-        "eventName": event_name,
-        "s3": {"bucket": {"name": "landing"}, "object": {"key": "k", "eTag": etag}},
-    }
+def _s3_record(event_name: str, etag: str, version: str = "") -> dict[str, object]:
+    obj = {"key": "k", "eTag": etag, **({"versionId": version} if version else {})}
+    return {"eventName": event_name, "s3": {"bucket": {"name": "landing"}, "object": obj}}
 
 
 def test_moto_s_two_events_for_one_multipart_upload_reach_the_function_once():
-    # What moto 5.2.5 emits for one multipart upload: the same key and ETag, two event names.
+    # What moto 5.2.5 emits for one multipart upload: the same key and ETag, two event names,
+    # in two notification messages.
     dedupe = S3Dedupe()
     put = events.s3_event_key(_s3_record("ObjectCreated:Put", "abc-2"))
     complete = events.s3_event_key(_s3_record("ObjectCreated:CompleteMultipartUpload", "abc-2"))
-    assert dedupe.first(put)
-    assert not dedupe.first(complete)
-    assert dedupe.first(events.s3_event_key(_s3_record("ObjectCreated:Put", "new-version")))
+    assert dedupe.first(put, "m-1")
+    assert not dedupe.first(complete, "m-2")
+    assert dedupe.filtered == 1
+    assert dedupe.first(events.s3_event_key(_s3_record("ObjectCreated:Put", "new-etag")), "m-3")
+
+
+def test_the_retry_of_an_s3_notification_is_never_taken_for_a_duplicate():
+    dedupe = S3Dedupe()
+    key = events.s3_event_key(_s3_record("ObjectCreated:Put", "abc"))
+    assert dedupe.first(key, "m-1")
+    assert dedupe.first(key, "m-1")  # the same message again: Lambda's retry
+    assert dedupe.filtered == 0
+
+
+def test_each_version_of_a_key_is_its_own_s3_event_even_with_the_same_bytes():
+    dedupe = S3Dedupe()
+    first = events.s3_event_key(_s3_record("ObjectCreated:Put", "abc", "v1"))
+    again = events.s3_event_key(_s3_record("ObjectCreated:Put", "abc", "v2"))
+    assert dedupe.first(first, "m-1")
+    assert dedupe.first(again, "m-2")
+
+
+class OneMessageQueue:
+    """An internal async queue holding one message: receive counts and visibility as SQS."""
+
+    def __init__(self, body: str) -> None:
+        self.body, self.receives, self.visible, self.deleted = body, 0, True, False
+
+    def receive_message(self, **_: Any) -> dict[str, Any]:
+        if self.deleted or not self.visible:
+            return {}
+        self.receives += 1
+        self.visible = False
+        attributes = {"ApproximateReceiveCount": str(self.receives)}
+        return {
+            "Messages": [
+                {
+                    "MessageId": "m-1",
+                    "ReceiptHandle": "r",
+                    "Body": self.body,
+                    "Attributes": attributes,
+                }
+            ]
+        }
+
+    def change_message_visibility(self, **_: Any) -> None:
+        self.visible = True  # the retry delay has passed
+
+    def delete_message_batch(self, **_: Any) -> None:
+        self.deleted = True
+
+
+class FailsFirst:
+    """A function pool whose first `n` invocations fail; it keeps the events it was given."""
+
+    def __init__(self, n: int) -> None:
+        from sluice_tools.local.worker import WorkerSpec
+
+        self.n, self.events = n, []  # type: ignore[var-annotated]
+        self.spec = WorkerSpec("ingest", "arn:f", "app.h", "", "", {}, 60, 128, "", False)
+
+    def invoke(self, event: Any) -> Any:
+        from sluice_tools.local.pool import Outcome
+
+        self.events.append(event)
+        ok = len(self.events) > self.n
+        return Outcome(ok=ok, error=None if ok else {"errorType": "Injected"})
+
+
+def test_a_failed_s3_triggered_invocation_is_retried_with_the_same_event():
+    import threading
+
+    from sluice_tools.local.delivery import Activity, AsyncPoller
+    from sluice_tools.local.topology import FunctionSpec
+
+    body = json.dumps({"Records": [{"eventName": "ObjectCreated:Put", **_s3_record("", "abc")}]})
+    queue, pool = OneMessageQueue(body), FailsFirst(1)
+    spec = FunctionSpec("ingest", "arn:f", "app.h", 60, 128, {}, "ingest")
+    async_poller = AsyncPoller(
+        name="p",
+        pool=pool,  # type: ignore[arg-type]
+        sqs=queue,
+        queue_url="url",
+        activity=Activity(),
+        stop=threading.Event(),
+        function=spec,
+        build=s3_builder({}, S3Dedupe()),
+    )
+    for _ in range(3):
+        async_poller._poll_once()
+
+    assert len(pool.events) == 2  # the first attempt and its retry
+    assert pool.events[0]["Records"][0]["s3"]["object"]["key"] == "k"
+    assert pool.events[1] == pool.events[0] | {"Records": pool.events[1]["Records"]}
+    assert queue.deleted
+    assert async_poller.activity.dropped == 0
 
 
 def test_the_sns_event_has_lambdas_shape_from_the_sqs_envelope():

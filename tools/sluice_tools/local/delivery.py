@@ -223,7 +223,8 @@ def failed_ids(payload: Any, batch_ids: set[str]) -> set[str] | None:
     return ids
 
 
-EventBuilder = Callable[[str], "list[Any] | None"]
+EventBuilder = Callable[[str, str], "list[Any] | None"]
+"""(message body, message id) → the events to invoke with; None: nothing to deliver."""
 
 
 @dataclass
@@ -236,7 +237,7 @@ class AsyncPoller(Poller):
     """
 
     function: FunctionSpec | None = None
-    build: EventBuilder | None = None  # message body → events to invoke with (None: drop)
+    build: EventBuilder | None = None  # message → events to invoke with (None: nothing)
     retry_delays_s: tuple[float, ...] = (1.0, 2.0)
     destination_url: str | None = None
 
@@ -253,7 +254,7 @@ class AsyncPoller(Poller):
             return
         message = page[0]
         self.activity.bump()
-        built = self.build(message["Body"])
+        built = self.build(message["Body"], message["MessageId"])
         if not built:
             self._delete([message])
             return
@@ -300,47 +301,67 @@ class AsyncPoller(Poller):
 
 
 class S3Dedupe:
-    """moto emits two ObjectCreated events for one multipart upload: keep the first."""
+    """moto emits two ObjectCreated events for one multipart upload: keep the first.
+
+    Only a second *notification* (another message) of the same object version, within the
+    window, is filtered, and each one is logged. A retry of an invocation is the same message
+    again (same message id): it is never taken for a duplicate. Ingest's own claim per object
+    version makes any duplicate that gets through (S3 delivers at least once) harmless.
+    """
 
     def __init__(self, window_s: float = S3_DUPLICATE_WINDOW_S) -> None:
-        self._seen: dict[tuple[str, str, str], float] = {}
+        self._seen: dict[tuple[str, ...], tuple[str, float]] = {}
         self._lock = threading.Lock()
         self.window_s = window_s
+        self.filtered = 0
 
-    def first(self, key: tuple[str, str, str]) -> bool:
+    def first(self, key: tuple[str, ...], message_id: str = "") -> bool:
+        """Whether this notification of `key` is to be delivered (the first, or its retry)."""
         now = time.monotonic()
         with self._lock:
-            for old in [k for k, t in self._seen.items() if now - t > self.window_s]:
+            for old in [k for k, (_, t) in self._seen.items() if now - t > self.window_s]:
                 del self._seen[old]
-            if key in self._seen:
-                return False
-            self._seen[key] = now
-            return True
+            seen = self._seen.get(key)
+            if seen is None:
+                self._seen[key] = (message_id, now)
+                return True
+            if seen[0] == message_id:
+                return True
+            self.filtered += 1
+        log.info(
+            "duplicate S3 notification of s3://%s/%s (etag %s, version %s) not delivered: "
+            "message %s repeats message %s",
+            *key[:4],
+            message_id,
+            seen[0],
+        )
+        return False
 
 
 def s3_builder(config_ids: Mapping[str, str], dedupe: S3Dedupe) -> EventBuilder:
     """Body of an S3 → queue notification → one Lambda event per record."""
 
-    def build(body: str) -> list[Any] | None:
+    def build(body: str, message_id: str) -> list[Any] | None:
         doc = json.loads(body)
         records = doc.get("Records") or []
         queue_config = (records[0].get("s3") or {}).get("configurationId", "") if records else ""
         found = events.s3_records(body, config_ids.get(queue_config, queue_config))
         if not found:
             return None
-        return [{"Records": [r]} for r in found if dedupe.first(events.s3_event_key(r))] or None
+        kept = [r for r in found if dedupe.first(events.s3_event_key(r), message_id)]
+        return [{"Records": [r]} for r in kept] or None
 
     return build
 
 
 def sns_builder(subscription_arn: str) -> EventBuilder:
-    def build(body: str) -> list[Any] | None:
+    def build(body: str, _message_id: str) -> list[Any] | None:
         return [events.sns_event(body, subscription_arn)]
 
     return build
 
 
-def schedule_builder(body: str) -> list[Any] | None:
+def schedule_builder(body: str, _message_id: str) -> list[Any] | None:
     return [json.loads(body)]
 
 

@@ -215,6 +215,38 @@ def _transact_with_token(original: Callable[[Any], Any]) -> Callable[[Any], Any]
     return handler
 
 
+_sequencer_lock = threading.Lock()
+_sequencer = [0]
+
+
+def _s3_event_with_version(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's S3 notification body, with the object's `versionId` and a `sequencer` as S3 sends.
+
+    moto 5.2.5 leaves both out. Without the version id, an event for a versioned bucket names
+    only "the key with this ETag": once the key is overwritten, the first version cannot be
+    read by its event (it is not gone, just not the latest) and was skipped. S3 sends
+    `versionId` for every object of a versioned bucket; `sequencer` orders the events of one
+    key (a hex string, compared as such after padding).
+    """
+
+    def build(event_name: str, bucket: Any, key: Any, notification_id: str) -> Any:
+        body = original(event_name, bucket, key, notification_id)
+        version = getattr(key, "version_id", None)
+        with _sequencer_lock:
+            _sequencer[0] += 1
+            sequencer = f"{time.time_ns():016X}{_sequencer[0]:08X}"
+        for record in body.get("Records") or []:
+            obj = record.get("s3", {}).get("object")
+            if obj is None:
+                continue
+            if version and version != "null":
+                obj["versionId"] = str(version)
+            obj.setdefault("sequencer", sequencer)
+        return body
+
+    return build
+
+
 def _apply_transact_action(
     backend: Any, op_type: str, op: dict[str, Any], key: dict[str, Any]
 ) -> None:
@@ -436,29 +468,32 @@ def quiet() -> None:
 
     moto 5.2.5 keeps, per SQS queue, the event source mappings on it
     (`Queue.lambda_event_source_mappings`, written by `create_event_source_mapping`) and on
-    every SendMessage receives from the queue and "invokes" the function, which fails without
-    Docker: receive counts rise and messages reach the DLQ for no reason. That dict is used
-    for nothing else, so the queue gets one that never holds anything; the mappings
+    every SendMessage receives from the queue and "invokes" the function, which fails
+    without Docker: receive counts rise and messages reach the DLQ for no reason. That dict
+    is used for nothing else, so the queue gets one that never holds anything; the mappings
     themselves (`list_event_source_mappings`, enabled) are untouched, so `doctor` sees them
-    as deployed. S3 (`_invoke_awslambda`) and SNS (`send_sns_message`) deliveries to Lambda
-    become no-ops: the runtime delivers those events through SQS queues of its own. Bucket
-    policies get a check that understands TLS-only statements (`_bucket_permission`).
+    as deployed. S3 events carry the object's version id and a sequencer, as S3's do
+    (`_s3_event_with_version`). S3 (`_invoke_awslambda`) and SNS (`send_sns_message`)
+    deliveries to Lambda become no-ops: the runtime delivers those events through SQS queues
+    of its own. Bucket policies get a check that understands TLS-only statements
+    (`_bucket_permission`).
 
     One patch is for speed only: moto's server finds the backend of every request by listing
     its own package directory (`list_of_moto_modules`: a listdir and ~200 isdir calls, under
-    the dispatcher's lock); the list never changes while the process runs, so it is read once.
-    TransactWriteItems gets an implementation that does not copy whole tables
+    the dispatcher's lock); the list never changes while the process runs, so it is read
+    once. TransactWriteItems gets an implementation that does not copy whole tables
     (`_transact_write_items`: moto's is slow, and a cancelled transaction undoes other
-    functions' writes) and honours `ClientRequestToken` (`_transact_with_token`), and ReceiveMessage a retention check that does not scan the queue for
-    each message (`_within_retention`). moto reads the clock (building two datetimes) for every
-    message each time it counts a queue's messages, which SendMessage and GetQueueAttributes
-    do several times a call: at 500 messages deep a SendMessage cost ~15 ms. The counts and
+    functions' writes) and honours `ClientRequestToken` (`_transact_with_token`), and
+    ReceiveMessage a retention check that does not scan the queue for each message
+    (`_within_retention`). moto reads the clock (building two datetimes) for every message
+    each time it counts a queue's messages, which SendMessage and GetQueueAttributes do
+    several times a call: at 500 messages deep a SendMessage cost ~15 ms. The counts and
     `Queue.messages` read the clock once per pass instead (`_visible_messages` and friends).
     Three more are for the cost of every request: the list of a response class's methods is
     made once per class, not by `inspect` on each request (`_method_names_once`); the
     RequestId regex runs only on bodies that hold one (`_enrich_response`); DynamoDB's item
-    operations skip a parse that gives back their JSON unchanged (`_dynamodb_parameters`) and
-    a serializer that gives back their result unchanged (`_dynamodb_serialized`). A new
+    operations skip a parse that gives back their JSON unchanged (`_dynamodb_parameters`)
+    and a serializer that gives back their result unchanged (`_dynamodb_serialized`). A new
     DynamoDB item is sized once, not once per attribute (`_new_item`).
     """
     with _patch_lock:
@@ -477,6 +512,7 @@ def quiet() -> None:
         patches: list[tuple[Any, str, Any]] = [
             (Queue, "lambda_event_source_mappings", property(_no_mappings, _ignore)),
             (notifications, "_invoke_awslambda", _ignore),
+            (notifications, "_get_s3_event", _s3_event_with_version(notifications._get_s3_event)),
             (LambdaBackend, "send_sns_message", _ignore),
             (FakeBucket, "get_permission", _bucket_permission),
             (backends, "list_of_moto_modules", _listed_once(backends.list_of_moto_modules)),

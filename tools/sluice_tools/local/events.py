@@ -89,11 +89,11 @@ def s3_records(body: str, config_id: str) -> list[dict[str, Any]] | None:
     return records
 
 
-def s3_event_key(record: Mapping[str, Any]) -> tuple[str, str, str]:
-    """What identifies the object version an S3 event announces: bucket, key, ETag.
+def s3_event_key(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """What identifies the object version an S3 event announces: bucket, key, ETag, version.
 
     Not the event name: for one multipart upload moto emits `ObjectCreated:Put` and
-    `ObjectCreated:CompleteMultipartUpload`, with the same key and ETag.
+    `ObjectCreated:CompleteMultipartUpload`, with the same key, ETag and version.
     """
     s3 = record.get("s3") or {}
     obj = s3.get("object") or {}
@@ -101,6 +101,7 @@ def s3_event_key(record: Mapping[str, Any]) -> tuple[str, str, str]:
         str((s3.get("bucket") or {}).get("name", "")),
         str(obj.get("key", "")),
         str(obj.get("eTag", "")),
+        str(obj.get("versionId", "")),
     )
 
 

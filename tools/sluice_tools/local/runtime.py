@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice_tools.local import delivery
+from sluice_tools.local import apifaults, delivery
+from sluice_tools.local.apifaults import ApiFaultPlan
 from sluice_tools.local.emulator import Emulator, client
 from sluice_tools.local.faults import FaultPlan
 from sluice_tools.local.pool import CodeStore, FunctionPool, worker_spec
@@ -45,7 +46,9 @@ class Options:
     async_retry_delays_s: tuple[float, ...] = (1.0, 2.0)  # Lambda: about 1 and 2 minutes
     schedules: bool = True
     deploy: bool = True
-    faults: FaultPlan = field(default_factory=FaultPlan.from_env)
+    faults: FaultPlan = field(default_factory=FaultPlan.from_env)  # before the handler runs
+    # At the emulator, on the functions' own AWS calls (apifaults.py; `SLUICE_API_FAULTS`).
+    api_faults: ApiFaultPlan = field(default_factory=ApiFaultPlan.from_env)
     extra_env: dict[str, str] = field(default_factory=dict)  # given to every function
 
 
@@ -103,6 +106,7 @@ class LocalRuntime:
         state = self.options.state_dir
         state.mkdir(parents=True, exist_ok=True)
         self.say("starting moto on loopback ...")
+        apifaults.use(self.options.api_faults)
         endpoint = self.emulator.start()
         self.say(f"moto is listening on {endpoint}")
         self._use_emulator_env()
@@ -122,6 +126,8 @@ class LocalRuntime:
         if self._scheduler is not None:
             self._scheduler.join(2)
         self.emulator.stop()
+        if apifaults.in_force() is self.options.api_faults:
+            apifaults.use(None)
         self._restore_env()
         if self._thresholds is not None:
             gc.unfreeze()

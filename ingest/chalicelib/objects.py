@@ -6,12 +6,13 @@ event is decoded here (Chalice's `S3Event` parses only the first).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote_plus
+
+from sluice.envelope import object_correlation_id
 
 INCOMING = "incoming"
 
@@ -57,11 +58,7 @@ class ObjectRef:
     @property
     def correlation_id(self) -> str:
         """One per object, deterministic, so a duplicate event converges on the same id."""
-        h = hashlib.blake2b(digest_size=16)
-        for part in (self.bucket, self.key, self.etag):
-            h.update(part.encode("utf-8"))
-            h.update(b"\x00")
-        return "ingest-" + h.hexdigest()
+        return object_correlation_id(self.bucket, self.key, self.etag)
 
 
 @dataclass(frozen=True, slots=True)

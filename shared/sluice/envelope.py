@@ -391,3 +391,11 @@ def pack_records(
 
 def _overhead(make_chunk: Callable[[int, tuple[Record, ...]], Chunk], ordinal: int) -> int:
     return make_chunk(ordinal, ()).encoded_size()
+
+
+def object_correlation_id(bucket: str, key: str, etag: str) -> str:
+    """The correlation id of one landed object: deterministic from (bucket, key, ETag), so a
+    duplicate event converges on the same id, and two versions with the same bytes share it.
+
+    `etag` without the quotes S3 puts around it in listings and `HeadObject`."""
+    return "ingest-" + _digest(bucket, key, etag)

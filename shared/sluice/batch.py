@@ -1,20 +1,26 @@
 """Run handlers over an SQS batch: a chunk handler per message, a record handler per record.
 
-Returns `{"batchItemFailures": [...]}` with exactly the messages to retry. A permanent error
-on one record quarantines that record and the rest of its chunk goes on; any other error
-fails the whole chunk (its effects are idempotent, so the retry is safe).
+Returns `{"batchItemFailures": [...]}` with exactly the messages to retry. Per record:
+- a permanent error (bad data) quarantines that record and the rest of its chunk goes on;
+- a transient error (an AWS fault, an I/O error, a claim held elsewhere: see
+  `is_transient`) fails the whole chunk, whose effects are idempotent, so the retry is safe;
+- any other exception (the handler's own bug, or data it did not expect) is isolated: the
+  record is set aside as a `RecordFailure` with its error, the rest of the chunk goes on,
+  and the stage runtime retries or dead-letters the failed records alone (`sluice.stage`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from sluice.envelope import Chunk, Record, chunk_from_sqs_body
-from sluice.errors import PermanentError
+from sluice.errors import PermanentError, TransientError
 from sluice.observability import add_metric, get_logger, get_tracer, log_context
 
 T = TypeVar("T")
@@ -49,13 +55,56 @@ class SQSMessage:
         )
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """How the chunk being handled arrived: the message's attempt, source and attributes.
+
+    Set by `process_sqs_batch` (and the SNS twin in `sluice.stage`) for the duration of one
+    chunk; `current_delivery()` reads it.
+    """
+
+    kind: str  # "sqs" | "sns"
+    attempt: int  # the SQS receive count; 1 for an SNS invocation (its retries are unseen)
+    source_arn: str  # the queue (SQS) or topic (SNS) the message came from
+    message_id: str = ""
+    receipt_handle: str = ""
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+_delivery: ContextVar[Delivery | None] = ContextVar("sluice_delivery", default=None)
+
+
+def current_delivery() -> Delivery | None:
+    """The delivery of the chunk being handled now, if any."""
+    return _delivery.get()
+
+
+@contextmanager
+def delivering(delivery: Delivery) -> Iterator[None]:
+    token = _delivery.set(delivery)
+    try:
+        yield
+    finally:
+        _delivery.reset(token)
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    """One record whose handler raised an error that is neither bad data nor transient."""
+
+    record: Record
+    error_type: str
+    message: str
+
+
 @dataclass
 class ChunkOutcome:
     """What a stage did with one chunk's records (the ledger's unit).
 
     `routes` (the router's) maps the canonical JSON of a set of routing attributes to the
     records published with them, so `sluice ledger` can tell which sinks each record must
-    reach. It is not one of the counts of `as_dict()`.
+    reach. `failures` are the records counted in `failed`, with their errors. Neither is one
+    of the counts of `as_dict()`.
     """
 
     records_in: int = 0
@@ -64,6 +113,7 @@ class ChunkOutcome:
     duplicate: int = 0
     failed: int = 0
     routes: dict[str, int] = field(default_factory=dict)
+    failures: list[RecordFailure] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -110,7 +160,8 @@ def run_records(
 
     `resolve` turns a claim-checked record back into one with its payload, so handlers never
     see `payload_ref`. A handler returning None produced nothing for the next hop (filtered).
-    Any other exception propagates: the chunk is retried as a whole.
+    A transient error propagates: the chunk is retried as a whole. Any other exception is
+    the record's alone: it is counted in `failed` and kept in `outcome.failures`.
     """
     results: RecordResults[T] = RecordResults()
     results.outcome.records_in = len(chunk.records)
@@ -124,9 +175,30 @@ def run_records(
                 reject(record, chunk, error)
                 results.outcome.quarantined += 1
                 continue
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                log.exception("record failed in the handler; the rest of its chunk goes on")
+                failure = RecordFailure(record, type(error).__name__, str(error)[:1000])
+                results.outcome.failures.append(failure)
+                results.outcome.failed += 1
+                continue
         if output is not None:
             results.outputs.append((record, output))
     return results
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a retry may succeed: a `TransientError`, an I/O error (`OSError`: timeouts,
+    refused connections), or botocore's own errors (AWS faults)."""
+    if isinstance(error, TransientError | OSError):
+        return True
+    from sluice import aws  # botocore is imported by then if it raised
+
+    return isinstance(error, aws.client_errors())
+
+
+DeferMessage = Callable[[SQSMessage, float], None]
 
 
 def process_sqs_batch(
@@ -135,12 +207,16 @@ def process_sqs_batch(
     *,
     reject_message: RejectMessage,
     after_chunk: AfterChunk | None = None,
+    defer: DeferMessage | None = None,
 ) -> BatchResponse:
     """Run `handle_chunk` on each message's chunk and report the messages that failed.
 
     A message that is not a usable envelope is handed to `reject_message` and acknowledged.
     `after_chunk` (the ledger write) runs once the chunk's effects are done; if it fails, the
-    message is retried, and the ledger write being idempotent keeps counts exact.
+    message is retried, and the ledger write being idempotent keeps counts exact. A failure
+    that says when a retry could succeed (`TransientError.retry_after_s`: a claim held by an
+    invocation that may have died) goes to `defer`, which keeps the message hidden until
+    then, so its receive count is not spent on retries bound to fail.
     """
     failures: list[ItemFailure] = []
     records: Iterable[Mapping[str, Any]] = event.get("Records") or []
@@ -169,12 +245,13 @@ def process_sqs_batch(
         with (
             log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
             tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
+            delivering(sqs_delivery(message)),
         ):
             try:
                 outcome = handle_chunk(chunk)
                 if after_chunk is not None:
                     after_chunk(chunk, outcome)
-            except Exception:
+            except Exception as error:
                 log.exception(
                     "chunk failed; it will be retried",
                     extra={"receive_count": message.receive_count},
@@ -182,9 +259,29 @@ def process_sqs_batch(
                 failures.append({"itemIdentifier": message.message_id})
                 add_metric("ChunksFailed")
                 add_metric("RecordsFailed", len(chunk.records))
+                retry_after = getattr(error, "retry_after_s", None)
+                if defer is not None and retry_after:
+                    defer(message, float(retry_after))
                 continue
             emit_chunk_metrics(chunk, outcome)
     return {"batchItemFailures": failures}
+
+
+def sqs_delivery(message: SQSMessage) -> Delivery:
+    raw = message.raw
+    attributes = {
+        str(name): str(value.get("stringValue"))
+        for name, value in (raw.get("messageAttributes") or {}).items()
+        if isinstance(value, Mapping) and value.get("stringValue") is not None
+    }
+    return Delivery(
+        kind="sqs",
+        attempt=message.receive_count,
+        source_arn=str(raw.get("eventSourceARN") or ""),
+        message_id=message.message_id,
+        receipt_handle=str(raw.get("receiptHandle") or ""),
+        attributes=attributes,
+    )
 
 
 def emit_chunk_metrics(chunk: Chunk, outcome: ChunkOutcome) -> None:

@@ -20,7 +20,15 @@ class PermanentError(SluiceError):
 
 
 class TransientError(SluiceError):
-    """A fault that a later attempt may not meet (throttle, timeout, a claim held elsewhere)."""
+    """A fault that a later attempt may not meet (throttle, timeout, a claim held elsewhere).
+
+    `retry_after_s`, when known, is how long a retry before then would meet the same fault
+    (a claim held until its expiry): an SQS message is then made visible again no sooner.
+    """
+
+    def __init__(self, *args: object, retry_after_s: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after_s = retry_after_s
 
 
 class ConfigError(SluiceError):

@@ -380,7 +380,11 @@ class IdempotencyStore:
         if status == Status.COMPLETED:
             return Claim(namespace, key, True, payload_hash)
         if status == Status.INPROGRESS:
-            raise ClaimInProgressError(f"{pk} is being processed elsewhere; retry later")
+            left_ms = _number(old, IN_PROGRESS_EXPIRY_ATTR) - int(self._clock() * 1000)
+            raise ClaimInProgressError(
+                f"{pk} is being processed elsewhere; retry later",
+                retry_after_s=max(0.0, left_ms / 1000),
+            )
         # The item changed between the condition check and now (or has an unknown status).
         raise IdempotencyStoreError(f"claim of {pk} refused with status {status!r}; retry")
 

@@ -2,25 +2,50 @@
 
 `StageRuntime.handle_sqs` is `sluice.batch.process_sqs_batch` with each chunk claimed once
 per stage, undecodable messages quarantined and the ledger written; `handle_sns` is its twin
-for direct SNS subscriptions. The parts are built on
-first use (nothing at import) and can all be passed in.
+for direct SNS subscriptions. The parts are built on first use (nothing at import) and can
+all be passed in.
+
+Records that fail in the handler (not bad data, not an AWS fault; see `sluice.batch`) are
+isolated: the chunk's other records are delivered; the chunk is retried while its message
+has attempts left (`SLUICE_RECORD_ATTEMPTS`, default 3, below the queues' maxReceiveCount
+of 5), and on the last attempt the failed records alone go, as a chunk of their own
+(`derive_chunk_id(chunk, "failed")`), to the dead-letter queue of the queue they came from
+(SQS) or to the function's failures queue (direct SNS), with their error in the message
+attributes `failed_from`, `error_type`, `error_message`, `failed_stage`, `attempt`. The
+ledger entry then counts them as `failed`. Ledger entries a handler writes while its chunk
+is still to be retried are dropped, so the first entry written is the settled one.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from sluice import batch, jsonx
-from sluice.batch import BatchResponse, ChunkHandler, ChunkOutcome, RecordResults
+from sluice import aws, batch, jsonx
+from sluice.batch import (
+    BatchResponse,
+    ChunkHandler,
+    ChunkOutcome,
+    Delivery,
+    RecordResults,
+    SQSMessage,
+    current_delivery,
+    delivering,
+)
 from sluice.claimcheck import ClaimCheck
-from sluice.envelope import Chunk, Record, chunk_from_sns_record, utc_now_iso
-from sluice.errors import OversizeRecordError, PermanentError
+from sluice.config import get_settings
+from sluice.envelope import Chunk, Record, chunk_from_sns_record, derive_chunk_id, utc_now_iso
+from sluice.errors import OversizeRecordError, PermanentError, TransientError
 from sluice.idempotency import (
+    ClaimInProgressError,
     IdempotencyPayloadMismatchError,
     IdempotencyStore,
     RemainingTime,
+    remaining_ms_of,
     run_once,
 )
 from sluice.ledger import LedgerWriter
@@ -30,6 +55,53 @@ from sluice.quarantine import Quarantine
 T = TypeVar("T")
 log = get_logger(__name__)
 UNKNOWN_TYPE = "_unknown"
+RECORD_ATTEMPTS_ENV = "SLUICE_RECORD_ATTEMPTS"
+DEFAULT_RECORD_ATTEMPTS = 3
+# A wait for a claim held elsewhere must end this long before the invocation's own time does.
+CLAIM_WAIT_MARGIN_MS = 3_000
+# SQS hides a message for at most 12 hours.
+MAX_VISIBILITY_S = 12 * 3600
+
+
+class RecordsFailedError(TransientError):
+    """Records of a chunk failed in the handler and the message has attempts left."""
+
+
+def failed_chunk_id(chunk_id: str) -> str:
+    """The id of the chunk holding a chunk's failed records (deterministic, for redrives)."""
+    return derive_chunk_id(chunk_id, "failed")
+
+
+def record_attempts() -> int:
+    """Attempts a message gets before its failed records are dead-lettered (at least 1)."""
+    raw = os.environ.get(RECORD_ATTEMPTS_ENV, "")
+    try:
+        return max(1, int(raw)) if raw.strip() else DEFAULT_RECORD_ATTEMPTS
+    except ValueError:
+        return DEFAULT_RECORD_ATTEMPTS
+
+
+class _DeferredLedger:
+    """The ledger as a handler sees it while its chunk is not settled: writes are held.
+
+    `flush()` writes them (the chunk is settled); dropping the object forgets them (the
+    chunk is retried, and the retry writes its own). Other attributes are the writer's.
+    """
+
+    def __init__(self, writer: LedgerWriter) -> None:
+        self._writer = writer
+        self._held: list[tuple[str, Chunk, int]] = []
+
+    def record_delivery(self, sink: str, chunk: Chunk, delivered: int) -> None:
+        self._held.append((sink, chunk, delivered))
+
+    def flush(self) -> None:
+        for sink, chunk, delivered in self._held:
+            self._writer.record_delivery(sink, chunk, delivered)
+        self._held.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
 
 
 class LambdaContext(Protocol):
@@ -77,6 +149,14 @@ class StageRuntime:
         self._ledger = ledger
         self._idempotency = idempotency
         self._claims = claims
+        self._deferred: _DeferredLedger | None = None
+        self._sqs: Any = None
+
+    @property
+    def sqs(self) -> Any:
+        if self._sqs is None:
+            self._sqs = aws.sqs()
+        return self._sqs
 
     @property
     def quarantine(self) -> Quarantine:
@@ -86,6 +166,8 @@ class StageRuntime:
 
     @property
     def ledger(self) -> LedgerWriter:
+        if self._deferred is not None:
+            return self._deferred  # type: ignore[return-value]  # a LedgerWriter to callers
         if self._ledger is None:
             self._ledger = LedgerWriter()
         return self._ledger
@@ -129,7 +211,25 @@ class StageRuntime:
         def once(chunk: Chunk) -> ChunkOutcome:
             return self._handle_chunk(chunk, handle_chunk, remaining_ms, claim)
 
-        return batch.process_sqs_batch(raw, once, reject_message=self.quarantine.reject_message)
+        return batch.process_sqs_batch(
+            raw, once, reject_message=self.quarantine.reject_message, defer=self._defer
+        )
+
+    def _defer(self, message: SQSMessage, seconds: float) -> None:
+        """Hide a failed message until a retry can succeed (a claim held elsewhere lapses)."""
+        queue_url = _queue_url(str(message.raw.get("eventSourceARN") or ""))
+        receipt = str(message.raw.get("receiptHandle") or "")
+        if not queue_url or not receipt:
+            return
+        timeout = min(MAX_VISIBILITY_S, int(seconds) + 1)
+        try:
+            self.sqs.change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=timeout
+            )
+        except Exception:
+            log.warning("could not defer the message; it keeps its visibility", exc_info=True)
+            return
+        log.info("message deferred until the claim lapses", extra={"visibility_s": timeout})
 
     def handle_sns(
         self,
@@ -164,11 +264,37 @@ class StageRuntime:
             with (
                 log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
                 tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
+                delivering(_sns_delivery(record)),
             ):
-                outcome = self._handle_chunk(chunk, handle_chunk, remaining_ms, claim)
+                outcome = self._waiting_for_claims(
+                    functools.partial(self._handle_chunk, chunk, handle_chunk, remaining_ms, claim),
+                    remaining_ms,
+                )
                 batch.emit_chunk_metrics(chunk, outcome)
             outcomes.append(outcome)
         return outcomes
+
+    def _waiting_for_claims(
+        self, run: Callable[[], ChunkOutcome], remaining_ms: RemainingTime
+    ) -> ChunkOutcome:
+        """Run; while a claim held elsewhere lapses within this invocation's time, wait for it.
+
+        An asynchronous invocation has no message to hide: failing would spend one of
+        Lambda's two retries (and then the event) on a claim that a dead invocation holds
+        until its expiry. Without a Lambda context there is no time to bound the wait.
+        """
+        while True:
+            try:
+                return run()
+            except ClaimInProgressError as held:
+                wait_s = (held.retry_after_s or 0.0) + 0.2
+                if remaining_ms is None:
+                    raise
+                left_ms = remaining_ms_of(remaining_ms)
+                if wait_s * 1000 + CLAIM_WAIT_MARGIN_MS >= left_ms:
+                    raise
+                log.info("waiting for a claim held elsewhere", extra={"wait_s": wait_s})
+                time.sleep(wait_s)
 
     def _reject_sns_message(self, record: Mapping[str, Any], error: PermanentError) -> None:
         log.error("undecodable SNS message quarantined", extra={"reason": error.reason})
@@ -194,7 +320,15 @@ class StageRuntime:
         claim: bool,
     ) -> ChunkOutcome:
         def effects() -> ChunkOutcome:
-            outcome = handle_chunk(chunk)
+            deferred = _DeferredLedger(self.ledger)
+            self._deferred = deferred
+            try:
+                outcome = handle_chunk(chunk)
+            finally:
+                self._deferred = None
+            if outcome.failures:
+                self._settle_failures(chunk, outcome)
+            deferred.flush()
             self.ledger.record_chunk(self.name, chunk, outcome)
             return outcome
 
@@ -223,6 +357,63 @@ class StageRuntime:
             return ChunkOutcome(records_in=n, duplicate=n)
         return done.value
 
+    def _settle_failures(self, chunk: Chunk, outcome: ChunkOutcome) -> None:
+        """Retry the chunk while its message has attempts left; else dead-letter the failed
+        records alone, with their error (the rest of the chunk is delivered)."""
+        delivery = current_delivery()
+        first = outcome.failures[0]
+        attempt = delivery.attempt if delivery is not None else 1
+        if delivery is not None and delivery.kind == "sqs" and attempt < record_attempts():
+            raise RecordsFailedError(
+                f"{len(outcome.failures)} record(s) failed in the handler (first: "
+                f"{first.error_type}: {first.message}); attempt {attempt} of {record_attempts()}"
+            )
+        target = self._dead_letter_url(chunk, delivery)
+        failed = chunk.derive(
+            [f.record for f in outcome.failures], chunk_id=failed_chunk_id(chunk.chunk_id)
+        )
+        attributes = {
+            **failed.message_attributes(),
+            **_strings(
+                failed_from=chunk.chunk_id,
+                error_type=first.error_type,
+                error_message=first.message or "(no message)",
+                failed_stage=self.name,
+                attempt=str(attempt),
+            ),
+        }
+        body = failed.encode()
+        try:
+            self.sqs.send_message(QueueUrl=target, MessageBody=body, MessageAttributes=attributes)
+        except aws.client_errors() as exc:
+            raise TransientError(
+                f"could not dead-letter failed records to {target}: {exc}"
+            ) from exc
+        log.error(
+            "records failed in the handler; dead-lettered with their error",
+            extra={
+                "records": len(outcome.failures),
+                "failed_chunk_id": failed.chunk_id,
+                "error_type": first.error_type,
+                "reason": first.message,
+                "queue": target,
+            },
+        )
+        add_metric("RecordsDeadLettered", len(outcome.failures))
+
+    def _dead_letter_url(self, chunk: Chunk, delivery: Delivery | None) -> str:
+        """The DLQ of the queue the chunk came from, or this function's failures queue."""
+        names = get_settings().names
+        if delivery is not None and delivery.kind == "sqs" and delivery.source_arn:
+            region, account, queue = _arn_parts(delivery.source_arn)
+            return _url_of(region, account, names.dlq_of(queue))
+        if delivery is not None and delivery.source_arn:
+            region, account, _ = _arn_parts(delivery.source_arn)
+            return _url_of(region, account, names.async_failure_queue(self.name))
+        raise TransientError(
+            f"{len(chunk.records)} record(s) failed and there is no queue to dead-letter them to"
+        )
+
     def run_records(
         self, chunk: Chunk, handler: Callable[[Record, Chunk], T | None]
     ) -> RecordResults[T]:
@@ -247,6 +438,49 @@ class StageRuntime:
             )
 
         return self.claims.offload_or_reject(reject)
+
+
+def _strings(**values: str) -> dict[str, Any]:
+    return {k: {"DataType": "String", "StringValue": v} for k, v in values.items()}
+
+
+def _arn_parts(arn: str) -> tuple[str, str, str]:
+    """(region, account, resource) of `arn:partition:service:region:account:resource`."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        raise TransientError(f"not an ARN: {arn!r}")
+    return parts[3], parts[4], parts[5]
+
+
+def _url_of(region: str, account: str, queue: str) -> str:
+    """A queue's URL without a GetQueueUrl call (the local emulator's, under an endpoint)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        return f"{endpoint.rstrip('/')}/{account}/{queue}"
+    return f"https://sqs.{region}.amazonaws.com/{account}/{queue}"
+
+
+def _queue_url(arn: str) -> str:
+    if not arn:
+        return ""
+    region, account, queue = _arn_parts(arn)
+    return _url_of(region, account, queue)
+
+
+def _sns_delivery(record: Mapping[str, Any]) -> Delivery:
+    sns = record.get("Sns") or {}
+    attributes = {
+        str(name): str(value.get("Value"))
+        for name, value in (sns.get("MessageAttributes") or {}).items()
+        if isinstance(value, Mapping) and value.get("Value") is not None
+    }
+    return Delivery(
+        kind="sns",
+        attempt=1,
+        source_arn=str(sns.get("TopicArn") or ""),
+        message_id=str(sns.get("MessageId") or ""),
+        attributes=attributes,
+    )
 
 
 def remaining_of(context: Any) -> RemainingTime:

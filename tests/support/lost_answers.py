@@ -1,10 +1,11 @@
-"""Lost answers under moto's in-process mock: the request takes effect, the caller sees a 500.
+"""Lost answers: the request takes effect, the caller never sees the answer, the SDK retries.
 
-The commonest production fault a retry meets: the write landed, its answer did not, and the
-SDK retried it. `lose_answers(client, "PutItem")` makes the next matching call of `client`
-reach moto (the effect happens), then answers 500, so botocore's own retry sends the same
-request again, exactly as it would against AWS. Works with `moto.mock_aws()` (it goes
-through moto's request stubber); the local runtime's emulator has its own API faults.
+The commonest production fault a retry meets: the write landed, its answer did not (a 5xx
+after the write, a reset connection), and the SDK sent the same request again.
+`lose_answers(client, "PutItem")` makes the next matching call of `client` go through
+(moto, in process or as a server, or AWS: the effect happens), then tells botocore's retry
+logic that the attempt needs a retry, so the very same request is sent again, exactly as
+after a lost answer. Only botocore's own hook (`needs-retry`) is used, nothing of moto's.
 """
 
 from __future__ import annotations
@@ -25,29 +26,22 @@ class LostAnswers:
 
 @contextmanager
 def lose_answers(client: Any, operation: str, times: int = 1) -> Iterator[LostAnswers]:
-    """Lose the answers of the next `times` calls of `operation` on `client` (effect kept)."""
-    from botocore.awsrequest import AWSResponse
-    from moto.core.botocore_stubber import MockRawResponse
-    from moto.core.models import botocore_stubber
-
+    """Lose the answers of the next `times` successful calls of `operation` on `client`."""
     state = LostAnswers(times)
     service = client.meta.service_model.endpoint_prefix
-    event = f"before-send.{service}.{operation}"
+    event = f"needs-retry.{service}.{operation}"
 
-    def send(request: Any, **kwargs: Any) -> Any:
-        if state.remaining <= 0:
-            return None  # moto's stubber answers as usual
+    def retry(response: Any = None, caught_exception: Any = None, **_: Any) -> float | None:
+        if state.remaining <= 0 or caught_exception is not None or response is None:
+            return None  # botocore's own retry rules decide
+        if response[0].status_code >= 300:
+            return None
         state.remaining -= 1
-        kwargs.pop("event_name", None)
-        answered = botocore_stubber(event, request, **kwargs)  # the effect happens here
-        assert answered is not None, "lose_answers needs moto's mock (mock_aws) active"
         state.lost.append(operation)
-        body = b'{"__type": "InternalServerError", "message": "the answer was lost"}'
-        headers = {"Content-Type": "application/x-amz-json-1.0"}
-        return AWSResponse(request.url, 500, headers, MockRawResponse(body))
+        return 0.0  # retry now: the answer that came back is, for the caller, lost
 
-    client.meta.events.register_first(event, send)
+    client.meta.events.register_first(event, retry)
     try:
         yield state
     finally:
-        client.meta.events.unregister(event, send)
+        client.meta.events.unregister(event, retry)

@@ -1,10 +1,18 @@
-"""The alerts consumer: one alert per high-priority record on the alerts topic, never two.
+"""The alerts consumer: an alert per high-priority record on the alerts topic, at least once.
 
 Direct SNS subscription (filter policy in resources.yaml Metadata, applied by the deploy).
 A per-record claim (namespace "alerts", key record id) makes a retried or redelivered chunk
 publish only the alerts it has not published yet. The claims of a chunk's records are taken
 together (`run_batch_once`: one transaction per 100 records) and the alerts go out with
 PublishBatch, 10 a call, so a chunk of 50 alerts costs ~10 requests, not 150.
+
+What a subscriber gets (the delivery contract, README): every high-priority record is
+alerted at least once, and every copy of its alert carries the same `alert_id` message
+attribute (the record id). A second copy is published only when SNS accepted a PublishBatch
+whose answer was lost (the SDK's retry publishes it again) or when an invocation died
+between publishing and completing its claims; the alerts topic is a standard topic (email,
+HTTPS, Lambda and SQS subscribers all work), and standard topics cannot deduplicate, so
+subscribers that must page once deduplicate on `alert_id`.
 """
 
 from __future__ import annotations
@@ -138,6 +146,8 @@ def _entry(entry_id: str, record: Record, chunk: Chunk) -> Any:
             "record_type": {"DataType": "String", "StringValue": chunk.type},
             "correlation_id": {"DataType": "String", "StringValue": chunk.correlation_id},
             "record_id": {"DataType": "String", "StringValue": record.id},
+            # Stable across retries and redeliveries: subscribers deduplicate on it.
+            "alert_id": {"DataType": "String", "StringValue": record.id},
         },
     }
 
@@ -167,7 +177,9 @@ def handle_chunk(
     Alerts SNS did not accept are retried with the chunk (`AlertPublishError`); the ones it
     did accept are claimed as done, so the retry publishes only the rest.
     """
-    results = rt.run_records(chunk, _as_is)  # claim-checked payloads resolved
+    # Each alert's text is made per record first: a record the message code cannot handle
+    # fails alone (dead-lettered with its error by the runtime), not the chunk's other alerts.
+    results = rt.run_records(chunk, _alertable)  # claim-checked payloads resolved
     records = {record.id: record for record, _ in results.outputs}
     done = run_batch_once(
         rt.idempotency,
@@ -188,5 +200,8 @@ def handle_chunk(
     return outcome
 
 
-def _as_is(record: Record, _chunk: Chunk) -> Record:
+def _alertable(record: Record, chunk: Chunk) -> Record:
+    """The record, once its alert's subject and text could be made."""
+    alert_subject(record, chunk)
+    alert_text(record, chunk)
     return record

@@ -246,3 +246,79 @@ def test_alerts_topic_is_found_next_to_the_invoking_topic(account: testkit.Accou
 
 def test_config_policies_and_queue_timeouts_are_consistent(app_dir: Path) -> None:
     assert testkit.app_config_problems(app_dir) == []
+
+
+# ---------------------------------------------------------------------- lost answers and bugs
+
+
+def test_every_alert_carries_its_record_id_as_a_stable_alert_id(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
+
+    invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
+
+    ids = sorted(a["MessageAttributes"]["alert_id"]["Value"] for a in alerts(alerts_inbox))
+    assert ids == sorted(r.id for r in chunk.records)
+
+
+def test_a_publish_whose_answer_was_lost_repeats_alerts_only_under_the_same_alert_id(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    from support.lost_answers import lose_answers
+
+    chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
+    with lose_answers(aws.sns(), "PublishBatch") as lost:
+        invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
+
+    got = alerts(alerts_inbox)
+    assert lost.lost == ["PublishBatch"]
+    ids = [a["MessageAttributes"]["alert_id"]["Value"] for a in got]
+    assert sorted(set(ids)) == sorted(r.id for r in chunk.records)  # none missing
+    assert len(ids) == 2 * len(chunk.records)  # SNS accepted both calls: the documented repeat
+
+
+def test_a_claim_transaction_whose_answer_was_lost_still_alerts_once_each(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    from support.lost_answers import lose_answers
+
+    chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
+    with lose_answers(aws.dynamodb(), "TransactWriteItems") as lost:
+        invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
+
+    assert lost.lost == ["TransactWriteItems"]
+    ids = sorted(a["MessageAttributes"]["alert_id"]["Value"] for a in alerts(alerts_inbox))
+    assert ids == sorted(r.id for r in chunk.records)
+
+
+def test_a_record_the_alert_code_cannot_handle_costs_only_its_own_alert(
+    account: testkit.Account,
+    app_module: ModuleType,
+    app_dir: Path,
+    alerts_inbox: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chalicelib import service
+
+    failures = aws.sqs().create_queue(QueueName="sluice-test-consumer-alerts-failures")
+    real = service.alert_text
+
+    def text(record: Record, chunk: Chunk) -> str:
+        if record.payload["order_id"] == "o-124":
+            raise ValueError("cannot format this amount")
+        return real(record, chunk)
+
+    monkeypatch.setattr(service, "alert_text", text)
+    chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
+
+    invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
+
+    got = alerts(alerts_inbox)
+    assert [a["MessageAttributes"]["alert_id"]["Value"] for a in got] == [chunk.records[0].id]
+    [dead] = testkit.receive_all(failures["QueueUrl"])
+    assert [r.id for r in Chunk.decode(dead["Body"]).records] == [chunk.records[1].id]
+    assert dead["MessageAttributes"]["error_type"]["StringValue"] == "ValueError"
+    ledger = testkit.ledger_items()
+    assert ledger["consumer-alerts#c-test-0"]["failed"] == {"N": "1"}
+    assert ledger["sink:alerts#c-test-0"]["delivered"] == {"N": "1"}

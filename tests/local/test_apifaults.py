@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from sluice_tools.local import apifaults
 from sluice_tools.local.apifaults import ApiFaultPlan, ApiFaultRule
 from sluice_tools.local.emulator import CREDENTIALS, Emulator, client
-from sluice_tools.local.pool import FunctionPool
+from sluice_tools.local.pool import FunctionPool, register_worker
 from sluice_tools.local.worker import WorkerSpec, app_id
 
 from .conftest import queue
@@ -44,9 +44,12 @@ class Stage:
         return client(service, self.emulator.endpoint)
 
     def worker(self, service: str, function: str = FUNCTION, retries: int = RETRIES) -> Any:
+        """A client as a worker of `function` makes it (a fake pid, registered as the pool does)."""
+        pid = FAKE_PID + sum(map(ord, function))
+        register_worker(pid, function)
         config = Config(
             retries={"mode": "standard", "max_attempts": retries},  # retries, not attempts
-            user_agent_appid=app_id(function, pid=FAKE_PID),
+            user_agent_appid=app_id(pid),
             connect_timeout=5,
             read_timeout=30,
         )
@@ -284,7 +287,7 @@ def test_a_worker_of_another_function_is_not_faulted_by_a_rule_naming_one(
     stage: Stage, plan: Callable[..., ApiFaultPlan], tmp_path: Path
 ):
     plan(ApiFaultRule(kind="kill_after", service="dynamodb", function="-writer"))
-    pool = _toy_pool(stage, tmp_path, "sluice-toy-local-reader")
+    pool = _toy_pool(stage, tmp_path, "sluice-consumer-toy-reader-local-consume_records")
     after = tmp_path / "after.txt"
     try:
         outcome = pool.invoke({"table": stage.table, "tag": "spared", "after": str(after)})
@@ -292,6 +295,8 @@ def test_a_worker_of_another_function_is_not_faulted_by_a_rule_naming_one(
         pool.stop()
     assert outcome.ok, outcome.error
     assert after.exists()
+    # The worker's app id is short enough for botocore (it warns past 50 characters).
+    assert "user_agent_appid" not in (tmp_path / "toy.log").read_text()
 
 
 @pytest.mark.parametrize("kind", ["throttle", "error_before", "error_after", "kill_after"])

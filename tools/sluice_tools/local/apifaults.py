@@ -16,12 +16,13 @@ error responses, in the wire format of each protocol, in the middle of its work:
 
 Who is calling. Only requests made by function workers are ever faulted, never the runtime's
 own pollers, deploy, ledger or test clients. A worker says who it is in every request: at
-startup, before the function is imported, it sets `AWS_SDK_UA_APP_ID` to
-`sluice-fn.<pid>.<function>` (`worker.app_id`), and botocore puts `app/<that>` in the
-User-Agent of every client the function makes. Nothing else sets that prefix; the pid names
-the process `kill_after` kills and the function name is what rules match. A function that set
-its own `user_agent_appid` in code would escape the faults (none does); a client that is not
-botocore (none is used) likewise.
+startup, before the function is imported, it sets `AWS_SDK_UA_APP_ID` to `sluice-fn.<pid>`
+(`worker.app_id`), and botocore puts `app/<that>` in the User-Agent of every client the
+function makes. Nothing else sets that prefix. The pid names the process `kill_after` kills
+(only ever a child of this process) and, through the pool's registry of the workers it
+started (`pool.function_of`), the function rules match. A function that set its own
+`user_agent_appid` in code would escape the faults (none does); a client that is not botocore
+(none is used) likewise.
 
 Which calls. A plan (`ApiFaultPlan`) holds rules: service (`dynamodb`, `sqs`, `sns`, `s3`, or
 `*`), operations (X-Amz-Target's operation, the query `Action`, or the S3 operation named from
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+from sluice_tools.local.pool import function_of
 from sluice_tools.local.worker import APP_ID_PREFIX
 
 log = logging.getLogger("sluice.local")
@@ -63,7 +65,7 @@ API_FAULTS_ENV = "SLUICE_API_FAULTS"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-_CALLER = re.compile(r"\bapp/" + re.escape(APP_ID_PREFIX) + r"(\d+)\.([A-Za-z0-9_.-]+)")
+_CALLER = re.compile(r"\bapp/" + re.escape(APP_ID_PREFIX) + r"(\d+)\b")
 _SCOPE = re.compile(r"Credential=[^/,]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 
 
@@ -248,11 +250,12 @@ def identify(environ: Mapping[str, Any]) -> Call | None:
         return None
     scope = _SCOPE.search(str(environ.get("HTTP_AUTHORIZATION") or ""))
     service = scope.group(1) if scope else "unknown"
+    pid = int(caller.group(1))
     return Call(
         service=service,
         operation=operation_of(service, environ),
-        pid=int(caller.group(1)),
-        function=caller.group(2),
+        pid=pid,
+        function=function_of(pid) or "",
     )
 
 

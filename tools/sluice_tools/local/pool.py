@@ -60,6 +60,8 @@ class Worker:
         with _without_main():
             self.process.start()
         child.close()
+        if self.process.pid is not None:
+            register_worker(self.process.pid, spec.function)
 
     @property
     def pid(self) -> int | None:
@@ -98,6 +100,19 @@ class Worker:
 
 
 _spawn_lock = threading.Lock()
+# pid → function of every worker this process started: the emulator's API faults find the
+# function of a call by the pid in its User-Agent (worker.APP_ID_PREFIX). A pid is reused
+# only after its worker died, and the next worker with it overwrites the entry.
+_worker_functions: dict[int, str] = {}
+
+
+def register_worker(pid: int, function: str) -> None:
+    _worker_functions[pid] = function
+
+
+def function_of(pid: int) -> str | None:
+    """The function whose worker has (or last had) `pid`; None for any other process."""
+    return _worker_functions.get(pid)
 
 
 @contextmanager

@@ -23,9 +23,10 @@ from typing import Any
 # Modules of this package the worker itself is made of; the function never imports them.
 _OWN_MODULES = ("sluice_tools", "sluice_tools.local", "sluice_tools.local.worker")
 HANG_SECONDS = 3600
-# A worker's botocore app id (`AWS_SDK_UA_APP_ID`): `app/sluice-fn.<pid>.<function>` in the
-# User-Agent of every AWS call the function makes, so the emulator knows the caller
-# (`apifaults.py` faults only these calls and kills the pid for `kill_after`).
+# A worker's botocore app id (`AWS_SDK_UA_APP_ID`): `app/sluice-fn.<pid>` in the User-Agent of
+# every AWS call the function makes, so the emulator knows the caller (`apifaults.py` faults
+# only these calls, finds the function by pid and kills the pid for `kill_after`). botocore
+# warns about app ids over 50 characters: a function name would not always fit.
 APP_ID_PREFIX = "sluice-fn."
 
 
@@ -156,16 +157,16 @@ def _become_lambda(spec: WorkerSpec) -> None:
         }
     )
     os.environ.update(spec.environment)
-    os.environ["AWS_SDK_UA_APP_ID"] = app_id(spec.function)
+    os.environ["AWS_SDK_UA_APP_ID"] = app_id()
     os.chdir(spec.code_dir)
     _use_bytecode_cache(spec)
     _isolate_imports(spec)
     _tee_output(spec)
 
 
-def app_id(function: str, pid: int | None = None) -> str:
-    """The app id a worker of `function` puts in its calls' User-Agent (see APP_ID_PREFIX)."""
-    return f"{APP_ID_PREFIX}{os.getpid() if pid is None else pid}.{function}"
+def app_id(pid: int | None = None) -> str:
+    """The app id a worker puts in its calls' User-Agent (see APP_ID_PREFIX)."""
+    return f"{APP_ID_PREFIX}{os.getpid() if pid is None else pid}"
 
 
 def _use_bytecode_cache(spec: WorkerSpec) -> None:

@@ -7,7 +7,6 @@ tested against the key schemas that get deployed; buckets and queues are made by
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,60 +15,26 @@ from typing import Any
 
 import pytest
 from support import platform as moto_platform
+from support.env import aws_env, aws_environment
 from support.platform import STAGE
 
 from sluice import aws
-from sluice.config import ResourceNames, reset_settings
+from sluice.config import ResourceNames
 from sluice.envelope import Chunk, Record, chunk_id, record_id
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "cleanse"
 SAMPLES = ROOT / "samples"
-ENV = {
-    "SLUICE_STAGE": STAGE,
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
-UNSET: tuple[str, ...] = (
-    "AWS_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_PROFILE",
-    "SLUICE_RESOURCE_PREFIX",
-    "SLUICE_IDEMPOTENCY",
-    "SLUICE_RECORD_MAX_BYTES",
-    "SLUICE_CHUNK_MAX_BYTES",
-    "SLUICE_CHUNK_MAX_RECORDS",
-)
-
-# `app.py` reads SLUICE_STAGE at import (for the queue name of its decorator).
-for _name, _value in ENV.items():
-    os.environ[_name] = _value
-for _name in UNSET:
-    os.environ.pop(_name, None)
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 
 @pytest.fixture(scope="session")
 def app_module() -> ModuleType:
-    """cleanse/app.py, imported once per test process (each app's tests run in their own)."""
-    return importlib.import_module("app")
-
-
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    for name in UNSET:
-        monkeypatch.delenv(name, raising=False)
-    reset_settings()
-    aws.reset_clients()
-    yield
-    reset_settings()
-    aws.reset_clients()
+    """cleanse/app.py, imported once per test process (each app's tests run in their own),
+    in the test environment: its decorator reads SLUICE_STAGE for the queue name."""
+    with aws_environment():
+        return importlib.import_module("app")
 
 
 @pytest.fixture
@@ -160,3 +125,6 @@ def _order(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
+
+
+__all__ = ["aws_env"]

@@ -8,7 +8,6 @@ definitions that get deployed. Used by tests/consumers/<name>/conftest.py.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,33 +29,7 @@ PARAMETERS = {
     "AWS::Region": REGION,
     "AWS::AccountId": ACCOUNT,
 }
-ENV = {
-    "SLUICE_STAGE": STAGE,
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
-UNSET = (
-    "AWS_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_PROFILE",
-    "SLUICE_IDEMPOTENCY",
-    "SLUICE_RESOURCE_PREFIX",
-    "SLUICE_RECORD_MAX_BYTES",
-    "_X_AMZN_TRACE_ID",
-)
 INGESTED_AT = "2026-11-27T06:15:00.000Z"
-
-
-def set_environment() -> None:
-    """The environment of a Sluice function in stage `test` (before `app` is imported)."""
-    os.environ.update(ENV)
-    for name in UNSET:
-        os.environ.pop(name, None)
-    reset_settings()
-    aws.reset_clients()
 
 
 load_template = moto_platform.load_template

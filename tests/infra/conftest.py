@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from infra.stack_model import ROOT, STAGE, app_triggers
+from support.env import aws_env
 
 from sluice_tools.deploy.apps import AppSpec, discover_apps
 from sluice_tools.deploy.templates import StackSpec, stage_stacks
@@ -32,3 +33,6 @@ def stacks() -> list[StackSpec]:
 @pytest.fixture(scope="session")
 def platform(stacks: list[StackSpec]) -> StackSpec:
     return stacks[0]
+
+
+__all__ = ["aws_env"]

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from infra.iam_model import allows, grants, required
 from infra.stack_model import ROOT, STAGES
+from support.env import aws_environment
 
 from sluice_tools.deploy.apps import AppSpec
 from sluice_tools.deploy.moto_gaps import fill_gaps
@@ -91,20 +92,10 @@ def recorded(
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }
     tmp = tmp_path_factory.mktemp("iam")
     try:
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in env.items():
-                mp.setenv(key, value)
-            for key in [k for k in os.environ if k.startswith("SLUICE_")] + ["AWS_REGION"]:
-                mp.delenv(key, raising=False)
+        with aws_environment(), pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AWS_ENDPOINT_URL", endpoint)
             target = Target.from_env("test", root=ROOT)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # moto warns about the types it skips

@@ -23,13 +23,9 @@ from sluice_tools.deploy.templates import StackSpec
 
 
 @pytest.fixture
-def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def moto(aws_env: None) -> Iterator[None]:
     from moto import mock_aws
 
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(key, "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # moto warns about each type it skips
         yield

@@ -4,14 +4,16 @@ and the ingest app folder first on sys.path (its `app` and `chalicelib` are impo
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from support import platform as moto_platform
+from support.env import aws_env, aws_environment
 from support.platform import STAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +22,6 @@ APP_DIR = ROOT / "ingest"
 for path in (APP_DIR, Path(__file__).resolve().parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-# `app` reads SLUICE_STAGE at import for its decorators.
-os.environ.setdefault("SLUICE_STAGE", STAGE)
 
 from ingest_support import FakeContext, Platform, drain, s3_event  # noqa: E402
 
@@ -35,26 +35,23 @@ TYPES = "order,customer"
 
 
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Environment of the ingest function in stage `test`, with fake credentials."""
-    monkeypatch.setenv("SLUICE_STAGE", STAGE)
+def ingest_env(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Environment of the ingest function in stage `test`: the suite's, and its record types."""
     monkeypatch.setenv("SLUICE_INGEST_TYPES", TYPES)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RECORD_MAX_BYTES"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("SLUICE_CHUNK_MAX_RECORDS", "SLUICE_CHUNK_MAX_BYTES", "SLUICE_IDEMPOTENCY"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
     reset_settings()
-    aws.reset_clients()
     service.reset()
     pull.reset()
     yield
-    reset_settings()
-    aws.reset_clients()
     service.reset()
     pull.reset()
+
+
+@pytest.fixture(scope="session")
+def app_module() -> ModuleType:
+    """ingest/app.py, imported once per test process, in the test environment: its
+    decorators read SLUICE_STAGE for the bucket, queue and schedule."""
+    with aws_environment():
+        return importlib.import_module("app")
 
 
 @pytest.fixture
@@ -89,4 +86,4 @@ def make_ingestor(platform: Platform) -> Callable[..., Ingestor]:
     return make
 
 
-__all__ = ["FakeContext", "Platform", "drain", "s3_event"]
+__all__ = ["FakeContext", "Platform", "aws_env", "drain", "s3_event"]

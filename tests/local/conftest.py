@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.env import aws_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,13 +74,8 @@ def toy_zip() -> bytes:
 
 @pytest.fixture(scope="module")
 def aws_env() -> Iterator[None]:
-    """No real AWS: fake credentials, a fixed region, no profile, no endpoint from the shell."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            mp.setenv(name, "testing")
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION", "SLUICE_FAULTS"):
-            mp.delenv(name, raising=False)
+    """The suite's test environment (support.env) for a whole module: runtimes are per module."""
+    with aws_environment():
         yield
 
 

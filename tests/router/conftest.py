@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from support import platform as moto_platform
+from support.env import aws_env, aws_environment
 from support.platform import STAGE
 
 from sluice import aws
-from sluice.config import ResourceNames, reset_settings
+from sluice.config import ResourceNames
 from sluice.envelope import Chunk, Record, chunk_id, record_id
 
 if TYPE_CHECKING:
@@ -31,23 +31,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "router"
-ENV = {
-    "SLUICE_STAGE": STAGE,
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
-UNSET: tuple[str, ...] = ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RESOURCE_PREFIX")
-UNSET += ("SLUICE_IDEMPOTENCY", "SLUICE_RECORD_MAX_BYTES", "SLUICE_CHUNK_MAX_BYTES")
-UNSET += ("SLUICE_CHUNK_MAX_RECORDS", "SLUICE_RECORDS_TOPIC_ARN")
-
-# `app.py` reads SLUICE_STAGE at import (for the queue name of its decorator).
-for _name, _value in ENV.items():
-    os.environ[_name] = _value
-for _name in UNSET:
-    os.environ.pop(_name, None)
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
@@ -119,8 +102,10 @@ def routing_rules(routing_file: Path) -> RoutingRules:
 
 @pytest.fixture(scope="session")
 def app_module() -> ModuleType:
-    """router/app.py, imported once per test process (each app's tests run in their own)."""
-    return importlib.import_module("app")
+    """router/app.py, imported once per test process (each app's tests run in their own),
+    in the test environment: its decorator reads SLUICE_STAGE for the queue name."""
+    with aws_environment():
+        return importlib.import_module("app")
 
 
 @pytest.fixture(scope="session")
@@ -128,19 +113,12 @@ def service() -> ModuleType:
     return importlib.import_module("chalicelib.service")
 
 
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch, service: ModuleType) -> Iterator[None]:
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    for name in UNSET:
-        monkeypatch.delenv(name, raising=False)
-    reset_settings()
-    aws.reset_clients()
+@pytest.fixture(autouse=True)
+def _no_router_left(service: ModuleType) -> Iterator[None]:
+    """Each test builds the process's router afresh (its settings, clients and rules)."""
     service.set_router(None)
     yield
     service.set_router(None)
-    reset_settings()
-    aws.reset_clients()
 
 
 @pytest.fixture
@@ -282,3 +260,6 @@ def order_fixture() -> Callable[..., dict[str, Any]]:
 def customer_fixture() -> Callable[..., dict[str, Any]]:
     """`customer(country=..., **extra)`: a clean customer payload."""
     return customer
+
+
+__all__ = ["aws_env"]

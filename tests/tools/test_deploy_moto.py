@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.env import aws_environment
 
 from sluice_tools.cli import main
 from sluice_tools.deploy import DeployReport, Target, deploy_stage
@@ -54,18 +54,8 @@ def deployed() -> Iterator[Deployed]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        for key in [k for k in os.environ if k.startswith("SLUICE_")] + ["AWS_REGION"]:
-            mp.delenv(key, raising=False)
+    with aws_environment(), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)
         # A previous session's Chalice state names resources this fresh moto never had.
         for stale in BUILD_DIR.glob("**/.chalice/deployed"):
             shutil.rmtree(stale)

@@ -8,18 +8,17 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.env import aws_env
 
 from consumers import testkit
 
 APP_DIR = testkit.REPO / "consumers" / "alerts"
-testkit.set_environment()  # `app` reads SLUICE_STAGE in its decorators, at import
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 
 @pytest.fixture
-def account() -> Iterator[testkit.Account]:
-    testkit.set_environment()
+def account(aws_env: None) -> Iterator[testkit.Account]:
     from chalicelib import service
 
     service.reset()
@@ -29,7 +28,7 @@ def account() -> Iterator[testkit.Account]:
 
 @pytest.fixture
 def app_module(account: testkit.Account) -> ModuleType:
-    import app
+    import app  # in the test environment (`account`): its decorators read SLUICE_STAGE
 
     return app
 
@@ -52,3 +51,6 @@ def alerts_inbox(account: testkit.Account) -> str:
         Endpoint=arn["Attributes"]["QueueArn"],
     )
     return url
+
+
+__all__ = ["aws_env"]

@@ -8,18 +8,17 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from support.env import aws_env
 
 from consumers import testkit
 
 APP_DIR = testkit.REPO / "consumers" / "index"
-testkit.set_environment()  # `app` reads SLUICE_STAGE in its decorators, at import
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 
 @pytest.fixture
-def account() -> Iterator[testkit.Account]:
-    testkit.set_environment()
+def account(aws_env: None) -> Iterator[testkit.Account]:
     from chalicelib import service
 
     service.reset()
@@ -29,7 +28,7 @@ def account() -> Iterator[testkit.Account]:
 
 @pytest.fixture
 def app_module(account: testkit.Account) -> ModuleType:
-    import app
+    import app  # in the test environment (`account`): its decorators read SLUICE_STAGE
 
     return app
 
@@ -37,3 +36,6 @@ def app_module(account: testkit.Account) -> ModuleType:
 @pytest.fixture
 def app_dir() -> Path:
     return APP_DIR
+
+
+__all__ = ["aws_env"]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chalice.test import Client
+from support.calls import Fault, failing
 from support.events import sqs_event
 
 from chalicelib.service import Cleanser, output_chunk_id
@@ -16,27 +18,11 @@ from sluice import aws
 from sluice.claimcheck import ClaimCheck
 from sluice.config import ResourceNames
 from sluice.envelope import Chunk, ChunkLimits, derive_chunk_id
-from sluice.errors import TransientError
 from sluice.quarantine import record_key
 from sluice.stage import StageRuntime
 
 APP_DIR = Path(__file__).resolve().parents[2] / "cleanse"
 Drain = Callable[[], list[dict[str, Any]]]
-
-
-class FlakySink:
-    """Sends like the clean queue, but fails for the output chunks it is told to."""
-
-    def __init__(self, real: Any, fail_for: set[str]) -> None:
-        self.real = real
-        self.fail_for = fail_for
-        self.sent: list[Chunk] = []
-
-    def send(self, chunk: Chunk) -> None:
-        if chunk.chunk_id in self.fail_for:
-            raise TransientError(f"injected send failure for {chunk.chunk_id}")
-        self.real.send(chunk)
-        self.sent.append(chunk)
 
 
 def quarantined(names: ResourceNames, chunk: Chunk, index: int) -> dict[str, Any]:
@@ -164,26 +150,57 @@ def test_a_chunk_whose_records_are_all_bad_sends_nothing(
     assert len(quarantine_keys(platform)) == 2
 
 
-def test_only_the_message_whose_send_failed_is_retried_and_its_retry_goes_through(
-    platform: ResourceNames, clean_messages: Drain, make_chunk: Any, order: Any
+def sent_chunk_id(params: Mapping[str, Any]) -> str:
+    """The chunk id of a SendMessage call's message (its `chunk_id` attribute)."""
+    return str(params["MessageAttributes"]["chunk_id"]["StringValue"])
+
+
+@pytest.mark.parametrize("fault", list(Fault))
+def test_only_the_message_whose_send_failed_is_retried_and_its_retry_sends_the_same_chunk(
+    platform: ResourceNames, clean_messages: Drain, make_chunk: Any, order: Any, fault: Fault
 ) -> None:
     good = make_chunk([order(order_id="o-a")], ordinal=0)
     unlucky = make_chunk([order(order_id="o-b")], ordinal=1)
+    unlucky_out = output_chunk_id(unlucky.chunk_id)
     cleanser = fresh_cleanser()
-    flaky = FlakySink(cleanser.sink, fail_for={output_chunk_id(unlucky.chunk_id)})
-    cleanser.sink = flaky
 
-    first = cleanser.handle(sqs_event(good, unlucky))
+    with failing(aws.sqs(), "SendMessage", fault, when=lambda p: sent_chunk_id(p) == unlucky_out):
+        first = cleanser.handle(sqs_event(good, unlucky))
+    retry = cleanser.handle(sqs_event(unlucky, prefix="redelivered"))
 
     assert first == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
-    assert [
-        r.payload["order_id"] for m in clean_messages() for r in Chunk.decode(m["Body"]).records
-    ] == ["o-a"]
-    flaky.fail_for.clear()
-    retry = cleanser.handle(sqs_event(unlucky, prefix="redelivered"))
     assert retry == {"batchItemFailures": []}
+    bodies = Counter(m["Body"] for m in clean_messages())
+    sent = {Chunk.decode(body).chunk_id: n for body, n in bodies.items()}
+    # A lost send went through, so the retry sends a second copy: byte for byte the same
+    # chunk (same id, same records), which the router's claim on the chunk id drops.
+    copies = 2 if fault is Fault.LOST else 1
+    assert sent == {output_chunk_id(good.chunk_id): 1, unlucky_out: copies}
+    assert ledger_entry(platform, unlucky)["out"] == 1
+
+
+@pytest.mark.parametrize("fault", list(Fault))
+def test_a_failed_quarantine_write_retries_the_chunk_and_quarantines_the_record_once(
+    platform: ResourceNames, clean_messages: Drain, make_chunk: Any, order: Any, fault: Fault
+) -> None:
+    chunk = make_chunk([order(), order(order_id="o-bad", amount=-1)])
+    cleanser = fresh_cleanser()
+    bucket = platform.quarantine_bucket
+
+    with failing(aws.s3(), "PutObject", fault, when=lambda p: p["Bucket"] == bucket) as injected:
+        first = cleanser.handle(sqs_event(chunk))
+    retry = cleanser.handle(sqs_event(chunk, prefix="redelivered"))
+
+    assert len(injected.failed) == 1
+    assert first == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
+    assert retry == {"batchItemFailures": []}
+    assert quarantine_keys(platform) == [
+        record_key("cleanse", "order", chunk.records[1].ingested_at, chunk.records[1].id)
+    ]
     [message] = clean_messages()
-    assert Chunk.decode(message["Body"]).chunk_id == output_chunk_id(unlucky.chunk_id)
+    assert [r.payload["order_id"] for r in Chunk.decode(message["Body"]).records] == ["o-1"]
+    entry = ledger_entry(platform, chunk)
+    assert (entry["records_in"], entry["out"], entry["quarantined"]) == (2, 1, 1)
 
 
 def test_a_chunk_delivered_twice_is_sent_once(

@@ -1,4 +1,8 @@
-"""Chunk budgets of the deployed stages fit every hop: SQS 1 MiB, SNS 256 KiB, Lambda 6 MB."""
+"""Chunk budgets of the deployed stages fit every hop: SQS 1 MiB, SNS 256 KiB, Lambda 6 MB.
+
+That the router cuts what it publishes to fit SNS, whatever its setting, is checked on the
+router itself (tests/router/test_deploy_config.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import pytest
 
 from sluice.config import (
     ATTRIBUTE_RESERVE_BYTES,
-    DEFAULT_CHUNK_MAX_BYTES,
     SQS_MAX_MESSAGE_BYTES,
     Settings,
 )
@@ -38,12 +41,6 @@ def batch_size(app: str) -> int:
 def test_ingest_and_cleanse_cut_chunks_that_fit_an_sqs_message_with_attributes(stage: str):
     for app in ("ingest", "cleanse"):
         assert chunk_budget(app, stage) + ATTRIBUTE_RESERVE_BYTES <= SQS_MAX_MESSAGE_BYTES
-
-
-@pytest.mark.parametrize("stage", DEPLOYED_STAGES)
-def test_the_router_publishes_within_sns_whatever_its_setting(stage: str):
-    # The router caps its own limit (router/chalicelib/service.py Router.limits).
-    assert min(chunk_budget("router", stage), DEFAULT_CHUNK_MAX_BYTES) <= DEFAULT_CHUNK_MAX_BYTES
 
 
 @pytest.mark.parametrize(("app", "upstream"), [("cleanse", "ingest"), ("router", "cleanse")])

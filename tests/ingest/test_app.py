@@ -3,27 +3,62 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 from urllib.parse import quote_plus
 
 import pytest
 from ingest_support import Platform
 
+from sluice import aws
+
 if TYPE_CHECKING:
     from chalice.test import Client
 
 APP_DIR = Path(__file__).resolve().parents[2] / "ingest"
+ORDERS = [{"order_id": "o-1", "amount": 12.5}, {"order_id": "o-2", "amount": 7}]
 
 
 @pytest.fixture
-def client(platform: Platform) -> Iterator[Client]:
-    import app
+def client(platform: Platform, app_module: ModuleType) -> Iterator[Client]:
     from chalice.test import Client
 
-    with Client(app.app, stage_name="test", project_dir=str(APP_DIR)) as c:
+    with Client(app_module.app, stage_name="test", project_dir=str(APP_DIR)) as c:
         yield c
+
+
+@pytest.fixture
+def orders_source() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP source on loopback: every GET gets two orders and the next cursor `c-2`.
+
+    Yields its URL and the paths it was asked for.
+    """
+    asked: list[str] = []
+    body = json.dumps({"records": ORDERS, "next_cursor": "c-2"}).encode()
+
+    class Source(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass  # no request lines in the test output
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Source)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/orders", asked
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_s3_event_through_chalice_sends_the_objects_records(
@@ -81,21 +116,42 @@ def test_a_continuation_message_through_chalice_finishes_the_object(
     assert [(r.ordinal, r.payload) for r in chunk.records] == [(1, {"id": 1}), (2, {"id": 2})]
 
 
-def test_the_schedule_through_chalice_pulls_the_configured_sources(
-    platform: Platform, client: Client
+def test_the_schedule_through_chalice_lands_what_each_enabled_source_returned(
+    platform: Platform,
+    client: Client,
+    orders_source: tuple[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from chalicelib import pull
+
+    url, asked = orders_source
+    sources = [
+        pull.Source("shop", url, "order", "since"),
+        pull.Source("paused", f"{url}/paused", "order", "since", enabled=False),
+    ]
+    monkeypatch.setattr(pull, "load_sources", lambda: sources)  # instead of sources.json
     event = client.events.generate_cw_event(
         source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
     )
 
     response = client.lambda_.invoke("pull_sources", event)
 
-    # The shipped sources.json holds only a disabled example.
-    assert response.payload == {"pulled": []}
+    [pulled] = response.payload["pulled"]
+    assert (pulled["source"], pulled["ok"], pulled["records"]) == ("shop", True, 2)
+    assert pulled["cursor"] == "c-2"
+    assert asked == ["/orders"]  # from the start (no cursor yet); the paused source never
+    s3 = aws.s3()
+    landed = s3.get_object(Bucket=platform.names.landing_bucket, Key=pulled["key"])
+    assert [json.loads(line) for line in landed["Body"].read().splitlines()] == ORDERS
+    assert pulled["key"].startswith("incoming/order/pulls/shop/")
 
 
 def test_the_config_gives_every_stage_its_env_and_every_function_its_policy() -> None:
     config = json.loads((APP_DIR / ".chalice" / "config.json").read_text())
+    # Ingest takes exactly the record types cleanse has a schema for: no type it would
+    # accept only for cleanse to quarantine every record of it, none it would refuse.
+    types_dir = APP_DIR.parent / "cleanse" / "chalicelib" / "types"
+    cleansed_types = {p.parent.name for p in types_dir.glob("*/schema.json")}
 
     assert config["app_name"] == "sluice-ingest"
     assert config["autogen_policy"] is False
@@ -103,7 +159,7 @@ def test_the_config_gives_every_stage_its_env_and_every_function_its_policy() ->
     for stage, settings in config["stages"].items():
         env = settings["environment_variables"]
         assert env["SLUICE_STAGE"] == stage
-        assert env["SLUICE_INGEST_TYPES"] == "order,customer"
+        assert set(env["SLUICE_INGEST_TYPES"].split(",")) == cleansed_types
         for function in ("on_object_created", "on_continue", "pull_sources"):
             policy_file = settings["lambda_functions"][function]["iam_policy_file"]
             assert policy_file == f"policy-{stage}-{function}.json"

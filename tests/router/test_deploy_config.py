@@ -12,6 +12,13 @@ from typing import Any
 
 import pytest
 
+from sluice.config import (
+    ATTRIBUTE_RESERVE_BYTES,
+    MAX_CHUNK_MAX_BYTES,
+    SNS_MAX_MESSAGE_BYTES,
+    reset_settings,
+)
+
 CHALICE_DIR = Path(__file__).resolve().parents[2] / "router" / ".chalice"
 STAGES = ("dev", "prod", "local", "test")
 
@@ -57,6 +64,27 @@ def test_router_listens_on_the_stages_clean_queue_in_batches_of_five(
     # Five chunks of up to 1 MiB fit Lambda's 6 MB payload (tests/infra/test_chunk_budgets.py).
     [source] = app_module.app.event_sources
     assert (source.name, source.queue, source.batch_size) == ("route", "sluice-test-clean", 5)
+
+
+@pytest.mark.parametrize("setting", [None, MAX_CHUNK_MAX_BYTES], ids=["as-set", "largest"])
+@pytest.mark.parametrize("stage", STAGES)
+def test_the_router_cuts_what_it_publishes_to_fit_sns_whatever_its_chunk_setting(
+    stage: str,
+    setting: int | None,
+    aws_env: None,
+    service: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ingest and cleanse may cut chunks up to an SQS message; the router publishes to SNS.
+    for name, value in _config()["stages"][stage]["environment_variables"].items():
+        monkeypatch.setenv(name, value)
+    if setting is not None:
+        monkeypatch.setenv("SLUICE_CHUNK_MAX_BYTES", str(setting))
+    reset_settings()
+
+    limits = service.Router().limits
+
+    assert limits.max_bytes + ATTRIBUTE_RESERVE_BYTES <= SNS_MAX_MESSAGE_BYTES
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +176,24 @@ def test_shipped_rules_give_customers_no_routing_attributes(
     assert shipped.attributes_for("customer", customer(country=None)) == {}
 
 
-def test_declared_attributes_match_what_tools_read_from_the_json_directly() -> None:
-    doc = json.loads(ROUTING_FILE.read_text(encoding="utf-8"))
-    direct = {name: spec["values"] for name, spec in doc["attributes"].items()}
-    assert declared_attributes() == direct
+@pytest.mark.parametrize("routing", ["shipped", "test"])
+def test_the_new_consumer_tool_reads_the_attributes_the_router_declares(
+    routing: str, routing_file: Path, tmp_path: Path
+) -> None:
+    # The tool reads routing.json as JSON (it never imports an app): it must come to the
+    # attributes and values the router itself declares, on the shipped file and on one that
+    # declares more (the tests' own, with `region`).
+    contract = pytest.importorskip("sluice_tools.scaffold.contract")  # not in app_tests' venv
+    source = ROUTING_FILE if routing == "shipped" else routing_file
+    repo = tmp_path / "repo"
+    (repo / contract.ROUTING_JSON).parent.mkdir(parents=True)
+    shutil.copyfile(source, repo / contract.ROUTING_JSON)
+
+    read = contract.declared_attributes(repo)
+
+    routed = {k: v for k, v in read.items() if k not in contract.BASE_ATTRIBUTES}
+    assert routed == declared_attributes(source)
+    assert declared_attributes(source)  # at least one attribute to compare
 
 
 def test_every_value_a_shipped_rule_can_set_is_declared(shipped: RoutingRules) -> None:

@@ -32,6 +32,11 @@ DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 SINK_PREFIX = "sink:"
 # The router's records per set of routing attributes (canonical JSON → count), a map.
 ROUTES_ATTR = "routes"
+# On the entries of a chunk of failed records being processed again: the chunk whose entry
+# counted them as `failed` (the reconcile moves them from failed to their new outcome).
+RETRY_OF_ATTR = "retry_of"
+# Why a stage skipped an object or chunk without reading records (records_in 0).
+SKIPPED_ATTR = "skipped"
 
 
 class LedgerWriteError(TransientError):
@@ -76,18 +81,37 @@ class LedgerWriter:
             self._table_name = get_settings().names.ledger_table
         return self._table_name
 
-    def record_chunk(self, stage: str, chunk: Chunk, outcome: ChunkOutcome) -> None:
+    def record_chunk(
+        self, stage: str, chunk: Chunk, outcome: ChunkOutcome, *, retry_of: str | None = None
+    ) -> None:
         """What `stage` did with `chunk`: records in, out, quarantined, duplicate, failed
-        (and the router's records per set of routing attributes, when it has them)."""
+        (and the router's records per set of routing attributes, when it has them).
+
+        `retry_of`: `chunk` holds records that failed in chunk `retry_of` (counted there as
+        `failed`) and are processed again."""
         counts = outcome.as_dict()
         routes = {k: {"N": str(v)} for k, v in outcome.routes.items() if v}
         extra = {ROUTES_ATTR: {"M": routes}} if routes else None
-        self._put(chunk, stage_entry(stage, chunk.chunk_id), {"stage": stage}, counts, extra)
+        names = _names("stage", stage, retry_of)
+        self._put(chunk, stage_entry(stage, chunk.chunk_id), names, counts, extra)
 
-    def record_delivery(self, sink: str, chunk: Chunk, delivered: int) -> None:
-        """How many records of `chunk` the sink `sink` delivered (wrote, published, indexed)."""
+    def record_delivery(
+        self, sink: str, chunk: Chunk, delivered: int, *, retry_of: str | None = None
+    ) -> None:
+        """How many records of `chunk` the sink `sink` delivered (wrote, published, indexed);
+        `retry_of` as in `record_chunk`."""
         counts = {"records_in": len(chunk.records), "delivered": delivered}
-        self._put(chunk, sink_entry(sink, chunk.chunk_id), {"sink": sink}, counts)
+        names = _names("sink", sink, retry_of)
+        self._put(chunk, sink_entry(sink, chunk.chunk_id), names, counts)
+
+    def record_skipped(self, stage: str, chunk: Chunk, reason: str) -> None:
+        """`stage` skipped `chunk` (for ingest: the chunk standing for a whole object) without
+        reading records, for `reason` (e.g. the object version is gone): an entry with
+        records_in 0, so the object is accounted for and the reason visible."""
+        if not reason:
+            raise ValueError("a skipped entry needs a reason")
+        names = {"stage": stage, SKIPPED_ATTR: reason}
+        self._put(chunk, stage_entry(stage, chunk.chunk_id), names, {"records_in": 0})
 
     def _put(
         self,
@@ -123,6 +147,13 @@ class LedgerWriter:
                 log.debug("ledger entry already recorded", extra={"entry": entry})
                 return
             raise LedgerWriteError(f"could not write ledger entry {entry}: {exc}") from exc
+
+
+def _names(kind: str, name: str, retry_of: str | None) -> dict[str, str]:
+    names = {kind: name}
+    if retry_of:
+        names[RETRY_OF_ATTR] = retry_of
+    return names
 
 
 def _iso(epoch: float) -> str:

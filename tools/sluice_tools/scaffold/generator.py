@@ -158,8 +158,21 @@ def _policy_document(spec: ConsumerSpec, stage: str) -> dict[str, Any]:
             {
                 "Sid": "Trigger",
                 "Effect": "Allow",
-                "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                "Action": [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ChangeMessageVisibility",  # a chunk claimed elsewhere waits (sluice.stage)
+                ],
                 "Resource": f"arn:aws:sqs:*:*:{p}-consumer-{spec.name}",
+            }
+        )
+        statements.append(
+            {
+                "Sid": "DeadLetters",  # records that fail in the handler (sluice.stage)
+                "Effect": "Allow",
+                "Action": ["sqs:SendMessage"],
+                "Resource": f"arn:aws:sqs:*:*:{p}-consumer-{spec.name}-dlq",
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}

@@ -2,6 +2,13 @@
 
 It names the object version, the stream offset right after a chunk's last record, and the
 next record and chunk ordinals, so the follow-up cuts exactly the chunks an unsplit run would.
+
+Offsets count bytes of the stream the parser reads: the object's own bytes, unless the
+object is gzip (then the gunzipped bytes) or began with a UTF-16/32 byte-order mark (then
+the UTF-8 it is re-encoded to, without the BOM). Only the first kind maps to the object, so
+only there does a follow-up start with a range request; for the others it reads the object
+from its first byte through the same gunzip and re-encoding and drops `offset` bytes. That
+re-reads the start but keeps one meaning of an offset whatever the object's encoding.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chalicelib.objects import Format, ObjectRef
+from chalicelib.streams import REENCODED
 from sluice.errors import PermanentError
 
 CHECKPOINT_VERSION = 1
@@ -29,11 +37,13 @@ class Checkpoint:
     gzip: bool
     correlation_id: str
     ingested_at: str
-    offset: int = 0  # in the decompressed stream (= the object's bytes when not gzip)
+    offset: int = 0  # in the stream the parser reads (see the module's docstring)
     next_ordinal: int = 0
     next_chunk: int = 0
     csv_header: list[str] | None = None
     v: int = CHECKPOINT_VERSION
+    line: int = 0  # physical lines before `offset` (reasons name 1-based lines)
+    encoding: str | None = None  # a UTF-16/32 the object is re-encoded from, after its BOM
 
     @property
     def ref(self) -> ObjectRef:
@@ -48,8 +58,20 @@ class Checkpoint:
         """A continuation is claimed by (object, offset): redelivery runs it once."""
         return f"{self.ref.claim_key}@{self.offset}"
 
+    @property
+    def derived(self) -> bool:
+        """True if offsets are not the object's bytes (gunzipped or re-encoded)."""
+        return self.gzip or self.encoding is not None
+
     def advance(
-        self, *, offset: int, next_ordinal: int, next_chunk: int, csv_header: list[str] | None
+        self,
+        *,
+        offset: int,
+        next_ordinal: int,
+        next_chunk: int,
+        csv_header: list[str] | None,
+        line: int,
+        encoding: str | None,
     ) -> Checkpoint:
         return replace(
             self,
@@ -57,6 +79,8 @@ class Checkpoint:
             next_ordinal=next_ordinal,
             next_chunk=next_chunk,
             csv_header=csv_header,
+            line=line,
+            encoding=encoding,
         )
 
     def encode(self) -> str:
@@ -69,6 +93,8 @@ class Checkpoint:
             if not isinstance(wire, dict) or wire.get("v") != CHECKPOINT_VERSION:
                 raise ValueError(f"not a version {CHECKPOINT_VERSION} checkpoint")
             Format(wire["format"])
+            if wire.get("encoding") not in (None, *REENCODED):
+                raise ValueError(f"unknown encoding {wire.get('encoding')!r}")
             return cls(**wire)
         except (ValueError, TypeError, KeyError) as exc:
             raise PermanentError(f"continuation message is not a checkpoint: {exc}") from None

@@ -1,9 +1,10 @@
 """Split a decompressed byte stream into items: JSON Lines, a JSON array, or CSV with a header.
 
 Each item has its ordinal and the stream offset just after it, so a follow-up invocation can
-resume at any good record's end. A bad line, row or element is an item with a reason; what
-makes the rest unreadable raises `ObjectRemainderError`. No I/O, memory bounded by the
-largest record (`max_item_bytes`).
+resume at any good record's end. A bad line, row or element is an item with a reason, and so
+is one that makes the parser fail in any way (issue 24: a hostile record never costs the good
+ones beside it); only what makes the rest unreadable raises `ObjectRemainderError`. No I/O,
+memory bounded by the largest record (`max_item_bytes`).
 """
 
 from __future__ import annotations
@@ -17,17 +18,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.objects import Format
-from chalicelib.streams import ObjectRemainderError, strip_bom
+from chalicelib.streams import UTF8, ObjectRemainderError, bom_of, peek, reencoded, skip
 from sluice import jsonx
 
 # What a quarantine entry keeps of an over-long line.
 RAW_KEEP_BYTES = 64 * 1024
+# Deepest nesting of arrays and objects a record may have (the record itself is level 1).
+# The parsers' own limits (msgspec's, the standard library's RecursionError) depend on how
+# deep the stack already is, so a record one parser accepts could break a later step (a
+# chunk's encoding here, its decoding in cleanse, with its whole chunk): a fixed limit, far
+# below those, is checked here once.
+MAX_NESTING = 256
 _SPACE = re.compile(r"[ \t\r\n]*")
+# A JSON string (group 1 is its closing quote: None if the text ends inside it), or a run of
+# opening or of closing brackets; what lies between them does not change the nesting depth.
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(")?|[\[{]+|[\]}]+', re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One line/row/element: a payload, or (`reason` set) bad input kept as `raw`."""
+    """One line/row/element: a payload, or (`reason` set) bad input kept as `raw`.
+
+    `line` is the 1-based physical line the item starts on and `end_line` the one it ends
+    on (JSON Lines, CSV); both are 0 for a JSON array's elements, which are named by number.
+    """
 
     ordinal: int
     end: int
@@ -35,30 +49,58 @@ class Item:
     raw: bytes | str = b""
     reason: str | None = None
     error_class: str = "ParseError"
+    line: int = 0
+    end_line: int = 0
+
+    @property
+    def where(self) -> str:
+        """Where the item is, for people: "line 61" (as editors count) or "element 61"."""
+        return f"line {self.line}" if self.line else f"element {self.ordinal + 1}"
 
 
 @dataclass
 class ParseState:
-    """Where a parse starts: stream offset, next ordinal, and the CSV header once known."""
+    """Where a parse starts: stream offset, next ordinal, and the CSV header once known.
+
+    While parsing, `line` is the number of physical lines read whole (JSON Lines, CSV) and
+    `encoding` the one a byte-order mark named, if the stream is re-encoded as UTF-8.
+    """
 
     offset: int = 0
     ordinal: int = 0
     resume: bool = False  # True: continuing after a record (JSON: inside the array)
     header: list[str] | None = field(default=None)
+    line: int = 0
+    encoding: str | None = None
 
 
 def parse(
     fmt: Format, blocks: Iterable[bytes], state: ParseState, max_item_bytes: int
 ) -> Iterator[Item]:
-    """Items of the stream; a UTF-8 BOM at offset 0 is skipped (and counted in offsets).
+    """Items of the stream. At offset 0 a byte-order mark decides the encoding: a UTF-8 BOM
+    is skipped (and counted in offsets); after a UTF-16/32 one the stream is re-encoded as
+    UTF-8 (`state.encoding`), and offsets count bytes of that UTF-8 stream.
 
     Lazy: nothing is read before the first item is asked for, so read errors surface there.
     """
     impl = {Format.JSONL: _jsonl, Format.JSON: _json_array, Format.CSV: _csv}[fmt]
     if state.offset == 0 and not state.resume:
-        skipped, blocks = strip_bom(blocks)
-        state.offset += skipped
+        head, blocks = peek(blocks, 4)
+        encoding = bom_of(head)
+        if encoding == UTF8:
+            state.offset += len(codecs.BOM_UTF8)
+            blocks = skip(blocks, len(codecs.BOM_UTF8))
+        elif encoding is not None:
+            state.encoding = encoding
+            blocks = reencoded(blocks, encoding)
     yield from impl(blocks, state, max_item_bytes)
+
+
+def _unexpected(exc: Exception) -> str:
+    """The reason for an item that made a parser fail in a way it does not foresee."""
+    if isinstance(exc, MemoryError):
+        raise exc  # not the item's fault alone: the invocation fails and is retried
+    return f"could not be parsed ({type(exc).__name__}: {exc})"
 
 
 def _reject_constant(name: str) -> Any:
@@ -69,20 +111,75 @@ def loads_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
     """(payload, None) for a JSON object, else (None, why not).
 
     Strict RFC 8259 (`sluice.jsonx`, ~2x the standard library's speed): NaN, Infinity, lone
-    surrogates and numbers beyond a double's range are not JSON. A refused line is parsed
-    again by the standard library only for its reason, which names line, column and token.
+    surrogates and numbers beyond a double's range are not JSON, nor is nesting deeper than
+    `MAX_NESTING`. A refused line is parsed again by the standard library only for its
+    reason, which names line, column and token.
     """
     try:
         value = jsonx.loads(text)
     except jsonx.JSONDecodeError as exc:
-        try:
-            json.loads(text, parse_constant=_reject_constant)
-        except ValueError as detailed:
-            return None, f"not valid JSON: {detailed}"
-        return None, f"not valid JSON: {exc}"
+        return None, _why_not_json(text, str(exc))
     if not isinstance(value, dict):
         return None, f"a record must be a JSON object, not {type(value).__name__}"
+    if len(text) > 2 * MAX_NESTING and too_deep(text):  # shorter text cannot nest that deep
+        return None, _TOO_DEEP
     return value, None
+
+
+_TOO_DEEP = f"JSON nested more than {MAX_NESTING} levels deep"
+
+
+def _why_not_json(text: str, fallback: str) -> str:
+    if too_deep(text):
+        return _TOO_DEEP  # msgspec hit its own depth limit, which depends on the stack
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except ValueError as detailed:
+        return f"not valid JSON: {detailed}"
+    except Exception:  # the re-parse only words the reason: it must not fail
+        pass
+    return f"not valid JSON: {fallback}"
+
+
+def too_deep(text: str, limit: int = MAX_NESTING) -> bool:
+    """True if arrays and objects in `text` nest more than `limit` deep (brackets in strings
+    do not count). Cheap for nearly every record: scanned only if it has enough brackets."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for m in _STRUCTURE.finditer(text):
+        first = text[m.start()]
+        if first == "[" or first == "{":
+            depth += m.end() - m.start()
+            if depth > limit:
+                return True
+        elif first != '"':
+            depth -= m.end() - m.start()
+    return False
+
+
+def container_end(text: str, start: int) -> int | None:
+    """The index after the array or object starting at `text[start]`, None if it does not
+    close within `text`. Iterative, so any depth is fine (the standard library's scanner
+    raises RecursionError); it checks brackets and strings only, not that the JSON is valid.
+    """
+    if text[start : start + 1] not in ("[", "{"):
+        return None
+    depth = 0
+    for m in _STRUCTURE.finditer(text, start):
+        first = text[m.start()]
+        if first == '"':
+            if m.group(1) is None:
+                return None  # the text ends inside a string
+            continue
+        run = m.end() - m.start()
+        if first == "[" or first == "{":
+            depth += run
+        elif run >= depth:
+            return m.start() + depth
+        else:
+            depth -= run
+    return None
 
 
 # ---------------------------------------------------------------------------- JSON Lines
@@ -90,6 +187,7 @@ def loads_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 def _jsonl(blocks: Iterable[bytes], state: ParseState, max_line: int) -> Iterator[Item]:
     ordinal = state.ordinal
+    line = state.line  # physical lines read whole
     carry = b""
     carry_start = state.offset  # stream offset of carry[0]
     overlong: bytes | None = None  # head of a line being skipped for length
@@ -101,19 +199,21 @@ def _jsonl(blocks: Iterable[bytes], state: ParseState, max_line: int) -> Iterato
             if nl < 0:
                 break
             end = carry_start + nl + 1
+            line += 1
             if overlong is not None:
-                yield _overlong(ordinal, end, overlong, max_line)
+                yield _overlong(ordinal, end, line, overlong, max_line)
                 ordinal += 1
                 overlong = None
             elif nl - pos > max_line:
-                yield _overlong(ordinal, end, data[pos : pos + RAW_KEEP_BYTES], max_line)
+                yield _overlong(ordinal, end, line, data[pos : pos + RAW_KEEP_BYTES], max_line)
                 ordinal += 1
             else:
-                item = _jsonl_line(data[pos:nl], ordinal, end)
+                item = _jsonl_line(data[pos:nl], ordinal, end, line)
                 if item is not None:
                     yield item
                     ordinal += 1
             pos = nl + 1
+        state.line = line
         carry_start += pos
         carry = data[pos:]
         if len(carry) > max_line:
@@ -123,38 +223,49 @@ def _jsonl(blocks: Iterable[bytes], state: ParseState, max_line: int) -> Iterato
             carry = b""
     end = carry_start + len(carry)
     if overlong is not None:
-        yield _overlong(ordinal, end, overlong, max_line)
+        yield _overlong(ordinal, end, line + 1, overlong, max_line)
     elif carry:
-        item = _jsonl_line(carry, ordinal, end)
+        item = _jsonl_line(carry, ordinal, end, line + 1)
         if item is not None:
             yield item
 
 
-def _overlong(ordinal: int, end: int, head: bytes, max_line: int) -> Item:
+def _overlong(ordinal: int, end: int, line: int, head: bytes, max_line: int) -> Item:
     return Item(
         ordinal,
         end,
         raw=head,
         reason=f"line longer than {max_line} bytes (first {len(head)} kept)",
         error_class="OversizeRecordError",
+        line=line,
+        end_line=line,
     )
 
 
-def _jsonl_line(line: bytes, ordinal: int, end: int) -> Item | None:
-    if line.endswith(b"\r"):
-        line = line[:-1]
-    if not line.strip():
+def _jsonl_line(data: bytes, ordinal: int, end: int, line: int) -> Item | None:
+    if data.endswith(b"\r"):
+        data = data[:-1]
+    if not data.strip():
         return None  # blank lines are not records
     try:
-        text = line.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Item(
-            ordinal, end, raw=line, reason=f"invalid UTF-8: {exc}", error_class="EncodingError"
+            ordinal,
+            end,
+            raw=data,
+            reason=f"invalid UTF-8: {exc}",
+            error_class="EncodingError",
+            line=line,
+            end_line=line,
         )
-    payload, problem = loads_object(text)
+    try:
+        payload, problem = loads_object(text)
+    except Exception as exc:
+        payload, problem = None, _unexpected(exc)
     if payload is None:
-        return Item(ordinal, end, raw=text, reason=problem)
-    return Item(ordinal, end, payload=payload)
+        return Item(ordinal, end, raw=text, reason=problem, line=line, end_line=line)
+    return Item(ordinal, end, payload=payload, line=line, end_line=line)
 
 
 # ---------------------------------------------------------------------------- JSON array
@@ -270,6 +381,17 @@ class _ArrayReader:
                         raise ObjectRemainderError(
                             f"invalid JSON array element at byte {self.offset}: {exc}"
                         ) from None
+                except Exception as exc:
+                    # The scanner gave up inside the element (RecursionError when it nests
+                    # deeply): find its end without it, and let it cost that element only.
+                    closed = container_end(self.buf, self.pos)
+                    if closed is not None and closed - self.pos <= self.max_item:
+                        return self._failed(exc, closed - self.pos)
+                    if self.eof:
+                        raise ObjectRemainderError(
+                            f"unreadable JSON array element at byte {self.offset} "
+                            f"({type(exc).__name__}: {exc})"
+                        ) from None
                 else:
                     # A number or literal at the very end of the text may go on: read more.
                     if end < len(self.buf) or self.eof:
@@ -297,10 +419,22 @@ class _ArrayReader:
             )
         # The scanner found the element's end; the strict parse judges it, as for JSON Lines
         # (the standard library lets lone surrogates and 1e400 through).
-        payload, problem = loads_object(text)
+        try:
+            payload, problem = loads_object(text)
+        except Exception as exc:
+            payload, problem = None, _unexpected(exc)
         if payload is None:
             return Item(ordinal, self.offset, raw=text, reason=problem)
         return Item(ordinal, self.offset, payload=payload)
+
+    def _failed(self, exc: Exception, length: int) -> Item:
+        """The element of `length` characters that the scanner failed on, with a reason."""
+        reason = _unexpected(exc)
+        text = self._consume(length)
+        ordinal, self.ordinal = self.ordinal, self.ordinal + 1
+        if too_deep(text):
+            reason = _TOO_DEEP
+        return Item(ordinal, self.offset, raw=text, reason=reason)
 
     def _trailing(self) -> None:
         if self._next_char() is not None:
@@ -320,13 +454,16 @@ class _Lines:
     """Lines (bytes → str with surrogateescape) for `csv.reader`, with offsets and a cap.
 
     A class, not a generator: raising from `__next__` (row too large) must not end it.
+    `failed` keeps an error of the stream itself (S3, gzip): that one is not a row's fault.
     """
 
-    def __init__(self, blocks: Iterable[bytes], offset: int, max_row: int) -> None:
+    def __init__(self, blocks: Iterable[bytes], offset: int, line: int, max_row: int) -> None:
         self._blocks = iter(blocks)
         self._data = b""
         self._pos = 0
         self.offset = offset  # stream offset after the last line handed out
+        self.line = line  # physical lines handed out (or skipped for length)
+        self.failed: Exception | None = None
         self.max_row = max_row
         self.row: list[bytes] = []
         self.row_bytes = 0
@@ -362,6 +499,7 @@ class _Lines:
                 self._fill()
                 continue
             self.offset += len(line)
+            self.line += 1
             if self._skipping:
                 self._skipping = False
                 raise _RowTooLargeError
@@ -372,22 +510,27 @@ class _Lines:
             return line.decode("utf-8", "surrogateescape")
 
     def _fill(self) -> None:
-        for block in self._blocks:
-            if block:
-                self._data = self._data[self._pos :] + block
-                self._pos = 0
-                return
+        try:
+            for block in self._blocks:
+                if block:
+                    self._data = self._data[self._pos :] + block
+                    self._pos = 0
+                    return
+        except Exception as exc:
+            self.failed = exc
+            raise
         self.eof = True
 
 
 def _csv(blocks: Iterable[bytes], state: ParseState, max_row: int) -> Iterator[Item]:
     csv.field_size_limit(max(csv.field_size_limit(), max_row))
-    lines = _Lines(blocks, state.offset, max_row)
+    lines = _Lines(blocks, state.offset, state.line, max_row)
     reader = csv.reader(lines, strict=True)
     header = state.header
     ordinal = state.ordinal
     while True:
         lines.start_row()
+        first_line = lines.line + 1
         problem: str | None = None
         error_class = "ParseError"
         try:
@@ -399,6 +542,12 @@ def _csv(blocks: Iterable[bytes], state: ParseState, max_row: int) -> Iterator[I
             error_class = "OversizeRecordError"
         except csv.Error as exc:
             row, problem = [], f"malformed CSV row: {exc}"
+        except Exception as exc:
+            if lines.failed is not None:
+                raise  # reading the stream failed, not parsing this row
+            row, problem = [], _unexpected(exc)
+        finally:
+            state.line = lines.line
         if problem is None and not row:
             continue  # blank line
         raw = b"".join(lines.row)
@@ -417,9 +566,18 @@ def _csv(blocks: Iterable[bytes], state: ParseState, max_row: int) -> Iterator[I
         if problem is None and len(row) != len(header):
             problem = f"CSV row has {len(row)} fields; the header has {len(header)}"
         if problem is not None:
-            yield Item(ordinal, lines.offset, raw=raw, reason=problem, error_class=error_class)
+            yield Item(
+                ordinal,
+                lines.offset,
+                raw=raw,
+                reason=problem,
+                error_class=error_class,
+                line=first_line,
+                end_line=lines.line,
+            )
         else:
-            yield Item(ordinal, lines.offset, payload=dict(zip(header, row, strict=True)))
+            payload = dict(zip(header, row, strict=True))
+            yield Item(ordinal, lines.offset, payload, line=first_line, end_line=lines.line)
         ordinal += 1
 
 

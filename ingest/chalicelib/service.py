@@ -15,11 +15,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chalicelib.checkpoint import Checkpoint
-from chalicelib.objects import ObjectRef, classify, object_refs
+from chalicelib.objects import Format, ObjectRef, classify, object_refs
 from chalicelib.parsers import RAW_KEEP_BYTES, Item, ParseState, parse
 from chalicelib.sender import BatchSender
 from chalicelib.settings import IngestSettings
-from chalicelib.streams import Counter, ObjectRemainderError, gunzip, read_blocks, skip
+from chalicelib.streams import (
+    MAGIC_BYTES,
+    Counter,
+    ObjectRemainderError,
+    compression_of,
+    gunzip,
+    peek,
+    read_blocks,
+    reencoded,
+    skip,
+)
 from sluice import aws
 from sluice.batch import BatchResponse, ChunkOutcome, ItemFailure, SQSMessage
 from sluice.config import Settings, get_settings
@@ -46,6 +56,9 @@ _GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 # Polling another invocation's claim on the same object version (see `_claim_and_start`).
 CLAIM_POLL_FIRST_S = 1.0
 CLAIM_POLL_MAX_S = 15.0
+# Content-Encoding values (RFC 9110) naming gzip, and compressions ingest cannot read.
+_GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
+_OTHER_CODINGS = frozenset({"br", "zstd", "deflate", "compress", "x-compress", "bzip2"})
 
 
 class ObjectReadError(TransientError):
@@ -71,15 +84,15 @@ class _Accounting:
     bad: int = 0  # bad items read in this segment
     committed_bad: int = 0
     bad_before: dict[int, int] = field(default_factory=dict)
-    end_of: dict[int, int] = field(default_factory=dict)
+    end_of: dict[int, tuple[int, int]] = field(default_factory=dict)  # (offset, line) after
     total: ChunkOutcome = field(default_factory=ChunkOutcome)
 
     def good(self, item: Item) -> None:
         self.bad_before[item.ordinal] = self.bad
-        self.end_of[item.ordinal] = item.end
+        self.end_of[item.ordinal] = (item.end, item.end_line)
 
-    def commit(self, chunk: Chunk) -> tuple[ChunkOutcome, int]:
-        """The ledger outcome of `chunk` and the stream offset after its last record."""
+    def commit(self, chunk: Chunk) -> tuple[ChunkOutcome, tuple[int, int]]:
+        """The ledger outcome of `chunk`; the stream offset and line after its last record."""
         last = chunk.records[-1].ordinal
         bad = self.bad_before[last] - self.committed_bad
         outcome = ChunkOutcome(
@@ -312,7 +325,7 @@ class Ingestor:
         if body is None:
             add_metric("ObjectsSkipped")
             return SegmentResult("skipped")
-        stream, length, last_modified = body
+        stream, length, last_modified, content_encoding = body
         if not cp.ingested_at:
             cp = replace(cp, ingested_at=last_modified)
         if cp.offset == 0 and length == 0:
@@ -320,22 +333,37 @@ class Ingestor:
 
         settings, ingest = self.settings, self.ingest
         compressed = Counter()
-        blocks: Iterator[bytes] = read_blocks(stream, ingest.read_block_bytes, compressed)
-        if cp.gzip:
-            blocks = gunzip(
-                blocks,
-                block_bytes=ingest.read_block_bytes,
-                max_bytes=ingest.max_decompressed_bytes,
-                max_ratio=ingest.max_ratio,
-                ratio_grace_bytes=ingest.ratio_grace_bytes,
-                compressed=compressed,
-            )
-            if cp.offset:
-                blocks = skip(blocks, cp.offset)
-        state = ParseState(
-            offset=cp.offset, ordinal=cp.next_ordinal, resume=cp.offset > 0, header=cp.csv_header
-        )
         try:
+            blocks: Iterator[bytes] = read_blocks(stream, ingest.read_block_bytes, compressed)
+            if cp.offset == 0:
+                # The bytes say whether they are gzip, whatever the key and Content-Encoding
+                # say; the checkpoint keeps the answer for the follow-ups.
+                head, blocks = peek(blocks, MAGIC_BYTES)
+                gz, problem = _compression(cp, head, content_encoding)
+                if problem is not None:
+                    return self._quarantine_object(cp, problem, "CompressionError")
+                cp = replace(cp, gzip=gz)
+            if cp.gzip:
+                blocks = gunzip(
+                    blocks,
+                    block_bytes=ingest.read_block_bytes,
+                    max_bytes=ingest.max_decompressed_bytes,
+                    max_ratio=ingest.max_ratio,
+                    ratio_grace_bytes=ingest.ratio_grace_bytes,
+                    compressed=compressed,
+                )
+            if cp.encoding is not None:
+                blocks = reencoded(blocks, cp.encoding)
+            if cp.offset and cp.derived:
+                blocks = skip(blocks, cp.offset)
+            state = ParseState(
+                offset=cp.offset,
+                ordinal=cp.next_ordinal,
+                resume=cp.offset > 0,
+                header=cp.csv_header,
+                line=cp.line,
+                encoding=cp.encoding,
+            )
             return self._pack_and_send(
                 cp, parse(cp.fmt, blocks, state, settings.record_max_bytes), state, remaining
             )
@@ -400,7 +428,8 @@ class Ingestor:
         )
         limits = ChunkLimits(self.settings.chunk_max_records, self.settings.chunk_max_bytes)
         ordinal = cp.next_chunk
-        last: tuple[int, int, int] | None = None  # (chunk ordinal, last record ordinal, end)
+        # (chunk ordinal, last record ordinal, (offset, line) after it)
+        last: tuple[int, int, tuple[int, int]] | None = None
         chunks = pack_records(
             records(),
             make_chunk,
@@ -412,10 +441,12 @@ class Ingestor:
             if last is not None and self._low_time(remaining):
                 sender.flush()
                 nxt = cp.advance(
-                    offset=last[2],
+                    offset=last[2][0],
                     next_ordinal=last[1] + 1,
                     next_chunk=last[0] + 1,
                     csv_header=state.header,
+                    line=last[2][1],
+                    encoding=state.encoding,
                 )
                 self._hand_off(nxt)
                 return self._finish(
@@ -430,7 +461,8 @@ class Ingestor:
 
         error = remainder[0] if remainder else None
         if error is not None:
-            self._quarantine_remainder(cp, acct.last_read + 1, error)
+            unread = acct.last_read + 1
+            self._quarantine_remainder(cp, unread, _position(cp, state, unread), error)
         elif cp.next_ordinal == 0 and acct.last_read < 0:
             self._reject_object(cp, "object holds no records", "EmptyObjectError")
             error = ObjectRemainderError("object holds no records")
@@ -484,14 +516,15 @@ class Ingestor:
 
     # ------------------------------------------------------------------ S3 and quarantine
 
-    def _open(self, cp: Checkpoint) -> tuple[Any, int, str] | None:
-        """(body, content length, LastModified as ISO) or None if the version is gone."""
+    def _open(self, cp: Checkpoint) -> tuple[Any, int, str, str] | None:
+        """(body, content length, LastModified as ISO, Content-Encoding) or None if the
+        version is gone."""
         args: dict[str, Any] = {"Bucket": cp.bucket, "Key": cp.key}
         if cp.version_id:
             args["VersionId"] = cp.version_id
         if cp.etag:
             args["IfMatch"] = f'"{cp.etag}"'
-        if cp.offset and not cp.gzip:
+        if cp.offset and not cp.derived:
             args["Range"] = f"bytes={cp.offset}-"
         try:
             response = self.s3.get_object(**args)
@@ -502,12 +535,13 @@ class Ingestor:
                 log.warning("object version is gone; skipped", extra={"key": cp.key, "code": code})
                 return None
             if code == "InvalidRange":
-                return _Empty(), 0, cp.ingested_at  # resumed exactly at the end
+                return _Empty(), 0, cp.ingested_at, ""  # resumed exactly at the end
             raise ObjectReadError(f"could not read {cp.ref.uri}: {exc}") from exc
         modified = response.get("LastModified")
         at = modified.astimezone(UTC) if isinstance(modified, datetime) else datetime.now(UTC)
         iso = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return response["Body"], int(response.get("ContentLength") or 0), iso
+        encoding = str(response.get("ContentEncoding") or "")
+        return response["Body"], int(response.get("ContentLength") or 0), iso, encoding
 
     def _reject_item(self, cp: Checkpoint, item: Item) -> None:
         raw = item.raw[:RAW_KEEP_BYTES] if len(item.raw) > RAW_KEEP_BYTES else item.raw
@@ -516,7 +550,7 @@ class Ingestor:
             source=cp.ref.uri,
             correlation_id=cp.correlation_id,
             raw=raw,
-            reason=f"item {item.ordinal}: {item.reason}",
+            reason=f"{item.where}: {item.reason}",
             error_class=item.error_class,
             ref_id=record_id(cp.ref.uri, cp.ref.version, item.ordinal),
             ingested_at=cp.ingested_at,
@@ -536,7 +570,7 @@ class Ingestor:
         )
 
     def _quarantine_remainder(
-        self, cp: Checkpoint, ordinal: int, error: ObjectRemainderError
+        self, cp: Checkpoint, ordinal: int, where: str, error: ObjectRemainderError
     ) -> None:
         add_metric("ObjectsQuarantined")
         self.runtime.quarantine.reject_raw(
@@ -544,7 +578,7 @@ class Ingestor:
             source=cp.ref.uri,
             correlation_id=cp.correlation_id,
             raw=self._describe(cp, ordinal),
-            reason=f"rest of the object from item {ordinal} unreadable: {error.reason}",
+            reason=f"rest of the object from {where} unreadable: {error.reason}",
             error_class="ObjectRemainderError",
             ref_id=record_id(cp.ref.uri, cp.ref.version, ordinal),
             ingested_at=cp.ingested_at,
@@ -573,6 +607,35 @@ class Ingestor:
         outcome = ChunkOutcome(records_in=1, quarantined=1)
         self.runtime.ledger.record_chunk(STAGE, _tail_chunk(cp), outcome)
         return self._finish(SegmentResult("quarantined", 0, outcome))
+
+
+def _compression(cp: Checkpoint, head: bytes, content_encoding: str) -> tuple[bool, str | None]:
+    """(gzip or not, why the object cannot be read at all) from its first bytes, its key's
+    `.gz` suffix (`cp.gzip`) and its Content-Encoding. The bytes win: gzip under any name is
+    read, and a declared compression they do not show is one clear reason, not one per line.
+    """
+    found = compression_of(head)
+    if found == "gzip":
+        return True, None
+    if found is not None:
+        return False, f"{found} compressed data is not supported (only gzip is)"
+    codings = {c.strip().lower() for c in content_encoding.split(",")} - {""}
+    other = sorted(codings & _OTHER_CODINGS)
+    if other:
+        return False, f"Content-Encoding {', '.join(other)} is not supported (only gzip is)"
+    declared = "its key ends in .gz" if cp.gzip else None
+    if declared is None and codings & _GZIP_CODINGS:
+        declared = "its Content-Encoding is gzip"
+    if declared is not None:
+        return False, f"{declared} but the data is not gzip (it does not start with 1f 8b)"
+    return False, None
+
+
+def _position(cp: Checkpoint, state: ParseState, ordinal: int) -> str:
+    """Where the unread rest of an object starts, for people (1-based, as editors count)."""
+    if cp.fmt is Format.JSON:
+        return f"element {ordinal + 1}"
+    return f"line {state.line + 1}"
 
 
 def _tail_chunk(cp: Checkpoint) -> Chunk:

@@ -3,6 +3,7 @@ doubled, and exactly the chunks an unsplit run cuts."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 from collections.abc import Callable
@@ -35,6 +36,13 @@ def _csv(n: int) -> bytes:
     return ("\r\n".join(rows) + "\r\n").encode()
 
 
+def _bom(encoding: str, data: bytes) -> bytes:
+    """`data` (UTF-8) re-encoded as UTF-16 or UTF-32 after its byte-order mark."""
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}
+    bom |= {"utf-32-le": codecs.BOM_UTF32_LE, "utf-32-be": codecs.BOM_UTF32_BE}
+    return bom[encoding] + data.decode("utf-8").encode(encoding)
+
+
 CASES = {
     "jsonl": ("incoming/order/big.jsonl", _jsonl(83), False),
     "jsonl-gzip": ("incoming/order/big.jsonl.gz", _jsonl(83), True),
@@ -42,6 +50,11 @@ CASES = {
     "json-gzip": ("incoming/order/big.json.gz", _json(61), True),
     "csv": ("incoming/customer/big.csv", _csv(71), False),
     "csv-gzip": ("incoming/customer/big.csv.gz", _csv(71), True),
+    # Offsets in a derived stream: gzip told by its bytes only, UTF-16/32 re-encoded.
+    "jsonl-gzip-bytes": ("incoming/order/packed.jsonl", _jsonl(83), True),
+    "jsonl-utf16": ("incoming/order/wide.jsonl", _bom("utf-16-le", _jsonl(83)), False),
+    "json-utf32-gzip": ("incoming/order/wide.json.gz", _bom("utf-32-be", _json(61)), True),
+    "csv-utf16": ("incoming/customer/wide.csv", _bom("utf-16-be", _csv(71)), False),
 }
 
 
@@ -86,7 +99,7 @@ def test_a_split_run_sends_exactly_the_chunks_of_an_unsplit_run(
     ingestor.handle_s3_event(event)
     unsplit = {c.chunk_id: c.encode() for c in platform.raw_chunks()}
     unsplit_ledger = platform.ledger_totals()
-    unsplit_quarantine = {d["ref_id"] for d in platform.quarantined()}
+    unsplit_quarantine = {d["ref_id"]: d["reason"] for d in platform.quarantined()}
     _forget(platform)
 
     handoffs = _run_split(platform, make_ingestor(read_block_bytes=256), event, asks=3)
@@ -96,7 +109,8 @@ def test_a_split_run_sends_exactly_the_chunks_of_an_unsplit_run(
     assert len(split) == len({c.chunk_id for c in split})  # nothing doubled
     assert {c.chunk_id: c.encode() for c in split} == unsplit  # same boundaries, same ids
     assert platform.ledger_totals() == unsplit_ledger
-    assert {d["ref_id"] for d in platform.quarantined()} == unsplit_quarantine
+    # Same entries, and the same reasons: line numbers go on across hand-offs.
+    assert {d["ref_id"]: d["reason"] for d in platform.quarantined()} == unsplit_quarantine
     records = sorted(r.ordinal for c in split for r in c.records)
     assert records == sorted(set(records))
 
@@ -152,6 +166,30 @@ def test_a_follow_up_always_sends_at_least_one_chunk_before_handing_off(
 
     assert handoffs == 5  # six chunks, one per invocation
     assert platform.ledger_totals()["records_in"] == 30
+
+
+def test_a_checkpoint_naming_an_unknown_encoding_is_quarantined_and_acknowledged(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    checkpoint = Checkpoint(
+        bucket=platform.names.landing_bucket,
+        key="incoming/order/x.jsonl",
+        etag="e",
+        version_id=None,
+        record_type="order",
+        format="jsonl",
+        gzip=False,
+        correlation_id="c",
+        ingested_at="2026-11-27T06:00:00.000Z",
+        offset=10,
+        encoding="ebcdic",
+    )
+
+    response = make_ingestor().handle_continue(sqs_event(checkpoint.encode()))
+
+    assert response == {"batchItemFailures": []}
+    [doc] = platform.quarantined()
+    assert "unknown encoding 'ebcdic'" in doc["reason"]
 
 
 def test_a_message_that_is_not_a_checkpoint_is_quarantined_and_acknowledged(

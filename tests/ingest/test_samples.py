@@ -28,6 +28,9 @@ BAD = {
     "incoming/order/broken-array.json": (1, 1),
     "incoming/customer/wrong-field-count.csv": (1, 2),
     "incoming/invoice/unknown-type.jsonl": (0, 1),
+    "incoming/order/deep-nesting.jsonl": (2, 1),  # a line nested 5,000 deep
+    "incoming/order/utf16-bom.jsonl": (3, 1),  # UTF-16 LE with its BOM; one line cut off
+    "incoming/order/gzip-bytes.jsonl": (2, 0),  # gzip, though the key does not say so
 }
 
 

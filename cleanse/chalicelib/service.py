@@ -1,7 +1,10 @@
 """Cleanse one chunk: each record normalised and validated by its type, good ones sent on.
 
 A bad record raises `PermanentError` in the record handler and the stage runtime
-quarantines it; nothing invalid is retried. Only a failed send fails (and retries) the chunk.
+quarantines it; nothing invalid is retried. So does a record that makes normalisation or
+validation fail in any other way (issue 24: hostile nesting, a rule meeting a value it did not
+expect): it costs that record, never its chunk. Only a failed send, a deploy fault
+(`ConfigError`) or a transient one fails (and retries) the chunk.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from chalicelib.clean_queue import CleanQueue
 from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.config import get_settings
 from sluice.envelope import Chunk, ChunkLimits, Record, derive_chunk_id, pack_records
-from sluice.errors import PermanentError
+from sluice.errors import PermanentError, SluiceError
 from sluice.stage import LambdaEvent, StageRuntime
 
 STAGE = "cleanse"
@@ -31,6 +34,15 @@ class UnknownRecordTypeError(PermanentError):
 
     def __init__(self, record_type: str) -> None:
         super().__init__(f"unknown record type '{record_type}'")
+
+
+class RecordCrashError(PermanentError):
+    """Normalising or validating one record raised something other than a Sluice error."""
+
+    def __init__(self, error: Exception, limit: int = 200) -> None:
+        text = str(error)
+        text = text if len(text) <= limit else text[:limit] + "…"
+        super().__init__(f"could not cleanse the record ({type(error).__name__}: {text})")
 
 
 def output_chunk_id(input_chunk_id: str, ordinal: int = 0) -> str:
@@ -101,7 +113,12 @@ class Cleanser:
             return unknown
 
         def cleanse(record: Record, chunk: Chunk) -> dict[str, Any]:
-            return found.cleanse(record.payload)
+            try:
+                return found.cleanse(record.payload)
+            except (SluiceError, MemoryError):
+                raise  # bad data is already permanent; the rest is not this record's fault
+            except Exception as exc:
+                raise RecordCrashError(exc) from exc
 
         return cleanse
 

@@ -56,6 +56,8 @@ T = TypeVar("T")
 log = get_logger(__name__)
 UNKNOWN_TYPE = "_unknown"
 RECORD_ATTEMPTS_ENV = "SLUICE_RECORD_ATTEMPTS"
+# The message attribute naming the chunk a chunk of failed records came from.
+FAILED_FROM = "failed_from"
 DEFAULT_RECORD_ATTEMPTS = 3
 # A wait for a claim held elsewhere must end this long before the invocation's own time does.
 CLAIM_WAIT_MARGIN_MS = 3_000
@@ -88,16 +90,19 @@ class _DeferredLedger:
     chunk is retried, and the retry writes its own). Other attributes are the writer's.
     """
 
-    def __init__(self, writer: LedgerWriter) -> None:
+    def __init__(self, writer: LedgerWriter, retry_of: str | None) -> None:
         self._writer = writer
+        self._retry_of = retry_of
         self._held: list[tuple[str, Chunk, int]] = []
 
-    def record_delivery(self, sink: str, chunk: Chunk, delivered: int) -> None:
+    def record_delivery(
+        self, sink: str, chunk: Chunk, delivered: int, *, retry_of: str | None = None
+    ) -> None:
         self._held.append((sink, chunk, delivered))
 
     def flush(self) -> None:
         for sink, chunk, delivered in self._held:
-            self._writer.record_delivery(sink, chunk, delivered)
+            self._writer.record_delivery(sink, chunk, delivered, retry_of=self._retry_of)
         self._held.clear()
 
     def __getattr__(self, name: str) -> Any:
@@ -320,7 +325,11 @@ class StageRuntime:
         claim: bool,
     ) -> ChunkOutcome:
         def effects() -> ChunkOutcome:
-            deferred = _DeferredLedger(self.ledger)
+            # A chunk of records that failed before (redriven from a DLQ) says so: its
+            # ledger entries move them from `failed` to their new outcome.
+            delivery = current_delivery()
+            retry_of = delivery.attributes.get(FAILED_FROM) if delivery is not None else None
+            deferred = _DeferredLedger(self.ledger, retry_of)
             self._deferred = deferred
             try:
                 outcome = handle_chunk(chunk)
@@ -329,7 +338,7 @@ class StageRuntime:
             if outcome.failures:
                 self._settle_failures(chunk, outcome)
             deferred.flush()
-            self.ledger.record_chunk(self.name, chunk, outcome)
+            self.ledger.record_chunk(self.name, chunk, outcome, retry_of=retry_of)
             return outcome
 
         if not claim:
@@ -375,7 +384,7 @@ class StageRuntime:
         attributes = {
             **failed.message_attributes(),
             **_strings(
-                failed_from=chunk.chunk_id,
+                **{FAILED_FROM: chunk.chunk_id},
                 error_type=first.error_type,
                 error_message=first.message or "(no message)",
                 failed_stage=self.name,

@@ -197,3 +197,27 @@ def test_an_asynchronous_invocation_waits_for_a_claim_held_by_a_dead_invocation(
     [waited] = clock.slept
     assert 10 < waited < 20  # the holder's 10 s and the claim margin, not a guess
     assert ledger(platform)[f"{STAGE}#c-1"]["out"] == 4
+
+
+def test_a_redriven_chunk_of_failed_records_is_ledgered_as_a_retry_of_its_parent(
+    platform: ResourceNames,
+) -> None:
+    dlq = queue(platform.dlq_of(QUEUE_ARN.rsplit(":", 1)[1]))
+    runtime = StageRuntime(STAGE)
+    runtime.handle_sqs(event(attempt=DEFAULT_RECORD_ATTEMPTS), Sink(runtime, broken={2}))
+    [dead] = drain(dlq)
+    # The handler is fixed, and the DLQ redriven: the message keeps its attributes.
+    redriven = sqs_record(dead["Body"], "m-redrive")
+    redriven["messageAttributes"] = {
+        name: {"stringValue": value["StringValue"], "dataType": "String"}
+        for name, value in dead["MessageAttributes"].items()
+    }
+    fixed = Sink(runtime, broken=set())
+
+    assert runtime.handle_sqs({"Records": [redriven]}, fixed) == {"batchItemFailures": []}
+
+    assert fixed.delivered == ["r2"]
+    entries = ledger(platform)
+    retry = entries[f"{STAGE}#{failed_chunk_id('c-1')}"]
+    assert (retry["records_in"], retry["out"], retry["retry_of"]) == (1, 1, "c-1")
+    assert entries[f"sink:{SINK}#{failed_chunk_id('c-1')}"]["retry_of"] == "c-1"

@@ -88,7 +88,7 @@ def version_item(record: Record, chunk: Chunk) -> Item:
     key = natural_key_of(record, chunk.type)
     return check_item(
         {
-            **version_key(chunk.type, key, record.ingested_at, record.id),
+            **version_key(chunk.type, key, record.ingested_at, record.id, record.ordinal),
             "ingested_at": {"S": record.ingested_at},
             "correlation_id": {"S": chunk.correlation_id},
             "chunk_id": {"S": chunk.chunk_id},

@@ -64,12 +64,24 @@ def sort_time(ingested_at: str) -> str:
     return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def version_key(record_type: str, natural_key: str, ingested_at: str, record_id: str) -> Item:
-    """The item key of one record version; the sort key ends with the record id, so two
-    versions ingested at the same time are ordered by record id (the higher one is newer)."""
+# Digits of the zero-padded ordinal in a version's sort key (a line number within an object).
+ORDINAL_DIGITS = 10
+
+
+def version_key(
+    record_type: str, natural_key: str, ingested_at: str, record_id: str, ordinal: int = 0
+) -> Item:
+    """The item key of one record version: `v#<ingested_at>#<ordinal>#<record id>`.
+
+    Versions sort in landing order: by the time their object landed (`ingested_at`), then
+    by their line in it (the ordinal, zero-padded), so a key repeated later in the same
+    object is newer. The record id keeps two records apart that share both (two objects
+    landed in the same microsecond; landing order is not defined finer than that).
+    """
+    line = f"{ordinal:0{ORDINAL_DIGITS}d}"
     return {
         PARTITION_KEY: {"S": f"{record_type}#{natural_key}"},
-        SORT_KEY: {"S": f"{VERSION_PREFIX}{sort_time(ingested_at)}#{record_id}"},
+        SORT_KEY: {"S": f"{VERSION_PREFIX}{sort_time(ingested_at)}#{line}#{record_id}"},
     }
 
 

@@ -73,7 +73,10 @@ def test_each_record_is_stored_as_a_version_under_its_type_and_natural_key(
     item = latest("order", "o-1")
     assert item is not None
     assert item["payload"]["amount"] == Decimal("1250.75")
-    assert (item["pk"], item["sk"]) == ("order#o-1", "v#2026-11-27T06:15:00.000000Z#r-c-o-0")
+    assert (item["pk"], item["sk"]) == (
+        "order#o-1",
+        "v#2026-11-27T06:15:00.000000Z#0000000000#r-c-o-0",
+    )
     assert (item["record_id"], item["ingested_at"], item["type"], item["chunk_id"]) == (
         "r-c-o-0",
         testkit.INGESTED_AT,
@@ -101,8 +104,8 @@ def test_newer_then_older_update_leaves_the_newer_as_latest_and_keeps_both_versi
 
     assert latest("order", "o-1")["payload"]["status"] == "shipped"  # type: ignore[index]
     assert versions(account, "order#o-1") == [
-        "v#2026-11-27T06:00:00.000000Z#r-c-old-0",
-        "v#2026-11-27T07:00:00.000000Z#r-c-new-0",
+        "v#2026-11-27T06:00:00.000000Z#0000000000#r-c-old-0",
+        "v#2026-11-27T07:00:00.000000Z#0000000000#r-c-new-0",
     ]
     ledger = testkit.ledger_items()
     assert ledger["consumer-index#c-old"]["out"] == {"N": "1"}
@@ -183,7 +186,9 @@ def test_a_redelivered_chunk_rewrites_its_items_unchanged_without_claims(
     assert to_table(dynamodb, account.names.records_table) == [("BatchWriteItem", 1)]
     assert testkit.ledger_items() == ledger_before
     assert latest("order", "o-1") == latest_before
-    assert versions(account, "order#o-1") == ["v#2026-11-27T06:15:00.000000Z#r-c-test-0-0"]
+    assert versions(account, "order#o-1") == [
+        "v#2026-11-27T06:15:00.000000Z#0000000000#r-c-test-0-0"
+    ]
 
 
 def test_sixty_records_are_written_in_three_batch_write_requests(
@@ -291,7 +296,7 @@ def test_a_failed_write_fails_the_chunk_so_the_redelivered_chunk_is_written_once
     assert second == {"batchItemFailures": []}
     assert "sink:index#c-test-0" not in ledger  # no delivery recorded before the retry
     # A lost write went through; the retry writes the same items again, one version each.
-    expected = ["v#2026-11-27T06:15:00.000000Z#r-c-test-0-0"]
+    expected = ["v#2026-11-27T06:15:00.000000Z#0000000000#r-c-test-0-0"]
     assert written["order#o-1"] == (expected if fault is Fault.LOST else [])
     assert versions(account, "order#o-1") == expected
     assert len(versions(account, "order#o-2")) == 1
@@ -424,3 +429,16 @@ def test_items_written_with_a_typed_map_payload_are_still_read(account: testkit.
 
 def test_config_policies_and_queue_timeouts_are_consistent(app_dir: Path) -> None:
     assert testkit.app_config_problems(app_dir) == []
+
+
+def test_a_key_repeated_on_later_lines_of_one_object_is_latest_in_line_order(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    # Eleven lines of one object update o-1; their record ids do not sort in line order
+    # ("r-…-10" < "r-…-9"), and real ids are hashes: the line decides, not the id.
+    updates = testkit.make_chunk("order", [order(f"s-{i}") for i in range(11)], chunk_id="c-l")
+
+    invoke(app_module, app_dir, sqs_event(updates))
+
+    assert latest("order", "o-1")["payload"]["status"] == "s-10"  # type: ignore[index]
+    assert len(versions(account, "order#o-1")) == 11

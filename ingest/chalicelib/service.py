@@ -65,6 +65,14 @@ class ObjectReadError(TransientError):
     """S3 could not give us the object right now; the event is retried."""
 
 
+class ObjectGoneError(Exception):
+    """The object version an event or checkpoint names cannot be read any more (`reason`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class SegmentResult:
     """What one invocation did with one object (or the part of it it read)."""
@@ -321,9 +329,13 @@ class Ingestor:
 
     def run_segment(self, cp: Checkpoint, remaining: RemainingTime = None) -> SegmentResult:
         """Read from `cp` on; send chunks; hand off when time runs short; write the ledger."""
-        body = self._open(cp)
-        if body is None:
+        try:
+            body = self._open(cp)
+        except ObjectGoneError as gone:
+            # Recorded with its reason: the ledger expects every landed version, and a
+            # version nothing read must show why, never vanish.
             add_metric("ObjectsSkipped")
+            self.runtime.ledger.record_skipped(STAGE, _tail_chunk(cp), gone.reason)
             return SegmentResult("skipped")
         stream, length, last_modified, content_encoding = body
         if not cp.ingested_at:
@@ -516,9 +528,9 @@ class Ingestor:
 
     # ------------------------------------------------------------------ S3 and quarantine
 
-    def _open(self, cp: Checkpoint) -> tuple[Any, int, str, str] | None:
-        """(body, content length, LastModified as ISO, Content-Encoding) or None if the
-        version is gone."""
+    def _open(self, cp: Checkpoint) -> tuple[Any, int, str, str]:
+        """(body, content length, LastModified as ISO, Content-Encoding); `ObjectGoneError`
+        if the version is gone."""
         args: dict[str, Any] = {"Bucket": cp.bucket, "Key": cp.key}
         if cp.version_id:
             args["VersionId"] = cp.version_id
@@ -531,9 +543,13 @@ class Ingestor:
         except aws.client_errors() as exc:
             code = aws.error_code(exc)
             if code in _GONE or code == "PreconditionFailed":
-                # Deleted, or overwritten (the newer version has its own event): nothing to do.
+                # Deleted, or (read without a version id) overwritten: the newer version has
+                # its own event. Nothing to read; the caller records why.
+                reason = f"object version is gone ({code}): deleted" + (
+                    "" if cp.version_id else ", or overwritten before it was read"
+                )
                 log.warning("object version is gone; skipped", extra={"key": cp.key, "code": code})
-                return None
+                raise ObjectGoneError(reason) from exc
             if code == "InvalidRange":
                 return _Empty(), 0, cp.ingested_at, ""  # resumed exactly at the end
             raise ObjectReadError(f"could not read {cp.ref.uri}: {exc}") from exc

@@ -138,6 +138,30 @@ def test_an_object_overwritten_before_it_was_read_is_left_to_its_own_event(
 
     assert platform.raw_chunks() == []
     assert platform.quarantined() == []
+    # Not a silent skip: the ledger holds the object, with why nothing was read.
+    [entry] = platform.ledger()
+    assert (entry["stage"], entry["records_in"]) == ("ingest", 0)
+    assert "gone (PreconditionFailed)" in entry["skipped"]
+    assert entry["source"] == f"s3://{platform.names.landing_bucket}/incoming/order/over.jsonl"
+
+
+def test_each_version_of_an_overwritten_key_is_read_by_its_own_event(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    bucket, key = platform.names.landing_bucket, "incoming/order/versions.jsonl"
+    aws.s3().put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    events = []
+    for body in (b'{"v": 1}\n{"v": 2}\n', b'{"v": 3}\n'):
+        put = aws.s3().put_object(Bucket=bucket, Key=key, Body=body)
+        event = s3_event(bucket, key, put["ETag"].strip('"'))
+        event["Records"][0]["s3"]["object"]["versionId"] = put["VersionId"]
+        events.append(event)
+
+    for event in events:  # the first event arrives after the key was overwritten
+        make_ingestor().handle_s3_event(event)
+
+    payloads = [r.payload for c in platform.raw_chunks() for r in c.records]
+    assert sorted(p["v"] for p in payloads) == [1, 2, 3]
 
 
 def test_an_event_without_an_etag_reads_the_current_one(

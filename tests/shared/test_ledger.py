@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import pytest
@@ -48,7 +47,9 @@ COUNTS = ("records_in", "out", "quarantined", "duplicate", "failed")
 
 
 def test_chunk_outcome_is_recorded_under_stage_and_chunk(platform: ResourceNames) -> None:
-    LedgerWriter().record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=4, quarantined=1))
+    now = 1_795_759_200.75  # 2026-11-27T06:00:00.750Z
+    writer = LedgerWriter(clock=lambda: now)
+    writer.record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=4, quarantined=1))
     item = entries(platform)["cleanse#c-1"]
     assert numbers(item, *COUNTS) == {
         "records_in": 5,
@@ -60,9 +61,8 @@ def test_chunk_outcome_is_recorded_under_stage_and_chunk(platform: ResourceNames
     assert item["stage"] == {"S": "cleanse"}
     assert item["chunk_id"] == {"S": "c-1"}
     assert item["type"] == {"S": "order"}
-    assert item["recorded_at"]["S"].endswith("Z")
-    expires_at = int(item[EXPIRES_AT_ATTR]["N"])
-    assert abs(expires_at - (time.time() + DEFAULT_TTL_SECONDS)) < 60
+    assert item["recorded_at"]["S"] == "2026-11-27T06:00:00.750Z"
+    assert int(item[EXPIRES_AT_ATTR]["N"]) == 1_795_759_200 + DEFAULT_TTL_SECONDS
 
 
 def test_second_write_of_an_entry_leaves_the_first_counts(platform: ResourceNames) -> None:

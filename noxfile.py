@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class GroupResult:
     passed: int = 0
     failed: int = 0
     skipped: int = 0
+    seconds: float | None = None  # the group's pytest process, wall clock
 
 
 def test_plan() -> list[TestGroup | GroupResult]:
@@ -210,6 +212,7 @@ def run_pytest(
             filter(None, [str(ROOT / group.app), os.environ.get("PYTHONPATH")])
         )
     session.log(f"--- tests: {group.label}")
+    started = time.monotonic()
     try:
         ran = session.run(
             "python",
@@ -223,11 +226,12 @@ def run_pytest(
         )
     except nox.command.CommandFailed as exc:
         result = GroupResult(group.label, "failed", f"pytest exit code {exc.return_code}")
+        result.seconds = time.monotonic() - started
         _add_counts(result, report)
         return result
     if ran is None:
         return None
-    result = GroupResult(group.label, "passed", "")
+    result = GroupResult(group.label, "passed", "", seconds=time.monotonic() - started)
     if not _add_counts(result, report):
         result.detail = "counts unknown (--junitxml overridden?)"
     elif result.passed + result.failed + result.skipped == 0:
@@ -251,12 +255,19 @@ def _add_counts(result: GroupResult, report: Path) -> bool:
     return True
 
 
+def _duration(seconds: float) -> str:
+    """`42 s`, `3m 05s`: a group's time in the closing table."""
+    whole = round(seconds)
+    return f"{whole} s" if whole < 60 else f"{whole // 60}m {whole % 60:02d}s"
+
+
 @nox.session(python=PYTHON_VERSIONS)
 def tests(session: nox.Session) -> None:
     """Run every test group: non-app groups in one pytest process, each app in its own.
 
     Arguments after `--` go to every pytest process (`nox -s tests -- -k envelope -x`);
-    test paths among them run only the groups they belong to (`-- tests/router`).
+    test paths among them run only the groups they belong to (`-- tests/router`). The closing
+    table gives each group's outcome, counts and time, and the time of all groups.
     """
     session.install(*editable(session, "shared", "tools"), *group("test"))
     report_dir = Path(session.create_tmp()) / "junit"
@@ -276,10 +287,13 @@ def tests(session: nox.Session) -> None:
             return  # --install-only
         results.append(result)
 
-    session.log("=== test groups")
+    session.log("=== test groups (wall-clock time of each group's pytest process)")
     width = max((len(r.label) for r in results), default=0)
     for r in results:
-        session.log(f"  {r.label:<{width}}  {r.outcome:<8}  {r.detail}")
+        took = "" if r.seconds is None else _duration(r.seconds)
+        session.log(f"  {r.label:<{width}}  {r.outcome:<8}  {took:>7}  {r.detail}")
+    timed = [r.seconds for r in results if r.seconds is not None]
+    session.log(f"  {'all groups':<{width}}  {'':<8}  {_duration(sum(timed)):>7}")
     passed = sum(r.passed for r in results)
     failed = sum(r.failed for r in results)
     skipped = sum(r.skipped for r in results)

@@ -450,7 +450,7 @@ def test_s3_events_of_a_versioned_bucket_name_the_version_they_announce(dynamodb
         for body in (b"first\n", b"second\n")
     ]
 
-    announced = []
+    announced: list[dict[str, Any]] = []
     while len(announced) < 2:
         page = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in page.get("Messages") or []:

@@ -68,7 +68,8 @@ def drain(url: str) -> list[dict[str, Any]]:
     got = aws.sqs().receive_message(
         QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
     )
-    return list(got.get("Messages") or [])
+    messages: list[dict[str, Any]] = [dict(m) for m in got.get("Messages") or []]
+    return messages
 
 
 def event(attempt: int) -> dict[str, Any]:

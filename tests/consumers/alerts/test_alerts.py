@@ -299,10 +299,10 @@ def test_a_record_the_alert_code_cannot_handle_costs_only_its_own_alert(
     alerts_inbox: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from chalicelib import service
+    from chalicelib import message, service
 
     failures = aws.sqs().create_queue(QueueName="sluice-test-consumer-alerts-failures")
-    real = service.alert_text
+    real = message.alert_text
 
     def text(record: Record, chunk: Chunk) -> str:
         if record.payload["order_id"] == "o-124":

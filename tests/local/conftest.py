@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from support.env import aws_environment
+from support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,35 +86,30 @@ class Echo:
         self.sqs = sqs
         self.url = url
 
-    def take(self, count: int, timeout_s: float = 30) -> list[dict[str, Any]]:
-        """Wait for `count` echoes (fails the test if they do not come)."""
+    def _receive(self) -> list[dict[str, Any]]:
+        """One page of echoes (deleted as read): empty when the queue is empty."""
+        page = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10).get("Messages")
+        for message in page or []:
+            self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return [json.loads(message["Body"]) for message in page or []]
+
+    def take(self, count: int) -> list[dict[str, Any]]:
+        """Wait for `count` echoes (the functions are still running); fails if they never come."""
         got: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout_s
-        while len(got) < count and time.monotonic() < deadline:
-            page = (
-                self.sqs.receive_message(
-                    QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-                ).get("Messages")
-                or []
-            )
-            for message in page:
-                got.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
-        assert len(got) >= count, f"expected {count} echoes, got {len(got)}: {got}"
+
+        def enough() -> bool:
+            got.extend(self._receive())
+            return len(got) >= count
+
+        wait_until(enough, what=f"{count} echoes (got {len(got)}: {got})")
         return got
 
-    def quiet_for(self, seconds: float) -> list[dict[str, Any]]:
-        """Whatever arrives within `seconds` (to show that nothing more comes)."""
-        got = []
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            page = (
-                self.sqs.receive_message(
-                    QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-                ).get("Messages")
-                or []
-            )
-            got += [json.loads(m["Body"]) for m in page]
+    def drain(self) -> list[dict[str, Any]]:
+        """Every echo in the queue. After `runtime.wait_drained()` no invocation is running,
+        so this is all the functions echoed: what is not here never came."""
+        got: list[dict[str, Any]] = []
+        while page := self._receive():
+            got += page
         return got
 
 

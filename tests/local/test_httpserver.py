@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support.waiting import wait_until
 
 from sluice_tools.local.emulator import Emulator, client
 from sluice_tools.local.httpserver import KeepAliveServer
@@ -66,6 +67,8 @@ def test_a_connection_serves_request_after_request(server: KeepAliveServer) -> N
             assert headers["connection"] == "keep-alive"
             assert json.loads(payload)["body"] == f"body {i}"
     assert server.accepted == 1
+    # Counted once the answer is written: the third may still be in the server's thread.
+    wait_until(lambda: server.requests >= 3, what="the server to count its third answer")
     assert server.requests == 3
 
 

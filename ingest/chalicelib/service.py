@@ -44,7 +44,7 @@ from sluice.envelope import (
     utc_now_iso,
 )
 from sluice.errors import OversizeRecordError, PermanentError, TransientError
-from sluice.idempotency import ClaimInProgressError, Once, RemainingTime, run_once
+from sluice.idempotency import ClaimInProgressError, Once, RemainingTime, renew_lease, run_once
 from sluice.observability import add_metric, get_logger, log_context
 from sluice.stage import StageRuntime
 
@@ -56,6 +56,9 @@ _GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 # Polling another invocation's claim on the same object version (see `_claim_and_start`).
 CLAIM_POLL_FIRST_S = 1.0
 CLAIM_POLL_MAX_S = 15.0
+# An object's claim is a lease renewed while it is read, not the invocation's 15 minutes:
+# if the reader dies, another invocation of the object takes over within a minute.
+CLAIM_LEASE_MS = 60_000
 # Content-Encoding values (RFC 9110) naming gzip, and compressions ingest cannot read.
 _GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
 _OTHER_CODINGS = frozenset({"br", "zstd", "deflate", "compress", "x-compress", "bzip2"})
@@ -244,6 +247,7 @@ class Ingestor:
                     ref.claim_key,
                     lambda: self._start(ref, remaining),
                     remaining_ms=remaining,
+                    lease_ms=CLAIM_LEASE_MS,
                 )
             except ClaimInProgressError:
                 # Without a Lambda context there is no time to bound the wait: fail at once.
@@ -292,6 +296,7 @@ class Ingestor:
                 checkpoint.claim_key,
                 lambda: self.run_segment(checkpoint, remaining),
                 remaining_ms=remaining,
+                lease_ms=CLAIM_LEASE_MS,
             )
             if done.duplicate:
                 add_metric("ContinuationsDuplicate")
@@ -396,6 +401,7 @@ class Ingestor:
         def records() -> Iterator[Record]:
             try:
                 for item in items:
+                    renew_lease()  # reads the clock; writes once half the lease has passed
                     acct.last_read = item.ordinal
                     if item.payload is None:
                         self._reject_item(cp, item)

@@ -34,6 +34,12 @@ and take it for another invocation's ("being processed elsewhere"), on AWS as on
 Completion and release are conditional on the owner, so a late holder whose claim was
 taken over changes nothing.
 
+Leases. A long effect (ingest reading a large object for up to 15 minutes) claims for a
+lease (`run_once(..., lease_ms=...)`) rather than for all its remaining time, and renews it
+while it works (`renew_lease()`, called between steps: it writes only once half the lease
+has passed). A killed holder then blocks the key for at most one lease, not for the rest of
+its timeout.
+
 Many keys at once (`run_batch_once`, e.g. one alert per record of a chunk): up to 100 keys
 are claimed in ONE TransactWriteItems with the same condition per key (all or none; keys
 found COMPLETED are dropped, keys found ours are held, and the rest claimed again), the
@@ -50,7 +56,8 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
@@ -115,6 +122,10 @@ class ClaimInProgressError(TransientError):
 
 class IdempotencyPayloadMismatchError(PermanentError):
     """The key was claimed for different content: a bug upstream (ids must be deterministic)."""
+
+
+class ClaimLostError(TransientError):
+    """Our claim lapsed and another invocation took it over: stop; the holder does the work."""
 
 
 class IdempotencyStoreError(TransientError):
@@ -201,7 +212,10 @@ class ClaimStore(Protocol):
         *,
         payload_hash: str | None = None,
         remaining_ms: RemainingTime = None,
+        lease_ms: int | None = None,
     ) -> Claim: ...
+
+    def renew(self, claim: Claim, lease_ms: int) -> Claim: ...
 
     def complete(self, claim: Claim) -> None: ...
 
@@ -253,6 +267,11 @@ class IdempotencyStore:
         self._clock = clock
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """Epoch seconds as this store reads them (expiries are compared with it)."""
+        return self._clock
+
+    @property
     def client(self) -> DynamoDBClient:
         if self._client is None:
             self._client = aws.dynamodb()
@@ -277,12 +296,17 @@ class IdempotencyStore:
         *,
         payload_hash: str | None = None,
         remaining_ms: RemainingTime = None,
+        lease_ms: int | None = None,
     ) -> Claim:
         """Take the claim with one conditional PutItem, or learn from its failure why not.
 
-        Raises `ClaimInProgressError` (held elsewhere), `IdempotencyPayloadMismatchError`
-        (same key, other content) or `IdempotencyStoreError`.
+        The claim lasts the invocation's remaining time, or `lease_ms` if that is shorter
+        (then `renew` it while working). Raises `ClaimInProgressError` (held elsewhere),
+        `IdempotencyPayloadMismatchError` (same key, other content) or
+        `IdempotencyStoreError`.
         """
+        if lease_ms is not None:
+            remaining_ms = min(remaining_ms_of(remaining_ms), lease_ms)
         put, held = self._conditional_put(namespace, key, payload_hash, remaining_ms, new_owner())
         try:
             self.client.put_item(**put)
@@ -415,6 +439,36 @@ class IdempotencyStore:
                 )
                 return
             raise IdempotencyStoreError(f"could not complete {claim.pk}: {exc}") from exc
+
+    def renew(self, claim: Claim, lease_ms: int) -> Claim:
+        """Extend our INPROGRESS claim to `lease_ms` from now (one UpdateItem); the new claim.
+
+        Conditional on still holding it: `ClaimLostError` if another invocation took it over
+        (we were slower than our lease), so the caller stops before doing more.
+        """
+        expiry = int(self._clock() * 1000) + lease_ms + IN_PROGRESS_MARGIN_MS
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={KEY_ATTR: {"S": claim.pk}},
+                UpdateExpression="SET #in_progress_expiry = :expiry",
+                ConditionExpression=f"{_MINE} AND #status = :inprogress",
+                ExpressionAttributeNames={
+                    "#in_progress_expiry": IN_PROGRESS_EXPIRY_ATTR,
+                    "#owner": OWNER_ATTR,
+                    "#status": STATUS_ATTR,
+                },
+                ExpressionAttributeValues={
+                    ":expiry": {"N": str(expiry)},
+                    ":owner": {"S": claim.owner},
+                    ":inprogress": {"S": Status.INPROGRESS.value},
+                },
+            )
+        except aws.client_errors() as exc:
+            if aws.error_code(exc) == "ConditionalCheckFailedException":
+                raise ClaimLostError(f"{claim.pk} was taken over by another invocation") from exc
+            raise IdempotencyStoreError(f"could not renew {claim.pk}: {exc}") from exc
+        return replace(claim, in_progress_expiry=expiry)
 
     def release(self, claim: Claim) -> None:
         """Delete our INPROGRESS claim so the retry can run now; never raises.
@@ -583,6 +637,34 @@ def _string(item: dict[str, Any], name: str) -> str | None:
     return None
 
 
+@dataclass
+class _Lease:
+    store: ClaimStore
+    claim: Claim
+    lease_ms: int
+    clock: Callable[[], float]
+
+
+_lease: ContextVar[_Lease | None] = ContextVar("sluice_lease", default=None)
+
+
+def renew_lease() -> None:
+    """Renew the claim `run_once` holds for the running effect, once half its lease passed.
+
+    Cheap to call often (between chunks): it reads the clock and writes only when due. A
+    no-op outside an effect run with `lease_ms`. Raises `ClaimLostError` if the claim was
+    taken over (the effect should stop: the new holder redoes it).
+    """
+    held = _lease.get()
+    if held is None:
+        return
+    now_ms = int(held.clock() * 1000)
+    left = held.claim.in_progress_expiry - IN_PROGRESS_MARGIN_MS - now_ms
+    if left > held.lease_ms // 2:
+        return
+    held.claim = held.store.renew(held.claim, held.lease_ms)
+
+
 def run_once(
     store: ClaimStore,
     namespace: str,
@@ -591,24 +673,33 @@ def run_once(
     *,
     payload_hash: str | None = None,
     remaining_ms: RemainingTime = None,
+    lease_ms: int | None = None,
 ) -> Once[T]:
     """Call `fn` unless (namespace, key) was done before; the plain-function API.
 
     If `fn` raises (or completing fails), the claim is released and the error propagates,
-    so the retry runs `fn` again: `fn`'s effects must be safe to redo.
+    so the retry runs `fn` again: `fn`'s effects must be safe to redo. With `lease_ms` the
+    claim lasts a lease that `fn` renews by calling `renew_lease()` as it goes.
     """
     if not store.enabled:
         return Once(fn(), False)
-    claim = store.claim(namespace, key, payload_hash=payload_hash, remaining_ms=remaining_ms)
+    claim = store.claim(
+        namespace, key, payload_hash=payload_hash, remaining_ms=remaining_ms, lease_ms=lease_ms
+    )
     if claim.duplicate:
         log.info("duplicate skipped", extra={"idempotency_key": claim.pk})
         return Once(None, True)
+    clock = getattr(store, "clock", time.time)
+    held = _Lease(store, claim, lease_ms, clock) if lease_ms is not None else None
+    token = _lease.set(held)
     try:
         value = fn()
-        store.complete(claim)
+        store.complete(held.claim if held is not None else claim)
     except BaseException:
-        store.release(claim)
+        store.release(held.claim if held is not None else claim)
         raise
+    finally:
+        _lease.reset(token)
     return Once(value, False)
 
 

@@ -22,12 +22,14 @@ from sluice.idempotency import (
     PAYLOAD_HASH_ATTR,
     STATUS_ATTR,
     ClaimInProgressError,
+    ClaimLostError,
     IdempotencyPayloadMismatchError,
     IdempotencyStore,
     IdempotencyStoreError,
     Once,
     idempotent,
     payload_hash,
+    renew_lease,
     run_once,
 )
 
@@ -321,3 +323,62 @@ def test_a_release_whose_answer_was_lost_still_frees_the_key(platform: ResourceN
     assert lost.lost == ["DeleteItem"]
     assert item(platform, "c-1") is None
     assert run_once(store, NS, "c-1", Effect(), payload_hash="h") == Once("done-1", False)
+
+
+# ---------------------------------------------------------------------- leases
+
+
+def test_a_leased_claim_blocks_a_dead_holders_key_for_one_lease_not_its_whole_timeout(
+    platform: ResourceNames,
+) -> None:
+    clock = Clock()
+    holder = IdempotencyStore(clock=clock)
+    holder.claim(NS, "obj", remaining_ms=900_000, lease_ms=60_000)  # then it was killed
+    clock.now += 60 + IN_PROGRESS_MARGIN_MS / 1000 + 1
+
+    effect = Effect()
+    once = run_once(IdempotencyStore(clock=clock), NS, "obj", effect, remaining_ms=900_000)
+
+    assert once == Once("done-1", False)
+
+
+def test_a_lease_is_renewed_while_the_effect_works_and_only_when_half_of_it_passed(
+    platform: ResourceNames, dynamodb_calls: Any
+) -> None:
+    clock = Clock()
+    store = IdempotencyStore(clock=clock)
+    expiries: list[int] = []
+
+    def long_effect() -> str:
+        for _ in range(4):  # four steps of 20 s: renewed at 40 s and at 80 s (lease 60 s)
+            clock.now += 20
+            renew_lease()
+            stored = item(platform, "obj")
+            assert stored is not None
+            expiries.append(int(stored[IN_PROGRESS_EXPIRY_ATTR]["N"]))
+        return "read"
+
+    start_ms = int(clock.now * 1000)
+    once = run_once(store, NS, "obj", long_effect, remaining_ms=900_000, lease_ms=60_000)
+
+    assert once == Once("read", False)
+    assert dynamodb_calls.operations.count("UpdateItem") == 3  # two renewals, one completion
+    assert len(set(expiries)) == 3  # first lease, renewed once, renewed twice
+    assert expiries[-1] == start_ms + 80_000 + 60_000 + IN_PROGRESS_MARGIN_MS
+
+
+def test_a_lease_taken_over_stops_the_slow_holder(platform: ResourceNames) -> None:
+    clock = Clock()
+    slow = IdempotencyStore(clock=clock)
+
+    def too_slow() -> str:
+        clock.now += 120  # past the lease: another invocation takes the key over
+        IdempotencyStore(clock=clock).claim(NS, "obj", remaining_ms=60_000)
+        renew_lease()
+        return "unreachable"
+
+    with pytest.raises(ClaimLostError):
+        run_once(slow, NS, "obj", too_slow, remaining_ms=900_000, lease_ms=60_000)
+    stored = item(platform, "obj")
+    assert stored is not None
+    assert stored[STATUS_ATTR] == {"S": "INPROGRESS"}  # the new holder's claim is untouched

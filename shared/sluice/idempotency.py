@@ -229,7 +229,12 @@ class BatchClaimStore(Protocol):
     def enabled(self) -> bool: ...
 
     def claim_many(
-        self, namespace: str, keys: Sequence[str], *, remaining_ms: RemainingTime = None
+        self,
+        namespace: str,
+        keys: Sequence[str],
+        *,
+        remaining_ms: RemainingTime = None,
+        lease_ms: int | None = None,
     ) -> ClaimedBatch: ...
 
     def complete_many(self, claims: Sequence[Claim]) -> None: ...
@@ -493,9 +498,17 @@ class IdempotencyStore:
     # ------------------------------------------------------------------ many keys at once
 
     def claim_many(
-        self, namespace: str, keys: Sequence[str], *, remaining_ms: RemainingTime = None
+        self,
+        namespace: str,
+        keys: Sequence[str],
+        *,
+        remaining_ms: RemainingTime = None,
+        lease_ms: int | None = None,
     ) -> ClaimedBatch:
         """Claim up to 100 distinct keys in one TransactWriteItems (all or none).
+
+        The claims last the remaining time, or `lease_ms` if shorter (not renewed: for
+        effects that take seconds, so that a killed holder blocks its keys only that long).
 
         Each key has `claim`'s condition, and one owner for the whole call. Each transaction
         carries its own `ClientRequestToken`, so the SDK's retry of a call whose answer was
@@ -510,6 +523,8 @@ class IdempotencyStore:
             raise ValueError("claim_many needs distinct keys")
         if len(keys) > TRANSACT_MAX_ITEMS:
             raise ValueError(f"claim_many takes at most {TRANSACT_MAX_ITEMS} keys")
+        if lease_ms is not None:
+            remaining_ms = min(remaining_ms_of(remaining_ms), lease_ms)
         owner = new_owner()
         pending: list[str] = list(keys)
         duplicates: list[str] = []
@@ -710,6 +725,7 @@ def run_batch_once(
     fn: Callable[[list[str]], Collection[str]],
     *,
     remaining_ms: RemainingTime = None,
+    lease_ms: int | None = None,
 ) -> BatchOnce:
     """Call `fn` with the keys not done before, up to 100 at a time; `run_once` for many keys.
 
@@ -719,7 +735,8 @@ def run_batch_once(
     If completing the claims fails, they stay INPROGRESS until their in-progress expiry: the
     retry waits for them, then takes them over and redoes their effects. A key held by
     another invocation raises `ClaimInProgressError` (groups already done stay done).
-    Repeated keys are treated once.
+    Repeated keys are treated once. `lease_ms` caps how long the claims hold (see
+    `claim_many`).
     """
     unique = list(dict.fromkeys(keys))
     if not store.enabled:
@@ -734,7 +751,7 @@ def run_batch_once(
     failed: list[str] = []
     for start in range(0, len(unique), TRANSACT_MAX_ITEMS):
         group = unique[start : start + TRANSACT_MAX_ITEMS]
-        claimed = store.claim_many(namespace, group, remaining_ms=remaining_ms)
+        claimed = store.claim_many(namespace, group, remaining_ms=remaining_ms, lease_ms=lease_ms)
         duplicates += claimed.duplicates
         if claimed.duplicates:
             log.info(

@@ -40,6 +40,12 @@ STAGE = f"consumer-{SINK}"
 CLAIM_NAMESPACE = "alerts"
 TOPIC_ARN_ENV = "SLUICE_ALERTS_TOPIC_ARN"
 PUBLISH_BATCH_MAX = 10  # SNS PublishBatch entries per call
+# Alert claims hold 10 s (plus the claim margin), not the invocation's 30: publishing 100
+# alerts takes well under a second, and a killed invocation's claims then lapse soon enough
+# for its retry to wait for them (`StageRuntime.handle_sns`) instead of giving up the event.
+# An invocation still publishing after that may see its claims taken over: a repeated alert,
+# within the at-least-once contract.
+CLAIM_LEASE_MS = 10_000
 
 log = get_logger(__name__)
 _runtime: StageRuntime | None = None
@@ -187,6 +193,7 @@ def handle_chunk(
         list(records),
         lambda ids: publisher.publish([records[i] for i in ids], chunk),
         remaining_ms=remaining_ms,
+        lease_ms=CLAIM_LEASE_MS,
     )
     add_metric("AlertsPublished", len(done.done))
     if done.failed:

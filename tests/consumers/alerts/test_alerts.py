@@ -322,3 +322,26 @@ def test_a_record_the_alert_code_cannot_handle_costs_only_its_own_alert(
     ledger = testkit.ledger_items()
     assert ledger["consumer-alerts#c-test-0"]["failed"] == {"N": "1"}
     assert ledger["sink:alerts#c-test-0"]["delivered"] == {"N": "1"}
+
+
+def test_alert_claims_hold_a_short_lease_so_a_killed_invocation_blocks_its_retry_briefly(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
+) -> None:
+    import time
+
+    from chalicelib.service import CLAIM_LEASE_MS
+    from sluice.idempotency import IN_PROGRESS_EXPIRY_ATTR, IN_PROGRESS_MARGIN_MS
+
+    chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
+    before_ms = int(time.time() * 1000)
+
+    invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
+
+    expiries = [
+        int(item[IN_PROGRESS_EXPIRY_ATTR]["N"]) - before_ms
+        for item in aws.dynamodb().scan(TableName=account.names.idempotency_table)["Items"]
+        if item["pk"]["S"].startswith("alerts#")
+    ]
+    assert len(expiries) == len(chunk.records)
+    # The test context reports minutes left: the lease, not the remaining time, bounds it.
+    assert max(expiries) <= CLAIM_LEASE_MS + IN_PROGRESS_MARGIN_MS + 2_000

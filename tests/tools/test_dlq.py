@@ -221,3 +221,123 @@ def test_redrive_to_an_explicit_queue_resolves_its_role_name(queues: dict[str, s
 
     assert result.exit_code == 0, result.output
     assert len(messages(queues["consumer-index"])) == 1
+
+
+# ---------------------------------------------------------------- records failed one by one
+
+FAILED_FROM = {
+    "failed_from": "c-parent",
+    "error_type": "ValueError",
+    "error_message": "amount is negative",
+    "failed_stage": "consumer-index",
+    "attempt": "3",
+}
+
+
+def failed_records(queue_url: str) -> str:
+    """A chunk of records a consumer isolated as failed, as the stage runtime dead-letters it;
+    returns its body."""
+    failed = chunk("c-failed", 1)
+    attributes: dict[str, MessageAttributeValueTypeDef] = {
+        **ATTRS,
+        **{k: {"DataType": "String", "StringValue": v} for k, v in FAILED_FROM.items()},
+    }
+    body = failed.encode()
+    aws.sqs().send_message(QueueUrl=queue_url, MessageBody=body, MessageAttributes=attributes)
+    return body
+
+
+def test_show_prints_why_failed_records_were_dead_lettered(queues: dict[str, str]) -> None:
+    failed_records(queues["consumer-index-dlq"])
+
+    text = invoke("show", "consumer-index-dlq")
+    as_json = invoke("show", "consumer-index-dlq", "--json")
+
+    assert text.exit_code == 0, text.output
+    assert "reason: ValueError: amount is negative (stage consumer-index, attempt 3)" in text.output
+    assert "failed records of chunk c-parent" in text.output
+    (shown,) = json.loads(as_json.output)["messages"]
+    assert shown["failure"] == {
+        "error_type": "ValueError",
+        "error_message": "amount is negative",
+        "stage": "consumer-index",
+        "attempt": "3",
+        "failed_from": "c-parent",
+        "condition": None,
+    }
+
+
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:1:function:sluice-alerts-test-on_record"
+
+
+def test_show_prints_the_error_type_function_and_attempt_of_a_lambda_on_failure_record(
+    queues: dict[str, str],
+) -> None:
+    record = {
+        "requestContext": {
+            "condition": "RetriesExhausted",
+            "approximateInvokeCount": 3,
+            "functionArn": f"{FUNCTION_ARN}:$LATEST",
+        },
+        "responseContext": {"functionError": "Unhandled"},
+        "responsePayload": {"errorType": "TimeoutError", "errorMessage": "topic unreachable"},
+        "requestPayload": {"Records": [{"Sns": {"Message": chunk("c-high", 1).encode()}}]},
+    }
+    aws.sqs().send_message(QueueUrl=queues["failures"], MessageBody=json.dumps(record))
+
+    result = invoke("show", "consumer-alerts-failures")
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "reason: RetriesExhausted: Unhandled: TimeoutError: topic unreachable "
+        "(stage sluice-alerts-test-on_record, attempt 3)"
+    ) in result.output
+
+
+def test_redrive_keeps_the_failure_attributes_of_failed_records(queues: dict[str, str]) -> None:
+    body = failed_records(queues["consumer-index-dlq"])
+
+    result = invoke("redrive", "consumer-index-dlq")
+
+    assert result.exit_code == 0, result.output
+    (moved,) = messages(queues["consumer-index"])
+    assert moved["Body"] == body
+    attributes = {k: v["StringValue"] for k, v in moved["MessageAttributes"].items()}
+    assert attributes == {**{k: v["StringValue"] for k, v in ATTRS.items()}, **FAILED_FROM}
+
+
+def test_the_ledger_reads_failed_records_and_dead_s3_events_for_their_flows(
+    queues: dict[str, str],
+) -> None:
+    from sluice.envelope import object_correlation_id
+    from sluice_tools.dlq.queues import dlq_records
+
+    failed_records(queues["consumer-index-dlq"])
+    event = {
+        "s3": {"bucket": {"name": "b"}, "object": {"key": "incoming/order/a+b.jsonl", "eTag": "e1"}}
+    }
+    record = {"requestContext": {}, "requestPayload": {"Records": [event]}}
+    aws.sqs().send_message(QueueUrl=queues["failures"], MessageBody=json.dumps(record))
+
+    dead = dlq_records(aws.sqs(), [queues["consumer-index-dlq"], queues["failures"]])
+
+    failed, s3 = dead
+    assert (failed.stage, failed.chunk_id, failed.records, failed.failed_from) == (
+        "consumer-index",
+        "c-failed",
+        1,
+        "c-parent",
+    )
+    assert s3.source == "s3://b/incoming/order/a b.jsonl"
+    assert s3.correlation_id == object_correlation_id("b", "incoming/order/a b.jsonl", "e1")
+
+
+def test_list_names_the_stage_whose_failures_each_queue_holds(queues: dict[str, str]) -> None:
+    result = invoke("list", "--json")
+
+    stages = {r["queue"]: r["stage"] for r in json.loads(result.output)}
+    assert stages == {
+        "sluice-test-raw-dlq": "cleanse",
+        "sluice-test-consumer-index-dlq": "consumer-index",
+        "sluice-test-consumer-alerts-failures": "consumer-alerts",
+    }

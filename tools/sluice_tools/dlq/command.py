@@ -17,6 +17,7 @@ from sluice_tools.dlq.queues import (
     is_dead_letter,
     peek,
     queue_name,
+    receiving_stage,
     resolve_queue,
     source_queues,
     stage_queue_urls,
@@ -83,7 +84,8 @@ def dlq_group() -> None:
 @_stage_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(stage: str, prefix: str, as_json: bool) -> None:
-    """Every DLQ and failures queue of the stage, with its depth and source queue(s)."""
+    """Every DLQ and failures queue of the stage, with its depth, the pipeline stage whose
+    failures it holds (what `failed_stage` of its failed records names) and source queue(s)."""
     sqs, names = _sqs(), _names(stage, prefix)
     urls = stage_queue_urls(sqs, names)
     rows: list[dict[str, Any]] = []
@@ -92,7 +94,10 @@ def list_command(stage: str, prefix: str, as_json: bool) -> None:
         if not is_dead_letter(name):
             continue
         sources = [queue_name(u) for u in source_queues(sqs, url, urls) if u != url]
-        rows.append({"queue": name, "url": url, **depth(sqs, url), "sources": sources})
+        stage_of = receiving_stage(name, names)
+        rows.append(
+            {"queue": name, "url": url, **depth(sqs, url), "stage": stage_of, "sources": sources}
+        )
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -100,11 +105,12 @@ def list_command(stage: str, prefix: str, as_json: bool) -> None:
         click.echo(f"no dead-letter or failures queue named {names.name('')}*")
         return
     width = max(len(r["queue"]) for r in rows)
-    click.echo(f"{'queue':<{width}}  {'visible':>7}  {'in flight':>9}  source")
+    stages = max(len("stage"), *(len(r["stage"]) for r in rows))
+    click.echo(f"{'queue':<{width}}  {'visible':>7}  {'in flight':>9}  {'stage':<{stages}}  source")
     for r in rows:
         click.echo(
             f"{r['queue']:<{width}}  {r['visible']:>7}  {r['in_flight']:>9}  "
-            f"{', '.join(r['sources']) or '-'}"
+            f"{r['stage']:<{stages}}  {', '.join(r['sources']) or '-'}"
         )
 
 
@@ -121,7 +127,9 @@ def list_command(stage: str, prefix: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_command(queue: str, stage: str, prefix: str, limit: int, as_json: bool) -> None:
     """Decode the messages of QUEUE: chunk id, type, correlation id, records, receive count,
-    and the failure reason when the queue holds Lambda on-failure records.
+    and why each is there: error type, message, stage and attempt (from the attributes of a
+    chunk of records that failed in a consumer, `failed_from` naming the chunk they failed
+    in; or from a Lambda on-failure record's responsePayload and requestContext).
 
     Messages are peeked, not consumed: received with a short visibility timeout, never
     deleted, made visible again at once (their receive count does go up).
@@ -137,6 +145,7 @@ def show_command(queue: str, stage: str, prefix: str, limit: int, as_json: bool)
                 "kind": d.kind,
                 "receive_count": d.receive_count,
                 "reason": d.reason,
+                "failure": d.failure.to_dict() if d.failure else None,
                 "chunks": [
                     {
                         "chunk_id": c.chunk_id,
@@ -158,6 +167,11 @@ def show_command(queue: str, stage: str, prefix: str, limit: int, as_json: bool)
         click.echo(f"- message {m['message_id']} ({m['kind']}, received {m['receive_count']}x)")
         if m["reason"]:
             click.echo(f"    reason: {m['reason']}")
+        if m["failure"] and m["failure"]["failed_from"]:
+            click.echo(
+                f"    failed records of chunk {m['failure']['failed_from']}: counted as failed "
+                "in its ledger entry; a redrive processes them again"
+            )
         for c in m["chunks"]:
             click.echo(
                 f"    chunk {c['chunk_id']} type {c['type']} correlation {c['correlation_id']} "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice.config import ResourceNames
-from sluice.envelope import Chunk
+from sluice.envelope import Chunk, object_correlation_id
 from sluice_tools.ledger.reconcile import DeadChunk
 
 DEAD_SUFFIXES = ("-dlq", "-failures")
@@ -149,6 +149,49 @@ def release(sqs: Any, url: str, messages: Iterable[Mapping[str, Any]]) -> None:
         sqs.change_message_visibility_batch(QueueUrl=url, Entries=batch[start : start + 10])
 
 
+# Message attributes (String) of a chunk of records a consumer isolated as failed.
+ATTR_FAILED_FROM = "failed_from"  # the chunk whose entry counted them as failed
+ATTR_ERROR_TYPE = "error_type"
+ATTR_ERROR_MESSAGE = "error_message"
+ATTR_FAILED_STAGE = "failed_stage"
+ATTR_ATTEMPT = "attempt"
+
+
+@dataclass
+class Failure:
+    """Why a message is dead: from a failed chunk's attributes or a Lambda on-failure record."""
+
+    error_type: str | None = None
+    error_message: str | None = None
+    stage: str | None = None  # the stage, or the function of an on-failure record
+    attempt: str | None = None
+    failed_from: str | None = None
+    condition: str | None = None  # on-failure records: RetriesExhausted, EventAgeExceeded
+
+    def where(self) -> str:
+        """`stage S, attempt N`, leaving out what is unknown."""
+        parts = [f"stage {self.stage}"] if self.stage else []
+        parts += [f"attempt {self.attempt}"] if self.attempt else []
+        return ", ".join(parts)
+
+    def text(self, *head: str | None) -> str:
+        """`[head: ]Type: message (stage S, attempt N)`, leaving out what is unknown."""
+        parts = (*head, self.error_type, self.error_message)
+        what = ": ".join(str(p) for p in parts if p) or "unknown error"
+        where = self.where()
+        return f"{what} ({where})" if where else what
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "stage": self.stage,
+            "attempt": self.attempt,
+            "failed_from": self.failed_from,
+            "condition": self.condition,
+        }
+
+
 @dataclass
 class Decoded:
     """What one dead message holds: chunks (envelopes), objects (S3 URIs) or checkpoints."""
@@ -156,8 +199,11 @@ class Decoded:
     kind: str  # envelope | failure | checkpoint | unknown
     chunks: list[Chunk] = field(default_factory=list)
     objects: list[str] = field(default_factory=list)
+    # Per object: its correlation id, when the event gave its ETag.
+    object_correlation_ids: list[str | None] = field(default_factory=list)
     correlation_ids: list[str] = field(default_factory=list)
     reason: str | None = None
+    failure: Failure | None = None
     receive_count: int = 0
     message_id: str = ""
 
@@ -167,19 +213,19 @@ def decode(message: Mapping[str, Any]) -> Decoded:
     attrs = message.get("Attributes") or {}
     out = Decoded("unknown", receive_count=int(attrs.get("ApproximateReceiveCount", 0)))
     out.message_id = str(message.get("MessageId", ""))
+    out.failure = _failed_records(message.get("MessageAttributes") or {})
+    if out.failure is not None:
+        out.reason = out.failure.text()
     try:
         body = json.loads(message.get("Body") or "")
     except ValueError:
-        out.reason = "body is not JSON"
+        out.reason = "; ".join(r for r in (out.reason, "body is not JSON") if r)
         return out
     if isinstance(body, Mapping) and "requestPayload" in body:
         out.kind = "failure"
-        context = body.get("requestContext") or {}
+        out.failure = _on_failure(body)
         response = body.get("responseContext") or {}
-        payload = body.get("responsePayload") or {}
-        detail = payload.get("errorMessage") if isinstance(payload, Mapping) else None
-        parts = [context.get("condition"), response.get("functionError"), detail]
-        out.reason = ": ".join(str(p) for p in parts if p) or None
+        out.reason = out.failure.text(out.failure.condition, response.get("functionError"))
         _decode_request(body["requestPayload"], out)
         return out
     try:
@@ -200,6 +246,41 @@ def decode(message: Mapping[str, Any]) -> Decoded:
     return out
 
 
+def _failed_records(attributes: Mapping[str, Any]) -> Failure | None:
+    """The failure of a chunk of isolated failed records, from its message attributes."""
+
+    def text(name: str) -> str | None:
+        value = attributes.get(name)
+        found = value.get("StringValue") if isinstance(value, Mapping) else None
+        return str(found) if found else None
+
+    failure = Failure(
+        error_type=text(ATTR_ERROR_TYPE),
+        error_message=text(ATTR_ERROR_MESSAGE),
+        stage=text(ATTR_FAILED_STAGE),
+        attempt=text(ATTR_ATTEMPT),
+        failed_from=text(ATTR_FAILED_FROM),
+    )
+    return failure if any(failure.to_dict().values()) else None
+
+
+def _on_failure(body: Mapping[str, Any]) -> Failure:
+    """A Lambda on-failure record's failure: `responsePayload` and `requestContext`."""
+    context = body.get("requestContext") or {}
+    payload = body.get("responsePayload")
+    payload = payload if isinstance(payload, Mapping) else {}
+    arn = str(context.get("functionArn") or "")
+    function = arn.split(":function:", 1)[1].split(":", 1)[0] if ":function:" in arn else None
+    attempt = context.get("approximateInvokeCount")
+    return Failure(
+        error_type=str(payload["errorType"]) if payload.get("errorType") else None,
+        error_message=str(payload["errorMessage"]) if payload.get("errorMessage") else None,
+        stage=function,
+        attempt=str(attempt) if attempt is not None else None,
+        condition=str(context["condition"]) if context.get("condition") else None,
+    )
+
+
 def _decode_request(request: Any, out: Decoded) -> None:
     """The event of a failed async invocation: SNS records (envelopes) or S3 records."""
     for record in (request.get("Records") or []) if isinstance(request, Mapping) else []:
@@ -217,8 +298,12 @@ def _decode_request(request: Any, out: Decoded) -> None:
             from urllib.parse import unquote_plus
 
             bucket = (s3.get("bucket") or {}).get("name")
-            key = unquote_plus(str((s3.get("object") or {}).get("key") or ""))
+            obj = s3.get("object") or {}
+            key = unquote_plus(str(obj.get("key") or ""))
+            etag = str(obj.get("eTag") or "").strip('"')
             out.objects.append(f"s3://{bucket}/{key}")
+            corr = object_correlation_id(str(bucket), key, etag) if bucket and etag else None
+            out.object_correlation_ids.append(corr)
 
 
 def dlq_records(
@@ -231,6 +316,7 @@ def dlq_records(
         stage = receiving_stage(name, names)
         for message in peek(sqs, url):
             d = decode(message)
+            failed_from = d.failure.failed_from if d.failure else None
             for chunk in d.chunks:
                 found.append(
                     DeadChunk(
@@ -240,13 +326,41 @@ def dlq_records(
                         chunk.chunk_id,
                         len(chunk.records),
                         chunk.source,
+                        failed_from,
                     )
                 )
-            if not d.chunks:
-                corr = d.correlation_ids[0] if d.correlation_ids else None
-                for source in d.objects or [None]:  # type: ignore[list-item]
-                    found.append(DeadChunk(name, stage, corr, None, None, source))
+            if d.chunks:
+                continue
+            corr = d.correlation_ids[0] if d.correlation_ids else None
+            for i, source in enumerate(d.objects):
+                known = d.object_correlation_ids[i] if i < len(d.object_correlation_ids) else None
+                found.append(DeadChunk(name, stage, known or corr, None, None, source))
+            if not d.objects:
+                found.append(DeadChunk(name, stage, corr))
     return found
+
+
+def landing_event_queues(s3: Any, sqs: Any, bucket: str) -> list[str] | None:
+    """The local runtime's queues that carry the landing bucket's S3 events to ingest
+    (`<function>-rt-s3`, notification ids `sluice-rt-…`); None where there are none (AWS,
+    where S3 invokes Lambda directly and a pending event cannot be seen)."""
+    config = s3.get_bucket_notification_configuration(Bucket=bucket)
+    queues = config.get("QueueConfigurations") or []
+    if not queues:
+        return None
+    from sluice_tools.local.runtime import INTERNAL_ID_PREFIX
+
+    arns = [
+        str(q["QueueArn"]) for q in queues if str(q.get("Id", "")).startswith(INTERNAL_ID_PREFIX)
+    ]
+    if not arns:
+        return None
+    return [str(sqs.get_queue_url(QueueName=a.rsplit(":", 1)[-1])["QueueUrl"]) for a in arns]
+
+
+def waiting(sqs: Any, urls: Iterable[str]) -> int:
+    """Messages waiting, in process or delayed in these queues."""
+    return sum(sum(depth(sqs, url).values()) for url in urls)
 
 
 def in_flight(sqs: Any, urls: Iterable[str], names: ResourceNames | None = None) -> dict[str, int]:
@@ -256,7 +370,7 @@ def in_flight(sqs: Any, urls: Iterable[str], names: ResourceNames | None = None)
         name = queue_name(url)
         if is_dead_letter(name):
             continue
-        count = sum(depth(sqs, url).values())
+        count = waiting(sqs, [url])
         if count:
             stage = receiving_stage(name, names)
             found[stage] = found.get(stage, 0) + count

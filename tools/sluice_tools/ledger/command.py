@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sluice.config import ResourceNames, validate_stage
 from sluice.errors import ConfigError
 from sluice_tools.ledger.filters import FilterPolicyError, SinkPolicy, consumer_policies
-from sluice_tools.ledger.reconcile import Report, reconcile
-from sluice_tools.ledger.store import read_ledger
+from sluice_tools.ledger.reconcile import (
+    DEFAULT_GRACE,
+    DEFAULT_RETENTION,
+    Exit,
+    Report,
+    reconcile,
+)
+from sluice_tools.ledger.store import landed_objects, read_claims, read_ledger
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 COLUMNS = (
     ("hop", "name", 22),
@@ -36,28 +46,49 @@ def ledger_report(
     sinks: dict[str, SinkPolicy] | None = None,
     dynamodb: Any = None,
     sqs: Any = None,
+    s3: Any = None,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_GRACE,
+    retention: timedelta | None = DEFAULT_RETENTION,
 ) -> Report:
-    """Read the stage's ledger, DLQs and queue depths (AWS or the endpoint in
-    AWS_ENDPOINT_URL) and reconcile them. `sinks` defaults to the repo's consumers."""
+    """Read the stage's landing bucket, ledger, claims, DLQs and queue depths (AWS or the
+    endpoint in AWS_ENDPOINT_URL) and reconcile them. `sinks` defaults to the repo's
+    consumers; `now` (the clock), `grace` and `retention` as in `reconcile`."""
     from sluice import aws
     from sluice_tools.dlq.queues import (
         dlq_records,
         in_flight,
         is_dead_letter,
+        landing_event_queues,
         queue_name,
         stage_queue_urls,
+        waiting,
     )
 
     dynamodb = dynamodb or aws.dynamodb()
     sqs = sqs or aws.sqs()
+    s3 = s3 or aws.s3()
     if sinks is None:
         sinks = repo_sinks()
+    landed = landed_objects(s3, names.landing_bucket)
+    events = landing_event_queues(s3, sqs, names.landing_bucket)
+    claims = read_claims(dynamodb, names.idempotency_table)
     entries = read_ledger(dynamodb, names.ledger_table, correlation_id)
     urls = stage_queue_urls(sqs, names)
     dead = dlq_records(sqs, [u for u in urls if is_dead_letter(queue_name(u))], names=names)
-    if correlation_id is not None:
-        dead = [d for d in dead if d.correlation_id in (None, correlation_id)]
-    return reconcile(entries, dead, in_flight(sqs, urls, names), sinks=sinks)
+    return reconcile(
+        entries,
+        dead,
+        in_flight(sqs, urls, names),
+        sinks=sinks,
+        landed=landed,
+        claims=claims,
+        ingest_events=None if events is None else waiting(sqs, events),
+        now=now,
+        grace=grace,
+        retention=retention,
+        correlation_id=correlation_id,
+    )
 
 
 def repo_sinks(start: Path | None = None) -> dict[str, SinkPolicy]:
@@ -71,8 +102,12 @@ def format_report(report: Report) -> str:
     """The report as text: one table per correlation id, then what is not accounted for."""
     lines: list[str] = []
     for flow in report.flows:
-        lines.append(f"{flow.correlation_id}  {flow.status.upper()}")
+        label, colon, detail = flow.status.partition(": ")
+        lines.append(f"{flow.correlation_id}  {label.upper()}{colon}{detail}")
         lines.append(f"  source {flow.source or '?'}  type {flow.type or '?'}  read {flow.read}")
+        if flow.landed_at:
+            versions = ", ".join(flow.versions)
+            lines.append(f"  landed {flow.landed_at}  version(s) {versions}")
         lines.append(
             "  "
             + "  ".join(
@@ -100,6 +135,8 @@ def format_report(report: Report) -> str:
     lines.append(
         f"{len(report.flows)} correlation id(s): {report.status} (exit {report.exit_code})"
     )
+    if report.exit_code == Exit.NOT_SETTLED:
+        lines.append("in flight: wait and run again")
     return "\n".join(lines)
 
 
@@ -127,7 +164,28 @@ def _validate_stage(_ctx: click.Context, _param: click.Parameter, value: str) ->
     show_envvar=True,
     help="Resource name prefix.",
 )
-@click.option("--correlation-id", default=None, help="Only this ingested object.")
+@click.option(
+    "--correlation-id",
+    default=None,
+    help="Only this landed object (an id nothing carries: exit 4, not found).",
+)
+@click.option(
+    "--grace",
+    type=click.IntRange(min=0),
+    default=int(DEFAULT_GRACE.total_seconds()),
+    show_default=True,
+    metavar="SECONDS",
+    help="On AWS, an object landed less than this long ago that ingest has not recorded is "
+    "in flight, older it is unaccounted (Lambda's async retries, ~3 min, + ingest's 900 s "
+    "timeout). The local runtime's S3 event queues are looked at instead.",
+)
+@click.option(
+    "--retention-days",
+    type=click.IntRange(min=1),
+    default=int(DEFAULT_RETENTION.total_seconds()) // 86400,
+    show_default=True,
+    help="Objects landed longer ago are not expected: the ledger's entries expire (TTL).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--repo",
@@ -137,18 +195,34 @@ def _validate_stage(_ctx: click.Context, _param: click.Parameter, value: str) ->
     "(default: found above the current directory).",
 )
 def ledger_command(
-    stage: str, prefix: str, correlation_id: str | None, as_json: bool, repo: Path | None
+    stage: str,
+    prefix: str,
+    correlation_id: str | None,
+    grace: int,
+    retention_days: int,
+    as_json: bool,
+    repo: Path | None,
 ) -> None:
-    """Reconcile the ledger: every record read is in each sink its routes lead to, in
-    quarantine, or in a DLQ.
+    """Reconcile the ledger, anchored at the landing: every object version landed in
+    incoming/ of the landing bucket (scheduled pulls land there too) is expected, and every
+    record of it must be in each sink its routes lead to, or in quarantine.
 
-    Reads the ledger table, the stage's queue depths, and peeks into every DLQ and failures
-    queue (AWS, or the endpoint in AWS_ENDPOINT_URL). Peeking receives messages with a short
-    visibility timeout and never deletes them (they are made visible again at once), but it
-    does raise their receive count.
+    Reads the landing bucket's object versions, the ledger and idempotency tables, the
+    stage's queue depths, and peeks into every DLQ and failures queue (AWS, or the endpoint
+    in AWS_ENDPOINT_URL). Peeking receives messages with a short visibility timeout and
+    never deletes them (they are made visible again at once), but it does raise their
+    receive count.
 
-    Exit status: 0 balanced, 1 records unaccounted for (or the ledger is inconsistent),
-    2 not settled (records still in a queue: wait and run again).
+    \b
+    Exit status (the worst flow's; 1 before 3 before 2):
+      0  balanced: every record reached its sinks or quarantine (objects ingest skipped
+         on purpose show as "skipped: <reason>")
+      1  unaccounted: records (or a landed object) nothing accounts for, or an
+         inconsistent ledger
+      2  in flight: not settled, work is pending (a queue, a claim, an object younger
+         than --grace): wait and run again
+      3  dead letters: records wait in a DLQ or failures queue (`sluice dlq show`)
+      4  not found: --correlation-id names nothing landed, recorded or dead-lettered
     """
     from sluice import aws
     from sluice_tools.scaffold.errors import ScaffoldError
@@ -162,7 +236,13 @@ def ledger_command(
     try:
         names = ResourceNames(stage=stage, prefix=prefix)
         sinks = repo_sinks(repo)
-        report = ledger_report(names, correlation_id=correlation_id, sinks=sinks)
+        report = ledger_report(
+            names,
+            correlation_id=correlation_id,
+            sinks=sinks,
+            grace=timedelta(seconds=grace),
+            retention=timedelta(days=retention_days),
+        )
     except handled as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

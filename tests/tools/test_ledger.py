@@ -924,3 +924,12 @@ def test_report_balances_once_failed_records_were_processed_again(platform: None
     consumer = hop(report, "consumer-warehouse")
     assert (consumer.received, consumer.out, consumer.failed) == (4, 4, 0)
     assert hop(report, "sink:warehouse").delivered == 4
+
+
+def test_ledger_exits_five_when_what_it_reconciles_cannot_be_read(platform: None) -> None:
+    aws.s3().delete_bucket(Bucket=LANDING)
+
+    result = invoke()
+
+    assert result.exit_code == 5, result.output
+    assert "NoSuchBucket" in result.output

@@ -24,6 +24,8 @@ from sluice_tools.ledger.store import landed_objects, read_claims, read_ledger
 if TYPE_CHECKING:
     from datetime import datetime
 
+# Exit status when the ledger, landing, claims or queues cannot be read (not a verdict).
+READ_ERROR = 5
 COLUMNS = (
     ("hop", "name", 22),
     ("expected", "expected", 8),
@@ -223,6 +225,7 @@ def ledger_command(
          than --grace): wait and run again
       3  dead letters: records wait in a DLQ or failures queue (`sluice dlq show`)
       4  not found: --correlation-id names nothing landed, recorded or dead-lettered
+    5  could not read what it reconciles (configuration, a missing resource, AWS error)
     """
     from sluice import aws
     from sluice_tools.scaffold.errors import ScaffoldError
@@ -244,7 +247,9 @@ def ledger_command(
             retention=timedelta(days=retention_days),
         )
     except handled as exc:
-        raise click.ClickException(str(exc)) from exc
+        error = click.ClickException(str(exc))
+        error.exit_code = READ_ERROR
+        raise error from exc
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

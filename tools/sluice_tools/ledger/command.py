@@ -24,8 +24,13 @@ from sluice_tools.ledger.store import landed_objects, read_claims, read_ledger
 if TYPE_CHECKING:
     from datetime import datetime
 
-# Exit status when the ledger, landing, claims or queues cannot be read (not a verdict).
-READ_ERROR = 5
+
+class LedgerReadError(click.ClickException):
+    """The ledger, landing, claims or queues could not be read: no verdict (exit 5)."""
+
+    exit_code = 5
+
+
 COLUMNS = (
     ("hop", "name", 22),
     ("expected", "expected", 8),
@@ -247,9 +252,7 @@ def ledger_command(
             retention=timedelta(days=retention_days),
         )
     except handled as exc:
-        error = click.ClickException(str(exc))
-        error.exit_code = READ_ERROR
-        raise error from exc
+        raise LedgerReadError(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

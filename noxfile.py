@@ -489,3 +489,17 @@ def bench(session: nox.Session) -> None:
     """
     session.install(*editable(session, "shared", "tools"), *group("test"))
     session.run("python", "-m", "benchmarks.run", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=PYTHON, default=False)
+def chaos(session: nox.Session) -> None:
+    """Chaos runs of the local pipeline, counted at the sinks (`python -m sluice_tools.chaos`).
+
+    Per seed: API faults at the emulator, SIGKILLed workers, duplicate S3 notifications and
+    re-uploads; then lost / doubled / dead-lettered per sink and whether the ledger agrees.
+    Arguments after `--` go to it (default 3 random seeds of 10,000 records; repeat one with
+    `-- --seed N --records 2000`). Exits 1 if any seed lost, doubled or dead-lettered a
+    record, or the ledger's verdict disagreed with the sinks.
+    """
+    session.install(*editable(session, "shared", "tools"), *group("test"))
+    session.run("python", "-m", "sluice_tools.chaos", *session.posargs, env=TEST_ENV)

@@ -120,6 +120,7 @@ class ApiFaultPlan:
         self._random = random.Random(seed)
         self.active = True
         self.fired: Counter[tuple[str, str, str]] = Counter()  # (kind, service, operation)
+        self.fired_in: Counter[str] = Counter()  # function → faults fired in its calls
         self.seen = 0  # worker calls the plan was asked about while active
 
     @classmethod
@@ -159,6 +160,7 @@ class ApiFaultPlan:
                     continue
                 rule.fired += 1
                 self.fired[(rule.kind, call.service, call.operation)] += 1
+                self.fired_in[call.function] += 1
                 return rule.kind
         return None
 

@@ -38,7 +38,14 @@ from sluice.batch import (
 )
 from sluice.claimcheck import ClaimCheck
 from sluice.config import get_settings
-from sluice.envelope import Chunk, Record, chunk_from_sns_record, derive_chunk_id, utc_now_iso
+from sluice.envelope import (
+    BASE_ATTRIBUTES,
+    Chunk,
+    Record,
+    chunk_from_sns_record,
+    derive_chunk_id,
+    utc_now_iso,
+)
 from sluice.errors import OversizeRecordError, PermanentError, TransientError
 from sluice.idempotency import (
     ClaimInProgressError,
@@ -381,8 +388,11 @@ class StageRuntime:
         failed = chunk.derive(
             [f.record for f in outcome.failures], chunk_id=failed_chunk_id(chunk.chunk_id)
         )
+        # The base attributes only (type, correlation id, chunk id): routing attributes stay in
+        # the envelope, and with the five below they could pass SQS's ten per message.
+        base = failed.message_attributes()
         attributes = {
-            **failed.message_attributes(),
+            **{name: base[name] for name in BASE_ATTRIBUTES},
             **_strings(
                 **{FAILED_FROM: chunk.chunk_id},
                 error_type=first.error_type,

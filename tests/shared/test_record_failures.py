@@ -22,9 +22,12 @@ SINK = "test"
 TOPIC_ARN = "arn:aws:sns:us-east-1:123456789012:sluice-test-records"
 
 
+ROUTING = {"priority": "high", "region": "eu", "channel": "web", "tier": "gold", "team": "b"}
+
+
 def chunk(n: int = 4) -> Chunk:
     records = tuple(Record(f"r{i}", i, AT, {"n": i}) for i in range(n))
-    return Chunk("c-1", "order", "s3://landing/in/x.jsonl", "corr-1", records)
+    return Chunk("c-1", "order", "s3://landing/in/x.jsonl", "corr-1", records, ROUTING)
 
 
 class Sink:
@@ -105,6 +108,18 @@ def test_on_the_last_attempt_the_failed_record_alone_is_dead_lettered_with_its_e
     assert [r.id for r in dead.records] == ["r2"]
     assert dead.chunk_id == failed_chunk_id("c-1")
     attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    # Within SQS's ten attributes: routing attributes stay in the envelope only.
+    assert set(attributes) == {
+        "record_type",
+        "correlation_id",
+        "chunk_id",
+        "failed_from",
+        "error_type",
+        "error_message",
+        "failed_stage",
+        "attempt",
+    }
+    assert dead.attributes == ROUTING
     assert attributes["failed_from"] == "c-1"
     assert attributes["error_type"] == "KeyError"
     assert "no field for 2" in attributes["error_message"]

@@ -22,7 +22,7 @@ import pytest
 from support.waiting import HANG_S, wait_until
 
 from sluice_tools.dlq import redrive
-from sluice_tools.ledger import ledger_report
+from sluice_tools.ledger import Exit, ledger_report
 from sluice_tools.ledger.command import repo_sinks
 from sluice_tools.local.commands import landing_key, sample_files
 from sluice_tools.local.faults import FaultRule
@@ -284,8 +284,10 @@ def test_a_chunk_that_always_fails_is_dead_lettered_then_redriven_once(
     assert depth(sqs, dlq_url) == 1
     assert not pipeline.delivered_orders("o-93")
     dead = pipeline.flow(key)
-    # Accounted for: the ledger finds both records in the DLQ.
-    assert (dead.exit, dead.dead_records) == (0, 2), [p.message for p in dead.problems]
+    # Accounted for: the ledger finds both records in the DLQ (and says so: never balanced).
+    assert (dead.exit, dead.dead_records) == (Exit.DEAD_LETTERS, 2), [
+        p.message for p in dead.problems
+    ]
 
     runtime.options.faults.clear()  # the fault is fixed
     clean_url = sqs.get_queue_url(QueueName=names.clean_queue)["QueueUrl"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from ingest_support import Platform, s3_event
+from support.calls import count_calls
 
 from chalicelib.objects import object_refs
 from chalicelib.service import Ingestor
@@ -75,16 +76,6 @@ def test_events_other_than_object_created_are_ignored(
     assert platform.raw_chunks() == []
 
 
-class _CallCounter:
-    def __init__(self, table: str) -> None:
-        self.table = table
-        self.calls: list[str] = []
-
-    def __call__(self, model: Any, params: Any, **_: Any) -> None:
-        if params.get("TableName") == self.table:
-            self.calls.append(model.name)
-
-
 def test_a_duplicate_notification_costs_one_idempotency_call_and_sends_nothing(
     platform: Platform, make_ingestor: Callable[..., Ingestor]
 ) -> None:
@@ -93,12 +84,12 @@ def test_a_duplicate_notification_costs_one_idempotency_call_and_sends_nothing(
     ingestor.handle_s3_event(event)
     assert len(platform.raw_chunks()) == 1
 
-    counter = _CallCounter(platform.names.idempotency_table)
-    aws.dynamodb().meta.events.register("before-parameter-build.dynamodb.*", counter)
+    dynamodb = count_calls(aws.dynamodb())
     summary = ingestor.handle_s3_event(json.loads(json.dumps(event)))
 
+    table = platform.names.idempotency_table
     assert summary == {"objects": 1, "duplicates": 1}
-    assert counter.calls == ["PutItem"]
+    assert [op for op, params in dynamodb.calls if params.get("TableName") == table] == ["PutItem"]
     assert platform.raw_chunks() == []
 
 

@@ -127,7 +127,9 @@ def test_an_entry_sqs_calls_malformed_is_not_retried() -> None:
     assert len(stub.calls) == 1
 
 
-def test_ingest_retries_only_failed_entries_end_to_end(platform: Any, make_ingestor: Any) -> None:
+def test_ingest_retries_only_failed_entries_end_to_end(
+    platform: Any, make_ingestor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Through the Ingestor: a flaky SQS client loses nothing and doubles nothing."""
     from sluice import aws
 
@@ -161,13 +163,8 @@ def test_ingest_retries_only_failed_entries_end_to_end(platform: Any, make_inges
                 real.send_message_batch(QueueUrl=QueueUrl, Entries=keep)
             return {"Failed": failed}
 
-    import os
-
-    os.environ["SLUICE_CHUNK_MAX_RECORDS"] = "2"
-    try:
-        ingestor = make_ingestor()
-    finally:
-        del os.environ["SLUICE_CHUNK_MAX_RECORDS"]
+    monkeypatch.setenv("SLUICE_CHUNK_MAX_RECORDS", "2")
+    ingestor = make_ingestor()
     flaky = Flaky()
     ingestor._sqs = flaky
     body = b"".join(b'{"id": %d}\n' % i for i in range(9))

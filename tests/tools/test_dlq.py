@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner
 from support.calls import Fault, failing
+from support.platform import STAGE
 
 from sluice import aws
-from sluice.config import reset_settings
 from sluice.envelope import Chunk, Record
 from sluice_tools.cli import main
 from sluice_tools.dlq.redrive import move_messages, redrive
@@ -19,7 +19,6 @@ from sluice_tools.dlq.redrive import move_messages, redrive
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, MessageTypeDef
 
-STAGE = "test"
 ATTRS: dict[str, MessageAttributeValueTypeDef] = {
     "record_type": {"DataType": "String", "StringValue": "order"},
     "correlation_id": {"DataType": "String", "StringValue": "ingest-one"},
@@ -27,18 +26,10 @@ ATTRS: dict[str, MessageAttributeValueTypeDef] = {
 
 
 @pytest.fixture
-def queues(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def queues(aws_env: None) -> Iterator[dict[str, str]]:
     """raw (+ raw-dlq), consumer-index (+ dlq) and the alerts failures queue, in moto."""
     from moto import mock_aws
 
-    monkeypatch.setenv("SLUICE_STAGE", STAGE)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RESOURCE_PREFIX"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    reset_settings()
-    aws.reset_clients()
     with mock_aws():
         sqs = aws.sqs()
         urls = {}
@@ -55,8 +46,6 @@ def queues(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
             "QueueUrl"
         ]
         yield urls
-    reset_settings()
-    aws.reset_clients()
 
 
 def chunk(chunk_id: str, n: int = 2) -> Chunk:

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from support.platform import STAGE
 
 from sluice import aws
 from sluice.batch import ChunkOutcome
-from sluice.config import ResourceNames, reset_settings
+from sluice.config import ResourceNames
 from sluice.envelope import Chunk, Record, derive_chunk_id, object_correlation_id
 from sluice.ledger import LedgerWriter
 from sluice_tools.cli import main
@@ -572,23 +573,14 @@ def test_a_failed_chunk_still_in_the_dlq_after_it_was_processed_again_is_a_stale
 
 # ---------------------------------------------------------------- the command, on moto
 
-STAGE = "test"
 LANDING = f"sluice-{STAGE}-landing"
 
 
 @pytest.fixture
-def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def platform(aws_env: None) -> Iterator[None]:
     """A moto account with the ledger table (as infra/platform.yaml defines it) and queues."""
     from moto import mock_aws
 
-    monkeypatch.setenv("SLUICE_STAGE", STAGE)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in ("AWS_REGION", "AWS_ENDPOINT_URL", "AWS_PROFILE", "SLUICE_RESOURCE_PREFIX"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    reset_settings()
-    aws.reset_clients()
     with mock_aws():
         template = yaml.safe_load((REPO / "infra" / "platform.yaml").read_text(encoding="utf-8"))
         for table in ("LedgerTable", "IdempotencyTable"):
@@ -614,8 +606,6 @@ def platform(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                 Attributes={"RedrivePolicy": json.dumps(policy)},
             )
         yield
-    reset_settings()
-    aws.reset_clients()
 
 
 def chunk(chunk_id: str, n: int, corr: str = "ingest-one", **attributes: str) -> Chunk:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from chalice.test import Client
+from support.calls import count_calls
 
 from consumers import testkit
 from sluice import aws
@@ -176,33 +177,21 @@ def test_an_alert_sns_refuses_is_retried_alone_and_the_others_are_not_repeated(
     assert (retry.out, retry.duplicate) == (1, 11)
 
 
-class Calls:
-    """(service, operation) of every DynamoDB and SNS call, as a botocore hook."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        for client in (aws.dynamodb(), aws.sns()):
-            client.meta.events.register("before-parameter-build.*.*", self)
-
-    def __call__(self, model: Any, params: Any, **_: Any) -> None:
-        self.calls.append(model.name)
-
-
 def test_a_chunk_of_alerts_costs_a_claim_transaction_and_a_publish_per_ten_alerts(
     account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
 ) -> None:
     orders = [{**ORDERS[0], "order_id": f"o-{i}"} for i in range(45)]
     chunk = testkit.make_chunk("order", orders, attributes=HIGH)
-    calls = Calls()
+    dynamodb, sns = count_calls(aws.dynamodb()), count_calls(aws.sns())
 
     invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
 
-    assert sorted(calls.calls) == sorted(
+    assert sorted(dynamodb.operations) == sorted(
         ["TransactWriteItems"]
-        + ["PublishBatch"] * 5
         + ["BatchWriteItem"] * 2  # 45 claims completed, 25 a call
         + ["PutItem"] * 2  # the ledger: stage outcome and delivery
     )
+    assert sns.operations == ["PublishBatch"] * 5
     assert len(alerts(alerts_inbox)) == 45
 
 

@@ -49,7 +49,7 @@ class Stage:
         register_worker(pid, function)
         config = Config(
             retries={"mode": "standard", "max_attempts": retries},  # retries, not attempts
-            user_agent_appid=app_id(pid),
+            user_agent_appid=app_id(pid),  # type: ignore[call-arg]  # botocore's stubs lag
             connect_timeout=5,
             read_timeout=30,
         )

@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -177,6 +178,7 @@ NON_FATAL = ("throttle", "error_before", "error_after")
 def fault_plan(
     seed: int,
     rate: float,
+    kill_rate: float,
     sqs_functions: Iterable[str],
     async_functions: Iterable[str],
     async_rate: float,
@@ -185,10 +187,13 @@ def fault_plan(
 
     throttle, error_before and error_after on every service at `rate` per kind per call (the
     SDK retries them: they fail an invocation only when every attempt meets one).
-    kill_after at `rate` for the SQS-triggered functions (SQS redelivers up to the queue's
-    maxReceiveCount). The async functions (S3- and SNS-triggered: ingest, alerts) make a few
-    dozen calls where the others make hundreds, so they get `async_rate` for every kind,
-    with kill_after limited to ASYNC_KILLS each: Lambda retries an async event only twice.
+    kill_after at `kill_rate` per call for the SQS-triggered functions (SQS redelivers up to
+    the queue's maxReceiveCount): a consumer's invocation makes up to a hundred calls (a
+    BatchWriteItem per 25 records), so a per-call rate like the others' would kill most of
+    its invocations and exhaust maxReceiveCount. The async functions (S3- and SNS-triggered:
+    ingest, alerts) make a few dozen calls where the others make hundreds, so they get
+    `async_rate` for every kind, with kill_after limited to ASYNC_KILLS each: Lambda retries
+    an async event only twice.
     """
     asynchronous = sorted(async_functions)
     rules = [
@@ -207,7 +212,7 @@ def fault_plan(
         for service in SERVICES
     ]
     rules += [
-        ApiFaultRule(kind="kill_after", function=function, rate=rate)
+        ApiFaultRule(kind="kill_after", function=function, rate=kill_rate)
         for function in sorted(sqs_functions)
     ]
     plan = ApiFaultPlan(rules, seed=seed)
@@ -323,7 +328,7 @@ class SinkCount:
     delivered: int  # distinct expected ids found
     lost: int  # expected, not found, not in a dead letter
     doubled: int  # found more than once
-    dead: int  # expected, not found, in a DLQ or failures queue
+    dead: int  # expected, in a DLQ or failures queue (delivered or not: "0 in DLQs")
     unexpected: int = 0  # found though not expected (an alert for a normal order, ...)
 
     @property
@@ -351,6 +356,7 @@ class SeedResult:
     seconds: float = 0.0
     action_errors: list[str] = field(default_factory=list)
     alerts_doubled_fail: bool = False  # alerts doubles count against the run
+    logs: str = ""  # where the function logs of the run were kept
 
     def sink_ok(self, sink: SinkCount) -> bool:
         """Alerts are at least once unless asked otherwise: a doubled alert is then no fault."""
@@ -376,6 +382,7 @@ class ChaosOptions:
     records: int = 10_000
     objects: int = 8
     rate: float = 0.01  # per kind, per worker call
+    kill_rate: float = 0.002  # kill_after per call of the SQS-triggered functions
     async_rate: float = 0.05  # per kind, per call of the S3- and SNS-triggered functions
     high_share: float = 0.05
     kills: bool = True
@@ -421,7 +428,9 @@ def run_seed(seed: int, options: ChaosOptions, say: Say) -> SeedResult:
         ingest = sorted({t.function for t in topology.s3})
         asynchronous = {*ingest, *(t.function for t in topology.sns)}
         sqs_triggered = {m.function for m in topology.sqs} - asynchronous
-        made = fault_plan(seed, options.rate, sqs_triggered, asynchronous, options.async_rate)
+        made = fault_plan(
+            seed, options.rate, options.kill_rate, sqs_triggered, asynchronous, options.async_rate
+        )
         for rule in made.rules:
             plan.add(rule)
         tap = _alerts_tap(runtime)
@@ -486,6 +495,12 @@ def run_seed(seed: int, options: ChaosOptions, say: Say) -> SeedResult:
         _ledger(runtime, result, root)
     finally:
         runtime.stop()
+        # The next seed's runtime starts its logs afresh: keep this one's for diagnosis.
+        state = runtime.options.state_dir
+        shutil.rmtree(state / f"seed-{seed}", ignore_errors=True)
+        if (state / "logs").is_dir():
+            shutil.copytree(state / "logs", state / f"seed-{seed}" / "logs")
+            result.logs = str(state / f"seed-{seed}" / "logs")
     return result
 
 
@@ -674,7 +689,7 @@ def sink_count(
         delivered=len(expected) - len(missing),
         lost=len(missing - dead),
         doubled=sum(1 for i in expected if found.get(i, 0) > 1),
-        dead=len(missing & dead),
+        dead=len(expected & dead),
         unexpected=sum(1 for i in found if ours(i) and i not in expected),
     )
 
@@ -755,6 +770,7 @@ def format_result(result: SeedResult) -> str:
         f"ledger {'agrees' if result.ledger_agrees else 'DISAGREES'}"
     )
     lines += [f"    {p}" for p in result.ledger_problems]
+    lines.append(f"  function logs: {result.logs}")
     lines.append(f"  seed {result.seed}: {'PASS' if result.ok else 'FAIL'}")
     return "\n".join(lines)
 
@@ -776,7 +792,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate", type=float, default=0.01, help="API fault probability per kind per call"
     )
-    parser.add_argument("--async-rate", type=float, default=0.05)
+    parser.add_argument(
+        "--kill-rate",
+        type=float,
+        default=0.002,
+        help="kill_after probability per call of the SQS-triggered functions",
+    )
+    parser.add_argument(
+        "--async-rate",
+        type=float,
+        default=0.05,
+        help="fault probability per kind per call of the S3- and SNS-triggered functions",
+    )
     parser.add_argument("--no-kills", action="store_true", help="no SIGKILLs of busy workers")
     parser.add_argument(
         "--alerts-exactly-once", action="store_true", help="a doubled alert fails the run"
@@ -788,6 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         records=args.records,
         objects=args.objects,
         rate=args.rate,
+        kill_rate=args.kill_rate,
         async_rate=args.async_rate,
         kills=not args.no_kills,
         alerts_exactly_once=args.alerts_exactly_once,

@@ -47,8 +47,16 @@ class ObjectRef:
 
     @property
     def version(self) -> str:
-        """What record and chunk ids are derived from: the version id, else the ETag."""
-        return self.version_id or self.etag
+        """What record and chunk ids are derived from: the ETag (the object's content).
+
+        The same identity as the claim (`claim_key`) and the correlation id: two versions of
+        a key with the same bytes are one object, so whichever event takes the claim (the
+        first upload's, or an identical re-upload's after the first reader died mid-way)
+        sends the same chunks, which the next hop deduplicates. The version id only says
+        which version to read. Two uploads of the same bytes with different multipart part
+        sizes have different ETags: two objects, as S3 itself sees them.
+        """
+        return self.etag or self.version_id or ""
 
     @property
     def claim_key(self) -> str:

@@ -231,3 +231,29 @@ def test_a_duplicate_event_stops_waiting_when_its_time_runs_low_so_lambda_retrie
     # 31 s left is less than the margin plus the next 2 s wait: give up, Lambda retries.
     assert waits == [1.0]
     assert platform.raw_chunks() == []
+
+
+def test_an_identical_reupload_yields_the_same_chunks_as_the_first_upload(
+    platform: Platform, make_ingestor: Callable[..., Ingestor]
+) -> None:
+    # If the first upload's reader dies mid-way, the re-upload's event may take the object's
+    # claim over: it must send the very chunks the first one sent (deduplicated downstream),
+    # never the same records again under other ids.
+    from sluice.idempotency import IdempotencyStore
+    from sluice.stage import StageRuntime
+
+    bucket, key = platform.names.landing_bucket, "incoming/order/again.jsonl"
+    aws.s3().put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    body = b"".join(b'{"v": %d}\n' % i for i in range(5))
+    sent: list[list[tuple[str, tuple[str, ...]]]] = []
+    for _ in range(2):
+        put = aws.s3().put_object(Bucket=bucket, Key=key, Body=body)
+        event = s3_event(bucket, key, put["ETag"].strip('"'))
+        event["Records"][0]["s3"]["object"]["versionId"] = put["VersionId"]
+        ingestor = make_ingestor()
+        ingestor.runtime = StageRuntime("ingest", idempotency=IdempotencyStore(enabled=False))
+        ingestor.handle_s3_event(event)  # each run in full, as after a takeover
+        sent.append([(c.chunk_id, tuple(r.id for r in c.records)) for c in platform.raw_chunks()])
+
+    assert sent[0]
+    assert sent[0] == sent[1]

@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from sluice.envelope import Chunk, Record, chunk_from_sqs_body
 from sluice.errors import PermanentError, TransientError
+from sluice.idempotency import renew_lease
 from sluice.observability import add_metric, get_logger, get_tracer, log_context
 
 T = TypeVar("T")
@@ -166,6 +167,7 @@ def run_records(
     results: RecordResults[T] = RecordResults()
     results.outcome.records_in = len(chunk.records)
     for record in chunk.records:
+        renew_lease()  # the chunk's claim, if held as a lease: a clock read, rarely a write
         with log_context(record_id=record.id):
             try:
                 full = resolve(record) if resolve is not None and record.payload_ref else record

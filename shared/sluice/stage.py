@@ -66,6 +66,11 @@ RECORD_ATTEMPTS_ENV = "SLUICE_RECORD_ATTEMPTS"
 # The message attribute naming the chunk a chunk of failed records came from.
 FAILED_FROM = "failed_from"
 DEFAULT_RECORD_ATTEMPTS = 3
+# A chunk's claim is a lease, renewed per record (`run_records`): a killed invocation blocks
+# its chunk for this long, not for its whole timeout. The claim only saves redoing effects
+# that are idempotent anyway, so an invocation slower than its lease costs repeated work,
+# never a doubled record.
+CHUNK_CLAIM_LEASE_MS = 20_000
 # A wait for a claim held elsewhere must end this long before the invocation's own time does.
 CLAIM_WAIT_MARGIN_MS = 3_000
 # SQS hides a message for at most 12 hours.
@@ -359,6 +364,7 @@ class StageRuntime:
                 effects,
                 payload_hash=chunk_payload_hash(chunk),
                 remaining_ms=remaining_ms,
+                lease_ms=CHUNK_CLAIM_LEASE_MS,
             )
         except IdempotencyPayloadMismatchError as error:
             # Same chunk id, other records: bad data from this stage's point of view. Keep the

@@ -25,7 +25,7 @@ from sluice.idempotency import (
 )
 from sluice.ledger import PARTITION_KEY, SORT_KEY, LedgerWriter
 from sluice.quarantine import Quarantine
-from sluice.stage import StageRuntime
+from sluice.stage import CHUNK_CLAIM_LEASE_MS, StageRuntime
 
 AT = "2026-11-27T06:00:00.000Z"
 STAGE = "cleanse"
@@ -195,10 +195,15 @@ def test_chunk_id_reused_for_other_content_is_quarantined_whole(platform: Resour
     assert ledger(platform) == first
 
 
-def test_remaining_time_comes_from_the_lambda_context(platform: ResourceNames) -> None:
+@pytest.mark.parametrize("remaining_ms", [12_000, 42_000])
+def test_a_chunk_claim_lasts_the_remaining_time_or_its_lease_if_shorter(
+    platform: ResourceNames, remaining_ms: int
+) -> None:
+    held_for = min(remaining_ms, CHUNK_CLAIM_LEASE_MS)
+
     class Context:
         def get_remaining_time_in_millis(self) -> int:
-            return 42_000
+            return remaining_ms
 
     class Event:
         """What Chalice passes an `on_sqs_message` handler."""
@@ -221,7 +226,7 @@ def test_remaining_time_comes_from_the_lambda_context(platform: ResourceNames) -
 
     assert runtime.handle_sqs(Event(sqs_event(chunk())), handle) == {"batchItemFailures": []}
     [left] = seen
-    assert 42_000 + IN_PROGRESS_MARGIN_MS - 2_000 < left <= 42_000 + IN_PROGRESS_MARGIN_MS
+    assert held_for + IN_PROGRESS_MARGIN_MS - 2_000 < left <= held_for + IN_PROGRESS_MARGIN_MS
 
 
 def test_claim_false_skips_idempotency_but_keeps_the_ledger(
@@ -298,3 +303,28 @@ def test_undecodable_sns_message_is_quarantined_not_raised(platform: ResourceNam
     )
     assert body["raw"] == "{broken"
     assert "not JSON" in body["reason"]
+
+
+def test_a_long_chunk_renews_its_claim_as_its_records_are_handled(
+    platform: ResourceNames,
+) -> None:
+    now = [time.time()]
+    runtime = StageRuntime(STAGE, idempotency=IdempotencyStore(clock=lambda: now[0]))
+    expiries: list[int] = []
+
+    def slow(record: Record, c: Chunk) -> int:
+        now[0] += CHUNK_CLAIM_LEASE_MS / 1000 * 0.6  # each record takes 60% of a lease
+        item = claim_item(platform, c.chunk_id)
+        assert item is not None
+        expiries.append(int(item[IN_PROGRESS_EXPIRY_ATTR]["N"]))
+        return 1
+
+    def handle(c: Chunk) -> ChunkOutcome:
+        results = runtime.run_records(c, slow)
+        results.outcome.out = len(results.outputs)
+        return results.outcome
+
+    assert runtime.handle_sqs(sqs_event(chunk(n=4)), handle) == {"batchItemFailures": []}
+    # Renewed before the second, third and fourth records: never lapsed while working.
+    assert expiries == sorted(set(expiries))
+    assert len(expiries) == 4

@@ -24,6 +24,7 @@ from support.waiting import HANG_S, wait_until
 from sluice_tools.dlq import redrive
 from sluice_tools.ledger import Exit, ledger_report
 from sluice_tools.ledger.command import repo_sinks
+from sluice_tools.local.apifaults import ApiFaultRule
 from sluice_tools.local.commands import landing_key, sample_files
 from sluice_tools.local.faults import FaultRule
 from sluice_tools.local.runtime import LocalRuntime, Options
@@ -300,3 +301,56 @@ def test_a_chunk_that_always_fails_is_dead_lettered_then_redriven_once(
     assert pipeline.delivered_orders("o-93") == {"o-9301": 1, "o-9302": 1}
     assert pipeline.indexed_orders("o-93") == {"o-9301": 1, "o-9302": 1}
     assert pipeline.alerted_orders("o-93") == {"o-9301": 1, "o-9302": 1}
+
+
+# A worker SIGKILLed by the emulator right after one of its calls took effect: in the middle of
+# real work, never in a hook before the handler. Each function kind, S3-triggered ingest too.
+KILLS = {
+    "ingest-after-its-send-before-its-ledger-entry": (
+        "-on_object_created",
+        "sqs",
+        "SendMessageBatch",
+    ),
+    "cleanse-after-its-claim-before-its-send": ("-cleanse", "dynamodb", "PutItem"),
+    "router-after-its-publish-before-its-ledger-entry": ("-route", "sns", "PublishBatch"),
+    "warehouse-after-its-object-before-its-ledger-entry": (
+        "warehouse-local-consume",
+        "s3",
+        "PutObject",
+    ),
+    "index-after-its-write-before-its-ledger-entry": (
+        "index-local-consume",
+        "dynamodb",
+        "BatchWriteItem",
+    ),
+    "alerts-after-publishing-before-completing-its-claims": (
+        "alerts-local-consume",
+        "sns",
+        "PublishBatch",
+    ),
+}
+
+
+@pytest.mark.parametrize("where", sorted(KILLS))
+def test_a_worker_killed_in_the_middle_of_real_work_loses_and_doubles_nothing(
+    pipeline: Pipeline, tmp_path: Path, where: str
+):
+    function, service, operation = KILLS[where]
+    runtime = pipeline.runtime
+    rule = runtime.options.api_faults.add(
+        ApiFaultRule("kill_after", service, (operation,), function=function, times=1)
+    )
+    prefix = f"o-k{sorted(KILLS).index(where)}"
+    orders = [f"{prefix}-{i}" for i in range(3)]
+    key = pipeline.upload_orders(tmp_path, f"killed-{where}", orders)
+
+    wait_until(lambda: rule.fired, what=f"the kill of {function} after {operation}")
+    assert runtime.wait_drained(HANG_S * 2), runtime.depths()
+
+    once = dict.fromkeys(orders, 1)
+    assert pipeline.delivered_orders(prefix) == once
+    assert pipeline.indexed_orders(prefix) == once
+    alerted = pipeline.alerted_orders(prefix)  # at least once (README's delivery contract)
+    assert set(alerted) == set(orders)
+    flow = pipeline.flow(key)
+    assert flow.exit == Exit.BALANCED, [p.message for p in flow.problems]

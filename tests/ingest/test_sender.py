@@ -174,3 +174,26 @@ def test_ingest_retries_only_failed_entries_end_to_end(
     assert len(chunks) == 5
     assert len(flaky.entries_sent) == len(set(flaky.entries_sent)) == 5
     assert sorted(r.payload["id"] for c in chunks for r in c.records) == list(range(9))
+
+
+def test_an_ingest_send_whose_answer_was_lost_repeats_the_same_chunks_and_counts_once(
+    platform: Any, make_ingestor: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.lost_answers import lose_answers
+
+    from sluice import aws
+
+    monkeypatch.setenv("SLUICE_CHUNK_MAX_RECORDS", "2")
+    body = b"".join(b'{"id": %d}\n' % i for i in range(9))
+    with lose_answers(aws.sqs(), "SendMessageBatch") as lost:
+        make_ingestor().handle_s3_event(platform.put("incoming/order/lost.jsonl", body))
+
+    assert lost.lost == ["SendMessageBatch"]
+    chunks = platform.raw_chunks()
+    ids = [c.chunk_id for c in chunks]
+    assert (
+        len(ids) > len(set(ids)) == 5
+    )  # the retried batch went twice, same ids: deduplicated downstream
+    records = {r.id: r.payload["id"] for c in chunks for r in c.records}
+    assert sorted(records.values()) == list(range(9))
+    assert platform.ledger_totals()["records_in"] == 9

@@ -110,3 +110,19 @@ def test_ledger_write_failure_is_transient(platform: ResourceNames) -> None:
 def test_one_write_per_chunk(platform: ResourceNames, dynamodb_calls: Any) -> None:
     LedgerWriter().record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=5))
     assert dynamodb_calls.operations == ["PutItem"]
+
+
+def test_a_ledger_write_whose_answer_was_lost_stands_once_with_its_counts(
+    platform: ResourceNames,
+) -> None:
+    from support.lost_answers import lose_answers
+
+    with lose_answers(aws.dynamodb(), "PutItem") as lost:
+        LedgerWriter().record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=5))
+
+    assert lost.lost == ["PutItem"]  # the retry met the written entry: not an error
+    assert list(entries(platform)) == ["cleanse#c-1"]
+    assert numbers(entries(platform)["cleanse#c-1"], "records_in", "out") == {
+        "records_in": 5,
+        "out": 5,
+    }

@@ -57,8 +57,8 @@ _GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 CLAIM_POLL_FIRST_S = 1.0
 CLAIM_POLL_MAX_S = 15.0
 # An object's claim is a lease renewed while it is read, not the invocation's 15 minutes:
-# if the reader dies, another invocation of the object takes over within a minute.
-CLAIM_LEASE_MS = 60_000
+# if the reader dies, another invocation of the object takes over within half a minute.
+CLAIM_LEASE_MS = 30_000
 # Content-Encoding values (RFC 9110) naming gzip, and compressions ingest cannot read.
 _GZIP_CODINGS = frozenset({"gzip", "x-gzip"})
 _OTHER_CODINGS = frozenset({"br", "zstd", "deflate", "compress", "x-compress", "bzip2"})

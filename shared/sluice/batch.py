@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
 from sluice.envelope import Chunk, Record, chunk_from_sqs_body
-from sluice.errors import PermanentError, TransientError
+from sluice.errors import PermanentError, SluiceError
 from sluice.idempotency import renew_lease
 from sluice.observability import add_metric, get_logger, get_tracer, log_context
 
@@ -191,9 +191,10 @@ def run_records(
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether a retry may succeed: a `TransientError`, an I/O error (`OSError`: timeouts,
-    refused connections), or botocore's own errors (AWS faults)."""
-    if isinstance(error, TransientError | OSError):
+    """Whether a retry may succeed: any Sluice error that is not bad data (`TransientError`,
+    and `ConfigError` or `UnsupportedVersionError`, which a deploy fixes before a redrive),
+    an I/O error (`OSError`: timeouts, refused connections), or botocore's own errors."""
+    if isinstance(error, SluiceError | OSError) and not isinstance(error, PermanentError):
         return True
     from sluice import aws  # botocore is imported by then if it raised
 

@@ -237,3 +237,24 @@ def test_a_redriven_chunk_of_failed_records_is_ledgered_as_a_retry_of_its_parent
     retry = entries[f"{STAGE}#{failed_chunk_id('c-1')}"]
     assert (retry["records_in"], retry["out"], retry["retry_of"]) == (1, 1, "c-1")
     assert entries[f"sink:{SINK}#{failed_chunk_id('c-1')}"]["retry_of"] == "c-1"
+
+
+def test_a_deploy_error_on_a_record_fails_the_chunk_rather_than_dead_lettering_records(
+    platform: ResourceNames,
+) -> None:
+    from sluice.errors import ConfigError
+
+    dlq = queue(platform.dlq_of(QUEUE_ARN.rsplit(":", 1)[1]))
+    runtime = StageRuntime(STAGE)
+
+    def misconfigured(c: Chunk) -> ChunkOutcome:
+        def deliver(record: Record, _: Chunk) -> str:
+            raise ConfigError("SLUICE_SINK_BUCKET is not set")
+
+        return runtime.run_records(c, deliver).outcome
+
+    response = runtime.handle_sqs(event(attempt=DEFAULT_RECORD_ATTEMPTS), misconfigured)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}  # redrive after a fix
+    assert drain(dlq) == []  # no record dead-lettered as if it were its own fault
+    assert ledger(platform) == {}

@@ -478,11 +478,16 @@ def _arn_parts(arn: str) -> tuple[str, str, str]:
 
 
 def _url_of(region: str, account: str, queue: str) -> str:
-    """A queue's URL without a GetQueueUrl call (the local emulator's, under an endpoint)."""
+    """A queue's URL without a GetQueueUrl call (the local emulator's, under an endpoint).
+
+    SQS's JSON protocol sends the request to the client's endpoint and names the queue by
+    this URL's last two parts (account, name), so the host only has to be a valid one.
+    """
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         return f"{endpoint.rstrip('/')}/{account}/{queue}"
-    return f"https://sqs.{region}.amazonaws.com/{account}/{queue}"
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://sqs.{region}.{suffix}/{account}/{queue}"
 
 
 def _queue_url(arn: str) -> str:

@@ -179,7 +179,7 @@ def test_ingest_retries_only_failed_entries_end_to_end(
 def test_an_ingest_send_whose_answer_was_lost_repeats_the_same_chunks_and_counts_once(
     platform: Any, make_ingestor: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from support.lost_answers import lose_answers
+    from support.calls import lose_answers
 
     from sluice import aws
 

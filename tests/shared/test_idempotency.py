@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from support.lost_answers import lose_answers
+from support.calls import lose_answers
 
 from sluice import aws
 from sluice.config import ResourceNames

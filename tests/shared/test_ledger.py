@@ -115,7 +115,7 @@ def test_one_write_per_chunk(platform: ResourceNames, dynamodb_calls: Any) -> No
 def test_a_ledger_write_whose_answer_was_lost_stands_once_with_its_counts(
     platform: ResourceNames,
 ) -> None:
-    from support.lost_answers import lose_answers
+    from support.calls import lose_answers
 
     with lose_answers(aws.dynamodb(), "PutItem") as lost:
         LedgerWriter().record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=5))

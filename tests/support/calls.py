@@ -9,6 +9,9 @@ Faults come in the two kinds a caller cannot tell apart:
                                                                the same (a timeout)
 
 A stage must survive both: retry after REFUSED, and after LOST retry without doubling.
+`failing` hands either error to the caller; `lose_answers` loses an answer where botocore's
+own retry meets it first (the 5xx after a write that the SDK retries before the caller ever
+sees it), so the very same request is sent again, as against AWS.
 """
 
 from __future__ import annotations
@@ -114,6 +117,40 @@ def failing(
     finally:
         events.unregister(f"before-parameter-build.{name}", choose)
         events.unregister(f"{stage}.{name}", fail)
+
+
+@dataclass
+class LostAnswers:
+    """How many answers are still to lose, and the operations whose answers were lost."""
+
+    remaining: int
+    lost: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def lose_answers(client: Any, operation: str, times: int = 1) -> Iterator[LostAnswers]:
+    """Lose the answers of the next `times` successful calls of `operation` on `client`.
+
+    The call goes through (the effect happens), then botocore's retry logic is told
+    (`needs-retry`) that the attempt needs a retry, so the same request goes again.
+    """
+    state = LostAnswers(times)
+    event = f"needs-retry.{_service(client)}.{operation}"
+
+    def retry(response: Any = None, caught_exception: Any = None, **_: Any) -> float | None:
+        if state.remaining <= 0 or caught_exception is not None or response is None:
+            return None  # botocore's own retry rules decide
+        if response[0].status_code >= 300:
+            return None
+        state.remaining -= 1
+        state.lost.append(operation)
+        return 0.0  # retry now: the answer that came back is, for the caller, lost
+
+    client.meta.events.register_first(event, retry)
+    try:
+        yield state
+    finally:
+        client.meta.events.unregister(event, retry)
 
 
 def _service(client: Any) -> str:

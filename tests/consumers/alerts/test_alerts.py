@@ -254,7 +254,7 @@ def test_every_alert_carries_its_record_id_as_a_stable_alert_id(
 def test_a_publish_whose_answer_was_lost_repeats_alerts_only_under_the_same_alert_id(
     account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
 ) -> None:
-    from support.lost_answers import lose_answers
+    from support.calls import lose_answers
 
     chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
     with lose_answers(aws.sns(), "PublishBatch") as lost:
@@ -270,7 +270,7 @@ def test_a_publish_whose_answer_was_lost_repeats_alerts_only_under_the_same_aler
 def test_a_claim_transaction_whose_answer_was_lost_still_alerts_once_each(
     account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
 ) -> None:
-    from support.lost_answers import lose_answers
+    from support.calls import lose_answers
 
     chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
     with lose_answers(aws.dynamodb(), "TransactWriteItems") as lost:

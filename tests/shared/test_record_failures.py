@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from support.events import QUEUE_ARN, sqs_record
+from support.platform import ledger_entries
 
 from sluice import aws
 from sluice.batch import ChunkOutcome
 from sluice.config import ResourceNames
 from sluice.envelope import Chunk, Record
 from sluice.idempotency import IdempotencyStore
-from sluice.ledger import PARTITION_KEY, SORT_KEY
 from sluice.stage import DEFAULT_RECORD_ATTEMPTS, StageRuntime, failed_chunk_id
 
 AT = "2026-11-27T06:00:00.000Z"
@@ -51,16 +51,7 @@ class Sink:
 
 
 def ledger(names: ResourceNames) -> dict[str, dict[str, Any]]:
-    found = aws.dynamodb().query(
-        TableName=names.ledger_table,
-        KeyConditionExpression="#c = :c",
-        ExpressionAttributeNames={"#c": PARTITION_KEY},
-        ExpressionAttributeValues={":c": {"S": "corr-1"}},
-    )
-    return {
-        i[SORT_KEY]["S"]: {k: (int(v["N"]) if "N" in v else v.get("S")) for k, v in i.items()}
-        for i in found["Items"]
-    }
+    return ledger_entries(names.ledger_table, "corr-1")
 
 
 def queue(name: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from support.events import sqs_event
+from support.platform import ledger_entries
 
 from sluice import aws
 from sluice.batch import ChunkOutcome
@@ -23,7 +24,7 @@ from sluice.idempotency import (
     Claim,
     IdempotencyStore,
 )
-from sluice.ledger import PARTITION_KEY, SORT_KEY, LedgerWriter
+from sluice.ledger import LedgerWriter
 from sluice.quarantine import Quarantine
 from sluice.stage import CHUNK_CLAIM_LEASE_MS, StageRuntime
 
@@ -63,17 +64,8 @@ class Handler:
         return results.outcome
 
 
-def ledger(names: ResourceNames) -> dict[str, dict[str, int | str]]:
-    found = aws.dynamodb().query(
-        TableName=names.ledger_table,
-        KeyConditionExpression="#c = :c",
-        ExpressionAttributeNames={"#c": PARTITION_KEY},
-        ExpressionAttributeValues={":c": {"S": "corr-1"}},
-    )
-    return {
-        i[SORT_KEY]["S"]: {k: (int(v["N"]) if "N" in v else v["S"]) for k, v in i.items()}
-        for i in found["Items"]
-    }
+def ledger(names: ResourceNames) -> dict[str, dict[str, Any]]:
+    return ledger_entries(names.ledger_table, "corr-1")
 
 
 def claim_item(names: ResourceNames, cid: str) -> dict[str, Any] | None:

@@ -78,3 +78,20 @@ def create_queues(queues: Iterable[str]) -> list[str]:
     """The queues, created in order; their URLs in the same order."""
     sqs = aws.sqs()
     return [sqs.create_queue(QueueName=queue)["QueueUrl"] for queue in queues]
+
+
+def ledger_entries(table: str, correlation_id: str) -> dict[str, dict[str, Any]]:
+    """The ledger's items of one correlation id by entry (`<stage>#<chunk>`, `sink:…`), each
+    attribute as a plain value (numbers as int, strings as str)."""
+    from sluice.ledger import PARTITION_KEY, SORT_KEY
+
+    found = aws.dynamodb().query(
+        TableName=table,
+        KeyConditionExpression="#c = :c",
+        ExpressionAttributeNames={"#c": PARTITION_KEY},
+        ExpressionAttributeValues={":c": {"S": correlation_id}},
+    )
+    return {
+        item[SORT_KEY]["S"]: {k: int(v["N"]) if "N" in v else v.get("S") for k, v in item.items()}
+        for item in found["Items"]
+    }

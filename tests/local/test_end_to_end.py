@@ -3,16 +3,24 @@
 One runtime for the module (deploying the stage takes about a minute): the samples go
 through first; each fault test then uploads a small file of its own, so its records and its
 ledger flow are told apart from the rest by their source key.
+
+It runs as a real account would: a resource prefix of its own (`acme-data`), a region other
+than us-east-1, and the emulator enforcing each function's IAM policy. The deploy is of a
+copy of the tree whose one pull source is a local HTTP server that wants a bearer token from
+SSM, so the scheduled pull goes the whole way too.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import http.server
 import json
 import os
 import re
+import shutil
 import signal
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +43,10 @@ from .conftest import ROOT, depth, queue
 pytestmark = pytest.mark.slow
 
 VISIBILITY_S = 6  # SQS mappings only; the queues' own are 6 x the function timeout
+PREFIX, REGION = "acme-data", "eu-west-1"  # what an account of its own would choose
+PULL_TOKEN = "e2e-pull-token"
+PULL_SECRET = "pull/e2e-orders/token"
+PULLED_ORDERS = ["o-pull-1", "o-pull-2", "o-pull-3"]
 README = (ROOT / "samples" / "README.md").read_text(encoding="utf-8")
 REJECT_RE = re.compile(r"^- `([^`]+)`: `(.+?)`", re.M)
 GOOD, QUARANTINED_BY_CLEANSE, UNPARSEABLE, HIGH_PRIORITY = 34, 16, 1, 10
@@ -57,20 +69,15 @@ class Pipeline:
         """A small JSON Lines file of good orders under incoming/order/; returns its key."""
         path = tmp_path / "incoming" / "order" / f"{name}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [
-            json.dumps(
-                {
-                    "order_id": oid,
-                    "customer_id": "c-001",
-                    "email": "ada@example.com",
-                    "amount": 5000,  # high priority: every sink sees it
-                    "currency": "EUR",
-                    "created_at": "2026-11-27T08:15:00Z",
-                }
-            )
-            for oid in order_ids
-        ]
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        # amount 5000: high priority, so every sink sees each order
+        self.upload_records(tmp_path, name, [_order(oid) for oid in order_ids])
+        return landing_key(path)
+
+    def upload_records(self, tmp_path: Path, name: str, orders: list[dict[str, Any]]) -> str:
+        """A JSON Lines file of these orders under incoming/order/; returns its key."""
+        path = tmp_path / "incoming" / "order" / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(o) + "\n" for o in orders), encoding="utf-8")
         key = landing_key(path)
         self.runtime.upload([(path, key)])
         return key
@@ -150,23 +157,96 @@ class Pipeline:
         return docs
 
 
+class PullSource(http.server.BaseHTTPRequestHandler):
+    """An HTTP source of orders that answers only with the right bearer token."""
+
+    seen: list[str | None] = []  # the Authorization header of every request
+
+    def do_GET(self) -> None:
+        PullSource.seen.append(self.headers.get("Authorization"))
+        if self.headers.get("Authorization") != f"Bearer {PULL_TOKEN}":
+            self.send_error(401)
+            return
+        done = "since=" in self.path  # the second pull, from the cursor, finds nothing new
+        records = [] if done else [_order(oid, amount=5000) for oid in PULLED_ORDERS]
+        body = json.dumps({"records": records, "next_cursor": "c-1"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def _order(order_id: str, amount: float = 5000, **extra: Any) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "customer_id": "c-001",
+        "email": "ada@example.com",
+        "amount": amount,
+        "currency": "EUR",
+        "created_at": "2026-11-27T08:15:00Z",
+        **extra,
+    }
+
+
+def _tree_with_pull_source(dest: Path, url: str) -> Path:
+    """A copy of the repository whose ingest pulls from `url` (the checkout is untouched)."""
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", ".nox", ".sluice", "vendor", "__pycache__", "*_cache"
+    )
+    shutil.copytree(ROOT, dest, ignore=skip, symlinks=True)
+    source = {
+        "name": "e2e-orders",
+        "url": url,
+        "type": "order",
+        "cursor_param": "since",
+        "secret_parameter": PULL_SECRET,
+        "format": "json",
+    }
+    (dest / "ingest" / "chalicelib" / "sources.json").write_text(json.dumps([source]))
+    return dest
+
+
 @pytest.fixture(scope="module")
-def pipeline(aws_env: None) -> Iterator[Pipeline]:
+def pipeline(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PullSource)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/orders"
+    tree = _tree_with_pull_source(tmp_path_factory.mktemp("e2e") / "repo", url)
     options = Options(
         # Under the repo (git-ignored): the deploy's chalice zip cache survives between runs.
         state_dir=ROOT / ".sluice" / "tests-local",
-        root=ROOT,
+        root=tree,
         console=False,
         visibility_timeout_s=VISIBILITY_S,
         async_retry_delays_s=(0.5, 1.0),
         schedules=False,
     )
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SLUICE_RESOURCE_PREFIX", PREFIX)
+    mp.setenv("AWS_REGION", REGION)
+    mp.setenv("AWS_DEFAULT_REGION", REGION)
     runtime = LocalRuntime(options)
     runtime.start()
     try:
+        assert runtime.names.prefix == PREFIX
         sqs, sns = runtime.client("sqs"), runtime.client("sns")
+        ssm = runtime.client("ssm")
+        ssm.put_parameter(
+            Name=f"/{PREFIX}/{runtime.names.stage}/{PULL_SECRET}",
+            Value=PULL_TOKEN,
+            Type="SecureString",
+        )
         tap_url, tap_arn = queue(sqs, "test-alerts-tap")
-        topic = f"arn:aws:sns:us-east-1:123456789012:{runtime.names.alerts_topic}"
+        (topic,) = [
+            t["TopicArn"]
+            for t in sns.list_topics()["Topics"]
+            if t["TopicArn"].endswith(f":{runtime.names.alerts_topic}")
+        ]
+        assert f":{REGION}:" in topic
         sns.subscribe(
             TopicArn=topic,
             Protocol="sqs",
@@ -187,6 +267,8 @@ def pipeline(aws_env: None) -> Iterator[Pipeline]:
         yield pipeline
     finally:
         runtime.stop()
+        server.shutdown()
+        mp.undo()
 
 
 @pytest.fixture
@@ -358,3 +440,62 @@ def test_workers_killed_in_the_middle_of_real_work_lose_and_double_nothing(
         assert set(pipeline.alerted_orders(prefix)) == set(orders), where
         flow = pipeline.flow(key)
         assert flow.exit == Exit.BALANCED, (where, [p.message for p in flow.problems])
+
+
+def test_a_scheduled_pull_lands_its_records_with_the_token_from_ssm(pipeline: Pipeline):
+    runtime = pipeline.runtime
+    PullSource.seen.clear()
+    runtime.fire("-pull_sources")
+    assert runtime.wait_drained(120), runtime.depths()
+    once = dict.fromkeys(PULLED_ORDERS, 1)
+    assert pipeline.delivered_orders("o-pull-") == once
+    assert pipeline.indexed_orders("o-pull-") == once
+    assert pipeline.alerted_orders("o-pull-") == once
+    assert PullSource.seen == [f"Bearer {PULL_TOKEN}"]  # read from SSM under the prefix
+    (flow,) = [f for f in pipeline.report().flows if "/pulls/e2e-orders/" in f.source]
+    assert flow.exit == Exit.BALANCED, [p.message for p in flow.problems]
+
+    runtime.fire("-pull_sources")  # from the stored cursor: nothing new, nothing doubled
+    assert runtime.wait_drained(120), runtime.depths()
+    assert PullSource.seen[-1] == f"Bearer {PULL_TOKEN}"
+    assert pipeline.delivered_orders("o-pull-") == once
+
+
+def test_a_record_too_large_for_a_message_travels_by_claim_check(
+    pipeline: Pipeline, tmp_path: Path
+):
+    # ~330 KB of line items: more than an SNS message holds, so each hop passes a reference.
+    items = [{"sku": f"sku-{n:06d}", "quantity": 1, "unit_price": 1.5} for n in range(6000)]
+    big = _order("o-big-1", items=items)
+    small = _order("o-big-2")
+    key = pipeline.upload_records(tmp_path, "claim-check", [big, small])
+    assert len(json.dumps(big)) > 256 * 1024
+    assert pipeline.runtime.wait_drained(180), pipeline.runtime.depths()
+
+    curated = [line for line in pipeline.curated_payloads() if line["order_id"] == "o-big-1"]
+    assert len(curated) == 1
+    assert len(curated[0]["items"]) == len(items)
+    assert pipeline.delivered_orders("o-big-") == {"o-big-1": 1, "o-big-2": 1}
+    assert pipeline.indexed_orders("o-big-") == {"o-big-1": 1, "o-big-2": 1}
+    s3 = pipeline.client("s3")
+    held = s3.list_objects_v2(Bucket=pipeline.runtime.names.payloads_bucket).get("KeyCount", 0)
+    assert held > 0, "no payload went by claim check"
+    flow = pipeline.flow(key)
+    assert flow.exit == Exit.BALANCED, [p.message for p in flow.problems]
+
+
+def test_the_index_answers_the_latest_version_of_an_order(pipeline: Pipeline, tmp_path: Path):
+    pipeline.upload_records(tmp_path, "versions-1", [_order("o-ver-1", amount=10)])
+    assert pipeline.runtime.wait_drained(120), pipeline.runtime.depths()
+    pipeline.upload_records(tmp_path, "versions-2", [_order("o-ver-1", amount=20)])
+    assert pipeline.runtime.wait_drained(120), pipeline.runtime.depths()
+
+    ddb = pipeline.client("dynamodb")
+    table = pipeline.runtime.names.records_table
+    query = {"KeyConditionExpression": "pk = :pk", "ExpressionAttributeValues": {}}
+    query["ExpressionAttributeValues"] = {":pk": {"S": "order#o-ver-1"}}
+    versions = ddb.query(TableName=table, **query)["Items"]
+    assert len(versions) == 2
+    (latest,) = ddb.query(TableName=table, ScanIndexForward=False, Limit=1, **query)["Items"]
+    assert latest["sk"]["S"] == max(v["sk"]["S"] for v in versions)
+    assert json.loads(latest["payload"]["S"])["amount"] == 20

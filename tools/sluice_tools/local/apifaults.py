@@ -39,7 +39,6 @@ The plan in force is the process's (`use`): moto's state is per process, so is i
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -263,21 +262,9 @@ def identify(environ: Mapping[str, Any]) -> Call | None:
 
 def operation_of(service: str, environ: Mapping[str, Any]) -> str:
     """The API operation a request calls (JSON target, query Action, or S3's REST form)."""
-    target = str(environ.get("HTTP_X_AMZ_TARGET") or "")
-    if target:
-        return target.rpartition(".")[2]
-    if service == "s3":
-        return s3_operation(environ)
-    query = parse_qs(str(environ.get("QUERY_STRING") or ""))
-    if "Action" in query:
-        return query["Action"][0]
-    if "x-www-form-urlencoded" in str(environ.get("CONTENT_TYPE") or ""):
-        stream = environ.get("wsgi.input")
-        if isinstance(stream, io.BytesIO):  # the emulator's server buffers every body
-            form = parse_qs(stream.getvalue().decode("utf-8", "replace"))
-            if "Action" in form:
-                return form["Action"][0]
-    return "unknown"
+    from sluice_tools.local.iam import operation
+
+    return operation(service, environ)
 
 
 def s3_operation(environ: Mapping[str, Any]) -> str:

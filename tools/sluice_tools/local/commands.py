@@ -89,12 +89,15 @@ def _serve_until_signalled(runtime: Any, state_dir: Path) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    from sluice_tools.local.emulator import CREDENTIALS  # the operator's: allowed everything
+
     path = _write_state(state_dir, runtime.endpoint, runtime.options.stage)
     _err(f"\nsluice local is up: {runtime.endpoint}")
     _err(f"  aws --endpoint-url {runtime.endpoint} s3 ls")
     _err(
         f"  export AWS_ENDPOINT_URL={runtime.endpoint} AWS_DEFAULT_REGION=us-east-1 "
-        "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing"
+        f"AWS_ACCESS_KEY_ID={CREDENTIALS['AWS_ACCESS_KEY_ID']} "
+        f"AWS_SECRET_ACCESS_KEY={CREDENTIALS['AWS_SECRET_ACCESS_KEY']}"
     )
     _err(f"  logs: {state_dir / 'logs'}/<function>.log; stop: Ctrl-C or `sluice local down`")
     try:

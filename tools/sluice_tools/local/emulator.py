@@ -15,14 +15,18 @@ import threading
 import time
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 DEFAULT_REGION = "us-east-1"
+# The operator's credentials: tooling, tests, the deploy, the runtime's own bookkeeping and the
+# `aws` CLI. Once the runtime enforces IAM (`iam.py`) this key is allowed everything (the
+# account's admin); functions call with their own role's credentials instead. A well-formed
+# access key id (AKIA + 16), as moto and botocore expect of a long-term key.
 CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_ACCESS_KEY_ID": "AKIASLUICELOCALADMIN",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
 }
@@ -383,7 +387,9 @@ def _dynamodb_parameters(handler: Any, request: Any) -> None:
     if handler._get_action() in _PLAIN_DYNAMODB_ACTIONS:
         body = request.data
         if body and not any(token in body for token in _NOT_PLAIN):
-            handler.params = json.loads(body)
+            # Parsed already by the IAM check (iam.PARSED_BODY) when it read the table names.
+            parsed = getattr(request, "environ", {}).get("sluice.iam.body")
+            handler.params = parsed if isinstance(parsed, dict) else json.loads(body)
             return
     BaseResponse.parse_parameters(handler, request)
 
@@ -570,7 +576,7 @@ class Emulator:
                 create_backend_app,
             )
 
-            from sluice_tools.local import apifaults
+            from sluice_tools.local import apifaults, iam
             from sluice_tools.local.httpserver import KeepAliveServer
 
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -578,7 +584,12 @@ class Emulator:
             logging.getLogger("moto").setLevel(logging.ERROR)
             warnings.filterwarnings("ignore", message="Tried to parse", category=UserWarning)
             quiet()
-            app = apifaults.middleware(DomainDispatcherApplication(create_backend_app))
+            # IAM outermost: a call its role does not allow never reaches the API faults (a
+            # "lost answer" or a kill after a call that was refused would be no such thing),
+            # nor moto.
+            app = iam.middleware(
+                apifaults.middleware(DomainDispatcherApplication(create_backend_app))
+            )
             self._server = KeepAliveServer(app, host="127.0.0.1", port=self.port)
             self._server.start()
         return self.endpoint
@@ -603,6 +614,9 @@ class Emulator:
             self._server.stop()
             self._server = None
             unquiet()
+            from sluice_tools.local import iam
+
+            iam.enforce(False)
 
     def env(self) -> dict[str, str]:
         """What a process needs to talk to this emulator with boto3 (or the aws CLI)."""
@@ -627,8 +641,17 @@ class Emulator:
         return code
 
 
-def client(service: str, endpoint: str, region: str = DEFAULT_REGION) -> Any:
-    """A boto3 client on the emulator (fake credentials, adaptive retries for a busy server)."""
+def client(
+    service: str,
+    endpoint: str,
+    region: str = DEFAULT_REGION,
+    credentials: Mapping[str, str] | None = None,
+) -> Any:
+    """A boto3 client on the emulator (retries for a busy server).
+
+    The operator's credentials unless `credentials` (`AWS_ACCESS_KEY_ID`,
+    `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, e.g. a function role's) are given.
+    """
     import boto3
     from botocore.config import Config
 
@@ -639,10 +662,11 @@ def client(service: str, endpoint: str, region: str = DEFAULT_REGION) -> Any:
         max_pool_connections=50,
     )
     # `Any`: the stubs overload `client` per literal service name; ours is a plain str.
+    creds = CREDENTIALS if credentials is None else credentials
     session: Any = boto3.session.Session(
-        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        aws_session_token=CREDENTIALS["AWS_SESSION_TOKEN"],
+        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
         region_name=region,
     )
     return session.client(service, endpoint_url=endpoint, config=config)

@@ -29,4 +29,6 @@ def on_continue(event: Any) -> Any:
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def pull_sources(event: Any) -> dict[str, Any]:
-    return pull.handle_schedule(event.to_dict())
+    context = getattr(event, "context", None)
+    remaining = context.get_remaining_time_in_millis() if context is not None else None
+    return pull.handle_schedule(event.to_dict(), remaining)

@@ -5,22 +5,25 @@ so pulled data takes the same S3 path as everything else. A failed pull keeps th
 A source (`chalicelib/sources.json`) is {name, url, type, cursor_param, format,
 secret_parameter?, enabled?}. `format` "json": the body is {"records": [...],
 "next_cursor": ...}; "jsonl": one record per line, the next cursor in the `X-Next-Cursor`
-header (the body is landed as is). urllib only: no third-party HTTP client in the Lambda.
+header (the body is landed as is). Requests go through `safe_http` (https only, public
+addresses only, no redirect to another origin, one deadline per source); the invocation's
+remaining time bounds them all, and a source left without time keeps its cursor.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chalicelib import safe_http
 from chalicelib.settings import IngestSettings
 from sluice import aws
 from sluice.config import Settings, get_settings, names
@@ -107,11 +110,14 @@ class PullResult:
     error: str | None = None
 
 
-Opener = Callable[..., Any]
+HttpGet = Callable[..., safe_http.Answer]
+# Kept back from the invocation's time (at most a tenth of it) for landing the last body
+# and moving its cursor.
+INVOCATION_RESERVE_S = 5.0
 
 
 class Puller:
-    """Pulls every enabled source; clients and the HTTP opener can be passed in."""
+    """Pulls every enabled source; clients and the HTTP getter can be passed in."""
 
     def __init__(
         self,
@@ -122,13 +128,13 @@ class Puller:
         s3: Any = None,
         dynamodb: Any = None,
         ssm: Any = None,
-        opener: Opener = urllib.request.urlopen,
+        http_get: HttpGet = safe_http.get,
     ) -> None:
         self._sources = sources
         self._settings = settings
         self._ingest = ingest
         self._s3, self._dynamodb, self._ssm = s3, dynamodb, ssm
-        self._open = opener
+        self._get = http_get
 
     @property
     def settings(self) -> Settings:
@@ -154,21 +160,36 @@ class Puller:
             setattr(self, attr, aws.client(name))
         return getattr(self, attr)
 
-    def pull_all(self, event_time: str | None = None) -> list[PullResult]:
-        """One pull per enabled source; one source failing never stops the others."""
+    def pull_all(
+        self, event_time: str | None = None, remaining_ms: int | None = None
+    ) -> list[PullResult]:
+        """One pull per enabled source; one source failing never stops the others.
+
+        `remaining_ms` (the invocation's time left) bounds them all: each source gets its own
+        deadline within it, and a source reached with no time left is not started.
+        """
         stamp = _stamp(event_time)
+        until = None
+        if remaining_ms is not None:
+            left_s = remaining_ms / 1000
+            until = time.monotonic() + left_s - min(INVOCATION_RESERVE_S, left_s / 10)
         results = []
         for source in self.sources:
             if not source.enabled:
                 continue
             with log_context(correlation_id=f"pull-{source.name}-{stamp}"):
-                results.append(self.pull(source, stamp))
+                results.append(self.pull(source, stamp, until))
         return results
 
-    def pull(self, source: Source, stamp: str) -> PullResult:
+    def pull(self, source: Source, stamp: str, until: float | None = None) -> PullResult:
+        deadline = time.monotonic() + self.ingest.pull_source_deadline_s
+        if until is not None:
+            deadline = min(deadline, until)
         cursor = self.get_cursor(source.name)
         try:
-            fetched = self.fetch(source, cursor)
+            if deadline <= time.monotonic():
+                raise PullError(f"{source.name}: no time left in this invocation")
+            fetched = self.fetch(source, cursor, deadline)
         except PullError as error:
             log.error(
                 "pull failed; cursor kept", extra={"source": source.name, "error": str(error)}
@@ -193,7 +214,7 @@ class Puller:
         log.info("pulled", extra={"source": source.name, "records": fetched.records, "key": key})
         return PullResult(source.name, True, key, fetched.records, new_cursor)
 
-    def fetch(self, source: Source, cursor: str | None) -> Fetched:
+    def fetch(self, source: Source, cursor: str | None, deadline: float | None = None) -> Fetched:
         url = source.url
         if cursor is not None:
             sep = "&" if urllib.parse.urlsplit(url).query else "?"
@@ -202,19 +223,30 @@ class Puller:
         if source.secret_parameter:
             parameter = stage_parameter(source.secret_parameter)
             headers["Authorization"] = f"Bearer {self.secret(parameter)}"
-        request = urllib.request.Request(url, headers=headers, method="GET")
         limit = self.ingest.pull_max_bytes
+        if deadline is None:
+            deadline = time.monotonic() + self.ingest.pull_source_deadline_s
         try:
-            with self._open(request, timeout=self.ingest.pull_timeout_s) as response:
-                status = getattr(response, "status", 200)
-                if status != 200:
-                    raise PullError(f"{source.name}: HTTP {status}")
-                body = response.read(limit + 1)
-                header_cursor = response.headers.get(CURSOR_HEADER)
+            answer = self._get(
+                url,
+                headers,
+                deadline=deadline,
+                max_bytes=limit,
+                read_timeout_s=self.ingest.pull_timeout_s,
+                allow_http_loopback=self.ingest.pull_allow_http_loopback,
+            )
+        except safe_http.UnsafeSourceError as exc:
+            raise PullError(f"{source.name}: refused: {exc}") from None
+        except safe_http.DeadlineError:
+            raise PullError(f"{source.name}: no complete answer within its deadline") from None
         except urllib.error.HTTPError as exc:
             raise PullError(f"{source.name}: HTTP {exc.code}") from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise PullError(f"{source.name}: {exc}") from None
+        if answer.status != 200:
+            raise PullError(f"{source.name}: HTTP {answer.status}")
+        body = answer.body
+        header_cursor = answer.headers.get(CURSOR_HEADER)
         if len(body) > limit:
             raise PullError(f"{source.name}: body larger than {limit} bytes")
         if source.format == "jsonl":
@@ -304,11 +336,11 @@ def _stamp(event_time: str | None) -> str:
 _puller: Puller | None = None
 
 
-def handle_schedule(event: Mapping[str, Any]) -> dict[str, Any]:
+def handle_schedule(event: Mapping[str, Any], remaining_ms: int | None = None) -> dict[str, Any]:
     global _puller
     if _puller is None:
         _puller = Puller()
-    results = _puller.pull_all(str(event.get("time") or "") or None)
+    results = _puller.pull_all(str(event.get("time") or "") or None, remaining_ms)
     return {"pulled": [r.__dict__ for r in results]}
 
 

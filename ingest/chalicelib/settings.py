@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sluice.config import Settings, get_settings
+from sluice.config import Settings, env_bool, get_settings
 from sluice.errors import ConfigError
 
 TYPES_ENV = "SLUICE_INGEST_TYPES"
@@ -31,8 +31,11 @@ class IngestSettings:
     safety_margin_ms: int = 30_000
     read_block_bytes: int = MIB
     # Scheduled pulls.
-    pull_timeout_s: float = 10.0
+    pull_timeout_s: float = 10.0  # per socket operation
+    pull_source_deadline_s: float = 60.0  # the whole request of one source
     pull_max_bytes: int = 64 * MIB
+    # Plain http, to loopback addresses only: local runs against a test server.
+    pull_allow_http_loopback: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
@@ -50,7 +53,9 @@ class IngestSettings:
             safety_margin_ms=_int(env, "SLUICE_INGEST_SAFETY_MARGIN_MS", 30_000),
             read_block_bytes=_int(env, "SLUICE_INGEST_READ_BLOCK_BYTES", MIB),
             pull_timeout_s=float(_int(env, "SLUICE_INGEST_PULL_TIMEOUT_S", 10)),
+            pull_source_deadline_s=float(_int(env, "SLUICE_INGEST_PULL_DEADLINE_S", 60)),
             pull_max_bytes=_int(env, "SLUICE_INGEST_PULL_MAX_BYTES", 64 * MIB),
+            pull_allow_http_loopback=env_bool(env, "SLUICE_INGEST_PULL_ALLOW_HTTP_LOOPBACK", False),
         )
 
 

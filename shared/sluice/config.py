@@ -193,7 +193,7 @@ class Settings:
             region=region,
             prefix=env.get("SLUICE_RESOURCE_PREFIX") or "sluice",
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-            idempotency_enabled=_bool(env, "SLUICE_IDEMPOTENCY", True),
+            idempotency_enabled=env_bool(env, "SLUICE_IDEMPOTENCY", True),
             chunk_max_records=max_records,
             chunk_max_bytes=max_bytes,
             record_max_bytes=record_max,
@@ -222,7 +222,8 @@ def _int(env: Mapping[str, str], variable: str, default: int) -> int:
         raise ConfigError(f"environment variable {variable}={raw!r} is not an integer") from None
 
 
-def _bool(env: Mapping[str, str], variable: str, default: bool) -> bool:
+def env_bool(env: Mapping[str, str], variable: str, default: bool) -> bool:
+    """A true/false setting (also 1/0, yes/no, on/off); `default` when unset or empty."""
     raw = env.get(variable)
     if raw is None or raw == "":
         return default

@@ -24,10 +24,14 @@ ORDERS = [{"order_id": "o-1", "amount": 12.5}, {"order_id": "o-2", "amount": 7}]
 
 
 @pytest.fixture
-def client(platform: Platform, app_module: ModuleType) -> Iterator[Client]:
+def client(platform: Platform, app_module: ModuleType, tmp_path: Path) -> Iterator[Client]:
     from chalice.test import Client
 
-    with Client(app_module.app, stage_name="test", project_dir=str(APP_DIR)) as c:
+    from sluice_tools.deploy.render import write_project_dir
+
+    # The test stage's environment, as `sluice deploy` renders it from ingest/deploy.yaml.
+    project = write_project_dir(APP_DIR, "test", tmp_path / "ingest")
+    with Client(app_module.app, stage_name="test", project_dir=str(project)) as c:
         yield c
 
 
@@ -130,6 +134,8 @@ def test_the_schedule_through_chalice_lands_what_each_enabled_source_returned(
         pull.Source("paused", f"{url}/paused", "order", "since", enabled=False),
     ]
     monkeypatch.setattr(pull, "load_sources", lambda: sources)  # instead of sources.json
+    # The test source is plain http on loopback, which only this opt-in allows.
+    monkeypatch.setenv("SLUICE_INGEST_PULL_ALLOW_HTTP_LOOPBACK", "true")
     event = client.events.generate_cw_event(
         source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
     )
@@ -146,8 +152,12 @@ def test_the_schedule_through_chalice_lands_what_each_enabled_source_returned(
     assert pulled["key"].startswith("incoming/order/pulls/shop/")
 
 
-def test_the_config_gives_every_stage_its_env_and_every_function_its_policy() -> None:
-    config = json.loads((APP_DIR / ".chalice" / "config.json").read_text())
+@pytest.mark.parametrize("stage", ["dev", "prod", "local", "test", "qa7"])
+def test_the_config_gives_every_stage_its_env_and_every_function_its_policy(stage: str) -> None:
+    from sluice_tools.deploy.render import render_for
+
+    rendered = render_for(APP_DIR, stage, prefix="acme-data")
+    config = rendered.config
     # Ingest takes exactly the record types cleanse has a schema for: no type it would
     # accept only for cleanse to quarantine every record of it, none it would refuse.
     types_dir = APP_DIR.parent / "cleanse" / "chalicelib" / "types"
@@ -155,21 +165,20 @@ def test_the_config_gives_every_stage_its_env_and_every_function_its_policy() ->
 
     assert config["app_name"] == "sluice-ingest"
     assert config["autogen_policy"] is False
-    assert set(config["stages"]) >= {"dev", "prod", "local", "test"}
-    for stage, settings in config["stages"].items():
-        env = settings["environment_variables"]
-        assert env["SLUICE_STAGE"] == stage
+    settings = config["stages"][stage]
+    for function in ("on_object_created", "on_continue", "pull_sources"):
+        env = rendered.environment(function)
+        assert (env["SLUICE_STAGE"], env["SLUICE_RESOURCE_PREFIX"]) == (stage, "acme-data")
         assert set(env["SLUICE_INGEST_TYPES"].split(",")) == cleansed_types
-        for function in ("on_object_created", "on_continue", "pull_sources"):
-            policy_file = settings["lambda_functions"][function]["iam_policy_file"]
-            assert policy_file == f"policy-{stage}-{function}.json"
-            policy = json.loads((APP_DIR / ".chalice" / policy_file).read_text())
-            resources = [r for s in policy["Statement"] for r in s["Resource"]]
-            stars = [s for s in policy["Statement"] if "*" in s["Resource"]]
-            assert all(a.startswith("xray:") for s in stars for a in s["Action"])
-            scoped = (
-                f"sluice-{stage}-",
-                f"sluice-ingest-{stage}-",
-                f":parameter/sluice/{stage}/pull/",
-            )
-            assert all(r == "*" or any(part in r for part in scoped) for r in resources)
+        policy_file = settings["lambda_functions"][function]["iam_policy_file"]
+        assert policy_file == f"policy-{stage}-{function}.json"
+        policy = rendered.policies[function]
+        resources = [r for s in policy["Statement"] for r in s["Resource"]]
+        stars = [s for s in policy["Statement"] if "*" in s["Resource"]]
+        assert all(a.startswith("xray:") for s in stars for a in s["Action"])
+        scoped = (
+            f"acme-data-{stage}-",
+            f"sluice-ingest-{stage}-",
+            f":parameter/acme-data/{stage}/pull/",
+        )
+        assert all(r == "*" or any(part in r for part in scoped) for r in resources)

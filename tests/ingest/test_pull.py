@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 import pytest
 from ingest_support import Platform
 
+from chalicelib import safe_http
 from chalicelib.pull import Puller, Source, landing_key
 from chalicelib.settings import IngestSettings
 from sluice import aws
@@ -59,8 +63,14 @@ def http_source() -> Iterator[tuple[str, FakeSource]]:
 
 @pytest.fixture
 def make_puller(platform: Platform) -> Callable[..., Puller]:
-    def make(*sources: Source, timeout_s: float = 5.0) -> Puller:
-        ingest = IngestSettings(types=frozenset({"order"}), pull_timeout_s=timeout_s)
+    def make(*sources: Source, timeout_s: float = 5.0, deadline_s: float = 60.0) -> Puller:
+        # The test sources are local http servers: allowed only by the loopback opt-in.
+        ingest = IngestSettings(
+            types=frozenset({"order"}),
+            pull_timeout_s=timeout_s,
+            pull_source_deadline_s=deadline_s,
+            pull_allow_http_loopback=True,
+        )
         return Puller(list(sources), settings=Settings.from_env(), ingest=ingest)
 
     return make
@@ -214,3 +224,159 @@ def test_an_absolute_secret_parameter_is_refused_so_stages_cannot_read_each_othe
     raw = {"name": "shop", "url": "http://x", "type": "order", "cursor_param": "c"}
     with pytest.raises(ConfigError, match="must be a relative SSM name"):
         Source.from_dict({**raw, "secret_parameter": "/sluice/prod/pull/shop/token"})
+
+
+# --- what a source may be, where its token may go, how long it may take (safe_http) ---
+
+
+RECORDS = json.dumps({"records": [{"id": 1}], "next_cursor": "2"}).encode()
+
+
+@contextlib.contextmanager
+def serving(
+    name: str, seen: list[tuple[str, str, str | None]], moved: Callable[[str], str | None]
+) -> Iterator[str]:
+    """A source that logs (server, path, Authorization) and redirects where `moved(path)`
+    says (else answers one record); yields its base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((name, self.path, self.headers.get("Authorization")))
+            location = moved(self.path)
+            self.send_response(302 if location else 200)
+            if location:
+                self.send_header("Location", location)
+            self.send_header("Content-Length", "0" if location else str(len(RECORDS)))
+            self.end_headers()
+            if not location:
+                self.wfile.write(RECORDS)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_to_another_origin_never_carries_the_token(
+    platform: Platform, make_puller: Callable[..., Puller]
+) -> None:
+    seen: list[tuple[str, str, str | None]] = []
+    aws.client("ssm").put_parameter(
+        Name="/sluice/test/pull/shop/token", Value="s3cret", Type="SecureString"
+    )
+    # B is another port of the same host: another origin.
+    with (
+        serving("B", seen, lambda _: None) as b_url,
+        serving("A", seen, lambda path: b_url + path) as a_url,
+    ):
+        source = Source("shop", a_url + "/orders", "order", "since", "json", "pull/shop/token")
+        [result] = make_puller(source).pull_all(EVENT_TIME)
+
+    assert not result.ok
+    assert "another origin refused" in (result.error or "")
+    assert seen == [("A", "/orders", "Bearer s3cret")]  # B was never asked
+    assert landed(platform) == {}
+
+
+def test_a_redirect_within_the_same_origin_is_followed(
+    platform: Platform, make_puller: Callable[..., Puller]
+) -> None:
+    seen: list[tuple[str, str, str | None]] = []
+    aws.client("ssm").put_parameter(
+        Name="/sluice/test/pull/moved/token", Value="s3cret", Type="SecureString"
+    )
+    with serving("A", seen, lambda path: "/new" if path == "/old" else None) as url:
+        source = Source("moved", url + "/old", "order", "since", "json", "pull/moved/token")
+        [result] = make_puller(source).pull_all(EVENT_TIME)
+
+    assert result.ok, result.error
+    assert seen == [("A", "/old", "Bearer s3cret"), ("A", "/new", "Bearer s3cret")]
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("file:///etc/passwd", "scheme 'file' refused"),
+        ("ftp://example.com/x", "scheme 'ftp' refused"),
+        ("https://169.254.169.254/latest/meta-data/", "non-public address"),
+        ("https://[fd00:ec2::254]/latest/meta-data/", "non-public address"),
+        ("https://10.1.2.3/orders", "non-public address"),
+        ("https://192.168.0.10/orders", "non-public address"),
+        ("https://127.0.0.1/orders", "non-public address"),
+        ("https://localhost/orders", "non-public address"),
+        ("http://203.0.113.9/orders", "only loopback may use http"),
+    ],
+)
+def test_sources_outside_the_public_https_web_are_refused(url: str, reason: str) -> None:
+    with pytest.raises(safe_http.UnsafeSourceError, match=re.escape(reason)):
+        safe_http.get(
+            url,
+            {},
+            deadline=time.monotonic() + 5,
+            max_bytes=10,
+            read_timeout_s=1,
+            allow_http_loopback=True,
+        )
+
+
+def test_plain_http_is_refused_without_the_loopback_opt_in() -> None:
+    with pytest.raises(safe_http.UnsafeSourceError, match="use https"):
+        safe_http.get(
+            "http://127.0.0.1:9/orders",
+            {},
+            deadline=time.monotonic() + 5,
+            max_bytes=10,
+            read_timeout_s=1,
+        )
+
+
+def test_a_source_that_trickles_its_answer_is_cut_by_the_deadline(
+    platform: Platform, make_puller: Callable[..., Puller]
+) -> None:
+    stop = threading.Event()
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            while not stop.is_set():  # a byte every 0.1 s: each read is in time, the whole not
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                stop.wait(0.1)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/slow"
+        set_cursor(platform, "trickle", "7")
+        puller = make_puller(Source("trickle", url, "order", "since"), deadline_s=1.0)
+        [result] = puller.pull_all(EVENT_TIME)
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+    assert not result.ok
+    assert "within its deadline" in (result.error or "")
+    assert cursor_of(platform, "trickle") == "7"
+
+
+def test_sources_reached_with_no_time_left_in_the_invocation_are_not_started(
+    platform: Platform, make_puller: Callable[..., Puller], http_source: tuple[str, FakeSource]
+) -> None:
+    url, fake = http_source
+    # The invocation's time is up (an earlier source used it).
+    results = make_puller(Source("late", url, "order", "since")).pull_all(EVENT_TIME, 0)
+
+    assert [(r.ok, r.error) for r in results] == [(False, "late: no time left in this invocation")]
+    assert fake.requests == []

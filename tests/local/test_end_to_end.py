@@ -224,6 +224,8 @@ def pipeline(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         visibility_timeout_s=VISIBILITY_S,
         async_retry_delays_s=(0.5, 1.0),
         schedules=False,
+        # The test source is plain http on loopback: allowed only by this opt-in.
+        extra_env={"SLUICE_INGEST_PULL_ALLOW_HTTP_LOOPBACK": "true"},
     )
     mp = pytest.MonkeyPatch()
     mp.setenv("SLUICE_RESOURCE_PREFIX", PREFIX)

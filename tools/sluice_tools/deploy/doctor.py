@@ -1,9 +1,11 @@
 """`sluice doctor`: read a deployed stage and list what makes it unsafe to run.
 
-Every queue of the templates has a DLQ that exists; every SQS mapping reports batch item
-failures; every async function has an on-failure destination; every subscription carries its
-filter policy; every alarm of the templates exists; function environments name only
-resources that exist. Read-only.
+Every queue, subscription and alarm of the templates exists with the attributes the
+templates declare (redrive policy and its DLQ, visibility timeout, filter policy, ...: see
+`drift`), and every mapped queue's visibility timeout is at least its function's timeout;
+every SQS mapping reports batch item failures; every async function sends failures to its
+app's queue; direct subscriptions carry their filter policy; function environments name only
+resources that exist. Each finding names the command that repairs it. Read-only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluice_tools.deploy.apps import AppSpec, discover_apps, select_apps
-from sluice_tools.deploy.post_deploy import REPORT_FAILURES
+from sluice_tools.deploy.drift import QUEUE, Drift, find_drift
+from sluice_tools.deploy.post_deploy import ASYNC_RETRIES, REPORT_FAILURES, failure_queue_name
 from sluice_tools.deploy.state import (
     FunctionState,
     filter_policy_of,
@@ -25,17 +28,32 @@ from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import StackSpec, stage_stacks
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One problem: the resource, what was expected and what is there; how to repair it."""
+
+    text: str
+    repair: str | None = None  # a command
+
+
 @dataclass
 class DoctorReport:
-    """Problems found (empty: healthy) and how many things of each kind were checked."""
+    """Findings (empty: healthy) and how many things of each kind were checked."""
 
     stage: str
-    problems: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.findings
+
+    @property
+    def problems(self) -> list[str]:
+        return [f.text for f in self.findings]
+
+    def add(self, text: str, repair: str | None = None) -> None:
+        self.findings.append(Finding(text, repair))
 
     def count(self, kind: str, n: int = 1) -> None:
         self.checked[kind] = self.checked.get(kind, 0) + n
@@ -44,10 +62,29 @@ class DoctorReport:
         counts = ", ".join(f"{n} {kind}" for kind, n in self.checked.items())
         if self.ok:
             return f"doctor: stage {self.stage} OK ({counts})"
-        lines = [f"doctor: stage {self.stage} has {len(self.problems)} problem(s):"]
-        lines += [f"  - {p}" for p in self.problems]
+        lines = [f"doctor: stage {self.stage} has {len(self.findings)} problem(s):"]
+        for finding in self.findings:
+            lines.append(f"  - {finding.text}")
+            if finding.repair:
+                lines.append(f"    repair: {finding.repair}")
         lines.append(f"checked: {counts}")
         return "\n".join(lines)
+
+
+def repair_command(target: Target, only: str | None = None) -> str:
+    """The deploy that applies a stage's declared settings again (`only`: one app's)."""
+    words = ["sluice deploy", f"--stage {target.stage}"]
+    if target.prefix != "sluice":
+        words.append(f"--prefix {target.prefix}")
+    if only:
+        words.append(f"--only {only}")
+    return " ".join(words)
+
+
+def stack_repair(target: Target, spec: StackSpec) -> str:
+    """The platform stack goes with every deploy; a consumer's stack with its app."""
+    consumer = spec.role.removeprefix("consumer-") if spec.role != "platform" else None
+    return repair_command(target, f"consumers/{consumer}" if consumer else None)
 
 
 def run_doctor(
@@ -60,13 +97,14 @@ def run_doctor(
     stacks = stage_stacks(target.root, target.stage, target.prefix)
     report = DoctorReport(stage=target.stage)
     inventory = Inventory.read(target)
-    _check_queues(target, stacks, inventory, report)
-    _check_alarms(target, stacks, report)
     functions = read_functions(target, apps, stacks)
+    drifts = find_drift(target, stacks)
+    _check_queues(target, stacks, inventory, drifts, mapped_timeouts(target, functions), report)
+    _check_subscriptions_and_alarms(target, stacks, drifts, report)
     _check_functions_exist(target, apps, functions, report)
-    _check_mappings(functions, inventory, set(_template_queues(target, stacks)[0]), report)
+    _check_mappings(target, functions, inventory, set(_template_queues(target, stacks)[0]), report)
     _check_async(target, functions, inventory, report)
-    _check_subscriptions(target, stacks, functions, report)
+    _check_direct_subscriptions(target, stacks, functions, report)
     _check_environment(target, functions, inventory, report)
     return report
 
@@ -129,45 +167,106 @@ def _template_queues(target: Target, stacks: list[StackSpec]) -> tuple[list[str]
     return names, terminal
 
 
+def mapped_timeouts(
+    target: Target, functions: list[FunctionState]
+) -> dict[str, list[tuple[str, int]]]:
+    """{queue name: [(function, its timeout in s)]} of every SQS mapping of `functions`."""
+    lam = target.client("lambda")
+    found: dict[str, list[tuple[str, int]]] = {}
+    for state in functions:
+        if not state.sqs_mappings:
+            continue
+        timeout = int(lam.get_function_configuration(FunctionName=state.name)["Timeout"])
+        for mapping in state.sqs_mappings:
+            queue = mapping["EventSourceArn"].rsplit(":", 1)[-1]
+            if (state.name, timeout) not in found.get(queue, []):
+                found.setdefault(queue, []).append((state.name, timeout))
+    return found
+
+
 def _check_queues(
-    target: Target, stacks: list[StackSpec], inv: Inventory, report: DoctorReport
+    target: Target,
+    stacks: list[StackSpec],
+    inv: Inventory,
+    drifts: list[Drift],
+    timeouts: dict[str, list[tuple[str, int]]],
+    report: DoctorReport,
 ) -> None:
     names, terminal = _template_queues(target, stacks)
-    for name in names:
-        report.count("queues")
-        if name not in inv.queues:
-            report.problems.append(f"queue {name} does not exist")
+    by_queue: dict[str, list[Drift]] = {}
+    for drift in drifts:
+        if drift.kind == QUEUE:
+            by_queue.setdefault(drift.name, []).append(drift)
+    for spec in stacks:
+        repair = stack_repair(target, spec)
+        for logical in spec.resources("AWS::SQS::Queue"):
+            name = resolver_for(target, spec).name_of(logical)
+            report.count("queues")
+            found = by_queue.get(name, [])
+            if any(d.missing for d in found):
+                report.add(f"queue {name} does not exist", repair)
+                continue
+            for drift in found:
+                report.add(_queue_drift_text(drift, timeouts.get(name, [])), repair)
+            redrive_drifted = any(d.attribute == "RedrivePolicy" for d in found)
+            if name not in terminal and not redrive_drifted:
+                _check_dlq(name, inv, report, repair)
+    for name, users in sorted(timeouts.items()):
+        if name in names or name not in inv.queues:  # template queues: checked above
             continue
-        if name in terminal:
-            continue
-        _check_dlq(name, inv, report)
+        visibility = int(inv.queues[name].get("VisibilityTimeout") or 0)
+        for function, timeout in users:
+            if visibility < timeout:
+                report.add(
+                    f"queue {name}: VisibilityTimeout is {visibility}, below the {timeout} s "
+                    f"timeout of {function} (AWS requires at least the function's timeout, "
+                    f"the design 6 x: {6 * timeout})"
+                )
 
 
-def _check_dlq(name: str, inv: Inventory, report: DoctorReport) -> None:
+def _queue_drift_text(drift: Drift, users: list[tuple[str, int]]) -> str:
+    if drift.attribute == "RedrivePolicy" and drift.actual is None:
+        return (
+            f"queue {drift.name} has no DLQ (no RedrivePolicy); the template says {drift.expected}"
+        )
+    text = drift.describe()
+    if drift.attribute == "VisibilityTimeout" and users:
+        notes = [
+            f"{function} has a {timeout} s timeout: AWS requires at least {timeout}, "
+            f"the design 6 x: {6 * timeout}"
+            for function, timeout in users
+        ]
+        text += f" ({'; '.join(notes)})"
+    return text
+
+
+def _check_dlq(name: str, inv: Inventory, report: DoctorReport, repair: str | None) -> None:
     raw = inv.queues[name].get("RedrivePolicy")
     if not raw:
-        report.problems.append(f"queue {name} has no DLQ (no RedrivePolicy)")
+        report.add(f"queue {name} has no DLQ (no RedrivePolicy)", repair)
         return
     dlq_arn = json.loads(raw).get("deadLetterTargetArn", "")
     if dlq_arn not in inv.queue_arns:
-        report.problems.append(
-            f"queue {name} has no DLQ: its RedrivePolicy points to {dlq_arn}, which does not exist"
+        report.add(
+            f"queue {name} has no DLQ: its RedrivePolicy points to {dlq_arn}, which does not exist",
+            repair,
         )
 
 
-def _check_alarms(target: Target, stacks: list[StackSpec], report: DoctorReport) -> None:
-    wanted = []
+def _check_subscriptions_and_alarms(
+    target: Target, stacks: list[StackSpec], drifts: list[Drift], report: DoctorReport
+) -> None:
+    """Those of the templates: found by `find_drift` (queues are checked with their DLQs)."""
     for spec in stacks:
-        resolver = resolver_for(target, spec)
-        wanted += [resolver.name_of(a) for a in spec.resources("AWS::CloudWatch::Alarm")]
-    cloudwatch, existing = target.client("cloudwatch"), set()
-    for i in range(0, len(wanted), 100):
-        found = cloudwatch.describe_alarms(AlarmNames=wanted[i : i + 100])["MetricAlarms"]
-        existing |= {a["AlarmName"] for a in found}
-    for name in wanted:
-        report.count("alarms")
-        if name not in existing:
-            report.problems.append(f"alarm {name} does not exist")
+        report.count("subscriptions", len(spec.resources("AWS::SNS::Subscription")))
+        report.count("alarms", len(spec.resources("AWS::CloudWatch::Alarm")))
+    for drift in drifts:
+        if drift.kind == QUEUE:
+            continue
+        text = drift.describe()
+        if drift.attribute == "FilterPolicy" and drift.actual is None:
+            text = f"subscription {drift.name} lacks its filter policy {drift.expected}"
+        report.add(text, stack_repair(target, drift.stack))
 
 
 def _check_functions_exist(
@@ -179,31 +278,42 @@ def _check_functions_exist(
             report.count("functions")
             name = app.function_name(target.stage, handler)
             if name not in deployed:
-                report.problems.append(f"function {name} ({app.rel}) is not deployed")
+                report.add(
+                    f"function {name} ({app.rel}) is not deployed",
+                    repair_command(target, app.rel),
+                )
 
 
 def _check_mappings(
-    functions: list[FunctionState], inv: Inventory, template_queues: set[str], report: DoctorReport
+    target: Target,
+    functions: list[FunctionState],
+    inv: Inventory,
+    template_queues: set[str],
+    report: DoctorReport,
 ) -> None:
     for state in functions:
+        repair = repair_command(target, state.app.rel)
         sources = [m["EventSourceArn"] for m in state.sqs_mappings]
         for arn in sorted({a for a in sources if sources.count(a) > 1}):
-            report.problems.append(
+            report.add(
                 f"function {state.name} has {sources.count(arn)} mappings from "
-                f"{arn.rsplit(':', 1)[-1]}: every message would be delivered more than once"
+                f"{arn.rsplit(':', 1)[-1]}: every message would be delivered more than once",
+                repair,
             )
         for mapping in state.sqs_mappings:
             report.count("mappings")
             queue = mapping["EventSourceArn"].rsplit(":", 1)[-1]
             if REPORT_FAILURES not in (mapping.get("FunctionResponseTypes") or []):
-                report.problems.append(
+                report.add(
                     f"mapping {queue} → {state.name} does not report batch item failures "
-                    f"(FunctionResponseTypes lacks {REPORT_FAILURES})"
+                    f"(FunctionResponseTypes is {mapping.get('FunctionResponseTypes') or []}, "
+                    f"expected [{REPORT_FAILURES}])",
+                    repair,
                 )
             if queue not in inv.queues:
-                report.problems.append(f"mapping {queue} → {state.name}: queue does not exist")
+                report.add(f"mapping {queue} → {state.name}: queue does not exist")
             elif queue not in template_queues:  # those are checked with the templates
-                _check_dlq(queue, inv, report)
+                _check_dlq(queue, inv, report, None)
 
 
 def _check_async(
@@ -214,6 +324,7 @@ def _check_async(
         if not state.async_triggers:
             continue
         report.count("async functions")
+        repair = repair_command(target, state.app.rel)
         try:
             config: dict[str, Any] = lam.get_function_event_invoke_config(FunctionName=state.name)
         except Exception:
@@ -222,72 +333,68 @@ def _check_async(
             "Destination"
         )
         triggers = ", ".join(state.async_triggers)
+        queue = failure_queue_name(target, state)
         if not destination:
-            report.problems.append(
-                f"function {state.name} ({triggers}) has no on-failure destination"
+            report.add(
+                f"function {state.name} ({triggers}) has no on-failure destination "
+                f"(expected {queue})",
+                repair,
             )
         elif ":sqs:" in destination and destination not in inv.queue_arns:
-            report.problems.append(
-                f"function {state.name}: its on-failure destination {destination} does not exist"
+            report.add(
+                f"function {state.name}: its on-failure destination {destination} does not exist",
+                repair,
+            )
+        elif destination.rsplit(":", 1)[-1] != queue:
+            report.add(
+                f"function {state.name}: on-failure destination is {destination}, "
+                f"expected its app's queue {queue}",
+                repair,
+            )
+        if config and config.get("MaximumRetryAttempts") != ASYNC_RETRIES:
+            report.add(
+                f"function {state.name}: MaximumRetryAttempts is "
+                f"{config.get('MaximumRetryAttempts')}, expected {ASYNC_RETRIES}",
+                repair,
             )
 
 
-def _check_subscriptions(
+def _check_direct_subscriptions(
     target: Target, stacks: list[StackSpec], functions: list[FunctionState], report: DoctorReport
 ) -> None:
+    """Chalice's subscriptions of direct consumers carry the filter in Metadata.Sluice."""
     sns = target.client("sns")
     for spec in stacks:
-        resolver = resolver_for(target, spec)
-        for logical in spec.resources("AWS::SNS::Subscription"):
-            props = resolver.properties(logical)
-            report.count("subscriptions")
-            label = f"subscription {props['Protocol']}:{props['Endpoint'].rsplit(':', 1)[-1]}"
-            sub = _find_subscription(sns, props["TopicArn"], props["Endpoint"])
-            if sub is None:
-                report.problems.append(f"{label} to {props['TopicArn']} does not exist")
-                continue
-            _compare_filter(sns, sub, props.get("FilterPolicy"), label, report)
         meta = spec.sluice_metadata
-        if meta.get("Direct"):
-            consumer_functions = [f for f in functions if f.app.key == spec.role]
-            for state in consumer_functions:
-                report.count("subscriptions")
-                if not state.sns_subscriptions:
-                    report.problems.append(f"direct consumer {state.name} has no subscription")
-                for direct in state.sns_subscriptions:
-                    label = f"subscription of {state.name} to {direct['TopicArn']}"
-                    _compare_filter(
-                        sns, direct["SubscriptionArn"], meta.get("FilterPolicy"), label, report
+        if not meta.get("Direct"):
+            continue
+        repair = stack_repair(target, spec)
+        for state in (f for f in functions if f.app.key == spec.role):
+            report.count("subscriptions")
+            if not state.sns_subscriptions:
+                report.add(f"direct consumer {state.name} has no subscription", repair)
+            for direct in state.sns_subscriptions:
+                label = f"subscription of {state.name} to {direct['TopicArn']}"
+                wanted = meta.get("FilterPolicy")
+                if wanted is None:
+                    continue
+                if isinstance(wanted, str):
+                    wanted = json.loads(wanted)
+                current, scope = filter_policy_of(sns, direct["SubscriptionArn"])
+                wanted_scope = meta.get("FilterPolicyScope", "MessageAttributes")
+                if current is None:
+                    report.add(f"{label} lacks its filter policy {json.dumps(wanted)}", repair)
+                elif current != wanted:
+                    report.add(
+                        f"{label} has filter policy {json.dumps(current)}, the template says "
+                        f"{json.dumps(wanted)}",
+                        repair,
                     )
-
-
-def _find_subscription(sns: Any, topic: str, endpoint: str) -> str | None:
-    try:
-        pages = list(sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic))
-    except Exception:
-        return None
-    for page in pages:
-        for sub in page["Subscriptions"]:
-            if sub["Endpoint"] == endpoint:
-                return str(sub["SubscriptionArn"])
-    return None
-
-
-def _compare_filter(
-    sns: Any, subscription: str, wanted: Any, label: str, report: DoctorReport
-) -> None:
-    if wanted is None:
-        return
-    if isinstance(wanted, str):
-        wanted = json.loads(wanted)
-    current, _scope = filter_policy_of(sns, subscription)
-    if current is None:
-        report.problems.append(f"{label} lacks its filter policy")
-    elif current != wanted:
-        report.problems.append(
-            f"{label} has filter policy {json.dumps(current)}, the template says "
-            f"{json.dumps(wanted)}"
-        )
+                if current is not None and (scope or "MessageAttributes") != wanted_scope:
+                    report.add(
+                        f"{label}: FilterPolicyScope is {scope}, the template says {wanted_scope}",
+                        repair,
+                    )
 
 
 _ARN = re.compile(r"^arn:[a-z-]+:(sqs|sns|s3|dynamodb):[^:]*:[^:]*:(?:table/)?([^/:]+)")
@@ -314,12 +421,14 @@ def _check_environment(
         report.count("environments")
         stage = state.environment.get("SLUICE_STAGE")
         if stage != target.stage:
-            report.problems.append(
-                f"function {state.name}: SLUICE_STAGE is {stage!r}, not {target.stage!r}"
+            report.add(
+                f"function {state.name}: SLUICE_STAGE is {stage!r}, not {target.stage!r}",
+                repair_command(target, state.app.rel),
             )
         for key, value in sorted(state.environment.items()):
             name = resource_name_in(value, target.prefix, target.stage)
             if name and name not in existing:
-                report.problems.append(
-                    f"function {state.name}: {key}={value} names {name}, which does not exist"
+                report.add(
+                    f"function {state.name}: {key}={value} names {name}, which does not exist",
+                    repair_command(target),
                 )

@@ -6,9 +6,11 @@ by tests/infra/test_moto_gaps.py). For an emulator target only; never for AWS.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from sluice_tools.deploy.drift import alarm_arguments, subscription_attributes
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import Resolver, StackSpec, as_json
 
@@ -29,35 +31,6 @@ SKIPPED_PROPERTIES = {
     ),
     "AWS::DynamoDB::Table": ("TimeToLiveSpecification", "PointInTimeRecoverySpecification"),
 }
-_ALARM_KEYS = (
-    "AlarmName",
-    "AlarmDescription",
-    "ActionsEnabled",
-    "OKActions",
-    "AlarmActions",
-    "InsufficientDataActions",
-    "MetricName",
-    "Namespace",
-    "Statistic",
-    "ExtendedStatistic",
-    "Dimensions",
-    "Period",
-    "Unit",
-    "EvaluationPeriods",
-    "DatapointsToAlarm",
-    "Threshold",
-    "ComparisonOperator",
-    "TreatMissingData",
-    "EvaluateLowSampleCountPercentile",
-    "Metrics",
-)
-_SUBSCRIPTION_ATTRIBUTES = (
-    "RawMessageDelivery",
-    "FilterPolicy",
-    "FilterPolicyScope",
-    "RedrivePolicy",
-    "DeliveryPolicy",
-)
 
 
 def fill_gaps(
@@ -79,6 +52,17 @@ def fill_gaps(
     for line in applied:
         log(f"  {spec.name} (emulator): {line}")
     return applied
+
+
+def put_function_event_invoke_config(lam: Any, **config: Any) -> None:
+    """PutFunctionEventInvokeConfig that replaces the function's config, as on AWS.
+
+    moto 5.2.5 appends each put to a list and answers Get with the first one, so a changed
+    destination or retry count would never show; deleting the old config first replaces it.
+    """
+    with contextlib.suppress(lam.exceptions.ResourceNotFoundException):  # never configured
+        lam.delete_function_event_invoke_config(FunctionName=config["FunctionName"])
+    lam.put_function_event_invoke_config(**config)
 
 
 def _bucket_policy(target: Target, props: dict[str, Any]) -> list[str]:
@@ -119,15 +103,6 @@ def _queue_policy(target: Target, props: dict[str, Any]) -> list[str]:
 
 def _subscription(target: Target, props: dict[str, Any]) -> list[str]:
     sns = target.client("sns")
-    attributes = {
-        key: as_json(props[key])
-        if key in {"FilterPolicy", "RedrivePolicy", "DeliveryPolicy"}
-        else str(props[key]).lower()
-        if isinstance(props[key], bool)
-        else str(props[key])
-        for key in _SUBSCRIPTION_ATTRIBUTES
-        if key in props
-    }
     # subscribe is idempotent for the same topic, protocol and endpoint; the attributes are
     # set again one by one so a changed filter policy is applied on a re-deploy.
     arn = sns.subscribe(
@@ -136,7 +111,7 @@ def _subscription(target: Target, props: dict[str, Any]) -> list[str]:
         Endpoint=props["Endpoint"],
         ReturnSubscriptionArn=True,
     )["SubscriptionArn"]
-    for key, value in attributes.items():
+    for key, value in subscription_attributes(props).items():
         sns.set_subscription_attributes(
             SubscriptionArn=arn, AttributeName=key, AttributeValue=value
         )
@@ -144,13 +119,7 @@ def _subscription(target: Target, props: dict[str, Any]) -> list[str]:
 
 
 def _alarm(target: Target, props: dict[str, Any]) -> list[str]:
-    args = {k: props[k] for k in _ALARM_KEYS if k in props}
-    for key in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
-        if key in args:
-            args[key] = int(args[key])
-    if "Threshold" in args:
-        args["Threshold"] = float(args["Threshold"])
-    target.client("cloudwatch").put_metric_alarm(**args)
+    target.client("cloudwatch").put_metric_alarm(**alarm_arguments(props))
     return [f"alarm {props['AlarmName']}"]
 
 

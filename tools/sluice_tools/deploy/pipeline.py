@@ -13,6 +13,7 @@ from pathlib import Path
 from sluice_tools.deploy.apps import AppSpec, discover_apps, select_apps
 from sluice_tools.deploy.chalice_deploy import chalice_deploy
 from sluice_tools.deploy.doctor import DoctorReport, run_doctor
+from sluice_tools.deploy.drift import repair_drift
 from sluice_tools.deploy.moto_gaps import fill_gaps
 from sluice_tools.deploy.post_deploy import apply_post_deploy, chalice_mapping_uuids
 from sluice_tools.deploy.stacks import StackResult, deploy_stack
@@ -79,6 +80,7 @@ def deploy_stage(
             filled = fill_gaps(target, spec, resolver_for(target, spec), log=lambda _: None)
             report.gaps_filled += filled
             log(f"  {spec.name}: {len(filled)} setting(s) moto's CloudFormation skips, applied")
+    repair_drift(target, stacks, log)  # what an unchanged template leaves drifted
 
     log("apps:")
     known_uuids: set[str] = set()

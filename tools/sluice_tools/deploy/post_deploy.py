@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,12 @@ def apply_post_deploy(
                 "QueueArn"
             ]
             if _invoke_config(lam, state.name) != (ASYNC_RETRIES, arn):
-                lam.put_function_event_invoke_config(
+                put = lam.put_function_event_invoke_config
+                if target.emulator:
+                    from sluice_tools.deploy.moto_gaps import put_function_event_invoke_config
+
+                    put = partial(put_function_event_invoke_config, lam)
+                put(
                     FunctionName=state.name,
                     MaximumRetryAttempts=ASYNC_RETRIES,
                     DestinationConfig={"OnFailure": {"Destination": arn}},

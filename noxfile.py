@@ -503,3 +503,14 @@ def chaos(session: nox.Session) -> None:
     """
     session.install(*editable(session, "shared", "tools"), *group("test"))
     session.run("python", "-m", "sluice_tools.chaos", *session.posargs, env=TEST_ENV)
+
+
+@nox.session(python=False, default=False)
+def lock(session: nox.Session) -> None:
+    """Resolve every app's requirements.in into requirements/lambda.lock (exact versions with
+    hashes, for Lambda's Python 3.11 x86_64) and write each app's requirements.txt from it
+    (`python -m sluice_tools.deps lock`; needs uv and PyPI)."""
+    python = ROOT / ".venv" / "bin" / "python"
+    if not python.is_file():
+        session.error("run `nox -s dev` first: the lock runs with the dev environment's tools")
+    session.run(str(python), "-m", "sluice_tools.deps", "lock", external=True)

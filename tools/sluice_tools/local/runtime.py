@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice_tools.local import apifaults, delivery
+from sluice_tools.local import apifaults, delivery, iam
 from sluice_tools.local.apifaults import ApiFaultPlan
 from sluice_tools.local.emulator import Emulator, client
 from sluice_tools.local.faults import FaultPlan
@@ -50,6 +50,10 @@ class Options:
     # At the emulator, on the functions' own AWS calls (apifaults.py; `SLUICE_API_FAULTS`).
     api_faults: ApiFaultPlan = field(default_factory=ApiFaultPlan.from_env)
     extra_env: dict[str, str] = field(default_factory=dict)  # given to every function
+    # After the deploy the emulator enforces IAM: each function (and its SQS mappings) calls
+    # with its own role's credentials and is refused what its policies do not grant
+    # (iam.py). Only with `deploy`: tests that build toy functions by hand run as before.
+    enforce_iam: bool = True
 
 
 Say = Callable[[str], None]
@@ -113,6 +117,7 @@ class LocalRuntime:
         if self.options.deploy:
             self.say(f"deploying stage {self.options.stage!r} (sluice deploy) ...")
             self.deploy_report = self._deploy()
+        self._enforce_iam()
         self.take_over()
         self._thresholds = settle_collector()
         self.say(f"runtime ready in {time.monotonic() - started:.1f} s")
@@ -188,7 +193,16 @@ class LocalRuntime:
                 delivery.SqsPoller(
                     name=f"sqs:{mapping.function}",
                     pool=self.pools[mapping.function],
-                    sqs=sqs,
+                    # Lambda polls with the function's execution role (its policy grants
+                    # sqs:ReceiveMessage, DeleteMessage, ...); the operator otherwise.
+                    sqs=client(
+                        "sqs",
+                        self.endpoint,
+                        region,
+                        credentials=self.pools[mapping.function].spec.environment,
+                    )
+                    if iam.enforcing()
+                    else sqs,
                     queue_url=url,
                     activity=self.activity,
                     stop=self._stop,
@@ -202,6 +216,12 @@ class LocalRuntime:
         self._take_over_sns()
         self._take_over_schedules()
 
+    def _enforce_iam(self) -> None:
+        """From now on the emulator enforces IAM on every call but the operator's (iam.py)."""
+        if self.options.enforce_iam and self.options.deploy:
+            iam.enforce(True)
+            self.say("IAM is enforced: each function calls with its own role's credentials")
+
     def _build_pools(self) -> None:
         self._code = CodeStore(self.options.state_dir / "run")
         runtime_dir = self._code.runtime_dir()
@@ -213,11 +233,17 @@ class LocalRuntime:
         env = {**self.emulator.env(), **self.options.extra_env}
         for name, function in self.topology.functions.items():
             code_dir = self._code.extract(self.emulator.function_zip(name))
+            # Lambda gives each instance its execution role's credentials.
+            role = (
+                iam.assume_function_role(self.client("lambda"), self.client("sts"), name)
+                if iam.enforcing()
+                else {}
+            )
             spec = worker_spec(
                 function,
                 code_dir=code_dir,
                 runtime_dir=runtime_dir,
-                environment=env,
+                environment={**env, **role},
                 log_dir=log_dir,
                 console=self.options.console,
                 isolate=self.options.isolate,

@@ -70,7 +70,9 @@ def queue_url(deployed: Deployed, name: str) -> str:
 def subscription_arn(deployed: Deployed, props: dict[str, Any]) -> str:
     subs = deployed.client("sns").list_subscriptions_by_topic(TopicArn=props["TopicArn"])
     return next(
-        s["SubscriptionArn"] for s in subs["Subscriptions"] if s["Endpoint"] == props["Endpoint"]
+        str(s["SubscriptionArn"])
+        for s in subs["Subscriptions"]
+        if s["Endpoint"] == props["Endpoint"]
     )
 
 

@@ -1,7 +1,7 @@
 """The `sluice` command line: one click group, one subcommand per operator task.
 
-Commands arrive with the work that implements them; the group's help lists the plan so
-`sluice --help` says what exists today and what is coming, and nothing pretends to work.
+`sluice --help` lists each command once, from the commands themselves (their docstrings'
+first sentences), so the list cannot fall behind what exists.
 """
 
 from __future__ import annotations
@@ -11,9 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from sluice.config import ResourceNames, validate_stage
+from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.deploy.command import deploy_command, doctor_command
+from sluice_tools.deploy.command import (
+    deploy_command,
+    doctor_command,
+    prefix_option,
+    stage_option,
+)
 from sluice_tools.dlq.command import dlq_group
 from sluice_tools.ledger.command import ledger_command
 from sluice_tools.local.commands import local_group
@@ -29,13 +34,6 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _validate_stage(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    try:
-        return validate_stage(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
 @click.group(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -43,39 +41,14 @@ def _validate_stage(_ctx: click.Context, _param: click.Parameter, value: str) ->
 def main() -> None:
     """Operate Sluice, the serverless data pipeline: one command per task, by stage.
 
-    Available now:
-
-    \b
-      info           the AWS resource names of a stage
-      new-consumer   scaffold a consumer app with its resources and tests
-      ledger         reconcile the ledger: every record in a sink, quarantine or a DLQ
-      dlq            inspect and redrive dead-letter queues
-      deploy         deploy a stage: platform stack, consumer stacks, every Chalice
-                     app in order, post-deploy settings, then doctor
-      doctor         check a deployed stage: DLQs, partial batch responses,
-                     on-failure destinations, filter policies, alarms
-      local          run the whole pipeline on this machine on moto's server
-                     (up, run, down, fire)
+    With a `sluice local up` running (and no AWS_ENDPOINT_URL set), --stage defaults to its
+    stage and the commands use its endpoint.
     """
 
 
 @main.command()
-@click.option(
-    "--stage",
-    required=True,
-    envvar="SLUICE_STAGE",
-    show_envvar=True,
-    callback=_validate_stage,
-    help="Stage name, e.g. dev or prod: lower-case letters, digits and '-'.",
-)
-@click.option(
-    "--prefix",
-    default="sluice",
-    show_default=True,
-    envvar="SLUICE_RESOURCE_PREFIX",
-    show_envvar=True,
-    help="Resource name prefix (S3 bucket names are global; an account may need its own).",
-)
+@stage_option
+@prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
 def info(stage: str, prefix: str, as_json: bool) -> None:
     """Print the names of a stage's platform resources (buckets, queues, topics, tables)."""

@@ -8,29 +8,48 @@ import click
 
 from sluice.config import validate_stage
 from sluice.errors import ConfigError
+from sluice_tools.localstate import default_stage, local_endpoint_for, use_local_endpoint
 
 
-def _stage(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+def _stage(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    if value is None:  # no option, no SLUICE_STAGE, no local up (click takes None as given)
+        raise click.MissingParameter(ctx=ctx, param=param)
     try:
-        return validate_stage(value)
+        stage = validate_stage(value)
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from exc
+    use_local_endpoint(stage)
+    return stage
 
 
+def _default_prefix() -> str:
+    """A live `local up`'s prefix for its stage (when it says), else sluice."""
+    ctx = click.get_current_context(silent=True)
+    stage = ctx.params.get("stage") if ctx else None
+    found = local_endpoint_for(stage) if stage else None
+    return (found.prefix if found else None) or DEFAULT_PREFIX
+
+
+DEFAULT_PREFIX = "sluice"
+# The one --stage and --prefix of every command that works on a stage (deploy, doctor,
+# ledger, dlq, info): with a `sluice local up` running, its stage and endpoint by default.
 stage_option = click.option(
     "--stage",
     required=True,
+    default=default_stage,
     envvar="SLUICE_STAGE",
     show_envvar=True,
     callback=_stage,
-    help="Stage to deploy or check (dev, prod, local, test, ...).",
+    help="Stage name: dev, prod, local, ... (lower-case letters, digits and '-'); default: "
+    "the stage of a running `sluice local up`, whose endpoint is then used.",
 )
 prefix_option = click.option(
     "--prefix",
-    default=None,
+    default=_default_prefix,
+    show_default=DEFAULT_PREFIX,
     envvar="SLUICE_RESOURCE_PREFIX",
     show_envvar=True,
-    help="Resource name prefix (default sluice).",
+    help="Resource name prefix (S3 bucket names are global; an account may need its own).",
 )
 
 

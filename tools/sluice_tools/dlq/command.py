@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from sluice.config import ResourceNames, validate_stage
+from sluice.config import ResourceNames
 from sluice.errors import ConfigError
+from sluice_tools.deploy.command import prefix_option, stage_option
 from sluice_tools.dlq.queues import (
     QueueNotFoundError,
     decode,
@@ -25,30 +26,8 @@ from sluice_tools.dlq.queues import (
 from sluice_tools.dlq.redrive import RedriveRefusedError, redrive
 
 
-def _validate_stage(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    try:
-        return validate_stage(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
 def _stage_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--prefix",
-        default="sluice",
-        show_default=True,
-        envvar="SLUICE_RESOURCE_PREFIX",
-        show_envvar=True,
-        help="Resource name prefix.",
-    )(f)
-    return click.option(
-        "--stage",
-        required=True,
-        envvar="SLUICE_STAGE",
-        show_envvar=True,
-        callback=_validate_stage,
-        help="Stage name, e.g. dev or prod.",
-    )(f)
+    return stage_option(prefix_option(f))
 
 
 def _sqs() -> Any:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sluice.config import ResourceNames, validate_stage
+from sluice.config import ResourceNames
 from sluice.errors import ConfigError
+from sluice_tools.deploy.command import prefix_option, stage_option
 from sluice_tools.ledger.filters import FilterPolicyError, SinkPolicy, consumer_policies
 from sluice_tools.ledger.reconcile import (
     DEFAULT_GRACE,
@@ -147,30 +148,9 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _validate_stage(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    try:
-        return validate_stage(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
 @click.command("ledger")
-@click.option(
-    "--stage",
-    required=True,
-    envvar="SLUICE_STAGE",
-    show_envvar=True,
-    callback=_validate_stage,
-    help="Stage name, e.g. dev or prod.",
-)
-@click.option(
-    "--prefix",
-    default="sluice",
-    show_default=True,
-    envvar="SLUICE_RESOURCE_PREFIX",
-    show_envvar=True,
-    help="Resource name prefix.",
-)
+@stage_option
+@prefix_option
 @click.option(
     "--correlation-id",
     default=None,

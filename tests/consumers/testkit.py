@@ -274,53 +274,58 @@ def mocked_account(template_path: Path) -> Iterator[Account]:
 
 
 def app_config_problems(app_dir: Path) -> list[str]:
-    """What is wrong with an app's `.chalice` config, policies and queue timeouts (empty: ok).
+    """What is wrong with an app's deploy config, policies and queue timeouts (empty: ok).
 
-    Every stage sets SLUICE_STAGE to its name and gives every function a policy file that
-    exists, names only this stage's resources and uses `*` only for X-Ray; every queue of
-    resources.yaml with a redrive policy has a visibility timeout of at least 6x the
-    function timeout.
+    The config and policies are those `sluice deploy` renders from the app's deploy.yaml,
+    for the usual stages and one never listed (qa7), under another prefix: every stage
+    sets SLUICE_STAGE and SLUICE_RESOURCE_PREFIX, gives every function a policy that names
+    only this prefix and stage's resources (and its own log group) and uses `*` only for
+    X-Ray; every queue of resources.yaml with a redrive policy has a visibility timeout of
+    at least 6x the function timeout. (sluice_tools is not in app_tests' venv: skipped there.)
     """
+    import pytest
+
+    render = pytest.importorskip("sluice_tools.deploy.render")
     problems: list[str] = []
-    config = json.loads((app_dir / ".chalice" / "config.json").read_text())
-    if config.get("autogen_policy") is not False:
-        problems.append("autogen_policy is not false")
     template = load_template(app_dir / "resources.yaml")
     timeouts = [
         int(r["Properties"].get("VisibilityTimeout", 30))
         for r in template["Resources"].values()
         if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in r["Properties"]
     ]
-    for stage in ("dev", "prod", "local", "test"):
-        settings = config["stages"].get(stage)
-        if settings is None:
-            problems.append(f"stage {stage} missing")
+    for stage in ("dev", "prod", "local", "test", "qa7"):
+        try:
+            rendered = render.render_for(app_dir, stage, prefix="acme-data")
+        except ValueError as exc:  # DeclarationError: a reference no template creates, ...
+            problems.append(f"stage {stage}: {exc}")
             continue
-        if settings.get("environment_variables", {}).get("SLUICE_STAGE") != stage:
-            problems.append(f"stage {stage}: SLUICE_STAGE is not {stage}")
-        timeout = int(settings.get("lambda_timeout", 60))
-        problems += [
-            f"stage {stage}: visibility timeout {t} < 6 x {timeout}"
-            for t in timeouts
-            if t < 6 * timeout
-        ]
-        functions = settings.get("lambda_functions") or {}
+        config = rendered.config
+        if config.get("autogen_policy") is not False:
+            problems.append("autogen_policy is not false")
+        functions = config["stages"][stage].get("lambda_functions") or {}
         if not functions:
             problems.append(f"stage {stage}: no lambda_functions")
         for fn, fn_settings in functions.items():
-            policy_file = app_dir / ".chalice" / fn_settings["iam_policy_file"]
-            if policy_file.name != f"policy-{stage}-{fn}.json" or not policy_file.is_file():
-                problems.append(f"stage {stage}: bad policy file {policy_file.name}")
-                continue
-            for statement in json.loads(policy_file.read_text())["Statement"]:
-                resources = statement["Resource"]
-                resources = [resources] if isinstance(resources, str) else resources
-                for resource in resources:
+            env = rendered.environment(fn)
+            if (env.get("SLUICE_STAGE"), env.get("SLUICE_RESOURCE_PREFIX")) != (stage, "acme-data"):
+                problems.append(f"stage {stage}: {fn}'s SLUICE_STAGE/PREFIX are not its own")
+            timeout = int(fn_settings["lambda_timeout"])
+            problems += [
+                f"stage {stage}: visibility timeout {t} < 6 x {timeout}"
+                for t in timeouts
+                if t < 6 * timeout
+            ]
+            if fn_settings["iam_policy_file"] != f"policy-{stage}-{fn}.json":
+                problems.append(f"stage {stage}: bad policy file {fn_settings['iam_policy_file']}")
+            own = rendered.function_name(fn)
+            for statement in rendered.policies[fn]["Statement"]:
+                for resource in statement["Resource"]:
                     xray = all(a.startswith("xray:") for a in statement["Action"])
                     if resource == "*" and not xray:
-                        problems.append(f"{policy_file.name}: '*' for {statement['Action']}")
-                    if resource != "*" and f"-{stage}-" not in resource:
-                        problems.append(f"{policy_file.name}: {resource} is not stage {stage}'s")
+                        problems.append(f"{fn} ({stage}): '*' for {statement['Action']}")
+                    scoped = f"acme-data-{stage}-" in resource or f"/aws/lambda/{own}" in resource
+                    if resource != "*" and not scoped:
+                        problems.append(f"{fn} ({stage}): {resource} is not stage {stage}'s")
     return problems
 
 

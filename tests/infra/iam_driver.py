@@ -1,7 +1,9 @@
 """Run one app's handlers on realistic events against moto's server, recording AWS calls.
 
-A script, not a test: `python iam_driver.py APP_DIR PLAN_JSON OUT_JSON` (one process per app:
-each has its own `app` and `chalicelib`). Only calls made inside a handler are recorded.
+A script, not a test: `python iam_driver.py APP_DIR PLAN_JSON OUT_JSON PROJECT_DIR` (one
+process per app: each has its own `app` and `chalicelib`). PROJECT_DIR holds the app's
+`.chalice/config.json` rendered for stage test (the committed one has no stages). Only
+calls made inside a handler are recorded.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ def _event(client: Any, step: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     global RECORDING
-    app_dir, plan_path, out_path = sys.argv[1:4]
+    app_dir, plan_path, out_path, project_dir = sys.argv[1:5]
     plan = json.loads(Path(plan_path).read_text())
     sys.path.insert(0, app_dir)
     _install_recorder()
@@ -177,7 +179,7 @@ def main() -> None:
 
     chalice.test.BaseClient._patched_env_vars = with_overrides  # type: ignore[method-assign]
     results: dict[str, Any] = {}
-    with Client(module.app, stage_name="test", project_dir=app_dir) as client:
+    with Client(module.app, stage_name="test", project_dir=project_dir) as client:
         for step in plan["steps"]:
             event = _event(client, step)
             calls: list[dict[str, Any]] = []

@@ -6,7 +6,6 @@ router itself (tests/router/test_deploy_config.py).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from sluice.config import (
     SQS_MAX_MESSAGE_BYTES,
     Settings,
 )
+from sluice_tools.deploy.render import render_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOYED_STAGES = ("dev", "prod", "local")
@@ -25,8 +25,9 @@ SQS_EVENT_RECORD_OVERHEAD = 2048  # messageId, receipt handle, attributes, ARNs 
 
 
 def chunk_budget(app: str, stage: str) -> int:
-    config = json.loads((ROOT / app / ".chalice" / "config.json").read_text())
-    env = {**config["stages"][stage]["environment_variables"], "AWS_REGION": "us-east-1"}
+    rendered = render_for(ROOT / app, stage)
+    [function, *_] = sorted(rendered.policies)
+    env = {**rendered.environment(function), "AWS_REGION": "us-east-1"}
     return Settings.from_env(env).chunk_max_bytes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,14 +62,46 @@ def test_only_accepts_a_dir_a_key_or_a_name_and_rejects_unknown_apps() -> None:
         select_apps(apps, ["nope"])
 
 
-def test_function_names_follow_chalice_and_settings_fall_back_to_the_stage() -> None:
+def test_function_names_follow_chalice_and_settings_fall_back_to_the_declared_defaults() -> None:
     ingest = discover_apps(ROOT)[0]
 
     assert ingest.function_name("dev", "on_continue") == "sluice-ingest-dev-on_continue"
+    assert ingest.handlers() == ["on_continue", "on_object_created", "pull_sources"]
     assert ingest.timeout("test", "on_continue") == 900
-    assert ingest.policy_file("dev", "on_continue") == (
-        ROOT / "ingest" / ".chalice" / "policy-dev-on_continue.json"
-    )
+    assert ingest.timeout("qa7", "pull_sources") == 120  # any stage: the declared defaults
+
+
+def test_the_committed_chalice_config_names_the_app_and_nothing_the_deploy_renders() -> None:
+    for app in discover_apps(ROOT):
+        assert set(app.config) <= {"version", "app_name", "autogen_policy"}, app.rel
+        assert not list((app.path / ".chalice").glob("policy-*.json")), app.rel
+
+
+def test_a_deploy_renders_apps_into_copies_and_leaves_the_checkout_alone(tmp_path: Path) -> None:
+    from sluice_tools.deploy.build import build_copy
+    from sluice_tools.deploy.render import Placement, template_inventory
+
+    router = next(a for a in discover_apps(ROOT) if a.key == "router")
+    place = Placement("acme-data", "qa7", "eu-west-1", "111122223333")
+    committed = (router.path / ".chalice" / "config.json").read_text()
+    stale = tmp_path / "router" / "chalicelib" / "deleted_module.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("")
+    state = tmp_path / "router" / ".chalice" / "deployed" / "qa7.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{}")
+
+    app_dir, rendered = build_copy(router, place, tmp_path, template_inventory(ROOT, place))
+
+    assert app_dir == tmp_path / "router"
+    assert not stale.exists()  # a module deleted from the app never ships
+    assert state.read_text() == "{}"  # Chalice's state of the stage is kept
+    assert (app_dir / "app.py").read_text() == (router.path / "app.py").read_text()
+    written = json.loads((app_dir / ".chalice" / "config.json").read_text())
+    assert written == rendered.config
+    policy = json.loads((app_dir / ".chalice" / "policy-qa7-route.json").read_text())
+    assert policy == rendered.policies["route"]
+    assert (router.path / ".chalice" / "config.json").read_text() == committed
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,15 @@
-"""Each function's IAM policy file allows what its code calls, and nothing outside its stage.
+"""Each function's rendered IAM policy allows what its code calls, and nothing outside its stage.
 
 The calls are recorded, not guessed: every handler runs on a realistic event (the pipeline's
 own messages, stage by stage) against moto's server, with botocore calls recorded per
 function (`iam_driver.py`, one process per app). Policies are then matched with a small
-IAM evaluator (`iam_model.py`).
+IAM evaluator (`iam_model.py`). The policies are those `sluice deploy` renders from each
+app's `deploy.yaml` (prefix sluice, region us-east-1, account 123456789012).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -21,11 +23,12 @@ from typing import Any
 
 import pytest
 from infra.iam_model import allows, grants, required
-from infra.stack_model import ROOT, STAGES
+from infra.stack_model import ACCOUNT, ROOT, STAGES
 from support.env import aws_environment
 
 from sluice_tools.deploy.apps import AppSpec
 from sluice_tools.deploy.moto_gaps import fill_gaps
+from sluice_tools.deploy.render import RenderedApp, render_for, write_project_dir
 from sluice_tools.deploy.stacks import deploy_stack
 from sluice_tools.deploy.state import resolver_for
 from sluice_tools.deploy.target import Target
@@ -110,9 +113,10 @@ def recorded(
             for app in apps:
                 plan = tmp / f"{app.key}-plan.json"
                 out = tmp / f"{app.key}-calls.json"
+                project = write_project_dir(app.path, "test", tmp / app.key)
                 plan.write_text(json.dumps(plan_for(app, triggers[app.key])))
                 done = subprocess.run(
-                    [sys.executable, str(DRIVER), str(app.path), str(plan), str(out)],
+                    [sys.executable, str(DRIVER), str(app.path), str(plan), str(out), str(project)],
                     cwd=app.path,
                     env=child_env,
                     capture_output=True,
@@ -135,9 +139,13 @@ def recorded(
 
 
 def policy_of(app: AppSpec, handler: str, stage: str = "test") -> dict[str, Any]:
-    path = app.policy_file(stage, handler)
-    assert path is not None, f"{app.rel}.{handler} has no iam_policy_file for stage {stage}"
-    return dict(json.loads(path.read_text()))
+    """The policy `sluice deploy` renders for the function (region us-east-1)."""
+    return dict(rendered(app.path, stage).policies[handler])
+
+
+@functools.cache
+def rendered(app_dir: Path, stage: str) -> RenderedApp:
+    return render_for(app_dir, stage, account=ACCOUNT)
 
 
 @pytest.mark.slow
@@ -165,7 +173,7 @@ def test_every_recorded_call_is_allowed_by_the_function_policy(
             for action, resource in required(call):
                 if not allows(policy, action, resource):
                     missing.append(f"{name}: {action} on {resource}")
-    assert not sorted(set(missing)), "policy files miss:\n" + "\n".join(sorted(set(missing)))
+    assert not sorted(set(missing)), "rendered policies miss:\n" + "\n".join(sorted(set(missing)))
 
 
 def test_every_trigger_and_failure_destination_is_allowed(
@@ -197,7 +205,7 @@ def test_every_trigger_and_failure_destination_is_allowed(
                 # Lambda sends a failed async event to the destination with the function's role.
                 needs.append(("sqs:SendMessage", failures))
             missing += [f"{name}: {a} on {r}" for a, r in needs if not allows(policy, a, r)]
-    assert not missing, "policy files miss:\n" + "\n".join(missing)
+    assert not missing, "rendered policies miss:\n" + "\n".join(missing)
 
 
 def _scope_error(resource: str, actions: list[str], stage: str, app: AppSpec) -> str | None:
@@ -208,7 +216,9 @@ def _scope_error(resource: str, actions: list[str], stage: str, app: AppSpec) ->
     parts = resource.split(":", 5)
     if len(parts) < 6 or parts[0] != "arn":
         return f"{resource} is not an ARN"
-    service, rest = parts[2], parts[5]
+    service, region, account, rest = parts[2], parts[3], parts[4], parts[5]
+    if service != "s3" and (region, account) != ("us-east-1", ACCOUNT):
+        return f"{resource} is not in region us-east-1, account {ACCOUNT}"
     if service == "ssm":
         return None  # parameters: see test_ssm_parameters_are_scoped_to_the_stage
     if service == "logs":
@@ -223,7 +233,7 @@ def _scope_error(resource: str, actions: list[str], stage: str, app: AppSpec) ->
     return None
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", [*STAGES, "qa7"])
 def test_no_grant_is_broader_than_the_stage_prefix(stage: str, apps: list[AppSpec]) -> None:
     problems = []
     for app in apps:
@@ -237,7 +247,7 @@ def test_no_grant_is_broader_than_the_stage_prefix(stage: str, apps: list[AppSpe
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("stage", ["dev", "prod", "local"])
+@pytest.mark.parametrize("stage", ["dev", "prod", "local", "qa7"])
 def test_every_stage_grants_what_the_test_stage_grants(stage: str, apps: list[AppSpec]) -> None:
     for app in apps:
         for handler in app.handlers("test"):

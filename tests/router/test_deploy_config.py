@@ -1,4 +1,8 @@
-"""The router's wiring and deployment config: trigger, stages, least-privilege policies."""
+"""The router's wiring and deployment config: trigger, stages, least-privilege policies.
+
+Config and policies are those `sluice deploy` renders from router/deploy.yaml (prefix
+sluice, us-east-1, account 123456789012), for the usual stages and one never listed.
+"""
 
 from __future__ import annotations
 
@@ -19,17 +23,19 @@ from sluice.config import (
     reset_settings,
 )
 
-CHALICE_DIR = Path(__file__).resolve().parents[2] / "router" / ".chalice"
-STAGES = ("dev", "prod", "local", "test")
+APP_DIR = Path(__file__).resolve().parents[2] / "router"
+STAGES = ("dev", "prod", "local", "test", "qa7")
+WHERE = "us-east-1:123456789012"
 
 
-def _config() -> dict[str, Any]:
-    return json.loads((CHALICE_DIR / "config.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+def _rendered(stage: str) -> Any:
+    """The router rendered for `stage` (sluice_tools: not in app_tests' venv, skipped there)."""
+    render = pytest.importorskip("sluice_tools.deploy.render")
+    return render.render_for(APP_DIR, stage)
 
 
 def _policy(stage: str) -> dict[str, Any]:
-    path = CHALICE_DIR / _config()["stages"][stage]["lambda_functions"]["route"]["iam_policy_file"]
-    return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    return dict(_rendered(stage).policies["route"])
 
 
 def _grants(policy: dict[str, Any]) -> dict[str, set[str]]:
@@ -49,7 +55,7 @@ def test_importing_the_app_loads_no_aws_sdk_and_calls_nothing() -> None:
     env = {**os.environ, "SLUICE_STAGE": "test", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
     done = subprocess.run(
         [sys.executable, "-c", check],
-        cwd=CHALICE_DIR.parent,
+        cwd=APP_DIR,
         env=env,
         capture_output=True,
         text=True,
@@ -75,7 +81,7 @@ def test_the_router_cuts_what_it_publishes_to_fit_sns_whatever_its_chunk_setting
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Ingest and cleanse may cut chunks up to an SQS message; the router publishes to SNS.
-    for name, value in _config()["stages"][stage]["environment_variables"].items():
+    for name, value in _rendered(stage).environment("route").items():
         monkeypatch.setenv(name, value)
     if setting is not None:
         monkeypatch.setenv("SLUICE_CHUNK_MAX_BYTES", str(setting))
@@ -88,10 +94,11 @@ def test_the_router_cuts_what_it_publishes_to_fit_sns_whatever_its_chunk_setting
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_sets_its_name_and_a_policy_file_of_its_own(stage: str) -> None:
-    config = _config()
+    config = _rendered(stage).config
     assert config["autogen_policy"] is False
     settings = config["stages"][stage]
     assert settings["environment_variables"]["SLUICE_STAGE"] == stage
+    assert settings["environment_variables"]["SLUICE_RESOURCE_PREFIX"] == "sluice"
     assert settings["lambda_functions"]["route"]["iam_policy_file"] == f"policy-{stage}-route.json"
 
 
@@ -99,14 +106,14 @@ def test_every_stage_sets_its_name_and_a_policy_file_of_its_own(stage: str) -> N
 def test_policy_grants_exactly_what_the_router_uses_on_its_stages_resources(stage: str) -> None:
     grants = _grants(_policy(stage))
     p = f"sluice-{stage}"
-    assert grants["sns:Publish"] == {f"arn:aws:sns:*:*:{p}-records"}
+    assert grants["sns:Publish"] == {f"arn:aws:sns:{WHERE}:{p}-records"}
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
-        assert grants[action] == {f"arn:aws:sqs:*:*:{p}-clean"}
+        assert grants[action] == {f"arn:aws:sqs:{WHERE}:{p}-clean"}
     for action in ("dynamodb:UpdateItem", "dynamodb:DeleteItem"):
-        assert grants[action] == {f"arn:aws:dynamodb:*:*:table/{p}-idempotency"}
+        assert grants[action] == {f"arn:aws:dynamodb:{WHERE}:table/{p}-idempotency"}
     assert grants["dynamodb:PutItem"] == {
-        f"arn:aws:dynamodb:*:*:table/{p}-idempotency",
-        f"arn:aws:dynamodb:*:*:table/{p}-ledger",
+        f"arn:aws:dynamodb:{WHERE}:table/{p}-idempotency",
+        f"arn:aws:dynamodb:{WHERE}:table/{p}-ledger",
     }
     assert grants["s3:PutObject"] == {
         f"arn:aws:s3:::{p}-quarantine/*",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import shutil
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,12 @@ class Deployed:
         return self.target.client(service)
 
 
-@pytest.fixture(scope="session")
-def deployed_stage() -> Iterator[Deployed]:
-    """moto's server with stage `test` deployed (the environment is set only around it)."""
+@contextmanager
+def deployed_into_moto(
+    stage: str, build_dir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[Deployed]:
+    """A moto server with `stage` deployed (`env`, e.g. a prefix or region, set around the
+    deploy only); reset and stopped on the way out."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -51,18 +55,27 @@ def deployed_stage() -> Iterator[Deployed]:
     try:
         with aws_environment(), pytest.MonkeyPatch.context() as mp:
             mp.setenv("AWS_ENDPOINT_URL", endpoint)
+            for name, value in (env or {}).items():
+                mp.setenv(name, value)
             # A previous session's Chalice state names resources this fresh moto never had.
-            for stale in BUILD_DIR.glob("**/.chalice/deployed"):
+            for stale in build_dir.glob("**/.chalice/deployed"):
                 shutil.rmtree(stale)
-            target = Target.from_env(STAGE, root=ROOT)
+            target = Target.from_env(stage, root=ROOT)
             log: list[str] = []
-            report = deploy_stage(target, build_dir=BUILD_DIR, log=log.append)
-        yield Deployed(target, report, log, BUILD_DIR, endpoint)
+            report = deploy_stage(target, build_dir=build_dir, log=log.append)
+        yield Deployed(target, report, log, build_dir, endpoint)
     finally:
         urllib.request.urlopen(
             urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
         ).close()
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def deployed_stage() -> Iterator[Deployed]:
+    """moto's server with stage `test` deployed (the environment is set only around it)."""
+    with deployed_into_moto(STAGE, BUILD_DIR) as deployed:
+        yield deployed
 
 
 @pytest.fixture(scope="module")

@@ -1,82 +1,45 @@
 """`sluice deploy --stage test` of the whole pipeline into moto's server, then `doctor`.
 
-One deploy per module (chalice deploy runs as a subprocess per app: about a minute in all);
-the checks read the deployed state with boto3, then break one thing at a time.
+One deploy per session (support.deployed: chalice deploy runs as a subprocess per app, about
+a minute in all); the checks read the deployed state with boto3, then break one thing at a
+time and put it back.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import shutil
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from support.env import aws_environment
+from support.deployed import ROOT, STAGE, Deployed
 
 from sluice_tools.cli import main
-from sluice_tools.deploy import DeployReport, Target, deploy_stage
+from sluice_tools.deploy import deploy_stage
 from sluice_tools.deploy.apps import discover_apps
 from sluice_tools.deploy.moto_gaps import fill_gaps
+from sluice_tools.deploy.render import RenderedApp
 from sluice_tools.deploy.state import resolver_for
 from sluice_tools.deploy.templates import stage_stacks
-
-ROOT = Path(__file__).resolve().parents[2]
-STAGE = "test"
-# Kept between runs: chalice caches each app's dependency zip in its .chalice/deployments.
-BUILD_DIR = ROOT / ".sluice" / "test-build"
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Deployed:
-    target: Target
-    report: DeployReport
-    log: list[str]
-    build_dir: Path
-
-    def client(self, service: str) -> Any:
-        return self.target.client(service)
-
-
-@pytest.fixture(scope="module")
-def deployed() -> Iterator[Deployed]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with aws_environment(), pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", endpoint)
-        # A previous session's Chalice state names resources this fresh moto never had.
-        for stale in BUILD_DIR.glob("**/.chalice/deployed"):
-            shutil.rmtree(stale)
-        target = Target.from_env(STAGE, root=ROOT)
-        log: list[str] = []
-        report = deploy_stage(target, build_dir=BUILD_DIR, log=log.append)
-        try:
-            yield Deployed(target, report, log, BUILD_DIR)
-        finally:
-            urllib.request.urlopen(
-                urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-            ).close()
-            server.stop()
-
-
-def expected_functions() -> dict[str, dict[str, Any]]:
-    """{function name: stage config} of every handler the apps' config.json name."""
+def expected_functions() -> dict[str, str]:
+    """{function name: handler} of every function the apps declare."""
     return {
-        app.function_name(STAGE, handler): app.stage_config(STAGE)
+        app.function_name(STAGE, handler): handler
         for app in discover_apps(ROOT)
         for handler in app.handlers(STAGE)
+    }
+
+
+def rendered_functions(deployed: Deployed) -> dict[str, tuple[RenderedApp, str]]:
+    """{function name: (its app as rendered by the deploy, handler)}."""
+    return {
+        rendered.function_name(handler): (rendered, handler)
+        for rendered in deployed.report.rendered
+        for handler in rendered.policies
     }
 
 
@@ -102,13 +65,18 @@ def test_deploy_reports_every_app_in_pipeline_order(deployed: Deployed) -> None:
     assert all(a.startswith("consumers/") for a in apps[3:])
 
 
-def test_every_function_exists_with_the_stage_in_its_environment(deployed: Deployed) -> None:
+def test_every_function_exists_with_the_stage_and_prefix_in_its_environment(
+    deployed: Deployed,
+) -> None:
     lam = deployed.client("lambda")
-    for name, config in expected_functions().items():
+    functions = rendered_functions(deployed)
+    assert set(functions) == set(expected_functions())
+    for name, (rendered, handler) in functions.items():
         fn = lam.get_function_configuration(FunctionName=name)
         env = fn["Environment"]["Variables"]
-        assert env["SLUICE_STAGE"] == STAGE
-        assert env == config["environment_variables"]
+        assert (env["SLUICE_STAGE"], env["SLUICE_RESOURCE_PREFIX"]) == (STAGE, "sluice")
+        assert env == rendered.environment(handler)
+        assert fn["FunctionArn"].startswith("arn:aws:lambda:us-east-1:")
 
 
 def test_every_sqs_mapping_reports_batch_item_failures(deployed: Deployed) -> None:

@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 
 from sluice_tools.cli import main
+from sluice_tools.deploy.render import render_for
 from sluice_tools.scaffold import ConsumerSpec, ScaffoldError, chalice_config, render_app
 from sluice_tools.scaffold.contract import (
     attributes_read,
@@ -20,6 +21,7 @@ from sluice_tools.scaffold.contract import (
     declared_attributes,
     unread_attributes,
 )
+from sluice_tools.scaffold.generator import declaration
 
 REPO = Path(__file__).resolve().parents[2]
 # What a scaffolded consumer needs of the repository to be generated and tested.
@@ -142,6 +144,26 @@ def test_shipped_consumers_have_the_scaffold_layout_resources_and_config(
     assert yaml.safe_load((REPO / resources).read_text()) == yaml.safe_load(files[resources])
     config = json.loads((REPO / f"consumers/{name}/.chalice/config.json").read_text())
     assert config == chalice_config(scaffold)
+    shipped = yaml.safe_load((REPO / f"consumers/{name}/deploy.yaml").read_text())
+    assert shipped["defaults"] == declaration(scaffold)["defaults"]
+
+
+def test_a_new_consumer_writes_a_declaration_that_renders_and_no_policy_file(
+    tmp_path: Path,
+) -> None:
+    repo = copy_repo(tmp_path / "repo")
+    result = CliRunner().invoke(
+        main, ["new-consumer", "q", "--filter", '{"priority": ["high"]}', "--repo", str(repo)]
+    )
+    assert result.exit_code == 0, result.output
+
+    app_dir = repo / "consumers" / "q"
+    assert not list((app_dir / ".chalice").glob("policy-*.json"))
+    rendered = render_for(app_dir, "qa7", prefix="acme-data", region="eu-west-1")
+    [policy] = rendered.policies.values()
+    resources = {r for s in policy["Statement"] for r in s["Resource"]}
+    assert "arn:aws:sqs:eu-west-1:123456789012:acme-data-qa7-consumer-q" in resources
+    assert "arn:aws:sqs:eu-west-1:123456789012:acme-data-qa7-consumer-q-dlq" in resources
 
 
 @pytest.mark.parametrize(

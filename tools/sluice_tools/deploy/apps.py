@@ -1,15 +1,20 @@
-"""The Chalice apps of the monorepo, in deploy order, and what their config.json says.
+"""The Chalice apps of the monorepo, in deploy order, with their names and declarations.
 
 ingest, cleanse, router, then each `consumers/*/app.py` by name. Function names are
-`{app_name}-{stage}-{handler}` (Chalice's rule).
+`{app_name}-{stage}-{handler}` (Chalice's rule). The committed `.chalice/config.json` holds
+the app's name only; its stages, environments and policies are rendered at deploy time
+from the app's `deploy.yaml` (`render.py`).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from sluice_tools.deploy.declaration import Declaration, load_declaration
 
 STAGE_APPS = ("ingest", "cleanse", "router")
 
@@ -37,35 +42,22 @@ class AppSpec:
     def function_name(self, stage: str, handler: str) -> str:
         return f"{self.function_prefix(stage)}{handler}"
 
-    def stage_config(self, stage: str) -> dict[str, Any]:
-        stages = self.config.get("stages") or {}
-        if stage not in stages:
-            raise KeyError(f"{self.path}/.chalice/config.json has no stage {stage!r}")
-        return dict(stages[stage])
+    @property
+    def root(self) -> Path:
+        """The monorepo root the app belongs to."""
+        return self.path.parent if self.key in STAGE_APPS else self.path.parent.parent
 
-    def handlers(self, stage: str) -> list[str]:
-        """Handlers named in the stage's lambda_functions (those with a policy file)."""
-        return sorted((self.stage_config(stage).get("lambda_functions") or {}).keys())
+    @cached_property
+    def declaration(self) -> Declaration:
+        """The app's `deploy.yaml`: its functions, their settings and grants."""
+        return load_declaration(self.path)
 
-    def lookup(self, stage: str, handler: str, key: str) -> Any:
-        """A setting as Chalice looks it up: stage function, stage, top function, top."""
-        stage_cfg = self.stage_config(stage)
-        for scope in (
-            (stage_cfg.get("lambda_functions") or {}).get(handler) or {},
-            stage_cfg,
-            (self.config.get("lambda_functions") or {}).get(handler) or {},
-            self.config,
-        ):
-            if key in scope:
-                return scope[key]
-        return None
+    def handlers(self, stage: str | None = None) -> list[str]:
+        """The functions the app declares (the same in every stage)."""
+        return sorted(self.declaration.functions)
 
     def timeout(self, stage: str, handler: str) -> int:
-        return int(self.lookup(stage, handler, "lambda_timeout") or 60)
-
-    def policy_file(self, stage: str, handler: str) -> Path | None:
-        name = self.lookup(stage, handler, "iam_policy_file")
-        return self.path / ".chalice" / name if name else None
+        return self.declaration.settings(stage, handler).timeout
 
 
 def discover_apps(root: Path) -> list[AppSpec]:

@@ -67,7 +67,12 @@ prefix_option = click.option(
     "--build-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Deploy copies of the apps made here, not the apps in place (CI, tests).",
+    help="Render the apps' copies here (default .sluice/build/<prefix>-<stage>).",
+)
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Print each function's policy and environment and the changes; apply nothing.",
 )
 def deploy_command(
     stage: str,
@@ -75,17 +80,30 @@ def deploy_command(
     only: tuple[str, ...],
     no_doctor: bool,
     build_dir: Path | None,
+    plan: bool,
 ) -> None:
     """Deploy a stage: platform and consumer stacks, each Chalice app in order (shared/
     vendored), the settings Chalice cannot make, then doctor. Running it twice is harmless.
 
-    AWS_ENDPOINT_URL (or stage local/test) targets moto's server: the resources moto's
-    CloudFormation skips are then applied from the same templates.
+    Each app is deployed from a copy whose .chalice/config.json and IAM policies are
+    rendered from its deploy.yaml for this prefix, stage, region and account; the
+    checkout is never written to. AWS_ENDPOINT_URL (or stage local/test) targets moto's
+    server: the resources moto's CloudFormation skips are then applied from the same
+    templates.
     """
     from sluice_tools.deploy.pipeline import DeployError, deploy_stage
     from sluice_tools.deploy.target import Target
 
     target = Target.from_env(stage, prefix)
+    if plan:
+        from sluice_tools.deploy.plan import PlanError, plan_stage
+
+        try:
+            plan_stage(target, list(only) or None, build_dir=build_dir, log=click.echo)
+        except PlanError as exc:
+            click.echo(f"plan failed: {exc}", err=True)
+            raise SystemExit(1) from exc
+        return
     try:
         report = deploy_stage(
             target, list(only) or None, build_dir=build_dir, doctor=not no_doctor, log=click.echo
@@ -93,7 +111,10 @@ def deploy_command(
     except DeployError as exc:
         click.echo(f"deploy failed: {exc}", err=True)
         raise SystemExit(1) from exc
-    click.echo(f"deployed {len(report.apps)} app(s) in {report.seconds:.1f} s")
+    click.echo(
+        f"deployed {len(report.apps)} app(s) in {report.seconds:.1f} s "
+        f"(rendered copies in {report.build_root})"
+    )
     if not report.ok:
         raise SystemExit(1)
 

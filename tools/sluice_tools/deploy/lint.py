@@ -16,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sluice_tools.deploy.apps import AppSpec, discover_apps
+from sluice_tools.deploy.build import build_copy
 from sluice_tools.deploy.chalice_deploy import chalice_command
-from sluice_tools.deploy.target import repo_root
+from sluice_tools.deploy.render import Placement, template_inventory
+from sluice_tools.deploy.target import EMULATOR_STAGES, repo_root
 from sluice_tools.deploy.templates import stage_stacks
 
 
@@ -35,14 +37,15 @@ def packageable(app: AppSpec) -> bool:
 def package_app(app: AppSpec, stage: str, out: Path, build: Path | None = None) -> Path:
     """`chalice package --stage STAGE` of `app` into `out`; returns the SAM template.
 
-    `build`: package a copy of the app made there (keeps the app's .chalice/ clean and
-    lets chalice reuse its dependency cache between runs).
+    The app is packaged from a copy rendered for `stage` (prefix sluice, us-east-1, a
+    placeholder account) made under `build` (default: beside `out`), which also lets
+    chalice reuse its dependency cache between runs.
     """
-    app_dir = app.path
-    if build is not None:
-        app_dir = build / app.rel
-        ignore = shutil.ignore_patterns("vendor", "__pycache__", "deployments", "deployed")
-        shutil.copytree(app.path, app_dir, ignore=ignore, dirs_exist_ok=True)
+    place = Placement(
+        "sluice", stage, "us-east-1", "123456789012", emulator=stage in EMULATOR_STAGES
+    )
+    build_root = build if build is not None else out.parent / "apps"
+    app_dir, _ = build_copy(app, place, build_root, template_inventory(app.root, place))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env.update(SLUICE_STAGE=stage)
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")

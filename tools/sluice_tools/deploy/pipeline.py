@@ -4,18 +4,20 @@ post-deploy settings, then doctor. The same path for AWS and for the emulator.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sluice_tools.deploy.apps import AppSpec, discover_apps, select_apps
+from sluice_tools.deploy.apps import discover_apps, select_apps
+from sluice_tools.deploy.build import build_copy
 from sluice_tools.deploy.chalice_deploy import chalice_deploy
+from sluice_tools.deploy.declaration import DeclarationError
 from sluice_tools.deploy.doctor import DoctorReport, run_doctor
 from sluice_tools.deploy.drift import repair_drift
 from sluice_tools.deploy.moto_gaps import fill_gaps
 from sluice_tools.deploy.post_deploy import apply_post_deploy, chalice_mapping_uuids
+from sluice_tools.deploy.render import RenderedApp, template_inventory
 from sluice_tools.deploy.stacks import StackResult, deploy_stack
 from sluice_tools.deploy.state import read_functions, resolver_for
 from sluice_tools.deploy.target import Target
@@ -33,6 +35,8 @@ class DeployReport:
     stacks: list[StackResult] = field(default_factory=list)
     gaps_filled: list[str] = field(default_factory=list)
     apps: list[str] = field(default_factory=list)
+    rendered: list[RenderedApp] = field(default_factory=list)
+    build_root: Path | None = None
     post_deploy: list[str] = field(default_factory=list)
     doctor: DoctorReport | None = None
     seconds: float = 0.0
@@ -53,8 +57,10 @@ def deploy_stage(
     """Deploy `target.stage`: stacks, apps in order, post-deploy settings, then doctor.
 
     `only` limits the apps (and consumer stacks) to those named; the platform stack is always
-    deployed (a no-op when unchanged). `build_dir`: deploy copies of the apps made there
-    instead of the apps in place (tests; a clean checkout's `.chalice/deployed` untouched).
+    deployed (a no-op when unchanged). Apps are deployed from copies rendered for the target
+    (`build.py`) under `build_dir`, by default `.sluice/build/<prefix>-<stage>`; the checkout
+    is never written to. Every app is rendered before anything is deployed, so a mistake
+    in a `deploy.yaml` stops the deploy before it starts.
     """
     started = time.monotonic()
     report = DeployReport(stage=target.stage)
@@ -67,6 +73,19 @@ def deploy_stage(
     stacks = stage_stacks(
         target.root, target.stage, target.prefix, consumers=consumers if only else None
     )
+    build_root = build_dir or target.build_root
+    report.build_root = build_root
+    place = target.placement()
+    inventory = template_inventory(target.root, place)
+    app_dirs = {}
+    try:
+        for app in apps:
+            app_dirs[app.key], rendered = build_copy(
+                app, place, build_root, inventory, seed_state=build_dir is None
+            )
+            report.rendered.append(rendered)
+    except DeclarationError as exc:
+        raise DeployError(f"cannot render the apps: {exc}") from exc
 
     where = "the emulator" if target.emulator else f"AWS {target.region}"
     log(f"deploy stage {target.stage} to {where}")
@@ -86,7 +105,7 @@ def deploy_stage(
     known_uuids: set[str] = set()
     for app in apps:
         app_started = time.monotonic()
-        app_dir = _build_copy(app, build_dir) if build_dir else app.path
+        app_dir = app_dirs[app.key]
         vendor_shared(app_dir, target.root / "shared")
         try:
             chalice_deploy(app_dir, target)
@@ -111,14 +130,3 @@ def deploy_stage(
         log(report.doctor.render())
     report.seconds = time.monotonic() - started
     return report
-
-
-def _build_copy(app: AppSpec, build_dir: Path) -> Path:
-    """A copy of the app under `build_dir` (its deploy state there kept between runs)."""
-    dest = build_dir / app.rel
-    dest.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns(
-        "vendor", "__pycache__", ".mypy_cache", "deployments", "deployed"
-    )
-    shutil.copytree(app.path, dest, ignore=ignore, dirs_exist_ok=True)
-    return dest

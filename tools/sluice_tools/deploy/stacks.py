@@ -36,19 +36,13 @@ def deploy_stack(
 ) -> StackResult:
     """Create `spec`'s stack, or update it; wait until it is complete."""
     cfn = target.client("cloudformation")
-    declared = spec.body.get("Parameters") or {}
-    params = [
-        {"ParameterKey": k, "ParameterValue": v}
-        for k, v in target.parameters().items()
-        if k in declared
-    ]
     common: dict[str, Any] = {
         "StackName": spec.name,
         "TemplateBody": spec.text,
-        "Parameters": params,
+        "Parameters": stack_parameters(target, spec),
         "Tags": [{"Key": "sluice:stage", "Value": target.stage}],
     }
-    status = _status(cfn, spec.name)
+    status = stack_status(cfn, spec.name)
     if status == "ROLLBACK_COMPLETE":
         log(f"  {spec.name}: left in ROLLBACK_COMPLETE by a failed create; deleting it first")
         cfn.delete_stack(StackName=spec.name)
@@ -76,7 +70,18 @@ def deploy_stack(
     return StackResult(spec.name, action, _outputs(cfn, spec.name))
 
 
-def _status(cfn: Any, name: str) -> str | None:
+def stack_parameters(target: Target, spec: StackSpec) -> list[dict[str, str]]:
+    """The target's parameters that `spec`'s template declares, as the API takes them."""
+    declared = spec.body.get("Parameters") or {}
+    return [
+        {"ParameterKey": k, "ParameterValue": v}
+        for k, v in target.parameters().items()
+        if k in declared
+    ]
+
+
+def stack_status(cfn: Any, name: str) -> str | None:
+    """The stack's status, None when there is none (or it was deleted)."""
     try:
         stacks = cfn.describe_stacks(StackName=name)["Stacks"]
     except Exception as exc:
@@ -91,7 +96,7 @@ def _status(cfn: Any, name: str) -> str | None:
 def _wait(cfn: Any, name: str, since: float, deleting: bool = False) -> str | None:
     delay, deadline = 0.2, time.monotonic() + TIMEOUT_S
     while True:
-        status = _status(cfn, name)
+        status = stack_status(cfn, name)
         if status is None and deleting:
             return None
         if status is None or not status.endswith(IN_PROGRESS):

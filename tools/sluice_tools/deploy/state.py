@@ -36,13 +36,7 @@ def function_name_of(arn: str) -> str:
 
 def resolver_for(target: Target, spec: StackSpec) -> Resolver:
     """A resolver for `spec` with names computed for the target (no stack lookup needed)."""
-    return Resolver(
-        spec,
-        target.parameters(),
-        region=target.region,
-        account=target.account,
-        partition=target.partition,
-    )
+    return target.placement().resolver(spec)
 
 
 def template_names(target: Target, stacks: list[StackSpec], type_: str) -> list[str]:

@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sluice.config import ResourceNames
+
+if TYPE_CHECKING:
+    from sluice_tools.deploy.render import Placement
 
 EMULATOR_STAGES = frozenset({"local", "test"})
 DEFAULT_REGION = "us-east-1"
@@ -75,6 +78,24 @@ class Target:
     @property
     def partition(self) -> str:
         return "aws-cn" if self.region.startswith("cn-") else "aws"
+
+    def placement(self) -> Placement:
+        """What rendered names and ARNs depend on (asks STS for the account once)."""
+        from sluice_tools.deploy.render import Placement
+
+        return Placement(
+            prefix=self.prefix,
+            stage=self.stage,
+            region=self.region,
+            account=self.account,
+            partition=self.partition,
+            emulator=self.emulator,
+        )
+
+    @property
+    def build_root(self) -> Path:
+        """Where deploys render the apps by default: `.sluice/build/<prefix>-<stage>`."""
+        return self.root / ".sluice" / "build" / f"{self.prefix}-{self.stage}"
 
     def parameters(self) -> dict[str, str]:
         """The parameters every Sluice template takes."""

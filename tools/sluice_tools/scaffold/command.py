@@ -48,8 +48,8 @@ def new_consumer_command(name: str, filter_json: str, direct: bool, repo: Path |
     for path in written:
         click.echo(f"  {path.relative_to(root)}")
     click.echo(
-        f"Next: edit consumers/{name}/chalicelib/service.py (handle_record) and its IAM "
-        f"policies, then run: pytest tests/consumers/{name}"
+        f"Next: edit consumers/{name}/chalicelib/service.py (handle_record) and the grants "
+        f"in consumers/{name}/deploy.yaml, then run: pytest tests/consumers/{name}"
     )
     for warning in unread_attribute_warnings(root):
         click.echo(f"Warning: {warning}", err=True)

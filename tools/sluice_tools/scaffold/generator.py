@@ -1,7 +1,9 @@
 """Render a consumer app, its resources and its tests from the templates in `templates/`.
 
 Text files are templates with `{{token}}` placeholders (plain replacement, so `${...}` of
-CloudFormation and Python braces stay as they are); `.chalice/` JSON is built as data.
+CloudFormation and Python braces stay as they are); `.chalice/config.json` and the app's
+`deploy.yaml` (its settings and grants, rendered per stage by `sluice deploy`) are built as
+data.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from sluice_tools.scaffold.contract import (
     check_filter_policy,
     declared_attributes,
@@ -25,7 +29,6 @@ from sluice_tools.scaffold.errors import ScaffoldError
 # Lambda function names are `sluice-consumer-<name>-<stage>-consume`: with a name of at most
 # 20 characters and a stage of at most 16 they stay within Lambda's (and IAM roles') 64.
 NAME_RE = re.compile(r"^[a-z](?:[a-z0-9]|-(?=[a-z0-9])){0,19}$")
-STAGES = ("dev", "prod", "local", "test")
 FUNCTION = "consume"
 DEFAULT_TIMEOUT_S = 60
 DEFAULT_MEMORY_MB = 256
@@ -94,104 +97,79 @@ def _templates(kind: str) -> list[tuple[str, Traversable]]:
     return found
 
 
-def _policy_document(spec: ConsumerSpec, stage: str) -> dict[str, Any]:
-    fn = f"{spec.app_name}-{stage}-{FUNCTION}"
-    p = f"sluice-{stage}"
-    statements: list[dict[str, Any]] = [
-        {
-            "Sid": "Logs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": [
-                f"arn:aws:logs:*:*:log-group:/aws/lambda/{fn}",
-                f"arn:aws:logs:*:*:log-group:/aws/lambda/{fn}:*",
-            ],
-        },
-        {
-            "Sid": "Tracing",
-            "Effect": "Allow",
-            "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"],
-            "Resource": "*",
-        },
-        {
-            "Sid": "Ledger",
-            "Effect": "Allow",
-            "Action": ["dynamodb:PutItem"],
-            "Resource": f"arn:aws:dynamodb:*:*:table/{p}-ledger",
-        },
-        {
-            "Sid": "Quarantine",
-            "Effect": "Allow",
-            "Action": ["s3:PutObject"],
-            "Resource": f"arn:aws:s3:::{p}-quarantine/*",
-        },
-        {
-            "Sid": "ClaimCheckRead",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject"],
-            "Resource": f"arn:aws:s3:::{p}-payloads/*",
-        },
-        {
-            "Sid": "ClaimCheckMissingIs404",
-            "Effect": "Allow",
-            "Action": ["s3:ListBucket"],
-            "Resource": f"arn:aws:s3:::{p}-payloads",
-        },
-        {
-            "Sid": "Idempotency",
-            "Effect": "Allow",
-            "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
-            "Resource": f"arn:aws:dynamodb:*:*:table/{p}-idempotency",
-        },
+def _grant(sid: str, actions: list[str], *resources: str) -> dict[str, Any]:
+    return {"sid": sid, "actions": actions, "resources": list(resources)}
+
+
+def declaration(spec: ConsumerSpec) -> dict[str, Any]:
+    """The consumer's `deploy.yaml` as data: its settings and what `consume` may do.
+
+    Resources are references (`queue:consumer-<name>`), rendered to exact ARNs by
+    `sluice deploy` for the prefix, stage, region and account it deploys to.
+    """
+    grants = [
+        _grant(
+            "Logs",
+            ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "self:log-group",
+        ),
+        _grant("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*"),
+        _grant("Ledger", ["dynamodb:PutItem"], "table:ledger"),
+        _grant("Quarantine", ["s3:PutObject"], "bucket:quarantine/*"),
+        _grant("ClaimCheckRead", ["s3:GetObject"], "bucket:payloads/*"),
+        _grant("ClaimCheckMissingIs404", ["s3:ListBucket"], "bucket:payloads"),
+        _grant(
+            "Idempotency",
+            ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+            "table:idempotency",
+        ),
     ]
+    own = f"consumer-{spec.name}"
     if spec.direct:
-        statements.append(
-            {
-                "Sid": "OnFailureDestination",
-                "Effect": "Allow",
-                "Action": ["sqs:SendMessage"],
-                "Resource": f"arn:aws:sqs:*:*:{p}-consumer-{spec.name}-failures",
-            }
-        )
+        grants.append(_grant("OnFailureDestination", ["sqs:SendMessage"], f"queue:{own}-failures"))
     else:
-        statements.append(
-            {
-                "Sid": "Trigger",
-                "Effect": "Allow",
-                "Action": [
+        grants.append(
+            _grant(
+                "Trigger",
+                [
                     "sqs:ReceiveMessage",
                     "sqs:DeleteMessage",
                     "sqs:GetQueueAttributes",
-                    "sqs:ChangeMessageVisibility",  # a chunk claimed elsewhere waits (sluice.stage)
+                    "sqs:ChangeMessageVisibility",  # a chunk claimed elsewhere waits
                 ],
-                "Resource": f"arn:aws:sqs:*:*:{p}-consumer-{spec.name}",
-            }
+                f"queue:{own}",
+            )
         )
-        statements.append(
-            {
-                "Sid": "DeadLetters",  # records that fail in the handler (sluice.stage)
-                "Effect": "Allow",
-                "Action": ["sqs:SendMessage"],
-                "Resource": f"arn:aws:sqs:*:*:{p}-consumer-{spec.name}-dlq",
-            }
-        )
-    return {"Version": "2012-10-17", "Statement": statements}
+        # records that fail in the handler (sluice.stage)
+        grants.append(_grant("DeadLetters", ["sqs:SendMessage"], f"queue:{own}-dlq"))
+    return {
+        "defaults": {
+            "timeout": spec.timeout_s,
+            "memory": spec.memory_mb,
+            "xray": True,  # off on the emulator, whatever this says
+            "environment": {"LOG_LEVEL": "INFO"},
+        },
+        "functions": {FUNCTION: {"grants": grants}},
+    }
+
+
+DECLARATION_HEADER = """\
+# consumers/{name}: how its function runs and what it may do, in any stage. `sluice deploy`
+# renders this into .chalice/config.json and an IAM policy for the prefix, stage, region
+# and account it deploys to. Grants name resources by reference: queue:NAME, topic:NAME,
+# table:NAME, bucket:NAME[/path] (NAME without `<prefix>-<stage>-`), parameter:PATH,
+# self:log-group. Per-stage overrides go under `stages: {{prod: {{memory: 1024}}}}`.
+"""
+
+
+def declaration_text(spec: ConsumerSpec) -> str:
+    body = yaml.safe_dump(declaration(spec), sort_keys=False, default_flow_style=None, width=100)
+    return DECLARATION_HEADER.format(name=spec.name) + body
 
 
 def chalice_config(spec: ConsumerSpec) -> dict[str, Any]:
-    """`.chalice/config.json`: stages dev, prod, local, test; a policy file per function."""
-    stages = {
-        stage: {
-            "environment_variables": {"SLUICE_STAGE": stage, "LOG_LEVEL": "INFO"},
-            "lambda_timeout": spec.timeout_s,
-            "lambda_memory_size": spec.memory_mb,
-            "xray": stage in ("dev", "prod"),  # no X-Ray daemon on moto or in tests
-            "tags": {"sluice:stage": stage, "sluice:app": f"consumer-{spec.name}"},
-            "lambda_functions": {FUNCTION: {"iam_policy_file": f"policy-{stage}-{FUNCTION}.json"}},
-        }
-        for stage in STAGES
-    }
-    return {"version": "2.0", "app_name": spec.app_name, "autogen_policy": False, "stages": stages}
+    """The committed `.chalice/config.json`: the app's name; stages are rendered at deploy."""
+    return {"version": "2.0", "app_name": spec.app_name, "autogen_policy": False}
 
 
 def render_app(spec: ConsumerSpec) -> dict[str, str]:
@@ -216,10 +194,7 @@ def render_app(spec: ConsumerSpec) -> dict[str, str]:
             target = f"{app_dir}/{relative}"
         files[target] = render(template.read_text(encoding="utf-8"), values)
     files[f"{app_dir}/.chalice/config.json"] = _json(chalice_config(spec))
-    for stage in STAGES:
-        files[f"{app_dir}/.chalice/policy-{stage}-{FUNCTION}.json"] = _json(
-            _policy_document(spec, stage)
-        )
+    files[f"{app_dir}/deploy.yaml"] = declaration_text(spec)
     return dict(sorted(files.items()))
 
 

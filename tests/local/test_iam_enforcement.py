@@ -15,13 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 from support.waiting import wait_until
 
-from sluice_tools.local import iam
+from sluice_tools.local import apifaults, iam
+from sluice_tools.local.apifaults import ApiFaultPlan, ApiFaultRule
 from sluice_tools.local.emulator import ACCOUNT_ID, Emulator, client
+from sluice_tools.local.pool import register_worker
 from sluice_tools.local.runtime import LocalRuntime, Options
+from sluice_tools.local.worker import app_id
 
 from .conftest import depth, queue
 
@@ -265,6 +270,54 @@ def test_s3_reads_only_under_the_granted_prefix_and_a_deny_wins(world: World) ->
         "policy"
     )
     assert listing.endswith("because no identity-based policy allows the s3:ListBucket action")
+
+
+def test_a_missing_object_is_403_without_list_bucket_and_404_with_it(world: World) -> None:
+    s3 = world.role("s3")
+
+    message = denied(lambda: s3.get_object(Bucket="iam-bucket", Key="granted/missing.json"))
+    with pytest.raises(ClientError) as head:
+        s3.head_object(Bucket="iam-bucket", Key="granted/missing.json")
+
+    assert message == refusal("s3:ListBucket", '"arn:aws:s3:::iam-bucket"')
+    assert head.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    roles = client("iam", world.endpoint)
+    listing = policy(allow("s3:ListBucket", "arn:aws:s3:::iam-bucket"))
+    roles.put_role_policy(RoleName="fn-role", PolicyName="list", PolicyDocument=listing)
+    try:
+        with pytest.raises(ClientError) as missing:
+            s3.get_object(Bucket="iam-bucket", Key="granted/missing.json")
+        assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+    finally:
+        roles.delete_role_policy(RoleName="fn-role", PolicyName="list")
+
+
+def test_a_refused_call_never_reaches_the_api_faults_an_allowed_one_does(world: World) -> None:
+    pid = 4_000_000  # a worker's pid as the User-Agent names it (never a real child)
+    register_worker(pid, "fn")
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        user_agent_appid=app_id(pid),  # type: ignore[call-arg]  # botocore's stubs lag
+    )
+    creds = world.credentials
+    worker = boto3.session.Session(
+        aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=creds["AWS_SESSION_TOKEN"],
+        region_name=REGION,
+    ).client("sqs", endpoint_url=world.endpoint, config=config)
+    plan = ApiFaultPlan([ApiFaultRule("error_before", service="sqs", times=1)])
+    apifaults.use(plan)
+    try:
+        denied(lambda: worker.send_message(QueueUrl=world.urls["other-queue"], MessageBody="x"))
+        assert plan.seen == 0
+        assert plan.counts() == {}
+
+        worker.send_message(QueueUrl=world.urls["granted-queue"], MessageBody="retried")
+
+        assert plan.counts() == {"error_before": 1}  # the first attempt failed, the retry not
+    finally:
+        apifaults.use(None)
 
 
 def test_s3_outside_the_granted_bucket_is_refused(world: World) -> None:

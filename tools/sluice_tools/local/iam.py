@@ -12,6 +12,8 @@ until then every request passes untouched, as before. Once on, every request is 
   attached (`Policy`: Deny wins, `*`/`?` wildcards, NotAction/NotResource). If not: the
   service's own AccessDenied answer (HTTP 403) naming principal, action and resource, as AWS
   words it;
+  A role that may read an object but not list its bucket gets 403, not 404, for a missing
+  key, as from S3 (`_missing_is_denied`);
 - anything else (unknown key, a dead session's token, no signature): refused as AWS refuses
   an unknown key (`InvalidClientTokenId`, `UnrecognizedClientException`, S3's
   `InvalidAccessKeyId`), HTTP 403.
@@ -54,6 +56,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Need = tuple[str, str]  # (IAM action, resource ARN)
 
 PARSED_BODY = "sluice.iam.body"  # environ key: the request's JSON body, parsed once here
+IF_MISSING = "sluice.iam.if_missing"  # environ key: S3's answer if the object is missing
 OPERATOR_KEY = CREDENTIALS["AWS_ACCESS_KEY_ID"]
 DECISION_CACHE_MAX = 50_000  # (action, resource) decisions kept per role before starting over
 
@@ -292,6 +295,9 @@ def middleware(app: WSGIApp) -> WSGIApp:
                 status, headers, body = refusal
                 start_response(status, headers)
                 return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+            missing = environ.pop(IF_MISSING, None)
+            if missing is not None:
+                return _missing_is_denied(app, environ, start_response, missing)
         if service in ("iam", "cloudformation") and _may_change_iam(service, environ):
             try:
                 return app(environ, start_response)
@@ -300,6 +306,30 @@ def middleware(app: WSGIApp) -> WSGIApp:
         return app(environ, start_response)
 
     return checked
+
+
+def _missing_is_denied(
+    app: WSGIApp, environ: dict[str, Any], start_response: Callable[..., Any], refusal: Refusal
+) -> Iterable[bytes]:
+    """S3's answer to reading a missing object without s3:ListBucket: 403, not 404.
+
+    S3 tells a caller that may not list the bucket nothing about which keys exist.
+    """
+    missing: list[bool] = []
+
+    def start(status: str, headers: Any, exc_info: Any = None) -> Any:
+        if status.startswith("404"):
+            missing.append(True)
+            return start_response(refusal[0], refusal[1])
+        return start_response(status, headers, exc_info)
+
+    result = app(environ, start)
+    if not missing:
+        return result
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [refusal[2]]
 
 
 def _credential(environ: Mapping[str, Any]) -> tuple[str, str, str] | None:
@@ -361,6 +391,14 @@ def _check(environ: dict[str, Any], caller: tuple[str, str, str] | None) -> Refu
             log.warning("IAM: %s denied %s on %s", principal, action, resource)
             return access_denied(service, principal, action, resource, explicit=decision == "deny")
         _enforcer.calls[(principal, need[0])] += 1
+    if service == "s3" and op in ("GetObject", "HeadObject"):
+        bucket = needs[0][1].split("/", 1)[0]
+        listing = ("s3:ListBucket", bucket)
+        decision = _enforcer.decide(session, listing, partition)
+        if decision != "allow":
+            environ[IF_MISSING] = access_denied(
+                service, principal, *listing, explicit=decision == "deny"
+            )
     return None
 
 

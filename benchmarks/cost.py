@@ -104,24 +104,16 @@ def attribute(figures: RunFigures) -> tuple[dict[str, dict[str, Tally]], Exclude
 
 
 def memory_mb(root: Path, app: str, handler: str, stage: str) -> int | None:
-    """lambda_memory_size for `handler` of `app` in `stage` of its .chalice/config.json."""
+    """lambda_memory_size for `handler` of `app` in `stage`, from the app's deploy.yaml."""
+    from sluice_tools.deploy.declaration import DeclarationError, load_declaration
+
     folder = root / (
         f"consumers/{app.removeprefix('consumer-')}" if app.startswith("consumer-") else app
     )
     try:
-        config = json.loads((folder / ".chalice" / "config.json").read_text())
-    except (OSError, ValueError):
+        return load_declaration(folder).settings(stage, handler).memory
+    except (OSError, DeclarationError):
         return None
-    stage_config = (config.get("stages") or {}).get(stage) or {}
-    for scope in (
-        (stage_config.get("lambda_functions") or {}).get(handler) or {},
-        stage_config,
-        (config.get("lambda_functions") or {}).get(handler) or {},
-        config,
-    ):
-        if "lambda_memory_size" in scope:
-            return int(scope["lambda_memory_size"])
-    return None
 
 
 def costs(

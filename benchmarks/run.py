@@ -268,7 +268,7 @@ def print_cost(run: RunFigures, prices: dict[str, Any], memory_stage: str) -> di
     )
     table(
         f"Requests per 1,000 records and $ per million 1 KB records: {run.label} "
-        f"(prices {prices['date']}; Lambda memory from .chalice/config.json stage "
+        f"(prices {prices['date']}; Lambda memory from deploy.yaml, stage "
         f"{memory_stage!r})",
         ["stage", "requests/1k", "$/M records", "by item ($/M)"],
         rows,

@@ -47,7 +47,7 @@ def test_modelled_gb_seconds_are_cpu_plus_each_call_times_its_assumed_wait() -> 
 
     stages, _, _ = cost.costs(figures(), PRICES, ROOT, "prod")
     cleanse = stages["cleanse"]
-    gb = 1024 / 1024  # cleanse's prod memory in cleanse/.chalice/config.json
+    gb = 1024 / 1024  # cleanse's prod memory in cleanse/deploy.yaml
     assert cost.memory_mb(ROOT, "cleanse", "cleanse", "prod") == 1024
     assert cleanse.gb_seconds == (100 + 100) / 1000 * gb
     assert cleanse.gb_seconds_cpu == 0.1 * gb

@@ -214,11 +214,11 @@ class Enforcer:
         decision = role.decisions.get(need)
         if decision is None:
             decision = role.policy.decide(*need)
-            if decision == "allow" and session.session_policy:
-                decision = Policy.parse([session.session_policy]).decide(*need)
             if len(role.decisions) >= DECISION_CACHE_MAX:
                 role.decisions.clear()
             role.decisions[need] = decision
+        if decision == "allow" and session.session_policy:  # the session's own limits
+            decision = Policy.parse([session.session_policy]).decide(*need)
         return decision
 
 

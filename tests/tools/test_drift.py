@@ -1,5 +1,6 @@
 """Drift: resources changed outside the deploy are reported by `sluice doctor` with the
-command that repairs them, and that command (`sluice deploy`) repairs them.
+command that repairs them, and that command (`sluice deploy`) repairs them. Last, the
+repairs as on AWS (no moto gap-filling first) from a small template, in-process.
 
 The stage deployed into moto's server once per session (support.deployed) is broken;
 what is broken is chosen from the templates and the deployed mappings, not from a list.
@@ -10,23 +11,24 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from support.deployed import STAGE, Deployed
 
 from sluice_tools.cli import main
 from sluice_tools.deploy.apps import discover_apps
-from sluice_tools.deploy.doctor import repair_command, stack_repair
-from sluice_tools.deploy.drift import queue_attributes
+from sluice_tools.deploy.doctor import DoctorReport, Inventory, repair_command, stack_repair
+from sluice_tools.deploy.doctor import _check_queues as check_queues
+from sluice_tools.deploy.drift import find_drift, queue_attributes, repair_drift
 from sluice_tools.deploy.moto_gaps import put_function_event_invoke_config
 from sluice_tools.deploy.post_deploy import ASYNC_RETRIES
 from sluice_tools.deploy.state import read_functions, resolver_for
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import StackSpec, stage_stacks
-
-pytestmark = pytest.mark.slow
 
 
 @dataclass
@@ -76,6 +78,7 @@ def subscription_arn(deployed: Deployed, props: dict[str, Any]) -> str:
     )
 
 
+@pytest.mark.slow
 def test_doctor_reports_drift_with_its_repair_and_deploy_repairs_it(deployed: Deployed) -> None:
     v = victims(deployed)
     sqs, sns = deployed.client("sqs"), deployed.client("sns")
@@ -146,6 +149,7 @@ def declared_filter(props: dict[str, Any]) -> str:
     return queue_attributes({"FilterPolicy": props["FilterPolicy"]})["FilterPolicy"]
 
 
+@pytest.mark.slow
 def test_doctor_names_a_drifted_async_retry_count_and_deploy_of_its_app_repairs_it(
     deployed: Deployed,
 ) -> None:
@@ -184,3 +188,126 @@ def test_repair_commands_name_the_stage_prefix_and_app() -> None:
     assert stack_repair(target, consumers[0]) == (
         f"sluice deploy --stage dev --prefix acme --only consumers/{consumers[0].role[9:]}"
     )
+
+
+TEMPLATE = """
+Parameters:
+  Stage: {Type: String}
+  ResourcePrefix: {Type: String, Default: sluice}
+Resources:
+  DeadLetterQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: {"Fn::Sub": "${ResourcePrefix}-${Stage}-x-dlq"}
+      MessageRetentionPeriod: 1209600
+  Queue:
+    Type: AWS::SQS::Queue
+    Properties:
+      QueueName: {"Fn::Sub": "${ResourcePrefix}-${Stage}-x"}
+      VisibilityTimeout: 360
+      SqsManagedSseEnabled: true
+      RedrivePolicy:
+        deadLetterTargetArn: {"Fn::GetAtt": [DeadLetterQueue, Arn]}
+        maxReceiveCount: "5"
+  Subscription:
+    Type: AWS::SNS::Subscription
+    Properties:
+      TopicArn: {"Fn::Sub": "arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:t"}
+      Protocol: sqs
+      Endpoint: {"Fn::GetAtt": [Queue, Arn]}
+      RawMessageDelivery: true
+      FilterPolicy: {"record_type": ["order"]}
+  Alarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      AlarmName: {"Fn::Sub": "${ResourcePrefix}-${Stage}-x-dlq-depth"}
+      Namespace: AWS/SQS
+      MetricName: ApproximateNumberOfMessagesVisible
+      Statistic: Maximum
+      Period: 60
+      EvaluationPeriods: 1
+      Threshold: 0
+      ComparisonOperator: GreaterThanThreshold
+"""
+
+
+def test_repair_creates_what_is_missing_and_resets_what_changed(
+    aws_env: None, tmp_path: Path
+) -> None:
+    from moto import mock_aws
+
+    with mock_aws():
+        target = Target(stage="test", root=tmp_path, region="us-east-1")
+        spec = StackSpec(
+            "sluice-test-x", "consumer-x", tmp_path / "x.yaml", yaml.safe_load(TEMPLATE)
+        )
+        sqs, sns = target.client("sqs"), target.client("sns")
+        sns.create_topic(Name="t")
+        log: list[str] = []
+
+        created = repair_drift(target, [spec], log=log.append)
+        url = sqs.get_queue_url(QueueName="sluice-test-x")["QueueUrl"]
+        sqs.set_queue_attributes(
+            QueueUrl=url, Attributes={"VisibilityTimeout": "30", "RedrivePolicy": ""}
+        )
+        sub = sns.list_subscriptions()["Subscriptions"][0]["SubscriptionArn"]
+        sns.set_subscription_attributes(
+            SubscriptionArn=sub, AttributeName="RawMessageDelivery", AttributeValue="false"
+        )
+        drifted = {(d.kind, d.name, d.attribute) for d in find_drift(target, [spec])}
+        repaired = repair_drift(target, [spec], log=log.append)
+
+        assert [line.split(" (")[0] for line in created] == [
+            "queue sluice-test-x-dlq created",
+            "queue sluice-test-x created",
+            "subscription sqs:sluice-test-x to arn:aws:sns:us-east-1:123456789012:t created",
+            "alarm sluice-test-x-dlq-depth created",
+        ]
+        assert drifted == {
+            ("queue", "sluice-test-x", "VisibilityTimeout"),
+            ("queue", "sluice-test-x", "RedrivePolicy"),
+            ("subscription", "sqs:sluice-test-x", "RawMessageDelivery"),
+        }
+        assert len(repaired) == 3
+        assert find_drift(target, [spec]) == []
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] in (5, "5")
+
+
+def test_a_repair_that_fails_is_logged_and_left_to_doctor(aws_env: None, tmp_path: Path) -> None:
+    from moto import mock_aws
+
+    with mock_aws():
+        target = Target(stage="test", root=tmp_path, region="us-east-1")
+        spec = StackSpec(
+            "sluice-test-x", "consumer-x", tmp_path / "x.yaml", yaml.safe_load(TEMPLATE)
+        )
+        log: list[str] = []
+
+        repaired = repair_drift(target, [spec], log=log.append)  # topic t does not exist
+
+        assert not any(line.startswith("subscription") for line in repaired)
+        assert any(
+            line.startswith("  could not repair: subscription sqs:sluice-test-x") for line in log
+        )
+        assert [d.kind for d in find_drift(target, [spec])] == ["subscription"]
+
+
+def test_doctor_names_a_mapped_queue_whose_visibility_is_below_its_function_timeout() -> None:
+    """A queue no template declares (or declares too low): the AWS rule, not a drift."""
+    target = Target(stage="test", region="us-east-1")
+    inventory = Inventory(
+        queues={"sluice-test-q": {"VisibilityTimeout": "30"}},
+        queue_arns={},
+        buckets=set(),
+        topics=set(),
+        tables=set(),
+    )
+    report = DoctorReport(stage="test")
+
+    check_queues(target, [], inventory, [], {"sluice-test-q": [("fn", 60), ("ok", 30)]}, report)
+
+    assert report.problems == [
+        "queue sluice-test-q: VisibilityTimeout is 30, below the 60 s timeout of fn (AWS "
+        "requires at least the function's timeout, the design 6 x: 360): set it"
+    ]

@@ -212,15 +212,17 @@ def _check_queues(
             if name not in terminal and not redrive_drifted:
                 _check_dlq(name, inv, report, repair)
     for name, users in sorted(timeouts.items()):
-        if name in names or name not in inv.queues:  # template queues: checked above
+        drifted = any(d.attribute == "VisibilityTimeout" for d in by_queue.get(name, []))
+        if drifted or name not in inv.queues:  # reported above
             continue
         visibility = int(inv.queues[name].get("VisibilityTimeout") or 0)
         for function, timeout in users:
             if visibility < timeout:
+                where = "raise it in its template" if name in names else "set it"
                 report.add(
                     f"queue {name}: VisibilityTimeout is {visibility}, below the {timeout} s "
                     f"timeout of {function} (AWS requires at least the function's timeout, "
-                    f"the design 6 x: {6 * timeout})"
+                    f"the design 6 x: {6 * timeout}): {where}"
                 )
 
 

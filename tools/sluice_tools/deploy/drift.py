@@ -239,16 +239,16 @@ def repair_drift(
     drifts = find_drift(target, stacks)
     # Missing queues first (a DLQ before the redrive policy that names it).
     drifts.sort(key=lambda d: (d.kind != QUEUE, not d.missing))
+    if drifts:
+        log("drift (changes CloudFormation does not see), applied from the templates:")
     repaired: list[str] = []
     for drift in drifts:
         try:
             repaired.append(_REPAIR[drift.kind](target, drift))
         except Exception as exc:
             log(f"  could not repair: {drift.describe()}: {exc}")
-    if drifts:
-        log("drift (changes CloudFormation does not see), applied from the templates:")
-    for line in repaired:
-        log(f"  {line}")
+            continue
+        log(f"  {repaired[-1]}")
     return repaired
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from sluice_tools.deploy import DeployReport, Target, deploy_stage
+from sluice_tools.deploy.build import build_lock
 from support.env import aws_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,12 +58,13 @@ def deployed_into_moto(
             mp.setenv("AWS_ENDPOINT_URL", endpoint)
             for name, value in (env or {}).items():
                 mp.setenv(name, value)
-            # A previous session's Chalice state names resources this fresh moto never had.
-            for stale in build_dir.glob("**/.chalice/deployed"):
-                shutil.rmtree(stale)
             target = Target.from_env(stage, root=ROOT)
             log: list[str] = []
-            report = deploy_stage(target, build_dir=build_dir, log=log.append)
+            with build_lock(build_dir):  # another test run may be deploying from it
+                # A previous session's Chalice state names resources this fresh moto never had.
+                for stale in build_dir.glob("**/.chalice/deployed"):
+                    shutil.rmtree(stale)
+                report = deploy_stage(target, build_dir=build_dir, log=log.append)
         yield Deployed(target, report, log, build_dir, endpoint)
     finally:
         urllib.request.urlopen(

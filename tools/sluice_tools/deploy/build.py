@@ -6,12 +6,17 @@ copy removed first so a deleted module never ships, then `.chalice/config.json` 
 policy files are rendered from `deploy.yaml`. The build root is stable per prefix and
 stage, so Chalice's deployed state (`.chalice/deployed/<stage>.json`) and its zip cache
 (`.chalice/deployments`) stay there between deploys; a state left in the app dir by an
-in-place deploy (before 2026-12) is copied in once.
+in-place deploy (before 2026-12) is copied in once. A deploy holds `build_lock` on its
+build root throughout, so two deploys (or test runs) sharing one wait for each other
+instead of clearing each other's copies.
 """
 
 from __future__ import annotations
 
+import fcntl
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sluice_tools.deploy.apps import AppSpec
@@ -21,6 +26,33 @@ KEPT = ("deployed", "deployments")  # under .chalice: Chalice's state and its zi
 _IGNORE = shutil.ignore_patterns(
     "vendor", "__pycache__", ".mypy_cache", "deployments", "deployed", "policy-*.json"
 )
+
+
+_HELD: dict[Path, int] = {}  # build roots this process holds, and how deep
+
+
+@contextmanager
+def build_lock(build_root: Path) -> Iterator[None]:
+    """Exclusive use of `build_root` by this process until the block ends (waits for it).
+
+    Re-entrant within the process (a test fixture may hold it around a deploy)."""
+    key = build_root.resolve()
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    build_root.mkdir(parents=True, exist_ok=True)
+    with (build_root / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def build_copy(

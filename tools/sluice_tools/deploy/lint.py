@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sluice_tools.deploy.apps import AppSpec, discover_apps
-from sluice_tools.deploy.build import build_copy
+from sluice_tools.deploy.build import build_copy, build_lock
 from sluice_tools.deploy.chalice_deploy import chalice_command
 from sluice_tools.deploy.render import Placement, template_inventory
 from sluice_tools.deploy.target import EMULATOR_STAGES, repo_root
@@ -45,7 +45,13 @@ def package_app(app: AppSpec, stage: str, out: Path, build: Path | None = None) 
         "sluice", stage, "us-east-1", "123456789012", emulator=stage in EMULATOR_STAGES
     )
     build_root = build if build is not None else out.parent / "apps"
-    app_dir, _ = build_copy(app, place, build_root, template_inventory(app.root, place))
+    with build_lock(build_root):
+        app_dir, _ = build_copy(app, place, build_root, template_inventory(app.root, place))
+        return _package(app, app_dir, stage, out)
+
+
+def _package(app: AppSpec, app_dir: Path, stage: str, out: Path) -> Path:
+    """Run `chalice package` in the rendered copy `app_dir`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
     env.update(SLUICE_STAGE=stage)
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")

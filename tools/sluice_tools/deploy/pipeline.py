@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sluice_tools.deploy.apps import discover_apps, select_apps
-from sluice_tools.deploy.build import build_copy
+from sluice_tools.deploy.build import build_copy, build_lock
 from sluice_tools.deploy.chalice_deploy import chalice_deploy
 from sluice_tools.deploy.declaration import DeclarationError
 from sluice_tools.deploy.doctor import DoctorReport, run_doctor
@@ -62,6 +62,19 @@ def deploy_stage(
     is never written to. Every app is rendered before anything is deployed, so a mistake
     in a `deploy.yaml` stops the deploy before it starts.
     """
+    build_root = build_dir or target.build_root
+    with build_lock(build_root):
+        return _deploy(target, only, build_root, build_dir is None, doctor, log)
+
+
+def _deploy(
+    target: Target,
+    only: list[str] | None,
+    build_root: Path,
+    seed_state: bool,
+    doctor: bool,
+    log: Callable[[str], None],
+) -> DeployReport:
     started = time.monotonic()
     report = DeployReport(stage=target.stage)
     all_apps = discover_apps(target.root)
@@ -73,7 +86,6 @@ def deploy_stage(
     stacks = stage_stacks(
         target.root, target.stage, target.prefix, consumers=consumers if only else None
     )
-    build_root = build_dir or target.build_root
     report.build_root = build_root
     place = target.placement()
     inventory = template_inventory(target.root, place)
@@ -81,7 +93,7 @@ def deploy_stage(
     try:
         for app in apps:
             app_dirs[app.key], rendered = build_copy(
-                app, place, build_root, inventory, seed_state=build_dir is None
+                app, place, build_root, inventory, seed_state=seed_state
             )
             report.rendered.append(rendered)
     except DeclarationError as exc:

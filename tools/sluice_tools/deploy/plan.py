@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice_tools.deploy.apps import discover_apps, select_apps
-from sluice_tools.deploy.build import build_copy
+from sluice_tools.deploy.build import build_copy, build_lock
 from sluice_tools.deploy.chalice_deploy import chalice_command
 from sluice_tools.deploy.declaration import DeclarationError
 from sluice_tools.deploy.render import RenderedApp, template_inventory
@@ -47,6 +47,18 @@ def plan_stage(
     log: Callable[[str], None] = print,
 ) -> list[RenderedApp]:
     """Print what deploying `target` would change; returns the rendered apps."""
+    build_root = build_dir or target.build_root
+    with build_lock(build_root):
+        return _plan(target, only, build_root, build_dir is None, log)
+
+
+def _plan(
+    target: Target,
+    only: list[str] | None,
+    build_root: Path,
+    seed_state: bool,
+    log: Callable[[str], None],
+) -> list[RenderedApp]:
     try:
         apps = select_apps(discover_apps(target.root), only)
     except ValueError as exc:
@@ -56,14 +68,11 @@ def plan_stage(
         target.root, target.stage, target.prefix, consumers=consumers if only else None
     )
     place = target.placement()
-    build_root = build_dir or target.build_root
     inventory = template_inventory(target.root, place)
     copies: list[tuple[Path, RenderedApp]] = []
     try:
         for app in apps:
-            copies.append(
-                build_copy(app, place, build_root, inventory, seed_state=build_dir is None)
-            )
+            copies.append(build_copy(app, place, build_root, inventory, seed_state=seed_state))
     except DeclarationError as exc:
         raise PlanError(f"cannot render the apps: {exc}") from exc
 

@@ -106,8 +106,7 @@ class Target:
         env = dict(os.environ)
         env["SLUICE_STAGE"] = self.stage
         env["AWS_DEFAULT_REGION"] = self.region
-        if self.prefix != "sluice":
-            env["SLUICE_RESOURCE_PREFIX"] = self.prefix
+        env["SLUICE_RESOURCE_PREFIX"] = self.prefix  # not a different one from the shell
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
         return env

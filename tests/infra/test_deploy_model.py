@@ -201,3 +201,38 @@ def test_a_failed_stack_reports_its_failed_resources_with_reasons() -> None:
     assert "RawQueue (AWS::SQS::Queue): UPDATE_FAILED - bad visibility" in text
     assert "Other" not in text
     assert "last week" not in text
+
+
+def test_a_build_root_is_held_by_one_process_at_a_time_and_reentrant_within_it(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from sluice_tools.deploy.build import build_lock
+
+    probe = (
+        "import fcntl, sys\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    try:\n"
+        "        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "    except BlockingIOError:\n"
+        "        print('held')\n"
+        "    else:\n"
+        "        print('free')\n"
+    )
+
+    def other_process_sees() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, str(tmp_path / ".lock")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    with build_lock(tmp_path):
+        with build_lock(tmp_path):  # a deploy inside a fixture that holds it
+            assert other_process_sees() == "held"
+        assert other_process_sees() == "held"
+    assert other_process_sees() == "free"

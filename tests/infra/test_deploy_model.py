@@ -127,7 +127,7 @@ def test_doctor_report_lists_problems_and_counts() -> None:
     report.count("queues", 3)
     assert report.render() == "doctor: stage test OK (3 queues)"
 
-    report.problems.append("queue sluice-test-raw has no DLQ (no RedrivePolicy)")
+    report.add("queue sluice-test-raw has no DLQ (no RedrivePolicy)")
 
     assert not report.ok
     assert "  - queue sluice-test-raw has no DLQ" in report.render()

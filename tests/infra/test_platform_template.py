@@ -106,7 +106,7 @@ def test_every_bucket_is_encrypted_private_and_tls_only(platform: StackSpec) -> 
         for logical, p in platform.resources("AWS::S3::BucketPolicy").items()
     }
     buckets = platform.resources("AWS::S3::Bucket")
-    assert len(buckets) == 4
+    assert len(buckets) == 5  # landing, quarantine, curated, payloads, access logs
     for logical in buckets:
         props = r.properties(logical)
         name = props["BucketName"]
@@ -155,11 +155,17 @@ def test_quarantine_and_payload_buckets_expire_objects_and_landing_keeps_version
     assert payload_days * 86400 > 1209600
 
 
-def test_topics_use_the_aws_managed_sns_key(platform: StackSpec) -> None:
+def test_topics_are_encrypted_the_ops_topic_with_a_key_cloudwatch_may_use(
+    platform: StackSpec,
+) -> None:
     topics = platform.resources("AWS::SNS::Topic")
-    assert len(topics) == 2
-    for resource in topics.values():
-        assert resource["Properties"]["KmsMasterKeyId"] == "alias/aws/sns"
+    assert len(topics) == 3
+    for logical, resource in topics.items():
+        key = resource["Properties"]["KmsMasterKeyId"]
+        if logical == "OpsTopic":  # CloudWatch cannot use the AWS-managed key
+            assert key == {"Fn::GetAtt": ["OpsKey", "Arn"]}
+        else:
+            assert key == "alias/aws/sns"
 
 
 def test_tables_are_encrypted_and_recoverable(platform: StackSpec) -> None:

@@ -18,6 +18,7 @@ from sluice_tools.deploy.templates import Resolver, StackSpec, as_json
 SKIPPED_TYPES = (
     "AWS::S3::BucketPolicy",
     "AWS::SQS::QueuePolicy",
+    "AWS::SNS::TopicPolicy",
     "AWS::SNS::Subscription",
     "AWS::CloudWatch::Alarm",
 )
@@ -28,6 +29,7 @@ SKIPPED_PROPERTIES = {
         "VersioningConfiguration",
         "LifecycleConfiguration",
         "NotificationConfiguration",
+        "LoggingConfiguration",
     ),
     "AWS::DynamoDB::Table": ("TimeToLiveSpecification", "PointInTimeRecoverySpecification"),
 }
@@ -92,12 +94,37 @@ def moto_safe_policy(document: dict[str, Any]) -> tuple[dict[str, Any], int]:
 
 def _queue_policy(target: Target, props: dict[str, Any]) -> list[str]:
     sqs = target.client("sqs")
+
+    def put(url: str, policy: str) -> None:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy})
+
+    return _resource_policies("queue", props["Queues"], props["PolicyDocument"], put)
+
+
+def _topic_policy(target: Target, props: dict[str, Any]) -> list[str]:
+    sns = target.client("sns")
+
+    def put(arn: str, policy: str) -> None:
+        sns.set_topic_attributes(TopicArn=arn, AttributeName="Policy", AttributeValue=policy)
+
+    return _resource_policies("topic", props["Topics"], props["PolicyDocument"], put)
+
+
+def _resource_policies(
+    kind: str, targets: list[str], document: dict[str, Any], put: Callable[[str, str], None]
+) -> list[str]:
+    """`put` each target's policy, minus conditional Denies (TLS-only; `moto_safe_policy`);
+    a policy left without statements is not put (an empty policy is an error)."""
+    policy, dropped = moto_safe_policy(document)
+    note = f" ({dropped} conditional Deny left out)" if dropped else ""
     done = []
-    for url in props["Queues"]:
-        sqs.set_queue_attributes(
-            QueueUrl=url, Attributes={"Policy": as_json(props["PolicyDocument"])}
-        )
-        done.append(f"queue policy on {url.rsplit('/', 1)[-1]}")
+    for target in targets:
+        name = target.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        if policy["Statement"]:
+            put(target, as_json(policy))
+            done.append(f"{kind} policy on {name}{note}")
+        else:
+            done.append(f"{kind} policy on {name} skipped{note}")
     return done
 
 
@@ -138,6 +165,12 @@ def _bucket(target: Target, props: dict[str, Any]) -> list[str]:
         status = props["VersioningConfiguration"]["Status"]
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
         done.append(f"versioning {status} on {bucket}")
+    if "LoggingConfiguration" in props:  # after the log bucket's policy (template order)
+        logging = props["LoggingConfiguration"]
+        enabled = {"TargetBucket": logging["DestinationBucketName"]}
+        enabled["TargetPrefix"] = logging.get("LogFilePrefix", "")
+        s3.put_bucket_logging(Bucket=bucket, BucketLoggingStatus={"LoggingEnabled": enabled})
+        done.append(f"access logs of {bucket} to {enabled['TargetBucket']}")
     if "LifecycleConfiguration" in props:
         rules = [lifecycle_rule(r) for r in props["LifecycleConfiguration"]["Rules"]]
         s3.put_bucket_lifecycle_configuration(
@@ -203,6 +236,7 @@ def _table(target: Target, props: dict[str, Any]) -> list[str]:
 _APPLY: dict[str, Callable[[Target, dict[str, Any]], list[str]]] = {
     "AWS::S3::BucketPolicy": _bucket_policy,
     "AWS::SQS::QueuePolicy": _queue_policy,
+    "AWS::SNS::TopicPolicy": _topic_policy,
     "AWS::SNS::Subscription": _subscription,
     "AWS::CloudWatch::Alarm": _alarm,
     "AWS::S3::Bucket": _bucket,

@@ -348,6 +348,36 @@ def test_ssm_reads_only_the_granted_parameter(world: World) -> None:
     assert message == refusal("ssm:GetParameter", resource)
 
 
+def test_a_request_signed_with_another_secret_is_refused(world: World) -> None:
+    forged = {**world.credentials, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+
+    denied(
+        lambda: world.role("sqs", forged).send_message(
+            QueueUrl=world.urls["granted-queue"], MessageBody="x"
+        ),
+        "SignatureDoesNotMatch",
+    )
+    denied(
+        lambda: world.role("dynamodb", forged).put_item(
+            TableName="granted", Item={"pk": {"S": "forged"}}
+        ),
+        "InvalidSignatureException",
+    )
+    denied(
+        lambda: world.role("s3", forged).get_object(Bucket="iam-bucket", Key="granted/a.json"),
+        "SignatureDoesNotMatch",
+    )
+
+
+def test_signatures_of_keys_that_need_encoding_match(world: World) -> None:
+    key = "granted/a b+c=d é%.json"
+    world.role("s3").put_object(Bucket="iam-bucket", Key=key, Body=b"odd")
+
+    assert world.role("s3").get_object(Bucket="iam-bucket", Key=key)["Body"].read() == b"odd"
+    listed = world.operator["s3"].list_objects_v2(Bucket="iam-bucket", Prefix="granted/a b")
+    assert [o["Key"] for o in listed["Contents"]] == [key]
+
+
 def test_get_caller_identity_names_the_assumed_role(world: World) -> None:
     identity = world.role("sts").get_caller_identity()
 

@@ -7,13 +7,13 @@ until then every request passes untouched, as before. Once on, every request is 
 - the operator's (`emulator.CREDENTIALS`'s access key: tooling, tests, the deploy, the
   runtime's own bookkeeping, the `aws` CLI): allowed everything, as the account's admin;
 - an assumed role's (a function's credentials, `assume_function_role`): the key must be one
-  moto's STS handed out and the session token the one that came with it; then every (action,
-  resource) the request needs (`required`) must be allowed by the role's policies, inline and
-  attached (`Policy`: Deny wins, `*`/`?` wildcards, NotAction/NotResource). If not: the
-  service's own AccessDenied answer (HTTP 403) naming principal, action and resource, as AWS
-  words it;
-  A role that may read an object but not list its bucket gets 403, not 404, for a missing
-  key, as from S3 (`_missing_is_denied`);
+  moto's STS handed out, the session token the one that came with it and the SigV4 signature
+  the one its secret makes (`signature_matches`; else `SignatureDoesNotMatch`); then every
+  (action, resource) the request needs (`required`) must be allowed by the role's policies,
+  inline and attached (`Policy`: Deny wins, `*`/`?` wildcards, NotAction/NotResource). If
+  not: the service's own AccessDenied answer (HTTP 403) naming principal, action and
+  resource, as AWS words it. A role that may read an object but not list its bucket gets
+  403, not 404, for a missing key, as from S3 (`_missing_is_denied`);
 - anything else (unknown key, a dead session's token, no signature): refused as AWS refuses
   an unknown key (`InvalidClientTokenId`, `UnrecognizedClientException`, S3's
   `InvalidAccessKeyId`), HTTP 403.
@@ -25,18 +25,23 @@ the request itself (table, index, queue URL, topic, bucket/key, parameter name, 
 role's policies are compiled once and kept until IAM or CloudFormation changes anything (a
 redeploy, `put_role_policy`: any request to those services that is not a read) or moto is
 reset. Decisions per (role, action, resource) are remembered as well, so a request costs
-a header parse, a few dict look-ups and, for JSON services, reading the names it needs from
-its body (DynamoDB's parsed body is handed on to the emulator's parse, `PARSED_BODY`).
+a header parse, the signature (a hash of the body unless it sends its own, four HMACs
+cached per day and service, one per request), a few dict look-ups and, for JSON services,
+reading the names it needs from its body (DynamoDB's parsed body is handed on to the
+emulator's parse, `PARSED_BODY`). moto's own `check_signature` needs moto's request object
+and its IAM check on; this one reads the WSGI environ.
 
-Not checked: the signature itself (the access key and the session token must match a live
-session, which only the worker that was given them has), session expiry (a `local up` may run
-for days; Lambda renews its instances' credentials), Conditions (a statement with one is
-taken to grant nothing and, if it denies, to deny), resource policies (bucket policies stay
-moto's), permission boundaries and SCPs.
+Not checked: presigned URLs' signatures (their key and token are), session expiry (a `local
+up` may run for days; Lambda renews its instances' credentials), Conditions (a statement
+with one is taken to grant nothing and, if it denies, to deny), resource policies (bucket
+and topic policies stay moto's), KMS permissions implied by SSE with customer-managed keys,
+permission boundaries and SCPs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -46,7 +51,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote_plus, urlsplit
+from urllib.parse import parse_qs, quote, unquote_plus, urlsplit
 
 from sluice_tools.local.emulator import ACCOUNT_ID, CREDENTIALS
 
@@ -151,6 +156,7 @@ class Session:
 
     access_key: str
     token: str
+    secret: str
     role_name: str
     session_name: str
     session_policy: str | None
@@ -234,6 +240,7 @@ def _find_session(access_key: str, partition: str) -> Session | None:
             return Session(
                 access_key=access_key,
                 token=assumed.session_token,
+                secret=assumed.secret_access_key,
                 role_name=assumed.role_arn.rsplit("/", 1)[-1],
                 session_name=assumed.session_name,
                 session_policy=assumed.policy or None,
@@ -374,6 +381,10 @@ def _check(environ: dict[str, Any], caller: tuple[str, str, str] | None) -> Refu
         _enforcer.refused += 1
         log.warning("IAM: refused a %s request with unknown credentials %s", service, access_key)
         return unknown_credentials(service, environ)
+    if not signature_matches(environ, session.secret):
+        _enforcer.refused += 1
+        log.warning("IAM: a %s request of %s has a wrong signature", service, access_key)
+        return bad_signature(service)
     op = operation(service, environ)
     try:
         needs = required(service, op, environ, region)
@@ -421,6 +432,89 @@ def _service_of(environ: Mapping[str, Any]) -> str:
     if target.startswith("AmazonSQS"):
         return "sqs"
     return "s3" if not target and "x-www-form" not in str(environ.get("CONTENT_TYPE")) else ""
+
+
+# --------------------------------------------------------------------- the signature
+
+_SIGNED = re.compile(r"SignedHeaders=([^,\s]+)")
+_SIGNATURE = re.compile(r"Signature=([0-9a-f]+)")
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+_signing_keys: dict[tuple[str, str, str, str], bytes] = {}
+
+
+def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
+    found = _signing_keys.get((secret, day, region, service))
+    if found is None:
+        key = ("AWS4" + secret).encode()
+        for part in (day, region, service, "aws4_request"):
+            key = hmac.digest(key, part.encode(), "sha256")
+        if len(_signing_keys) > 1000:
+            _signing_keys.clear()
+        found = _signing_keys[(secret, day, region, service)] = key
+    return found
+
+
+def _header(environ: Mapping[str, Any], name: str) -> str:
+    if name == "content-type":
+        value = environ.get("CONTENT_TYPE")
+    elif name == "content-length":
+        value = environ.get("CONTENT_LENGTH")
+    else:
+        value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+    return " ".join(str(value or "").split())
+
+
+def signature_matches(environ: Mapping[str, Any], secret: str) -> bool:
+    """Whether the request's SigV4 signature is the one its session's secret makes.
+
+    The canonical request is built from the request as it came (method, path and query as
+    sent, the signed headers, the payload hash header or the body's hash), as SigV4
+    prescribes; S3 signs its path as is, the other services the path encoded once more.
+    Presigned URLs (query signatures) are taken on their key and token alone.
+    """
+    auth = str(environ.get("HTTP_AUTHORIZATION") or "")
+    if not auth:
+        return True
+    credential = _AUTH.search(auth)
+    signed = _SIGNED.search(auth)
+    signature = _SIGNATURE.search(auth)
+    if credential is None or signed is None or signature is None:
+        return False
+    day, region, service = auth.split("Credential=", 1)[1].split("/")[1:4]
+    raw = _wsgi_text(str(environ.get("RAW_URI") or environ.get("PATH_INFO") or "/"))
+    path, _, query = raw.partition("?")
+    if service != "s3":
+        from botocore.utils import normalize_url_path
+
+        path = quote(normalize_url_path(path), safe="/~")
+    pairs = sorted(pair.partition("=")[::2] for pair in query.split("&") if pair)
+    names = signed.group(1).split(";")
+    payload = environ.get("HTTP_X_AMZ_CONTENT_SHA256")
+    if not payload:
+        body = _body(environ)
+        payload = hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256
+    canonical = "\n".join(
+        [
+            str(environ.get("REQUEST_METHOD") or "GET").upper(),
+            path or "/",
+            "&".join(f"{k}={v}" for k, v in pairs),
+            "".join(f"{name}:{_header(environ, name)}\n" for name in names),
+            ";".join(names),
+            str(payload),
+        ]
+    )
+    stamp = _header(environ, "x-amz-date")
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            stamp,
+            f"{day}/{region}/{service}/aws4_request",
+            hashlib.sha256(canonical.encode("utf-8", "surrogateescape")).hexdigest(),
+        ]
+    )
+    key = _signing_key(secret, day, region, service)
+    expected = hmac.digest(key, to_sign.encode(), "sha256").hex()
+    return hmac.compare_digest(expected, signature.group(1))
 
 
 # --------------------------------------------------------------------- what a request needs
@@ -816,6 +910,21 @@ def access_denied(
 
 
 _INVALID_TOKEN = "The security token included in the request is invalid."
+_BAD_SIGNATURE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method."
+)
+
+
+def bad_signature(service: str) -> Refusal:
+    """How the service refuses a request whose signature does not match (403)."""
+    if service == "s3":
+        return _s3_error("SignatureDoesNotMatch", _BAD_SIGNATURE)
+    if service == "sqs":
+        return _json_error("SignatureDoesNotMatch", _BAD_SIGNATURE, "SignatureDoesNotMatch;Sender")
+    if _is_query(service):
+        return _query_error("SignatureDoesNotMatch", _BAD_SIGNATURE, service)
+    return _json_error("InvalidSignatureException", _BAD_SIGNATURE)
 
 
 def unknown_credentials(service: str, environ: Mapping[str, Any]) -> Refusal:

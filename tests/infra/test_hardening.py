@@ -11,14 +11,17 @@ and what `sluice new-consumer` writes, are held to the same rules without an edi
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
-from infra.stack_model import resolver
+from infra.stack_model import offline_target, resolver
 from support.deployed import Deployed, deployed, deployed_stage
 
+from sluice_tools.deploy.stacks import deploy_stack
+from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import Resolver, StackSpec
 from sluice_tools.scaffold.generator import ConsumerSpec, render_app
 
@@ -322,3 +325,43 @@ def test_a_deploy_to_moto_makes_the_ops_topic_every_alarm_notifies(on_moto: Depl
 
 
 __all__ = ["deployed", "deployed_stage"]
+
+
+@pytest.fixture
+def moto(aws_env: None) -> Iterator[None]:
+    from moto import mock_aws
+
+    with mock_aws(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # moto warns about each type it skips
+        yield
+
+
+def _ops_email(target: Target, platform: StackSpec) -> str:
+    stack = target.client("cloudformation").describe_stacks(StackName=platform.name)["Stacks"][0]
+    return str(
+        next(p["ParameterValue"] for p in stack["Parameters"] if p["ParameterKey"] == "OpsEmail")
+    )
+
+
+@pytest.mark.usefixtures("moto")
+def test_the_ops_email_is_set_by_a_deploy_and_kept_by_the_next_ones(
+    platform: StackSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = offline_target()
+    monkeypatch.setenv("SLUICE_OPS_EMAIL", "oncall@example.com")
+    deploy_stack(target, platform, log=lambda _: None)
+    assert _ops_email(target, platform) == "oncall@example.com"
+    sns = target.client("sns")
+    topic = "arn:aws:sns:us-east-1:123456789012:sluice-test-ops"
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [
+        ("email", "oncall@example.com")
+    ]
+
+    monkeypatch.delenv("SLUICE_OPS_EMAIL")  # a later deploy without it keeps the address
+    deploy_stack(target, platform, log=lambda _: None)
+    assert _ops_email(target, platform) == "oncall@example.com"
+
+    monkeypatch.setenv("SLUICE_OPS_EMAIL", "")  # set empty: no address any more
+    deploy_stack(target, platform, log=lambda _: None)
+    assert _ops_email(target, platform) == ""

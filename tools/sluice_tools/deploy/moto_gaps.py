@@ -95,8 +95,12 @@ def moto_safe_policy(document: dict[str, Any]) -> tuple[dict[str, Any], int]:
 def _queue_policy(target: Target, props: dict[str, Any]) -> list[str]:
     sqs = target.client("sqs")
 
-    def put(url: str, policy: str) -> None:
-        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy})
+    def put(url: str, policy: str) -> bool:
+        try:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": policy})
+        except sqs.exceptions.QueueDoesNotExist:  # deleted by hand: drift repair re-creates it
+            return False
+        return True
 
     return _resource_policies("queue", props["Queues"], props["PolicyDocument"], put)
 
@@ -104,27 +108,30 @@ def _queue_policy(target: Target, props: dict[str, Any]) -> list[str]:
 def _topic_policy(target: Target, props: dict[str, Any]) -> list[str]:
     sns = target.client("sns")
 
-    def put(arn: str, policy: str) -> None:
+    def put(arn: str, policy: str) -> bool:
         sns.set_topic_attributes(TopicArn=arn, AttributeName="Policy", AttributeValue=policy)
+        return True
 
     return _resource_policies("topic", props["Topics"], props["PolicyDocument"], put)
 
 
 def _resource_policies(
-    kind: str, targets: list[str], document: dict[str, Any], put: Callable[[str, str], None]
+    kind: str, targets: list[str], document: dict[str, Any], put: Callable[[str, str], bool]
 ) -> list[str]:
     """`put` each target's policy, minus conditional Denies (TLS-only; `moto_safe_policy`);
-    a policy left without statements is not put (an empty policy is an error)."""
+    a policy left without statements is not put (an empty policy is an error). `put` says
+    False when the target does not exist."""
     policy, dropped = moto_safe_policy(document)
     note = f" ({dropped} conditional Deny left out)" if dropped else ""
     done = []
     for target in targets:
         name = target.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-        if policy["Statement"]:
-            put(target, as_json(policy))
+        if not policy["Statement"]:
+            done.append(f"{kind} policy on {name} skipped{note}")
+        elif put(target, as_json(policy)):
             done.append(f"{kind} policy on {name}{note}")
         else:
-            done.append(f"{kind} policy on {name} skipped{note}")
+            done.append(f"{kind} policy on {name} skipped: no such {kind}")
     return done
 
 

@@ -6,8 +6,9 @@ first create cannot be updated: it is deleted and created again.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,9 @@ IN_PROGRESS = "_IN_PROGRESS"
 SUCCESS = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
 POLL_MAX_S = 5.0
 TIMEOUT_S = 3600.0
+# Parameters an operator sets per stage, from the environment of `sluice deploy`; when the
+# variable is unset, a deployed stack keeps the value it has (not the template's default).
+OPERATOR_PARAMETERS = {"OpsEmail": "SLUICE_OPS_EMAIL"}  # who the ops topic mails
 
 
 class StackError(RuntimeError):
@@ -39,7 +43,6 @@ def deploy_stack(
     common: dict[str, Any] = {
         "StackName": spec.name,
         "TemplateBody": spec.text,
-        "Parameters": stack_parameters(target, spec),
         "Tags": [{"Key": "sluice:stage", "Value": target.stage}],
     }
     status = stack_status(cfn, spec.name)
@@ -51,11 +54,13 @@ def deploy_stack(
     started = time.time()
     if status is None:
         log(f"  {spec.name}: creating from {spec.path.name}")
-        cfn.create_stack(**common, OnFailure="ROLLBACK")
+        cfn.create_stack(**common, Parameters=stack_parameters(target, spec), OnFailure="ROLLBACK")
         action = "created"
     else:
+        stack = cfn.describe_stacks(StackName=spec.name)["Stacks"][0]
+        previous = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
         try:
-            cfn.update_stack(**common)
+            cfn.update_stack(**common, Parameters=stack_parameters(target, spec, previous))
         except Exception as exc:
             if "No updates are to be performed" in str(exc):
                 log(f"  {spec.name}: no changes")
@@ -70,14 +75,27 @@ def deploy_stack(
     return StackResult(spec.name, action, _outputs(cfn, spec.name))
 
 
-def stack_parameters(target: Target, spec: StackSpec) -> list[dict[str, str]]:
-    """The target's parameters that `spec`'s template declares, as the API takes them."""
+def stack_parameters(
+    target: Target, spec: StackSpec, previous: Mapping[str, str] | None = None
+) -> list[dict[str, str]]:
+    """The target's parameters that `spec`'s template declares, as the API takes them, and
+    the operator's (`OPERATOR_PARAMETERS`): from the environment if set, else the deployed
+    stack's value (`previous`: its parameters), else the default. The value is passed, not
+    UsePreviousValue: moto 5.2.5 fails that for a parameter left at its default."""
     declared = spec.body.get("Parameters") or {}
-    return [
+    found = [
         {"ParameterKey": k, "ParameterValue": v}
         for k, v in target.parameters().items()
         if k in declared
     ]
+    for key, variable in OPERATOR_PARAMETERS.items():
+        if key not in declared:
+            continue
+        if variable in os.environ:
+            found.append({"ParameterKey": key, "ParameterValue": os.environ[variable]})
+        elif previous and key in previous:
+            found.append({"ParameterKey": key, "ParameterValue": previous[key]})
+    return found
 
 
 def stack_status(cfn: Any, name: str) -> str | None:

@@ -309,7 +309,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """Lint: ruff check, ruff format --check, mypy (pyproject config), cfn-lint on templates.
+    """Lint: ruff check, ruff format --check, mypy (pyproject config), cfn-lint on templates,
+    bandit on the code and checkov on the templates (skips: .security-skips.toml).
 
     Every check runs and reports even if an earlier one failed. Arguments after `--` go to
     `ruff check` (e.g. `nox -s lint -- --fix`).
@@ -318,9 +319,11 @@ def lint(session: nox.Session) -> None:
     apps = discover_apps()
     failed: list[str] = []
 
-    def check(label: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def check(
+        label: str, *args: str, env: dict[str, str] | None = None, external: bool = False
+    ) -> None:
         try:
-            session.run(*args, env=env)
+            session.run(*args, env=env, external=external)
         except nox.command.CommandFailed:
             failed.append(label)
 
@@ -367,7 +370,10 @@ def lint(session: nox.Session) -> None:
     else:
         session.log("cfn-lint: no templates yet (infra/**/*.yaml, consumers/*/resources.yaml)")
     # ... and what `chalice package` makes of each app (apps with on_s3_event are skipped
-    # with a note: chalice cannot package them). .sluice/lint-build keeps chalice's caches.
+    # with a note: chalice cannot package them). .sluice/lint-build keeps chalice's caches;
+    # the packaged templates are kept in .sluice/lint-packaged for checkov below.
+    packaged = ROOT / ".sluice" / "lint-packaged"
+    shutil.rmtree(packaged, ignore_errors=True)
     if apps:
         check(
             "cfn-lint chalice package",
@@ -378,6 +384,82 @@ def lint(session: nox.Session) -> None:
             "dev",
             "--build-dir",
             str(ROOT / ".sluice" / "lint-build"),
+            "--packaged-dir",
+            str(packaged),
+        )
+
+    # bandit and checkov: the `security` group, in a venv of its own beside this session's
+    # (checkov pins boto3 and packaging), installed again only when the group changes. Every
+    # check they skip is in .security-skips.toml with its reason; nothing is skipped inline.
+    skips = nox.project.load_toml(ROOT / ".security-skips.toml")
+    for tool, entries in skips.items():
+        for entry in entries:
+            scoped = tool != "bandit" or entry.get("scope") in {"deployed", "tools"}
+            if not (entry.get("id") and str(entry.get("reason", "")).strip() and scoped):
+                session.error(f".security-skips.toml: {tool} {entry}: id, reason (and scope)?")
+    venv = Path(session.virtualenv.location).with_name("lint-security")
+    bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    wanted = "\n".join(group("security")) + "\n"
+    marker = venv / "sluice-security-group.txt"
+    if not marker.is_file() or marker.read_text() != wanted:
+        uv = shutil.which("uv")
+        if uv:
+            session.run(
+                uv, "venv", "-q", "--allow-existing", "--python", PYTHON, str(venv), external=True
+            )
+            session.run(
+                uv,
+                "pip",
+                "install",
+                "-q",
+                "--python",
+                str(bin_dir / "python"),
+                *group("security"),
+                external=True,
+            )
+        else:
+            session.run("python", "-m", "venv", "--clear", str(venv))
+            session.run(
+                str(bin_dir / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                *group("security"),
+                external=True,
+            )
+        marker.write_text(wanted)
+
+    def skipped(tool: str, scope: str | None = None) -> str:
+        ids = [e["id"] for e in skips.get(tool, []) if scope in (None, e.get("scope"))]
+        return ",".join(ids)
+
+    bandit = (str(bin_dir / "bandit"), "-q", "--severity-level", "medium", "--ignore-nosec")
+    deployed = [p for app in apps for p in (f"{app}/app.py", f"{app}/chalicelib")]
+    deployed = ["shared/sluice", *(p for p in deployed if (ROOT / p).exists())]
+    for scope, paths in (("deployed", deployed), ("tools", ["tools/sluice_tools"])):
+        ids = skipped("bandit", scope)
+        skip = ("--skip", ids) if ids else ()
+        check(f"bandit {scope}", *bandit, *skip, "-r", *paths, external=True)
+
+    cfn = [*templates, *sorted(p.as_posix() for p in packaged.glob("*/sam.json"))]
+    inline = [t for t in cfn if "checkov:skip" in Path(t).read_text(encoding="utf-8")]
+    if inline:
+        session.log(f"checkov: skip comments in {inline}: list them in .security-skips.toml")
+        failed.append("checkov inline skips")
+    if cfn:
+        check(
+            "checkov",
+            str(bin_dir / "checkov"),
+            "--framework",
+            "cloudformation",
+            "--quiet",
+            "--compact",
+            "--skip-download",  # offline: no Prisma Cloud guidelines or policies
+            "--skip-check",
+            skipped("checkov"),
+            *(arg for t in cfn for arg in ("-f", t)),
+            external=True,
         )
 
     if failed:

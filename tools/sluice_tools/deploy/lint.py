@@ -73,15 +73,21 @@ def lint_all(
     stage: str = "dev",
     build: Path | None = None,
     log: Callable[[str], None] = print,
+    packaged: Path | None = None,
 ) -> int:
-    """Run cfn-lint on the stage's templates and the apps' packaged templates; exit code."""
+    """Run cfn-lint on the stage's templates and the apps' packaged templates; exit code.
+
+    `packaged`: keep each app's packaged template there (`<app key>/sam.json`, for other
+    checkers such as checkov) instead of in a temporary directory.
+    """
     templates = [spec.path for spec in stage_stacks(root, stage)]
     with tempfile.TemporaryDirectory(prefix="sluice-package-") as tmp:
+        out = packaged if packaged is not None else Path(tmp)
         for app in discover_apps(root):
             if not packageable(app):
                 log(f"cfn-lint: {app.rel} skipped: chalice package refuses @app.on_s3_event")
                 continue
-            templates.append(package_app(app, stage, Path(tmp) / app.key, build))
+            templates.append(package_app(app, stage, out / app.key, build))
         done = subprocess.run([*cfn_lint_command(), *map(str, templates)], check=False)
     shown = ", ".join(
         str(t.relative_to(root)) if t.is_relative_to(root) else t.parent.name for t in templates
@@ -94,8 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--stage", default="dev")
     parser.add_argument("--build-dir", type=Path, default=None)
+    parser.add_argument("--packaged-dir", type=Path, default=None)
     args = parser.parse_args()
-    sys.exit(lint_all(repo_root(), args.stage, args.build_dir))
+    sys.exit(lint_all(repo_root(), args.stage, args.build_dir, packaged=args.packaged_dir))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 from infra.stack_model import offline_target, resolver
-from support.deployed import Deployed, deployed, deployed_stage
 
 from sluice_tools.deploy.stacks import deploy_stack
 from sluice_tools.deploy.target import Target
@@ -287,44 +286,6 @@ def test_arns_are_built_for_the_deploy_s_partition_region_and_account(
                 assert service != "*", where
                 arns += 1
     assert arns >= 10
-
-
-@pytest.fixture(scope="module")
-def on_moto(deployed: Deployed) -> Deployed:
-    return deployed
-
-
-def test_a_deploy_to_moto_makes_the_ops_topic_every_alarm_notifies(on_moto: Deployed) -> None:
-    sns, cloudwatch, s3 = (on_moto.client(s) for s in ("sns", "cloudwatch", "s3"))
-    topic = f"arn:aws:sns:{on_moto.target.region}:{on_moto.target.account}:sluice-test-ops"
-    attributes = sns.get_topic_attributes(TopicArn=topic)["Attributes"]
-    # The topic's key is the stage's own (moto's DescribeKey fails on a key CloudFormation
-    # made: it keeps the key policy as an object, so the alias and rotation are read).
-    kms = on_moto.client("kms")
-    aliases = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases()["Aliases"]}
-    key_id = attributes["KmsMasterKeyId"].rsplit("/", 1)[-1]
-    assert aliases["alias/sluice-test-ops"] == key_id
-    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
-
-    alarms = cloudwatch.describe_alarms(AlarmNamePrefix="sluice-test-")["MetricAlarms"]
-    assert len(alarms) >= 10
-    assert {a["AlarmName"]: a["AlarmActions"] for a in alarms} == {
-        a["AlarmName"]: [topic] for a in alarms
-    }
-    logging = s3.get_bucket_logging(Bucket="sluice-test-landing")["LoggingEnabled"]
-    assert logging == {"TargetBucket": "sluice-test-access-logs", "TargetPrefix": "landing/"}
-    for name in ("sluice-test-quarantine", "sluice-test-payloads"):
-        assert s3.get_bucket_versioning(Bucket=name)["Status"] == "Enabled"
-    # moto ignores aws:SecureTransport (it would deny its own plain-HTTP clients): the TLS
-    # Deny is left out there, the topic's send right stays.
-    sqs = on_moto.client("sqs")
-    url = sqs.get_queue_url(QueueName="sluice-test-consumer-index")["QueueUrl"]
-    policy = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])["Attributes"]
-    assert '"Deny"' not in policy["Policy"]
-    assert "sns.amazonaws.com" in policy["Policy"]
-
-
-__all__ = ["deployed", "deployed_stage"]
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from sluice_tools.deploy.build import build_copy, build_lock
 from sluice_tools.deploy.chalice_deploy import chalice_command
 from sluice_tools.deploy.declaration import DeclarationError
 from sluice_tools.deploy.render import RenderedApp, template_inventory
-from sluice_tools.deploy.stacks import stack_parameters, stack_status
+from sluice_tools.deploy.stacks import deployed_parameters, stack_parameters, stack_status
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import StackSpec, stage_stacks
 from sluice_tools.deploy.vendor import vendor_shared
@@ -109,12 +109,14 @@ def stack_changes(target: Target, spec: StackSpec) -> list[str]:
     status = stack_status(cfn, spec.name)
     exists = status is not None and status != "REVIEW_IN_PROGRESS"
     name = f"sluice-plan-{uuid.uuid4().hex[:12]}"
+    # The operator's parameters (OpsEmail) keep their deployed values, as in a deploy.
+    previous = deployed_parameters(cfn, spec.name) if exists else {}
     try:
         created = cfn.create_change_set(
             StackName=spec.name,
             ChangeSetName=name,
             TemplateBody=spec.text,
-            Parameters=stack_parameters(target, spec),
+            Parameters=stack_parameters(target, spec, previous),
             ChangeSetType="UPDATE" if exists else "CREATE",
         )
     except Exception as exc:

@@ -57,8 +57,7 @@ def deploy_stack(
         cfn.create_stack(**common, Parameters=stack_parameters(target, spec), OnFailure="ROLLBACK")
         action = "created"
     else:
-        stack = cfn.describe_stacks(StackName=spec.name)["Stacks"][0]
-        previous = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+        previous = deployed_parameters(cfn, spec.name)
         try:
             cfn.update_stack(**common, Parameters=stack_parameters(target, spec, previous))
         except Exception as exc:
@@ -96,6 +95,12 @@ def stack_parameters(
         elif previous and key in previous:
             found.append({"ParameterKey": key, "ParameterValue": previous[key]})
     return found
+
+
+def deployed_parameters(cfn: Any, name: str) -> dict[str, str]:
+    """{key: value} of the parameters the stack `name` was last deployed with."""
+    stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
 
 
 def stack_status(cfn: Any, name: str) -> str | None:

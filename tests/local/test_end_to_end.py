@@ -480,7 +480,7 @@ def test_a_record_too_large_for_a_message_travels_by_claim_check(
     assert pipeline.delivered_orders("o-big-") == {"o-big-1": 1, "o-big-2": 1}
     assert pipeline.indexed_orders("o-big-") == {"o-big-1": 1, "o-big-2": 1}
     s3 = pipeline.client("s3")
-    held = s3.list_objects_v2(Bucket=pipeline.runtime.names.payloads_bucket).get("KeyCount", 0)
+    held = s3.list_objects_v2(Bucket=pipeline.runtime.names.payload_bucket).get("KeyCount", 0)
     assert held > 0, "no payload went by claim check"
     flow = pipeline.flow(key)
     assert flow.exit == Exit.BALANCED, [p.message for p in flow.problems]

@@ -1,13 +1,16 @@
 """`sluice local up|run|down|fire`: the local runtime from the command line.
 
-State lives under `.sluice/local/` of the repository: `up.json` (pid and endpoint of a
-running `up`), `logs/<function>.log`, the deploy's build copies and the extracted zips.
+State lives under `.sluice/local/` of the repository: `up.json` (pid, endpoint, stage,
+prefix and region of a running `up`), `logs/<function>.log`, the deploy's build copies, the
+extracted zips and the emulator's saved state (`moto-state.pickle`: `up` restores it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import click
 STATE_FILE = "up.json"
 DEFAULT_UP_PORT = 5000
 DRAIN_TIMEOUT_S = 900
+WATCH_S = 1.5  # how often a running `up` looks for a deploy into it
 
 
 def _root() -> Path:
@@ -37,10 +41,10 @@ def _err(line: str) -> None:
     click.echo(line, err=True)
 
 
-def _options(root: Path, port: int, quiet: bool) -> Any:
+def _options(root: Path, port: int, quiet: bool, **extra: Any) -> Any:
     from sluice_tools.local.runtime import Options
 
-    return Options(port=port, state_dir=_state_dir(root), root=root, console=not quiet)
+    return Options(port=port, state_dir=_state_dir(root), root=root, console=not quiet, **extra)
 
 
 def sample_files(root: Path) -> list[Path]:
@@ -57,10 +61,19 @@ def landing_key(path: Path) -> str:
     return f"incoming/{path.parent.name}/{path.name}"
 
 
-def _write_state(state_dir: Path, endpoint: str, stage: str) -> Path:
+def _write_state(state_dir: Path, runtime: Any) -> Path:
     path = state_dir / STATE_FILE
     path.write_text(
-        json.dumps({"pid": os.getpid(), "endpoint": endpoint, "stage": stage, "at": time.time()})
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "endpoint": runtime.endpoint,
+                "stage": runtime.options.stage,
+                "prefix": runtime.prefix,
+                "region": runtime.emulator.region,
+                "at": time.time(),
+            }
+        )
     )
     return path
 
@@ -89,23 +102,72 @@ def _serve_until_signalled(runtime: Any, state_dir: Path) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    from sluice_tools.local.emulator import CREDENTIALS  # the operator's: allowed everything
-
-    path = _write_state(state_dir, runtime.endpoint, runtime.options.stage)
-    _err(f"\nsluice local is up: {runtime.endpoint}")
-    _err(f"  aws --endpoint-url {runtime.endpoint} s3 ls")
-    _err(
-        f"  export AWS_ENDPOINT_URL={runtime.endpoint} AWS_DEFAULT_REGION=us-east-1 "
-        f"AWS_ACCESS_KEY_ID={CREDENTIALS['AWS_ACCESS_KEY_ID']} "
-        f"AWS_SECRET_ACCESS_KEY={CREDENTIALS['AWS_SECRET_ACCESS_KEY']}"
-    )
-    _err(f"  logs: {state_dir / 'logs'}/<function>.log; stop: Ctrl-C or `sluice local down`")
+    path = _write_state(state_dir, runtime)
+    for line in banner(runtime, state_dir):
+        _err(line)
     try:
         while not stop.wait(1.0):
             pass
     finally:
         _err("stopping ...")
         path.unlink(missing_ok=True)
+
+
+def export_line(runtime: Any) -> str:
+    """The shell line that points the aws CLI and `sluice` commands at the running stage."""
+    from sluice_tools.local.emulator import CREDENTIALS  # the operator's: allowed everything
+
+    env = {
+        "AWS_ENDPOINT_URL": runtime.endpoint,
+        "AWS_REGION": runtime.emulator.region,
+        "AWS_DEFAULT_REGION": runtime.emulator.region,
+        **CREDENTIALS,
+        "SLUICE_STAGE": runtime.options.stage,
+        "SLUICE_RESOURCE_PREFIX": runtime.prefix,
+    }
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+
+
+def timing_lines(options: Any) -> list[str]:
+    """How local timing differs from AWS's, for the banner."""
+    delays = ", ".join(f"{d:g}" for d in options.async_retry_delays_s)
+    failed = (
+        f"a failed SQS batch is visible again after {options.failed_visibility_s} s "
+        "(AWS: the queue's visibility timeout, 6 x the function's)"
+        if options.failed_visibility_s is not None
+        else "a failed SQS batch waits for its queue's visibility timeout, as on AWS"
+    )
+    schedules = (
+        "schedules fire on their period from `up`; `sluice local fire FUNCTION` fires one now"
+        if options.schedules
+        else "schedules never fire; `sluice local fire FUNCTION` fires one"
+    )
+    return [
+        "local timing differs from AWS:",
+        f"  {failed}, so a message that keeps failing reaches its DLQ within a minute",
+        f"  async retries (S3, SNS, schedules) after {delays} s (AWS: about 1 and 2 minutes)",
+        f"  {schedules}",
+    ]
+
+
+def banner(runtime: Any, state_dir: Path) -> list[str]:
+    return [
+        f"\nsluice local is up: {runtime.endpoint} (stage {runtime.options.stage}, "
+        f"prefix {runtime.prefix}, region {runtime.emulator.region})",
+        f"  aws --endpoint-url {runtime.endpoint} s3 ls",
+        f"  {export_line(runtime)}",
+        f"  logs: {state_dir / 'logs'}/<function>.log; stop: Ctrl-C or `sluice local down`",
+        "  `sluice deploy --stage local` into it is picked up at once (workers reload)",
+        *(f"  {line}" for line in timing_lines(runtime.options)),
+    ]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
 
 
 @click.group("local")
@@ -121,19 +183,26 @@ def local_group() -> None:
 @click.option("--port", default=DEFAULT_UP_PORT, show_default=True, help="moto's port.")
 @click.option("--detach", is_flag=True, help="Start in the background; stop with `down`.")
 @click.option("--quiet", is_flag=True, help="Function logs only in .sluice/local/logs.")
-def up_command(port: int, detach: bool, quiet: bool) -> None:
-    """Start moto, deploy stage `local`, deliver events until stopped."""
+@click.option("--fresh", is_flag=True, help="Start clean: forget the state of the last `up`.")
+def up_command(port: int, detach: bool, quiet: bool, fresh: bool) -> None:
+    """Start moto, deploy stage `local`, deliver events until stopped.
+
+    The state of the last `up` (buckets, tables, queues and their messages) is restored, and
+    the deploy skipped when nothing it would deploy changed since. A `sluice deploy --stage
+    local` into the running `up` takes effect at once. The state is saved when it stops.
+    """
     root = _root()
     state_dir = _state_dir(root)
     state = read_state(root)
     if state and _alive(int(state["pid"])):
         raise click.ClickException(f"already up (pid {state['pid']}) at {state['endpoint']}")
     if detach:
-        _detach(root, port, state_dir)
+        _detach(root, port, state_dir, fresh)
         return
     from sluice_tools.local.runtime import LocalRuntime
 
-    runtime = LocalRuntime(_options(root, port, quiet), say=_err)
+    options = _options(root, port, quiet, persist=True, fresh=fresh, watch_s=WATCH_S)
+    runtime = LocalRuntime(options, say=_err)
     try:
         runtime.start()
         _serve_until_signalled(runtime, state_dir)
@@ -141,14 +210,22 @@ def up_command(port: int, detach: bool, quiet: bool) -> None:
         runtime.stop()
 
 
-def _detach(root: Path, port: int, state_dir: Path) -> None:
+def _detach(root: Path, port: int, state_dir: Path, fresh: bool) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     log_path = state_dir / "up.log"
     command = [sys.executable, "-c", "from sluice_tools.cli import main; main()"]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [*command, "local", "up", "--port", str(port), "--quiet"],
+            [
+                *command,
+                "local",
+                "up",
+                "--port",
+                str(port),
+                "--quiet",
+                *(["--fresh"] if fresh else []),
+            ],
             cwd=root,
             stdout=log,
             stderr=log,
@@ -169,21 +246,33 @@ def _detach(root: Path, port: int, state_dir: Path) -> None:
 
 
 @local_group.command("down")
-def down_command() -> None:
-    """Stop a `sluice local up` running in the background."""
+@click.option("--purge", is_flag=True, help="Remove .sluice/ too: saved state, builds, logs.")
+def down_command(purge: bool) -> None:
+    """Stop a `sluice local up` running in the background (it saves its state first)."""
+    from sluice_tools.local.persist import disk_usage
+
     root = _root()
     state = read_state(root)
     if not state:
         _err("sluice local is not up")
-        return
-    pid = int(state["pid"])
-    if _alive(pid):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.5)
-    (_state_dir(root) / STATE_FILE).unlink(missing_ok=True)
-    _err(f"stopped (pid {pid})")
+    else:
+        pid = int(state["pid"])
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 120  # saving the state takes a few seconds
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        (_state_dir(root) / STATE_FILE).unlink(missing_ok=True)
+        _err(f"stopped (pid {pid})")
+    kept = root / ".sluice"
+    if purge:
+        shutil.rmtree(kept, ignore_errors=True)
+        _err(f"removed {kept}")
+    else:
+        _err(
+            f"{kept} keeps {_size(disk_usage(kept))} (saved state, build copies, logs); "
+            "`sluice local down --purge` removes it"
+        )
 
 
 @local_group.command("fire")
@@ -191,16 +280,17 @@ def down_command() -> None:
 def fire_command(function: str) -> None:
     """Fire FUNCTION's schedule now (full name or its end, e.g. `pull_sources`)."""
     from sluice_tools.local.emulator import client
-    from sluice_tools.local.runtime import fire
+    from sluice_tools.local.runtime import fire, target_region
     from sluice_tools.local.topology import read_topology
 
     state = read_state(_root())
     if not state:
         raise click.ClickException("sluice local is not up (start it with `sluice local up`)")
     endpoint = str(state["endpoint"])
-    topology = read_topology(lambda service: client(service, endpoint))
+    region = str(state.get("region") or target_region())
+    topology = read_topology(lambda service: client(service, endpoint, region))
     try:
-        fired = fire(client("sqs", endpoint), topology, function, "us-east-1")
+        fired = fire(client("sqs", endpoint, region), topology, function, region)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     _err(f"fired the schedule of {fired}")

@@ -137,6 +137,7 @@ class SqsPoller(Poller):
     mapping: SqsMapping | None = None
     region: str = "us-east-1"
     visibility_timeout_s: int | None = None  # tests shorten it; None: the queue's own
+    failed_visibility_s: int | None = None  # a failed message returns after this (local)
 
     def _poll_once(self) -> None:
         assert self.mapping is not None
@@ -150,6 +151,24 @@ class SqsPoller(Poller):
         done = settled(messages, outcome, self.mapping.report_batch_item_failures)
         if done:
             self._delete(done)
+        if self.failed_visibility_s is not None and len(done) < len(messages):
+            done_ids = {m["MessageId"] for m in done}
+            self._return_soon([m for m in messages if m["MessageId"] not in done_ids])
+
+    def _return_soon(self, messages: Sequence[Mapping[str, Any]]) -> None:
+        """Failed messages visible again after `failed_visibility_s`, not the queue's timeout."""
+        for start in range(0, len(messages), 10):
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {
+                        "Id": str(i),
+                        "ReceiptHandle": m["ReceiptHandle"],
+                        "VisibilityTimeout": self.failed_visibility_s,
+                    }
+                    for i, m in enumerate(messages[start : start + 10])
+                ],
+            )
 
     def _receive(self, mapping: SqsMapping) -> list[dict[str, Any]]:
         want = max(1, mapping.batch_size)

@@ -161,6 +161,7 @@ class FunctionPool:
         self._idle: list[Worker] = []
         self._busy: dict[int, Worker] = {}
         self._fault = fault
+        self._retired: set[int] = set()  # busy workers of an older spec (see `reload`)
         self.invocations = 0
         self.errors = 0
 
@@ -205,9 +206,22 @@ class FunctionPool:
             self.invocations += 1
             if not outcome.ok:
                 self.errors += 1
-            if worker.alive:  # Lambda keeps an instance after a handled error
+            retired = key in self._retired
+            self._retired.discard(key)
+            if worker.alive and not retired:  # Lambda keeps an instance after a handled error
                 self._idle.append(worker)
+        if retired:
+            worker.kill()
         return outcome
+
+    def reload(self, spec: WorkerSpec) -> None:
+        """New invocations run `spec` (a redeploy); idle workers go now, busy ones when done."""
+        with self._lock:
+            self.spec = spec
+            idle, self._idle = self._idle, []
+            self._retired |= set(self._busy)
+        for worker in idle:
+            worker.kill()
 
     def busy_pids(self) -> list[int]:
         with self._lock:

@@ -20,18 +20,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice_tools.local import apifaults, delivery, iam
+from sluice_tools.local import apifaults, delivery, iam, persist
 from sluice_tools.local.apifaults import ApiFaultPlan
-from sluice_tools.local.emulator import Emulator, client
+from sluice_tools.local.emulator import ACCOUNT_ID, DEFAULT_REGION, Emulator, client
 from sluice_tools.local.faults import FaultPlan
 from sluice_tools.local.pool import CodeStore, FunctionPool, worker_spec
 from sluice_tools.local.schedule import period_seconds
-from sluice_tools.local.topology import DEFAULT_CONCURRENCY, FunctionSpec, Topology, read_topology
+from sluice_tools.local.topology import (
+    DEFAULT_CONCURRENCY,
+    FunctionSpec,
+    Topology,
+    deployed_fingerprint,
+    read_topology,
+)
 
 log = logging.getLogger("sluice.local")
 INTERNAL_SUFFIX = "-rt-"  # internal queues: <function>-rt-<kind>
 INTERNAL_ID_PREFIX = "sluice-rt-"  # ids of the S3 queue configurations the runtime adds
 DRAIN_SETTLE_S = 0.5
+LOCAL_FAILED_VISIBILITY_S = 2
+MOTO_STATE = "moto-state.pickle"
 
 
 @dataclass
@@ -43,7 +51,16 @@ class Options:
     console: bool = True  # function logs on stderr as well as in their log files
     isolate: bool = True  # workers see only the zip and the Lambda runtime's packages
     visibility_timeout_s: int | None = None  # override for SQS mappings (tests)
+    # A failed SQS batch's messages are visible again after this, not after the queue's
+    # visibility timeout (6 x the function's: minutes on AWS): a message that always fails
+    # reaches its DLQ in seconds. None: the queue's own, as on AWS.
+    failed_visibility_s: int | None = LOCAL_FAILED_VISIBILITY_S
     async_retry_delays_s: tuple[float, ...] = (1.0, 2.0)  # Lambda: about 1 and 2 minutes
+    prefix: str | None = None  # resource prefix (None: SLUICE_RESOURCE_PREFIX, else sluice)
+    region: str | None = None  # the emulator's (None: AWS_REGION, AWS_DEFAULT_REGION, us-east-1)
+    persist: bool = False  # restore the state saved under state_dir at start, save it at stop
+    fresh: bool = False  # with persist: ignore (and replace) the saved state
+    watch_s: float | None = None  # look for deploys into the emulator this often (reload)
     schedules: bool = True
     deploy: bool = True
     faults: FaultPlan = field(default_factory=FaultPlan.from_env)  # before the handler runs
@@ -65,7 +82,7 @@ class LocalRuntime:
     def __init__(self, options: Options | None = None, say: Say | None = None) -> None:
         self.options = options or Options()
         self.say: Say = say or (lambda _line: None)
-        self.emulator = Emulator(port=self.options.port)
+        self.emulator = Emulator(port=self.options.port, region=target_region(self.options.region))
         self.activity = delivery.Activity()
         self.topology = Topology()
         self.pools: dict[str, FunctionPool] = {}
@@ -79,6 +96,20 @@ class LocalRuntime:
         self._saved_env: dict[str, str | None] = {}
         self._code: CodeStore | None = None
         self.deploy_report: Any = None
+        self.prefix = self.options.prefix or os.environ.get("SLUICE_RESOURCE_PREFIX") or "sluice"
+        self.restored: persist.Saved | None = None  # the saved state start() put back
+        self.deploy_skipped = False  # the restored state was deployed from this same source
+        self._deployed_hash = ""  # what the emulator's stage was deployed from, once it was
+        self._serving = False
+        self.source_hash = ""
+        self._running: dict[tuple[str, str], tuple[delivery.Poller, Any]] = {}
+        self._wanted: set[tuple[str, str]] = set()
+        self._scheduled: list[Any] = []
+        self._watcher: threading.Thread | None = None
+        self._reload_lock = threading.Lock()
+        self._previous = Topology()  # what the take-over before the last one read
+        self._changes: list[str] = []
+        self._reloading = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,7 +128,7 @@ class LocalRuntime:
     def names(self) -> Any:
         from sluice.config import ResourceNames
 
-        return ResourceNames(stage=self.options.stage)
+        return ResourceNames(stage=self.options.stage, prefix=self.prefix)
 
     def client(self, service: str) -> Any:
         found = self._clients.get(service)
@@ -109,27 +140,49 @@ class LocalRuntime:
         started = time.monotonic()
         state = self.options.state_dir
         state.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(state / "logs", ignore_errors=True)  # each run's logs start empty
         self.say("starting moto on loopback ...")
         apifaults.use(self.options.api_faults)
         endpoint = self.emulator.start()
+        self._serving = True
         self.say(f"moto is listening on {endpoint}")
         self._use_emulator_env()
+        if self.options.persist:
+            self._restore()
         if self.options.deploy:
-            self.say(f"deploying stage {self.options.stage!r} (sluice deploy) ...")
-            self.deploy_report = self._deploy()
+            self.source_hash = self._source_hash()
+            if self.restored is not None and self.restored.source_hash == self.source_hash:
+                self.deploy_skipped = True
+                self.say("deploy skipped: nothing changed since the saved state was deployed")
+            else:
+                self.say(f"deploying stage {self.options.stage!r} (sluice deploy) ...")
+                self.deploy_report = self._deploy()
+            self._deployed_hash = self.source_hash
         self._enforce_iam()
         self.take_over()
+        if self.options.watch_s:
+            self._watcher = threading.Thread(target=self._watch, name="reload", daemon=True)
+            self._watcher.start()
         self._thresholds = settle_collector()
         self.say(f"runtime ready in {time.monotonic() - started:.1f} s")
 
     def stop(self) -> None:
         self._stop.set()
+        for poller in self.pollers:
+            poller.stop.set()
+        if self._scheduler is not None:
+            self._scheduler.stop.set()
         for pool in self.pools.values():
             pool.stop()
         for poller in self.pollers:
             poller.join(delivery.POLL_WAIT_S + 3)
         if self._scheduler is not None:
             self._scheduler.join(2)
+        if self._watcher is not None:
+            self._watcher.join(5)
+        if self.options.persist and self._serving:
+            self._save()
+        self._serving = False
         self.emulator.stop()
         if apifaults.in_force() is self.options.api_faults:
             apifaults.use(None)
@@ -141,7 +194,11 @@ class LocalRuntime:
 
     def _use_emulator_env(self) -> None:
         """Tools called in-process (deploy, ledger) find moto through the environment."""
-        env = {**self.emulator.env(), "SLUICE_STAGE": self.options.stage}
+        env = {
+            **self.emulator.env(),
+            "SLUICE_STAGE": self.options.stage,
+            "SLUICE_RESOURCE_PREFIX": self.prefix,
+        }
         for key, value in env.items():
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
@@ -159,16 +216,56 @@ class LocalRuntime:
                 os.environ[key] = value
         self._saved_env.clear()
 
+    # ------------------------------------------------------------------ saved state
+
+    @property
+    def state_file(self) -> Path:
+        return self.options.state_dir / MOTO_STATE
+
+    def _source_hash(self) -> str:
+        from sluice_tools.deploy.target import repo_root
+
+        root = self.options.root or repo_root()
+        return persist.source_hash(
+            root, (self.options.stage, self.prefix, self.emulator.region, ACCOUNT_ID)
+        )
+
+    def _restore(self) -> None:
+        """Put the state of the last run back into moto (unless `fresh`)."""
+        path = self.state_file
+        if self.options.fresh:
+            if path.exists():
+                self.say(f"--fresh: starting clean (the saved state {path} is replaced at stop)")
+            return
+        try:
+            self.restored = persist.load(path)
+        except persist.StateError as exc:
+            self.say(f"the saved state cannot be used, starting fresh: {exc}")
+            self.emulator.reset()
+            return
+        if self.restored is not None:
+            self.say(f"restored the state of the last run from {path}")
+
+    def _save(self) -> None:
+        try:
+            size = persist.save(self.state_file, self._deployed_hash)
+        except Exception as exc:  # a state that cannot be saved costs the next run a deploy
+            self.say(f"could not save the emulator's state: {type(exc).__name__}: {exc}")
+            return
+        self.say(f"saved the emulator's state ({size / 1e6:.1f} MB) to {self.state_file}")
+
     def _deploy(self) -> Any:
         from sluice_tools.deploy import Target, deploy_stage
 
         target = Target.from_env(self.options.stage, root=self.options.root)
         # Copies of the apps under the state dir: the checkout's .chalice/deployed stays as
-        # it is. The emulator is new, so the copies' deploy state from a last run is stale
-        # (chalice would update functions that no longer exist); its zip cache is kept.
+        # it is. Unless the emulator's state was restored, it is new, so the copies' deploy
+        # state from a last run is stale (chalice would update functions that no longer
+        # exist); its zip cache is kept.
         build = self.options.state_dir / "build"
-        for stale in build.glob("**/.chalice/deployed"):
-            shutil.rmtree(stale, ignore_errors=True)
+        if self.restored is None:
+            for stale in build.glob("**/.chalice/deployed"):
+                shutil.rmtree(stale, ignore_errors=True)
         report = deploy_stage(target, build_dir=build, log=self.say)
         if not report.ok:
             self.say("doctor found problems in the deployed stage (see above)")
@@ -176,12 +273,25 @@ class LocalRuntime:
 
     # ------------------------------------------------------------------ data plane
 
-    def take_over(self) -> None:
-        """Read what was deployed and start delivering events to it."""
+    def take_over(self) -> list[str]:
+        """Read what was deployed and start delivering events to it.
+
+        Called again after a deploy into the running emulator (`reload`), it changes only
+        what the deploy changed and returns what that was: a changed function's pool runs
+        its new code or settings (`FunctionPool.reload`), pollers of new triggers start,
+        pollers of removed or changed ones stop (a changed one starts again).
+        """
+        previous, self._previous = self.topology, self.topology
         self.topology = read_topology(self.client)
-        for line in self.topology.summary():
-            self.say(f"  {line}")
+        if not self._running:
+            for line in self.topology.summary():
+                self.say(f"  {line}")
+        old_pools, self.pools = self.pools, {}
+        self._changes = []
+        self._wanted = set()
+        self._reloading = bool(self._running)
         self._build_pools()
+        self._keep_pools(previous, old_pools)
         sqs = self.client("sqs")
         region = self.emulator.region
         for mapping in self.topology.sqs:
@@ -210,11 +320,82 @@ class LocalRuntime:
                     mapping=mapping,
                     region=region,
                     visibility_timeout_s=self.options.visibility_timeout_s,
+                    failed_visibility_s=self.options.failed_visibility_s,
                 )
             )
         self._take_over_s3()
         self._take_over_sns()
         self._take_over_schedules()
+        for key in [k for k in self._running if k not in self._wanted]:
+            poller, _ = self._running.pop(key)
+            poller.stop.set()
+            self._changes.append(f"{poller.name}: stopped (trigger removed)")
+        self.watched = {url: p.pool.spec.function for (_, url), (p, _) in self._running.items()}
+        return self._changes
+
+    def _keep_pools(self, previous: Topology, old_pools: dict[str, FunctionPool]) -> None:
+        """Keep the pools of unchanged functions; a changed function's pool reloads."""
+        for name, pool in old_pools.items():
+            fresh = self.pools.get(name)
+            if fresh is None:
+                pool.stop()
+                self._changes.append(f"{name}: removed")
+                continue
+            was, now = previous.functions.get(name), self.topology.functions[name]
+            if was != now:
+                what = [
+                    field_name
+                    for field_name in (
+                        "code_sha256",
+                        "environment",
+                        "timeout_s",
+                        "memory_mb",
+                        "handler",
+                        "role",
+                        "on_failure",
+                        "maximum_retry_attempts",
+                    )
+                    if getattr(was, field_name, None) != getattr(now, field_name)
+                ]
+                pool.reload(fresh.spec)
+                label = ", ".join("code" if w == "code_sha256" else w for w in what) or "settings"
+                self._changes.append(f"{name}: reloaded ({label})")
+            self.pools[name] = pool
+        for name in self.pools.keys() - old_pools.keys():
+            if old_pools:
+                self._changes.append(f"{name}: new function")
+
+    def reload(self) -> list[str]:
+        """Apply a deploy made into the running emulator; says and returns what changed."""
+        with self._reload_lock:
+            changes = self.take_over()
+        if changes:
+            # Deployed from who knows which tree, or only some apps: the next `up` deploys.
+            self._deployed_hash = ""
+        for line in changes:
+            self.say(f"reloaded: {line}")
+        return changes
+
+    def _fingerprint(self) -> str:
+        return deployed_fingerprint(self.client)
+
+    def _watch(self) -> None:
+        """Reload once what was deployed has changed and held still for one more look."""
+        assert self.options.watch_s
+        last = pending = self._fingerprint()
+        while not self._stop.wait(self.options.watch_s):
+            try:
+                now = self._fingerprint()
+                if now == last or now != pending:
+                    pending = now
+                    continue
+                self.reload()
+                last = pending = self._fingerprint()
+            except Exception as exc:
+                if not self._stop.is_set():
+                    self.say(f"reload failed (tried again on the next change): {exc}")
+                    log.exception("reload failed")
+                    last = pending = ""
 
     def _enforce_iam(self) -> None:
         """From now on the emulator enforces IAM on every call but the operator's (iam.py)."""
@@ -226,7 +407,6 @@ class LocalRuntime:
         self._code = CodeStore(self.options.state_dir / "run")
         runtime_dir = self._code.runtime_dir()
         log_dir = self.options.state_dir / "logs"
-        shutil.rmtree(log_dir, ignore_errors=True)  # each run's logs start empty
         concurrency: dict[str, int] = {}
         for m in self.topology.sqs:
             concurrency[m.function] = max(concurrency.get(m.function, 0), m.maximum_concurrency)
@@ -257,8 +437,44 @@ class LocalRuntime:
         self._code.prune()
 
     def _add(self, poller: delivery.Poller) -> None:
+        """Start `poller` unless the same one already runs (a reload keeps it running)."""
+        key = (poller.name, poller.queue_url)
+        signature = self._signature(poller)
+        self._wanted.add(key)
+        running = self._running.get(key)
+        if running is not None and running[1] == signature:
+            return
+        if running is not None:
+            running[0].stop.set()
+        poller.stop = threading.Event()  # its own: a reload stops it alone
+        self._running[key] = (poller, signature)
+        if self._reloading:
+            self._changes.append(f"{poller.name}: {'restarted' if running else 'started'}")
         self.pollers.append(poller)
         poller.start()
+
+    def _signature(self, poller: delivery.Poller) -> Any:
+        """What a poller delivers with: equal signatures, nothing to restart."""
+        if isinstance(poller, delivery.SqsPoller):
+            return (
+                id(poller.pool),
+                poller.mapping,
+                poller.threads,
+                poller.visibility_timeout_s,
+                poller.failed_visibility_s,
+            )
+        assert isinstance(poller, delivery.AsyncPoller)
+        assert poller.function is not None
+        kind = poller.name.split(":", 1)[0]
+        triggers = getattr(self.topology, kind if kind != "schedule" else "schedules", [])
+        return (
+            id(poller.pool),
+            poller.function,
+            poller.threads,
+            poller.retry_delays_s,
+            poller.destination_url,
+            tuple(t for t in triggers if t.function == poller.function.name),
+        )
 
     def _queue_url(self, arn: str) -> str:
         return str(self.client("sqs").get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"])
@@ -268,13 +484,15 @@ class LocalRuntime:
         found = self.internal.get((function.name, kind))
         sqs = self.client("sqs")
         name = internal_queue_name(function.name, kind)
+        attributes = {"VisibilityTimeout": str(function.timeout_s + 60)}
         if found is None:
-            found = sqs.create_queue(
-                QueueName=name,
-                Attributes={"VisibilityTimeout": str(function.timeout_s + 60)},
-            )["QueueUrl"]
+            try:  # kept from the last run (a restored state) or an earlier take-over
+                found = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            except sqs.exceptions.QueueDoesNotExist:
+                found = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
             self.internal[(function.name, kind)] = found
             self.watched[found] = function.name
+        sqs.set_queue_attributes(QueueUrl=found, Attributes=attributes)  # a new timeout
         arn = sqs.get_queue_attributes(QueueUrl=found, AttributeNames=["QueueArn"])
         return found, arn["Attributes"]["QueueArn"]
 
@@ -304,6 +522,8 @@ class LocalRuntime:
         s3 = self.client("s3")
         dedupe = delivery.S3Dedupe()
         by_bucket: dict[str, list[Any]] = {}
+        for gone in self._previous.s3:  # a bucket whose triggers all went: its queues go
+            by_bucket.setdefault(gone.bucket, [])
         for trigger in self.topology.s3:
             by_bucket.setdefault(trigger.bucket, []).append(trigger)
         config_ids: dict[str, str] = {}
@@ -377,7 +597,12 @@ class LocalRuntime:
             period = period_seconds(trigger.expression)
             if self.options.schedules and trigger.enabled and period:
                 entries.append((period, url, trigger.rule_arn, self.emulator.region))
-        self._scheduler = delivery.Scheduler(self.client("sqs"), self._stop, entries)
+        if self._scheduler is not None:
+            if self._scheduler.entries == entries:
+                return
+            self._scheduler.stop.set()
+            self._changes.append("schedules: restarted")
+        self._scheduler = delivery.Scheduler(self.client("sqs"), threading.Event(), entries)
         self._scheduler.start()
 
     # ------------------------------------------------------------------ operations
@@ -463,6 +688,16 @@ def settle_collector() -> tuple[int, int, int]:
     gc.freeze()
     gc.set_threshold(*RUNTIME_GC_THRESHOLDS)
     return previous
+
+
+def target_region(region: str | None = None) -> str:
+    """The region of a local run: given, else AWS_REGION, AWS_DEFAULT_REGION, us-east-1."""
+    return (
+        region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or DEFAULT_REGION
+    )
 
 
 def internal_queue_name(function: str, kind: str) -> str:

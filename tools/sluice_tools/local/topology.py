@@ -6,6 +6,7 @@ Read-only: nothing here changes the emulator. The runtime builds its data plane 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ class FunctionSpec:
     app: str  # the Chalice app (from the `aws-chalice` tag), else the function name
     on_failure: str | None = None  # the async on-failure destination (an SQS queue ARN)
     maximum_retry_attempts: int = 2
+    code_sha256: str = ""  # a redeploy of changed code changes it
+    role: str = ""
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,8 @@ def _function(lam: Any, fn: dict[str, Any]) -> FunctionSpec:
         app=app,
         on_failure=on_failure,
         maximum_retry_attempts=retries,
+        code_sha256=str(fn.get("CodeSha256") or ""),
+        role=str(fn.get("Role") or ""),
     )
 
 
@@ -240,6 +245,35 @@ def _schedules(events: Any) -> list[ScheduleTrigger]:
                 )
             )
     return triggers
+
+
+def deployed_fingerprint(clients: Any) -> str:
+    """A digest of what a deploy changes, in a few calls: functions (code, settings), mappings,
+    subscriptions, schedule rules and buckets' notifications. Equal digests: nothing to reload.
+    """
+    lam, s3 = clients("lambda"), clients("s3")
+    parts: list[Any] = [
+        sorted(
+            json.dumps({k: v for k, v in fn.items() if k != "ResponseMetadata"}, sort_keys=True)
+            for fn in _paged(lam, "list_functions", "Functions")
+        ),
+        sorted(
+            json.dumps(m, sort_keys=True, default=str)
+            for m in _paged(lam, "list_event_source_mappings", "EventSourceMappings")
+        ),
+        sorted(
+            json.dumps(s, sort_keys=True)
+            for s in _paged(clients("sns"), "list_subscriptions", "Subscriptions")
+        ),
+        sorted(
+            json.dumps(r, sort_keys=True) for r in _paged(clients("events"), "list_rules", "Rules")
+        ),
+    ]
+    for bucket in s3.list_buckets().get("Buckets") or []:
+        config = s3.get_bucket_notification_configuration(Bucket=bucket["Name"])
+        config.pop("ResponseMetadata", None)
+        parts.append([bucket["Name"], config])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _paged(client: Any, operation: str, key: str) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +128,12 @@ def depth(sqs: Any, url: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return sum(int(v) for v in attrs.values())
+
+
+def repo_tree(dest: Path) -> Path:
+    """A copy of the repository to deploy from and change (the checkout stays untouched)."""
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", ".nox", ".sluice", "vendor", "__pycache__", "*_cache", "deployed"
+    )
+    shutil.copytree(ROOT, dest, ignore=skip, symlinks=True)
+    return dest

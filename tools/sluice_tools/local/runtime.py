@@ -168,6 +168,8 @@ class LocalRuntime:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._watcher is not None:  # no reload half done while the rest stops
+            self._watcher.join(60)
         for poller in self.pollers:
             poller.stop.set()
         if self._scheduler is not None:
@@ -178,8 +180,6 @@ class LocalRuntime:
             poller.join(delivery.POLL_WAIT_S + 3)
         if self._scheduler is not None:
             self._scheduler.join(2)
-        if self._watcher is not None:
-            self._watcher.join(5)
         if self.options.persist and self._serving:
             self._save()
         self._serving = False

@@ -138,6 +138,7 @@ class SqsPoller(Poller):
     region: str = "us-east-1"
     visibility_timeout_s: int | None = None  # tests shorten it; None: the queue's own
     failed_visibility_s: int | None = None  # a failed message returns after this (local)
+    changed: Callable[[str], bool] | None = None  # receipt handle → visibility changed since
 
     def _poll_once(self) -> None:
         assert self.mapping is not None
@@ -153,10 +154,15 @@ class SqsPoller(Poller):
             self._delete(done)
         if self.failed_visibility_s is not None and len(done) < len(messages):
             done_ids = {m["MessageId"] for m in done}
-            self._return_soon([m for m in messages if m["MessageId"] not in done_ids])
+            failed = [m for m in messages if m["MessageId"] not in done_ids]
+            if self.changed is not None:  # never over the function's own visibility
+                failed = [m for m in failed if not self.changed(m["ReceiptHandle"])]
+            self._return_soon(failed)
 
     def _return_soon(self, messages: Sequence[Mapping[str, Any]]) -> None:
         """Failed messages visible again after `failed_visibility_s`, not the queue's timeout."""
+        if not messages:
+            return
         for start in range(0, len(messages), 10):
             self.sqs.change_message_visibility_batch(
                 QueueUrl=self.queue_url,

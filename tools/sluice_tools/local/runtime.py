@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice_tools.local import apifaults, delivery, iam, persist
+from sluice_tools.local import apifaults, delivery, iam, persist, visibility
 from sluice_tools.local.apifaults import ApiFaultPlan
 from sluice_tools.local.emulator import ACCOUNT_ID, DEFAULT_REGION, Emulator, client
 from sluice_tools.local.faults import FaultPlan
@@ -145,6 +145,7 @@ class LocalRuntime:
         apifaults.use(self.options.api_faults)
         endpoint = self.emulator.start()
         self._serving = True
+        visibility.track()
         self.say(f"moto is listening on {endpoint}")
         self._use_emulator_env()
         if self.options.persist:
@@ -183,6 +184,7 @@ class LocalRuntime:
         if self.options.persist and self._serving:
             self._save()
         self._serving = False
+        visibility.untrack()
         self.emulator.stop()
         if apifaults.in_force() is self.options.api_faults:
             apifaults.use(None)
@@ -321,6 +323,7 @@ class LocalRuntime:
                     region=region,
                     visibility_timeout_s=self.options.visibility_timeout_s,
                     failed_visibility_s=self.options.failed_visibility_s,
+                    changed=visibility.changed,
                 )
             )
         self._take_over_s3()

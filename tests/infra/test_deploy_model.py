@@ -12,9 +12,9 @@ from infra.stack_model import ROOT, resolver
 
 from sluice_tools.deploy.apps import discover_apps, select_apps
 from sluice_tools.deploy.doctor import DoctorReport, resource_name_in
-from sluice_tools.deploy.moto_gaps import lifecycle_rule
 from sluice_tools.deploy.stacks import failure_report
 from sluice_tools.deploy.templates import StackSpec
+from sluice_tools.motocompat.cfn import lifecycle_rule
 
 
 def spec(resources: dict[str, Any]) -> StackSpec:

@@ -27,12 +27,12 @@ from infra.stack_model import ACCOUNT, ROOT, STAGES
 from support.env import aws_environment
 
 from sluice_tools.deploy.apps import AppSpec
-from sluice_tools.deploy.moto_gaps import fill_gaps
 from sluice_tools.deploy.render import RenderedApp, render_for, write_project_dir
 from sluice_tools.deploy.stacks import deploy_stack
 from sluice_tools.deploy.state import resolver_for
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import stage_stacks
+from sluice_tools.motocompat.cfn import fill_gaps
 
 DRIVER = Path(__file__).with_name("iam_driver.py")
 SAMPLE = ROOT / "samples" / "incoming" / "order" / "orders-2026-11-27.jsonl"

@@ -1,4 +1,4 @@
-"""moto 5.2.5's CloudFormation skips what `moto_gaps` says, and `fill_gaps` applies it.
+"""moto 5.2.5's CloudFormation skips what `motocompat.cfn` says, and `fill_gaps` applies it.
 
 If a moto upgrade starts creating one of these, the first test fails: drop it from the gaps.
 """
@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from infra.stack_model import offline_target, resolver
 
-from sluice_tools.deploy.moto_gaps import (
+from sluice_tools.deploy.templates import StackSpec
+from sluice_tools.motocompat.cfn import (
     SKIPPED_PROPERTIES,
     SKIPPED_TYPES,
     fill_gaps,
     moto_safe_policy,
 )
-from sluice_tools.deploy.templates import StackSpec
 
 
 @pytest.fixture

@@ -281,7 +281,7 @@ def test_dynamodb_requests_skip_motos_parse_only_where_it_changes_nothing(
     import botocore.session
     from moto.core.parse import JSONParser
 
-    from sluice_tools.local.emulator import _dynamodb_parameters
+    from sluice_tools.motocompat.server import _dynamodb_parameters
 
     ddb = botocore.session.get_session().create_client(
         "dynamodb", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
@@ -366,7 +366,7 @@ def test_dynamodb_results_skip_motos_serializer_only_where_it_changes_nothing(
     from moto.core.responses import BaseResponse
     from moto.dynamodb.responses import DynamoHandler
 
-    from sluice_tools.local import emulator
+    from sluice_tools.motocompat import server
 
     compared: list[tuple[str, bool]] = []
     motos_serializer = BaseResponse.serialized
@@ -378,7 +378,7 @@ def test_dynamodb_results_skip_motos_serializer_only_where_it_changes_nothing(
 
     def both(handler: Any, action_result: Any) -> Any:
         fell_back.clear()
-        fast = emulator._dynamodb_serialized(handler, action_result)
+        fast = server._dynamodb_serialized(handler, action_result)
         took_fast_path = not fell_back
         motos = motos_serializer(handler, action_result)
         assert fast[0] == motos[0]

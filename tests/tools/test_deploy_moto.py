@@ -17,10 +17,10 @@ from support.deployed import ROOT, STAGE, Deployed
 from sluice_tools.cli import main
 from sluice_tools.deploy import deploy_stage
 from sluice_tools.deploy.apps import discover_apps
-from sluice_tools.deploy.moto_gaps import fill_gaps
 from sluice_tools.deploy.render import RenderedApp
 from sluice_tools.deploy.state import resolver_for
 from sluice_tools.deploy.templates import stage_stacks
+from sluice_tools.motocompat.cfn import fill_gaps
 
 pytestmark = pytest.mark.slow
 

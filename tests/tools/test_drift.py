@@ -24,11 +24,11 @@ from sluice_tools.deploy.apps import discover_apps
 from sluice_tools.deploy.doctor import DoctorReport, Inventory, repair_command, stack_repair
 from sluice_tools.deploy.doctor import _check_queues as check_queues
 from sluice_tools.deploy.drift import find_drift, queue_attributes, repair_drift
-from sluice_tools.deploy.moto_gaps import put_function_event_invoke_config
 from sluice_tools.deploy.post_deploy import ASYNC_RETRIES
 from sluice_tools.deploy.state import read_functions, resolver_for
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import StackSpec, stage_stacks
+from sluice_tools.motocompat.cfn import put_function_event_invoke_config
 
 
 @dataclass

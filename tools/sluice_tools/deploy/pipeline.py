@@ -15,7 +15,6 @@ from sluice_tools.deploy.chalice_deploy import chalice_deploy
 from sluice_tools.deploy.declaration import DeclarationError
 from sluice_tools.deploy.doctor import DoctorReport, run_doctor
 from sluice_tools.deploy.drift import repair_drift
-from sluice_tools.deploy.moto_gaps import fill_gaps
 from sluice_tools.deploy.post_deploy import apply_post_deploy, chalice_mapping_uuids
 from sluice_tools.deploy.render import RenderedApp, template_inventory
 from sluice_tools.deploy.stacks import StackResult, deploy_stack
@@ -23,6 +22,7 @@ from sluice_tools.deploy.state import read_functions, resolver_for
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import stage_stacks
 from sluice_tools.deploy.vendor import vendor_shared
+from sluice_tools.motocompat.cfn import fill_gaps
 
 
 class DeployError(RuntimeError):

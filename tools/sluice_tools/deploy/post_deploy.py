@@ -66,7 +66,7 @@ def apply_post_deploy(
             if _invoke_config(lam, state.name) != (ASYNC_RETRIES, arn):
                 put = lam.put_function_event_invoke_config
                 if target.emulator:
-                    from sluice_tools.deploy.moto_gaps import put_function_event_invoke_config
+                    from sluice_tools.motocompat.cfn import put_function_event_invoke_config
 
                     put = partial(put_function_event_invoke_config, lam)
                 put(

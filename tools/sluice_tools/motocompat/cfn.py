@@ -1,5 +1,7 @@
 """What moto 5.2.5's CloudFormation skips, applied from the SAME templates through the APIs.
 
+(`sluice_tools.motocompat` lists every moto gap; `fill_gaps` refuses another moto version.)
+
 moto reports CREATE_COMPLETE while ignoring these resource types and properties (verified
 by tests/infra/test_moto_gaps.py). For an emulator target only; never for AWS.
 """
@@ -13,6 +15,7 @@ from typing import Any
 from sluice_tools.deploy.drift import alarm_arguments, subscription_attributes
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import Resolver, StackSpec, as_json
+from sluice_tools.motocompat import guard
 
 # Resource types moto's CloudFormation does not create at all.
 SKIPPED_TYPES = (
@@ -42,6 +45,7 @@ def fill_gaps(
     log: Callable[[str], None] = print,
 ) -> list[str]:
     """Apply every skipped resource and property of `spec`; returns what was applied."""
+    guard()
     applied: list[str] = []
     for logical, resource in spec.resources().items():
         type_ = resource["Type"]

@@ -1,0 +1,564 @@
+"""moto's server, made to behave as the local runtime needs (patches, undone by `unquiet`).
+
+What each patch is for is in `quiet`'s docstring; `sluice_tools.motocompat` checks before
+patching that moto is the version these were written for and that every patched name is
+still where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sluice_tools.motocompat import guard
+
+# Every (owner, attribute) `quiet` replaces; `guard` checks they still exist before patching.
+PATCHED = (
+    ("moto.sqs.models:Queue", "lambda_event_source_mappings"),
+    ("moto.s3.notifications", "_invoke_awslambda"),
+    ("moto.s3.notifications", "_get_s3_event"),
+    ("moto.awslambda.models:LambdaBackend", "send_sns_message"),
+    ("moto.s3.models:FakeBucket", "get_permission"),
+    ("moto.backends", "list_of_moto_modules"),
+    ("moto.dynamodb.models:DynamoDBBackend", "transact_write_items"),
+    ("moto.dynamodb.responses:DynamoHandler", "transact_write_items"),
+    ("moto.sqs.models:SQSBackend", "is_message_valid_based_on_retention_period"),
+    ("moto.sqs.models:Queue", "messages"),
+    ("moto.sqs.models:Queue", "approximate_number_of_messages"),
+    ("moto.sqs.models:Queue", "approximate_number_of_messages_not_visible"),
+    ("moto.sqs.models:Queue", "approximate_number_of_messages_delayed"),
+    ("moto.core.responses", "method_names_from_class"),
+    ("moto.core.responses:BaseResponse", "_enrich_response"),
+    ("moto.dynamodb.responses:DynamoHandler", "parse_parameters"),
+    ("moto.dynamodb.responses:DynamoHandler", "serialized"),
+    ("moto.dynamodb.models.dynamo_type:Item", "__init__"),
+)
+
+_patch_lock = threading.Lock()
+_ABSENT = object()
+_originals: list[tuple[Any, str, Any]] = []
+
+
+class _Discarded(dict[str, Any]):
+    """A dict that forgets what is stored in it (see `quiet`)."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        pass
+
+
+def _no_mappings(_queue: Any) -> dict[str, Any]:
+    return _Discarded()
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+def _plain_http_only(statement: Any) -> bool:
+    """A statement that applies only to requests without TLS (`aws:SecureTransport` false)."""
+    condition = statement.get("Condition") if isinstance(statement, dict) else None
+    if not isinstance(condition, dict):
+        return False
+    secure = (condition.get("Bool") or {}).get("aws:SecureTransport")
+    return str(secure).lower() == "false"
+
+
+def _bucket_permission(bucket: Any, action: str, resource: str) -> Any:
+    """moto's bucket policy check, with TLS-only statements understood.
+
+    moto 5.2.5 does not know the `Bool` operator, so it applies a TLS-only bucket policy's
+    `Deny ... aws:SecureTransport false` to every request: every PutObject is 403. The
+    loopback endpoint stands in for AWS's TLS endpoint, so such statements do not apply.
+    """
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    if bucket.policy is None:
+        return PermissionResult.NEUTRAL
+    doc = json.loads(bucket.policy.decode())
+    statements = doc.get("Statement")
+    if isinstance(statements, dict):
+        statements = [statements]
+    doc["Statement"] = [st for st in statements or [] if not _plain_http_only(st)]
+    if not doc["Statement"]:
+        return PermissionResult.NEUTRAL
+    return IAMPolicy(json.dumps(doc)).is_action_permitted(action, resource)
+
+
+_transaction_lock = threading.Lock()
+_TRANSACT_OPERATIONS = frozenset({"ConditionCheck", "Put", "Delete", "Update"})
+
+
+def _transact_write_items(backend: Any, transact_items: list[dict[str, Any]]) -> None:
+    """moto's TransactWriteItems, all or nothing, without copying whole tables.
+
+    moto 5.2.5 deep-copies each table a transaction touches, once per action, so that it can
+    put the copy back if an action fails. With 50 actions on the shared idempotency table
+    that is ~300 ms a call; the copy races with other threads' writes ("dictionary changed
+    size during iteration"); and putting the copy back undoes every write other functions
+    made to the table meanwhile. Here every condition is checked first and the actions are
+    applied only if all hold; if applying one fails, the items already changed get their
+    previous state back. Transactions are serialised with each other (on AWS they are
+    isolated); the checks and errors are moto's own.
+    """
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import (
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    with _transaction_lock:
+        planned: list[tuple[str, dict[str, Any], dict[str, Any], Any]] = []
+        reasons: list[tuple[str, str, Any] | tuple[None, None, None]] = []
+        seen: set[tuple[str, str]] = set()
+        conditions: dict[str, Any] = {}
+        for entry in transact_items:
+            if len(entry) != 1:
+                raise TransactWriteSingleOpException
+            op_type, op = next(iter(entry.items()))
+            if op_type not in _TRANSACT_OPERATIONS:
+                raise ValueError("Unsupported transaction operation")
+            table = backend.get_table(op["TableName"])
+            if op_type == "Put":
+                key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            else:
+                key = op["Key"]
+            identity = (op["TableName"], json.dumps(key, sort_keys=True))
+            if identity in seen:
+                raise MultipleTransactionsException()
+            seen.add(identity)
+            current = backend.get_item(op["TableName"], key)
+            condition = op.get("ConditionExpression")
+            holds = True
+            if condition is not None:
+                # The actions of one transaction often share a condition (a batch of
+                # claims): parse each distinct one once.
+                names, values = (
+                    op.get("ExpressionAttributeNames"),
+                    op.get("ExpressionAttributeValues"),
+                )
+                parsed_key = json.dumps([condition, names, values], sort_keys=True)
+                parsed = conditions.get(parsed_key)
+                if parsed is None:
+                    parsed = conditions[parsed_key] = get_filter_expression(
+                        condition, names, values
+                    )
+                holds = parsed.expr(current)
+            if holds:
+                reasons.append((None, None, None))
+            else:
+                old = None
+                if (
+                    current is not None
+                    and op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD"
+                ):
+                    old = current.to_json()["Attributes"]
+                reasons.append(("ConditionalCheckFailed", "The conditional request failed", old))
+            before = None if current is None else current.to_json()["Attributes"]
+            planned.append((op_type, op, key, before))
+        if any(code is not None for code, _, _ in reasons):
+            raise TransactionCanceledException(reasons)
+        applied: list[tuple[str, dict[str, Any], Any]] = []
+        try:
+            for op_type, op, key, before in planned:
+                _apply_transact_action(backend, op_type, op, key)
+                applied.append((op["TableName"], key, before))
+        except Exception:
+            for table_name, key, before in reversed(applied):
+                if before is None:
+                    backend.delete_item(table_name, key)
+                else:
+                    backend.put_item(table_name, before)
+            raise
+
+
+# DynamoDB keeps a TransactWriteItems ClientRequestToken for 10 minutes.
+TRANSACTION_TOKEN_TTL_S = 600.0
+_token_lock = threading.Lock()
+_tokens: dict[str, tuple[str, float]] = {}  # token -> (digest of the items, when it ran)
+
+
+def _transact_with_token(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """moto's TransactWriteItems handler, honouring `ClientRequestToken` as DynamoDB does.
+
+    moto 5.2.5 ignores the token, so a retried transaction whose first answer was lost is
+    applied (or cancelled) a second time. DynamoDB instead answers a repeat of a successful
+    call with the same token and the same items with success and no change, for 10 minutes,
+    and refuses the token with other items (`IdempotentParameterMismatchException`). A call
+    that failed leaves no token behind: its retry runs anew.
+    """
+
+    def handler(self: Any) -> Any:
+        token = self.body.get("ClientRequestToken")
+        if not token:
+            return original(self)
+        from moto.core.exceptions import JsonRESTError
+        from moto.core.responses import ActionResult
+
+        items = json.dumps(self.body.get("TransactItems"), sort_keys=True)
+        digest = hashlib.sha256(items.encode("utf-8")).hexdigest()
+        with _token_lock:  # check, run and record as one step: a concurrent repeat waits
+            now = time.monotonic()
+            for old in [t for t, (_, at) in _tokens.items() if now - at > TRANSACTION_TOKEN_TTL_S]:
+                del _tokens[old]
+            seen = _tokens.get(str(token))
+            if seen is not None:
+                if seen[0] != digest:
+                    raise JsonRESTError(
+                        "IdempotentParameterMismatchException",
+                        "The request uses the same client token as a previous, but non-identical "
+                        "request.",
+                    )
+                return ActionResult({"ConsumedCapacity": [], "ItemCollectionMetrics": {}})
+            result = original(self)
+            _tokens[str(token)] = (digest, now)
+            return result
+
+    return handler
+
+
+_sequencer_lock = threading.Lock()
+_sequencer = [0]
+
+
+def _s3_event_with_version(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's S3 notification body, with the object's `versionId` and a `sequencer` as S3 sends.
+
+    moto 5.2.5 leaves both out. Without the version id, an event for a versioned bucket names
+    only "the key with this ETag": once the key is overwritten, the first version cannot be
+    read by its event (it is not gone, just not the latest) and was skipped. S3 sends
+    `versionId` for every object of a versioned bucket; `sequencer` orders the events of one
+    key (a hex string, compared as such after padding).
+    """
+
+    def build(event_name: str, bucket: Any, key: Any, notification_id: str) -> Any:
+        body = original(event_name, bucket, key, notification_id)
+        version = getattr(key, "version_id", None)
+        with _sequencer_lock:
+            _sequencer[0] += 1
+            sequencer = f"{time.time_ns():016X}{_sequencer[0]:08X}"
+        for record in body.get("Records") or []:
+            obj = record.get("s3", {}).get("object")
+            if obj is None:
+                continue
+            if version and version != "null":
+                obj["versionId"] = str(version)
+            obj.setdefault("sequencer", sequencer)
+        return body
+
+    return build
+
+
+def _apply_transact_action(
+    backend: Any, op_type: str, op: dict[str, Any], key: dict[str, Any]
+) -> None:
+    """One checked action of a transaction, applied as moto applies it."""
+    table_name = op["TableName"]
+    names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+    if op_type == "Put":
+        backend.put_item(
+            table_name,
+            op["Item"],
+            expression_attribute_names=names,
+            expression_attribute_values=values,
+        )
+    elif op_type == "Delete":
+        backend.delete_item(
+            table_name, key, expression_attribute_names=names, expression_attribute_values=values
+        )
+    elif op_type == "Update":
+        backend.update_item(
+            table_name,
+            key,
+            update_expression=op["UpdateExpression"],
+            expression_attribute_names=names,
+            expression_attribute_values=values,
+        )
+
+
+def _within_retention(backend: Any, queue_name: str, message: Any) -> bool:
+    """moto's retention check of a received message, reading only the retention period.
+
+    moto 5.2.5 builds every attribute of the queue for each message it hands out, its
+    approximate counts included, each a scan of every message with two clock reads apiece:
+    receiving from a queue n messages deep costs O(n) per message.
+    """
+    from moto.core.utils import unix_time
+
+    queue = backend.get_queue(queue_name)
+    retain_until = int(queue.message_retention_period) + message.sent_timestamp / 1000
+    return bool(retain_until > unix_time())
+
+
+def _now_ms() -> float:
+    from moto.core.utils import unix_time_millis
+
+    return float(unix_time_millis())
+
+
+def _visible_messages(queue: Any) -> list[Any]:
+    """`Queue.messages`: visible and not delayed, against one clock reading for the queue."""
+    now = _now_ms()
+    return [m for m in queue._messages if now > m.visible_at and not now < m.delayed_until]
+
+
+def _count_visible(queue: Any) -> int:
+    return len(_visible_messages(queue))
+
+
+def _count_not_visible(queue: Any) -> int:
+    now = _now_ms()
+    return sum(1 for m in queue._messages if not now > m.visible_at)
+
+
+def _count_delayed(queue: Any) -> int:
+    now = _now_ms()
+    return sum(1 for m in queue._messages if now < m.delayed_until)
+
+
+def _method_names_once() -> Callable[[object], frozenset[str]]:
+    """moto's `method_names_from_class`, remembered per class (classes do not change)."""
+    import inspect
+
+    known: dict[object, frozenset[str]] = {}
+
+    def method_names(clazz: object) -> frozenset[str]:
+        names = known.get(clazz)
+        if names is None:
+            names = frozenset(n for n, _ in inspect.getmembers(clazz, inspect.isfunction))
+            known[clazz] = names
+        return names
+
+    return method_names
+
+
+def _enrich_response(headers: dict[str, str], body: Any) -> tuple[dict[str, str], Any]:
+    """moto's `_enrich_response`, with its RequestId regex run only on bodies that have one.
+
+    moto runs a look-behind regex over every response body to put the request id into XML
+    responses, JSON ones included: a ReceiveMessage of ten large chunks is a megabyte scanned
+    for nothing.
+    """
+    from moto.utilities.aws_headers import gen_amzn_requestid_long
+
+    if "status" in headers:
+        headers["status"] = str(headers["status"])
+    request_id = gen_amzn_requestid_long(headers)
+    if isinstance(body, str) and "<RequestId>" in body:
+        body = _REQUEST_ID.sub(request_id, body)
+    return headers, body
+
+
+_REQUEST_ID = re.compile(r"(?<=<RequestId>).*(?=<\/RequestId>)")
+# DynamoDB operations whose requests hold only JSON's own types once blobs and nulls are ruled
+# out, so that moto's shape-driven parse gives back what `json.loads` does.
+_PLAIN_DYNAMODB_ACTIONS = frozenset(
+    {
+        "BatchGetItem",
+        "BatchWriteItem",
+        "DeleteItem",
+        "GetItem",
+        "PutItem",
+        "Query",
+        "TransactGetItems",
+        "TransactWriteItems",
+        "UpdateItem",
+    }
+)
+# Bodies holding any of these take moto's parse; a string that merely contains one (a value
+# "B", the word null) does too, which costs time, never correctness. Substring tests: a
+# regex over a 40 KB body took 1 ms, three of these 0.1 ms.
+_NOT_PLAIN = (b'"B"', b'"BS"', b"null")
+
+
+def _dynamodb_parameters(handler: Any, request: Any) -> None:
+    """DynamoDB's request parameters without moto's shape-driven parse, where it changes nothing.
+
+    For the item operations the parse walks every attribute value of every item only to
+    rebuild the same dicts (a fifth of a BatchWriteItem's time in moto). It differs from
+    `json.loads` only for blobs (`B`, `BS`: base64 to bytes), `null` members (dropped) and
+    members the operation does not know (dropped); a request with either of the first two
+    takes moto's own parse, and moto reads no unknown member.
+    """
+    from moto.core.responses import BaseResponse
+
+    if handler._get_action() in _PLAIN_DYNAMODB_ACTIONS:
+        body = request.data
+        if body and not any(token in body for token in _NOT_PLAIN):
+            # Parsed already by the IAM check (iam.PARSED_BODY) when it read the table names.
+            parsed = getattr(request, "environ", {}).get("sluice.iam.body")
+            handler.params = parsed if isinstance(parsed, dict) else json.loads(body)
+            return
+    BaseResponse.parse_parameters(handler, request)
+
+
+def _plain_json(value: Any) -> bool:
+    """Only strings, numbers, booleans, lists and dicts (no None, bytes, dates) all through."""
+    kind = type(value)
+    if kind is dict:
+        return all(_plain_json(v) for v in value.values())
+    if kind is list:
+        return all(_plain_json(v) for v in value)
+    return kind in _JSON_SCALARS
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool})
+_output_members: dict[str, frozenset[str]] = {}
+
+
+def _dynamodb_serialized(handler: Any, action_result: Any) -> Any:
+    """DynamoDB's item operation results as `json.dumps`, where moto's serializer would agree.
+
+    moto's serializer walks the output shape of every response, looking each member up
+    through its alias providers (7% of the emulator's time at 100k records). For the item
+    operations moto builds results that already are the output: AWS member names, DynamoDB
+    JSON values. `json.dumps` gives the same document whenever every top-level key is an
+    output member and the values are plain JSON: moto's serializer drops `None` members and
+    base64-encodes bytes, so results with either take it, as do errors.
+    """
+    from moto.core.responses import BaseResponse
+    from moto.core.utils import get_service_model
+
+    action = handler._get_action()
+    result = action_result.result
+    if action in _PLAIN_DYNAMODB_ACTIONS and type(result) is dict and _plain_json(result):
+        members = _output_members.get(action)
+        if members is None:
+            model = get_service_model("dynamodb")
+            output = model.operation_model(action).output_shape
+            members = frozenset(output.members) if output is not None else frozenset()
+            _output_members[action] = members
+        if result.keys() <= members:
+            version = get_service_model("dynamodb").metadata["jsonVersion"]
+            headers = {"Content-Type": f"application/x-amz-json-{version}"}
+            headers.update(handler.response_headers)
+            return 200, headers, json.dumps(result)
+    return BaseResponse.serialized(handler, action_result)
+
+
+ITEM_SIZE_LIMIT = 405000  # moto's own figure for DynamoDB's 400 KB (see LimitedSizeDict)
+
+
+def _new_item(item: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+    """moto's `Item.__init__`, with the item's size added up once instead of once per attribute.
+
+    moto's `LimitedSizeDict` sums the sizes of every attribute already stored each time one
+    is added, so building an item of n attributes sizes n²/2 values (each a UTF-8 encode of
+    its text): a third of a BatchWriteItem's time in moto. Sizes are never negative, so
+    checking the sum once refuses exactly the items the per-attribute checks refuse.
+    Attributes changed later (UpdateItem) still go through moto's own check.
+    """
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    item.hash_key = hash_key
+    item.range_key = range_key
+    typed = {key: DynamoType(value) for key, value in attrs.items()}
+    if sum(bytesize(key) + value.size() for key, value in typed.items()) > ITEM_SIZE_LIMIT:
+        raise ItemSizeTooLarge
+    stored = LimitedSizeDict.__new__(LimitedSizeDict)
+    dict.update(stored, typed)
+    item.attrs = stored
+
+
+def _listed_once(list_modules: Callable[[], Iterable[str]]) -> Callable[[], tuple[str, ...]]:
+    names = tuple(list_modules())
+    return lambda: names
+
+
+def quiet() -> None:
+    """Stop moto's attempts to run Lambda functions, in this process (undo: `unquiet`).
+
+    moto 5.2.5 keeps, per SQS queue, the event source mappings on it
+    (`Queue.lambda_event_source_mappings`, written by `create_event_source_mapping`) and on
+    every SendMessage receives from the queue and "invokes" the function, which fails
+    without Docker: receive counts rise and messages reach the DLQ for no reason. That dict
+    is used for nothing else, so the queue gets one that never holds anything; the mappings
+    themselves (`list_event_source_mappings`, enabled) are untouched, so `doctor` sees them
+    as deployed. S3 events carry the object's version id and a sequencer, as S3's do
+    (`_s3_event_with_version`). S3 (`_invoke_awslambda`) and SNS (`send_sns_message`)
+    deliveries to Lambda become no-ops: the runtime delivers those events through SQS queues
+    of its own. Bucket policies get a check that understands TLS-only statements
+    (`_bucket_permission`).
+
+    One patch is for speed only: moto's server finds the backend of every request by listing
+    its own package directory (`list_of_moto_modules`: a listdir and ~200 isdir calls, under
+    the dispatcher's lock); the list never changes while the process runs, so it is read
+    once. TransactWriteItems gets an implementation that does not copy whole tables
+    (`_transact_write_items`: moto's is slow, and a cancelled transaction undoes other
+    functions' writes) and honours `ClientRequestToken` (`_transact_with_token`), and
+    ReceiveMessage a retention check that does not scan the queue for each message
+    (`_within_retention`). moto reads the clock (building two datetimes) for every message
+    each time it counts a queue's messages, which SendMessage and GetQueueAttributes do
+    several times a call: at 500 messages deep a SendMessage cost ~15 ms. The counts and
+    `Queue.messages` read the clock once per pass instead (`_visible_messages` and friends).
+    Three more are for the cost of every request: the list of a response class's methods is
+    made once per class, not by `inspect` on each request (`_method_names_once`); the
+    RequestId regex runs only on bodies that hold one (`_enrich_response`); DynamoDB's item
+    operations skip a parse that gives back their JSON unchanged (`_dynamodb_parameters`)
+    and a serializer that gives back their result unchanged (`_dynamodb_serialized`). A new
+    DynamoDB item is sized once, not once per attribute (`_new_item`).
+    """
+    with _patch_lock:
+        if _originals:
+            return
+        guard(PATCHED)
+        from moto import backends
+        from moto.awslambda.models import LambdaBackend
+        from moto.core import responses
+        from moto.dynamodb.models import DynamoDBBackend
+        from moto.dynamodb.models.dynamo_type import Item
+        from moto.dynamodb.responses import DynamoHandler
+        from moto.s3 import notifications
+        from moto.s3.models import FakeBucket
+        from moto.sqs.models import Queue, SQSBackend
+
+        patches: list[tuple[Any, str, Any]] = [
+            (Queue, "lambda_event_source_mappings", property(_no_mappings, _ignore)),
+            (notifications, "_invoke_awslambda", _ignore),
+            (notifications, "_get_s3_event", _s3_event_with_version(notifications._get_s3_event)),
+            (LambdaBackend, "send_sns_message", _ignore),
+            (FakeBucket, "get_permission", _bucket_permission),
+            (backends, "list_of_moto_modules", _listed_once(backends.list_of_moto_modules)),
+            (DynamoDBBackend, "transact_write_items", _transact_write_items),
+            (
+                DynamoHandler,
+                "transact_write_items",
+                _transact_with_token(DynamoHandler.transact_write_items),
+            ),
+            (SQSBackend, "is_message_valid_based_on_retention_period", _within_retention),
+            (Queue, "messages", property(_visible_messages)),
+            (Queue, "approximate_number_of_messages", property(_count_visible)),
+            (Queue, "approximate_number_of_messages_not_visible", property(_count_not_visible)),
+            (Queue, "approximate_number_of_messages_delayed", property(_count_delayed)),
+            (responses, "method_names_from_class", _method_names_once()),
+            (responses.BaseResponse, "_enrich_response", staticmethod(_enrich_response)),
+            (DynamoHandler, "parse_parameters", _dynamodb_parameters),
+            (DynamoHandler, "serialized", _dynamodb_serialized),
+            (Item, "__init__", _new_item),
+        ]
+        for owner, name, value in patches:
+            _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+            setattr(owner, name, value)
+
+
+def unquiet() -> None:
+    """Give moto its own behaviour back (other in-process moto users, e.g. tests, expect it)."""
+    with _patch_lock:
+        while _originals:
+            owner, name, value = _originals.pop()
+            if value is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, value)

@@ -77,7 +77,7 @@ def make_runtime(state_dir: Path, root: Path, extra_env: dict[str, str], say: An
         uses: dict[str, FunctionUse]
         _uses_lock: threading.Lock
 
-        def take_over(self) -> None:
+        def take_over(self) -> list[str]:
             self.uses = {}
             self._uses_lock = threading.Lock()
             lam = self.client("lambda")
@@ -89,7 +89,7 @@ def make_runtime(state_dir: Path, root: Path, extra_env: dict[str, str], say: An
                     lam.update_function_configuration(
                         FunctionName=fn["FunctionName"], Environment={"Variables": variables}
                     )
-            super().take_over()
+            return super().take_over()
 
         def _build_pools(self) -> None:
             super()._build_pools()

@@ -12,6 +12,7 @@ SSM, so the scheduled pull goes the whole way too.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import gzip
 import http.server
@@ -30,11 +31,15 @@ from typing import Any
 import pytest
 from support.waiting import HANG_S, wait_until
 
+from sluice_tools.deploy.apps import discover_apps
+from sluice_tools.deploy.render import Placement, render_app
 from sluice_tools.dlq import redrive
 from sluice_tools.ledger import Exit, ledger_report
 from sluice_tools.ledger.command import repo_sinks
+from sluice_tools.local import iam
 from sluice_tools.local.apifaults import ApiFaultRule
 from sluice_tools.local.commands import landing_key, sample_files
+from sluice_tools.local.emulator import ACCOUNT_ID
 from sluice_tools.local.faults import FaultRule
 from sluice_tools.local.runtime import LocalRuntime, Options
 
@@ -501,3 +506,127 @@ def test_the_index_answers_the_latest_version_of_an_order(pipeline: Pipeline, tm
     (latest,) = ddb.query(TableName=table, ScanIndexForward=False, Limit=1, **query)["Items"]
     assert latest["sk"]["S"] == max(v["sk"]["S"] for v in versions)
     assert json.loads(latest["payload"]["S"])["amount"] == 20
+
+
+# ---------------------------------------------------------------- IAM as on AWS
+RECEIVING = {  # what the event source mapping does with the role, not the function's code
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+}
+
+
+def _rendered_policies(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """Each deployed function's policy, rendered from its app's deploy.yaml as the deploy did."""
+    runtime = pipeline.runtime
+    place = Placement(PREFIX, runtime.names.stage, REGION, ACCOUNT_ID, emulator=True)
+    policies = {}
+    assert runtime.options.root is not None
+    for app in discover_apps(runtime.options.root):
+        rendered = render_app(app, place)
+        for handler, policy in rendered.policies.items():
+            policies[rendered.function_name(handler)] = policy
+    return policies
+
+
+def _used_actions(function: str) -> Counter[str]:
+    """How often the function's role was allowed each action (its mapping's receives aside)."""
+    used: Counter[str] = Counter()
+    for (arn, action), count in iam.enforcer().calls.items():
+        if arn.endswith(f"/{function}") and action not in RECEIVING:
+            used[action] += count
+    return used
+
+
+def _denied(function: str, actions: list[str]) -> list[tuple[str, str]]:
+    return [
+        (action, resource)
+        for arn, action, resource in iam.enforcer().denied
+        if arn.endswith(f"/{function}") and action in actions
+    ]
+
+
+def _telling_grant(policy: dict[str, Any], used: Counter[str]) -> dict[str, Any]:
+    """The statement whose own actions (granted by no other statement) the function called
+    most often: taking it away must be what denies its next call."""
+    statements = policy["Statement"]
+    best, best_count = None, 0
+    for statement in statements:
+        others = {a for s in statements if s is not statement for a in s["Action"]}
+        count = max((used[a] for a in statement["Action"] if a not in others), default=0)
+        if count > best_count:
+            best, best_count = statement, count
+    assert best is not None, f"no statement alone grants one of {sorted(used)}: {statements}"
+    return dict(best)
+
+
+def _give_work(pipeline: Pipeline, tmp_path: Path, function: str, n: int) -> None:
+    """Work that reaches `function`: an upload goes through every stage and consumer."""
+    runtime = pipeline.runtime
+    if function.endswith("-pull_sources"):
+        runtime.fire("-pull_sources")
+        return
+    key = pipeline.upload_orders(tmp_path, f"grants-{n}", [f"o-g{n}-1"])
+    if not function.endswith("-on_continue"):
+        return
+    # A continuation of that object from its start, as ingest hands one on.
+    assert runtime.wait_drained(120), runtime.depths()
+    s3, sqs = pipeline.client("s3"), pipeline.client("sqs")
+    head = s3.head_object(Bucket=runtime.names.landing_bucket, Key=key)
+    checkpoint = {
+        "bucket": runtime.names.landing_bucket,
+        "key": key,
+        "etag": head["ETag"].strip('"'),
+        "version_id": head.get("VersionId"),
+        "record_type": "order",
+        "format": "jsonl",
+        "gzip": False,
+        "correlation_id": f"grants-{n}",
+        "ingested_at": "2026-11-27T06:00:00.000Z",
+        "v": 1,
+    }
+    url = sqs.get_queue_url(QueueName=runtime.names.ingest_continue_queue)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(checkpoint))
+
+
+def test_every_function_without_one_of_its_grants_fails_with_access_denied(
+    pipeline: Pipeline, tmp_path: Path
+):
+    runtime = pipeline.runtime
+    iam_client = pipeline.client("iam")
+    lam = pipeline.client("lambda")
+    policies = _rendered_policies(pipeline)
+    assert set(policies) == set(runtime.topology.functions), "a deployed function not declared"
+    for n, (function, policy) in enumerate(sorted(policies.items())):
+        if not _used_actions(function):
+            _give_work(pipeline, tmp_path, function, 100 + n)  # learn what its work calls
+            assert runtime.wait_drained(120), runtime.depths()
+        grant = _telling_grant(policy, _used_actions(function))
+        role = lam.get_function_configuration(FunctionName=function)["Role"].rsplit("/", 1)[1]
+        (name,) = iam_client.list_role_policies(RoleName=role)["PolicyNames"]
+        kept = [s for s in policy["Statement"] if s["Sid"] != grant["Sid"]]
+        without = {**policy, "Statement": kept}
+        iam_client.put_role_policy(
+            RoleName=role, PolicyName=name, PolicyDocument=json.dumps(without)
+        )
+        try:
+            _give_work(pipeline, tmp_path, function, n)
+            denied = wait_until(
+                functools.partial(_denied, function, grant["Action"]),
+                what=f"{function} denied {grant['Sid']}",
+            )
+        finally:
+            iam_client.put_role_policy(
+                RoleName=role, PolicyName=name, PolicyDocument=json.dumps(policy)
+            )
+        resources = (
+            grant["Resource"] if isinstance(grant["Resource"], list) else [grant["Resource"]]
+        )
+        assert all(
+            any(fnmatch.fnmatchcase(resource, pattern) for pattern in resources)
+            for _, resource in denied
+        ), (function, denied)
+        log = (runtime.options.state_dir / "logs" / f"{function}.log").read_text()
+        assert "AccessDenied" in log or "AuthorizationError" in log, function
+    assert runtime.wait_drained(180), runtime.depths()

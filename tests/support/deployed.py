@@ -7,8 +7,11 @@ to that server, around a module; every module leaves the stage as healthy as it 
 
 from __future__ import annotations
 
-import logging
 import shutil
+import socket
+import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -45,32 +48,64 @@ def deployed_into_moto(
     stage: str, build_dir: Path, env: Mapping[str, str] | None = None
 ) -> Iterator[Deployed]:
     """A moto server with `stage` deployed (`env`, e.g. a prefix or region, set around the
-    deploy only); reset and stopped on the way out."""
-    from moto.server import ThreadedMotoServer
+    deploy only); stopped on the way out.
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    The server is a process of its own: moto keeps its state per process, so an in-process
+    server would share it with every `mock_aws` and emulator of the session, and the first of
+    those to reset moto (they all do, on the way out) would delete the deployed stage under
+    the modules still using it.
+    """
+    with moto_server_process() as endpoint:
+        yield _deploy_into(endpoint, stage, build_dir, env)
+
+
+@contextmanager
+def moto_server_process() -> Iterator[str]:
+    """`python -m moto.server` on a free loopback port; yields its endpoint once it answers."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        with aws_environment(), pytest.MonkeyPatch.context() as mp:
-            mp.setenv("AWS_ENDPOINT_URL", endpoint)
-            for name, value in (env or {}).items():
-                mp.setenv(name, value)
-            target = Target.from_env(stage, root=ROOT)
-            log: list[str] = []
-            with build_lock(build_dir):  # another test run may be deploying from it
-                # A previous session's Chalice state names resources this fresh moto never had.
-                for stale in build_dir.glob("**/.chalice/deployed"):
-                    shutil.rmtree(stale)
-                report = deploy_stage(target, build_dir=build_dir, log=log.append)
-        yield Deployed(target, report, log, build_dir, endpoint)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's server did not start on {endpoint}") from None
+                time.sleep(0.1)
+        yield endpoint
     finally:
-        urllib.request.urlopen(
-            urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-        ).close()
-        server.stop()
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _deploy_into(
+    endpoint: str, stage: str, build_dir: Path, env: Mapping[str, str] | None
+) -> Deployed:
+    with aws_environment(), pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", endpoint)
+        for name, value in (env or {}).items():
+            mp.setenv(name, value)
+        target = Target.from_env(stage, root=ROOT)
+        log: list[str] = []
+        with build_lock(build_dir):  # another test run may be deploying from it
+            # A previous session's Chalice state names resources this fresh moto never had.
+            for stale in build_dir.glob("**/.chalice/deployed"):
+                shutil.rmtree(stale)
+            report = deploy_stage(target, build_dir=build_dir, log=log.append)
+    return Deployed(target, report, log, build_dir, endpoint)
 
 
 @pytest.fixture(scope="session")

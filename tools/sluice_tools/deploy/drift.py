@@ -262,7 +262,15 @@ def _repair_queue(target: Target, drift: Drift) -> str:
     if drift.attribute in _QUEUE_CREATE_ONLY:
         raise ValueError(f"{drift.attribute} is set only when a queue is created")
     url = sqs.get_queue_url(QueueName=drift.name)["QueueUrl"]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes={str(drift.attribute): str(drift.expected)})
+    attributes = {str(drift.attribute): str(drift.expected)}
+    if target.emulator:
+        # moto 5.2.5 drops a queue's policy on any SetQueueAttributes that does not repeat it
+        # (sluice_tools.motocompat); AWS keeps it. Repeat it there.
+        now = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+        policy = (now.get("Attributes") or {}).get("Policy")
+        if policy and drift.attribute != "Policy":
+            attributes["Policy"] = policy
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
     return f"queue {drift.name}: {drift.attribute} set to {drift.expected} (SetQueueAttributes)"
 
 

@@ -24,6 +24,8 @@ re-check, rather than letting a patch silently do the wrong thing.
     `s3:ObjectTagging:Put` one: the runtime filters duplicates (local/delivery.py);
   - moto's own IAM check compares most services' calls with `*`: the runtime enforces IAM
     itself (local/iam.py);
+  - `SetQueueAttributes` without `Policy` deletes the queue's policy: the drift repair
+    repeats the policy on the emulator (deploy/drift.py);
   - a KMS key created by CloudFormation cannot be described (its policy is stored as an
     object), and tags on one make the stack fail: the templates tag no key.
 """

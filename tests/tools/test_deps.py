@@ -88,3 +88,19 @@ def test_check_finds_a_hand_edited_file_and_an_app_without_requirements_in(tmp_p
         "consumers/index has no requirements.in",
         "router/requirements.txt differs from the lock: run nox -s lock",
     ]
+
+
+def test_a_new_consumer_gets_the_locked_versions_and_keeps_the_check_passing(tmp_path: Path):
+    from sluice_tools.scaffold.generator import new_consumer
+
+    tree = tmp_path / "repo"
+    skip = shutil.ignore_patterns(".git", ".venv", ".nox", ".sluice", "vendor", "__pycache__")
+    shutil.copytree(ROOT, tree, ignore=skip)
+
+    new_consumer(tree, "audit", '{"record_type": ["order"]}')
+
+    text = (tree / "consumers" / "audit" / deps.TXT_FILE).read_text()
+    router = (tree / "router" / deps.TXT_FILE).read_text()
+    assert PIN.findall(text) == PIN.findall(router)  # the same needs, the same pins
+    assert "--hash=sha256:" in text
+    assert deps.check(tree) == []

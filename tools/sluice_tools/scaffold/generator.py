@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from sluice_tools import deps
 from sluice_tools.scaffold.contract import (
     check_filter_policy,
     declared_attributes,
@@ -198,6 +199,16 @@ def render_app(spec: ConsumerSpec) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
+def locked_requirements(repo: Path, name: str, files: Mapping[str, str]) -> str:
+    """The consumer's requirements.txt: its needs as the repository's lock pins them (the
+    shipped apps' versions, with hashes); without a lock, its requirements.in as it is."""
+    in_path = f"consumers/{name}/{deps.IN_FILE}"
+    lock = repo / deps.LOCK
+    if not lock.is_file():
+        return files[in_path]
+    return deps.app_requirements(lock.read_text(encoding="utf-8"), files[in_path], in_path)
+
+
 def _json(doc: Any) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
@@ -215,6 +226,7 @@ def new_consumer(repo: Path, name: str, filter_json: str, *, direct: bool = Fals
     policy = parse_filter_policy(filter_json)
     check_filter_policy(policy, declared_attributes(repo))
     files = render_app(ConsumerSpec(name=name, filter_policy=policy, direct=direct))
+    files[f"consumers/{name}/{deps.TXT_FILE}"] = locked_requirements(repo, name, files)
     written = []
     for relative, text in files.items():
         path = repo / relative

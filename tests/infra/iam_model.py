@@ -9,6 +9,9 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+# A transaction's actions need the permission of the call each stands for.
+from sluice_tools.local.iam import TRANSACT_ACTIONS
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 
@@ -25,14 +28,6 @@ _ACTIONS = {
     ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
     ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
     ("sns", "PublishBatch"): "sns:Publish",
-}
-# A transaction's actions need the permission of the call each stands for.
-_TRANSACT_ACTIONS = {
-    "Put": "dynamodb:PutItem",
-    "Update": "dynamodb:UpdateItem",
-    "Delete": "dynamodb:DeleteItem",
-    "ConditionCheck": "dynamodb:ConditionCheckItem",
-    "Get": "dynamodb:GetItem",
 }
 # Calls every principal may make, whatever its policy says.
 _NO_PERMISSION = {("sts", "GetCallerIdentity")}
@@ -59,7 +54,7 @@ def required(call: dict[str, Any]) -> list[tuple[str, str]]:
         return [(action, params["TopicArn"])]
     if service == "dynamodb" and "TransactActions" in params:
         return [
-            (_TRANSACT_ACTIONS[kind], f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}")
+            (TRANSACT_ACTIONS[kind], f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}")
             for kind, table in params["TransactActions"]
         ]
     if service == "dynamodb":

@@ -19,7 +19,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import signal
 import threading
 from collections import Counter
@@ -43,7 +42,7 @@ from sluice_tools.local.emulator import ACCOUNT_ID
 from sluice_tools.local.faults import FaultRule
 from sluice_tools.local.runtime import LocalRuntime, Options
 
-from .conftest import ROOT, depth, queue
+from .conftest import ROOT, depth, queue, repo_tree
 
 pytestmark = pytest.mark.slow
 
@@ -199,10 +198,7 @@ def _order(order_id: str, amount: float = 5000, **extra: Any) -> dict[str, Any]:
 
 def _tree_with_pull_source(dest: Path, url: str) -> Path:
     """A copy of the repository whose ingest pulls from `url` (the checkout is untouched)."""
-    skip = shutil.ignore_patterns(
-        ".git", ".venv", ".nox", ".sluice", "vendor", "__pycache__", "*_cache"
-    )
-    shutil.copytree(ROOT, dest, ignore=skip, symlinks=True)
+    repo_tree(dest)
     source = {
         "name": "e2e-orders",
         "url": url,

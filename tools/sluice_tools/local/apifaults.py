@@ -453,11 +453,6 @@ def _query_error(status: int, code: str, fault: str, message: str, service: str)
 
 
 def _s3_error(status: int, code: str, message: str) -> Response:
-    request_id = uuid.uuid4().hex[:16].upper()
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message>"
-        f"<RequestId>{request_id}</RequestId><HostId>sluice-local</HostId></Error>"
-    )
-    headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
-    return _STATUS[status], headers, body.encode()
+    from sluice_tools.local.iam import s3_error
+
+    return s3_error(code, message, _STATUS[status])

@@ -776,7 +776,8 @@ def _sns_needs(op: str, environ: dict[str, Any], region: str, partition: str) ->
     return [(action, topic)]
 
 
-_TRANSACT_ACTIONS = {
+# The action each TransactWriteItems/TransactGetItems entry needs, as AWS checks it.
+TRANSACT_ACTIONS = {
     "Put": "dynamodb:PutItem",
     "Update": "dynamodb:UpdateItem",
     "Delete": "dynamodb:DeleteItem",
@@ -799,7 +800,7 @@ def _dynamodb_needs(op: str, environ: dict[str, Any], region: str, partition: st
         needs: list[Need] = []
         for item in body.get("TransactItems") or []:
             for kind, detail in item.items():
-                need = (_TRANSACT_ACTIONS.get(kind, f"dynamodb:{kind}"), table(detail["TableName"]))
+                need = (TRANSACT_ACTIONS.get(kind, f"dynamodb:{kind}"), table(detail["TableName"]))
                 if need not in needs:
                     needs.append(need)
         return needs
@@ -898,9 +899,7 @@ def access_denied(
         message = denial_message(principal, shown, resource, explicit, quoted=False)
         return _query_error("AuthorizationError", message, "sns")
     if service == "s3":
-        return _s3_error(
-            "AccessDenied", denial_message(principal, action, resource, explicit, True)
-        )
+        return s3_error("AccessDenied", denial_message(principal, action, resource, explicit, True))
     message = denial_message(principal, action, resource, explicit, quoted=False)
     if service == "sqs":
         return _json_error("AccessDenied", message, query_code="AccessDenied;Sender")
@@ -919,7 +918,7 @@ _BAD_SIGNATURE = (
 def bad_signature(service: str) -> Refusal:
     """How the service refuses a request whose signature does not match (403)."""
     if service == "s3":
-        return _s3_error("SignatureDoesNotMatch", _BAD_SIGNATURE)
+        return s3_error("SignatureDoesNotMatch", _BAD_SIGNATURE)
     if service == "sqs":
         return _json_error("SignatureDoesNotMatch", _BAD_SIGNATURE, "SignatureDoesNotMatch;Sender")
     if _is_query(service):
@@ -930,7 +929,7 @@ def bad_signature(service: str) -> Refusal:
 def unknown_credentials(service: str, environ: Mapping[str, Any]) -> Refusal:
     """How the service refuses a key it does not know (403)."""
     if service == "s3":
-        return _s3_error(
+        return s3_error(
             "InvalidAccessKeyId",
             "The AWS Access Key Id you provided does not exist in our records.",
         )
@@ -973,7 +972,8 @@ def _query_error(code: str, message: str, service: str) -> Refusal:
     )
 
 
-def _s3_error(code: str, message: str) -> Refusal:
+def s3_error(code: str, message: str, status: str = _STATUS_403) -> Refusal:
+    """An S3 error answer (XML body, request id header) with this status line."""
     request_id = uuid.uuid4().hex[:16].upper()
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -981,7 +981,7 @@ def _s3_error(code: str, message: str) -> Refusal:
         f"<RequestId>{request_id}</RequestId><HostId>sluice-local</HostId></Error>"
     )
     headers = [("Content-Type", "application/xml"), ("x-amz-request-id", request_id)]
-    return _STATUS_403, headers, body.encode()
+    return status, headers, body.encode()
 
 
 def _xml(text: str) -> str:

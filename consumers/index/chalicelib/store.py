@@ -3,9 +3,12 @@
 An entity's versions share a partition (`pk` = "<type>#<natural key>") and sort by `sk` =
 "v#<ingested_at, normalised>#<record id>", so the newest version is the last in the
 partition whatever the delivery order, and a redelivered record overwrites its own item with
-the same content. The payload is stored as its compact JSON text (`payload_text`): exact
-numbers, no DynamoDB typing limits, and cheap to write and read (docs/decisions.md). Writes
-are `BatchWriteItem` (25 items a request); reads take the partition's last item (`latest`).
+the same content. The payload is stored as its compact JSON text, zlib-compressed into a
+binary attribute (`payload_attribute`): exact numbers, no DynamoDB typing limits, and a 1 KB
+record's item within one 1 KB write unit (the text alone made it two; docs/decisions.md).
+Writes are `BatchWriteItem` (25 items a request) of attribute-value dicts built here, on the
+low-level client; reads take the partition's last item (`latest`). Every reader decodes an
+item with `decode_item`, which also reads the older payload forms (JSON text, typed map).
 Items DynamoDB would refuse are refused here, per record, before batching.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import decimal
 import json
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -91,22 +95,46 @@ def key_parts(pk: str, sk: str) -> dict[str, str]:
     return {"type": record_type, "natural_key": natural_key, "record_id": sk.rsplit("#", 1)[-1]}
 
 
-def payload_text(value: Any) -> dict[str, Any]:
-    """A JSON payload as a string attribute: compact JSON, non-ASCII kept, numbers as sent."""
+# zlib level 6: a 1 KB JSON record packs to ~40% (level 9 gains nothing on such inputs).
+PAYLOAD_ZLIB_LEVEL = 6
+
+
+def payload_attribute(value: Any) -> dict[str, Any]:
+    """A JSON payload as a binary attribute: its compact JSON text (non-ASCII kept, numbers
+    as sent), zlib-compressed."""
     try:
-        return {"S": jsonx.dumps(value).decode("utf-8")}
+        text = jsonx.dumps(value)
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"payload cannot be stored as JSON: {exc}") from None
+    return {"B": zlib.compress(text, PAYLOAD_ZLIB_LEVEL)}
 
 
 def payload_value(attribute: Mapping[str, Any]) -> Any:
-    """The payload of a stored item: JSON text (numbers as Decimal, exact), or the typed map
-    items written before payloads were stored as text."""
+    """The payload of a stored item, numbers as Decimal (exact), in any form it was written:
+    compressed JSON (`B`), JSON text (`S`), or a typed map (the first items)."""
+    if "B" in attribute:
+        data = attribute["B"]
+        text = zlib.decompress(data.value if hasattr(data, "value") else data)
+        return json.loads(text, parse_float=decimal.Decimal)
     if "S" in attribute:
         return json.loads(attribute["S"], parse_float=decimal.Decimal)
     from boto3.dynamodb.types import TypeDeserializer
 
     return TypeDeserializer().deserialize(attribute)  # type: ignore[arg-type]
+
+
+def decode_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored version item (attribute-value dicts, as the low-level client returns it) as
+    plain values: its attributes (numbers as Decimal), the payload decoded whatever its form,
+    and what the keys hold (`type`, `natural_key`, `record_id`)."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    found = {
+        name: payload_value(value) if name == "payload" else deserializer.deserialize(value)
+        for name, value in item.items()
+    }
+    return {**found, **key_parts(str(found[PARTITION_KEY]), str(found[SORT_KEY]))}
 
 
 def item_size(item: Mapping[str, Any]) -> int:
@@ -227,10 +255,8 @@ class RecordsTable:
     def latest(self, record_type: str, natural_key: str) -> dict[str, Any] | None:
         """The newest version of an entity as plain values (numbers as Decimal), or None.
 
-        One strongly consistent Query: the partition's last `v#` item; its payload decoded.
+        One strongly consistent Query: the partition's last `v#` item, by `decode_item`.
         """
-        from boto3.dynamodb.types import TypeDeserializer
-
         try:
             response = self.client.query(
                 TableName=self.table_name,
@@ -247,11 +273,4 @@ class RecordsTable:
         except aws.client_errors() as exc:
             raise RecordsTableError(f"could not read {record_type}#{natural_key}: {exc}") from exc
         items = response.get("Items") or []
-        if not items:
-            return None
-        deserializer = TypeDeserializer()
-        found = {
-            name: payload_value(value) if name == "payload" else deserializer.deserialize(value)
-            for name, value in items[0].items()
-        }
-        return {**found, **key_parts(str(found[PARTITION_KEY]), str(found[SORT_KEY]))}
+        return decode_item(items[0]) if items else None

@@ -3,7 +3,10 @@ delivery order. Versions are written with BatchWriteItem, a redelivered chunk wr
 
 from __future__ import annotations
 
+import base64
 import json
+import random
+import zlib
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +18,7 @@ from support.calls import CallCounter, Fault, count_calls, failing
 from support.events import sqs_event
 
 from consumers import testkit
-from sluice import aws
+from sluice import aws, envelope
 from sluice.errors import PermanentError
 
 T1 = "2026-11-27T06:00:00.000Z"
@@ -306,7 +309,9 @@ def test_a_failed_write_fails_the_chunk_so_the_redelivered_chunk_is_written_once
 def test_an_oversize_payload_is_quarantined_while_the_rest_of_the_chunk_is_written(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
-    big = {**order("new", order_id="o-big"), "notes": "x" * (400 * 1024)}
+    # Over 400 KB even compressed: base64 of random bytes packs to ~3/4 of its text.
+    noise = base64.b64encode(random.Random(5).randbytes(450 * 1024)).decode("ascii")
+    big = {**order("new", order_id="o-big"), "notes": noise}
     chunk = testkit.make_chunk("order", [order("new"), big, order("new", order_id="o-2")])
 
     response = invoke(app_module, app_dir, sqs_event(chunk))
@@ -387,7 +392,7 @@ def test_a_natural_key_with_a_hash_sign_reads_back_whole(
     assert (got["type"], got["natural_key"], got["payload"]["name"]) == ("customer", "c#9#x", "Ada")
 
 
-def test_the_payload_is_stored_as_its_json_text_and_read_back_exactly(
+def test_the_payload_is_stored_as_its_compressed_json_text_and_read_back_exactly(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
     deep: dict[str, Any] = {"leaf": 1}
@@ -403,12 +408,64 @@ def test_the_payload_is_stored_as_its_json_text_and_read_back_exactly(
     stored = aws.dynamodb().get_item(
         TableName=account.names.records_table, Key={"pk": {"S": "order#o-1"}, "sk": {"S": sk}}
     )["Item"]
-    assert json.loads(stored["payload"]["S"]) == payload
+    assert json.loads(zlib.decompress(stored["payload"]["B"])) == payload
     got = latest("order", "o-1")
     assert got is not None
     assert got["payload"]["amount"] == Decimal("0.1")
     assert got["payload"]["big"] == payload["big"]
     assert got["payload"]["note"] == "Grüße, 東京"
+
+
+def test_the_item_of_a_1kb_record_fits_one_write_unit_and_decodes_to_the_record(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    from benchmarks.synthetic import order as synthetic_order
+    from chalicelib.store import decode_item, item_size
+
+    rng = random.Random(20)
+    lines = [synthetic_order(n, rng) for n in range(5)]
+    assert all(len(line) >= 1000 for line in lines)
+    payloads = [json.loads(line) for line in lines]
+    # Ids as long as the pipeline's (record ids here are longer still: r-<chunk id>-<n>).
+    source = "s3://acme-prod-landing/incoming/2026/11/27/orders-000123.jsonl.gz"
+    chunk_id = envelope.chunk_id(source, "etag", 0)
+    correlation_id = envelope.object_correlation_id("acme-prod-landing", source, "etag")
+    chunk = testkit.make_chunk("order", payloads, chunk_id=chunk_id, correlation_id=correlation_id)
+
+    invoke(app_module, app_dir, sqs_event(chunk))
+
+    for n, payload in enumerate(payloads):
+        pk = f"order#{payload['order_id']}"
+        (sk,) = versions(account, pk)
+        stored = aws.dynamodb().get_item(
+            TableName=account.names.records_table, Key={"pk": {"S": pk}, "sk": {"S": sk}}
+        )["Item"]
+        # DynamoDB bills a write per started 1 KB of the item (names and values).
+        assert item_size(stored) <= 1024
+        decoded = decode_item(stored)
+        assert decoded["payload"] == json.loads(lines[n], parse_float=Decimal)
+        assert (decoded["record_id"], decoded["chunk_id"]) == (f"r-{chunk_id}-{n}", chunk_id)
+
+
+def test_items_written_with_the_payload_as_json_text_are_still_read(
+    account: testkit.Account,
+) -> None:
+    from chalicelib.store import decode_item
+
+    item = {
+        "pk": {"S": "order#o-text"},
+        "sk": {"S": "v#2026-01-01T00:00:00.000000Z#0000000003#r-text"},
+        "chunk_id": {"S": "c-text"},
+        "payload": {"S": '{"order_id":"o-text","amount":2.50,"status":"old"}'},
+    }
+    aws.dynamodb().put_item(TableName=account.names.records_table, Item=item)
+
+    got = latest("order", "o-text")
+
+    assert got is not None
+    assert got["payload"] == {"order_id": "o-text", "amount": Decimal("2.50"), "status": "old"}
+    assert got["record_id"] == "r-text"
+    assert decode_item(item)["payload"] == got["payload"]
 
 
 def test_items_written_with_a_typed_map_payload_are_still_read(account: testkit.Account) -> None:

@@ -1,11 +1,20 @@
-"""One stage, deployed in order: stacks (+ moto's gaps), each app (vendor, chalice deploy),
+"""One stage, deployed in order: stacks (+ moto's gaps), the apps (vendor, chalice deploy),
 post-deploy settings, then doctor. The same path for AWS and for the emulator.
+
+The apps are vendored one after the other (one dependency cache, `vendor.py`), their
+runtime's SDK checked (`runtime_sdk.py`), then deployed by `chalice deploy` processes
+running side by side (`APP_WORKERS`): each app has its own functions, roles and event
+sources, and Chalice only reads-merges-writes an S3 bucket's notifications for
+`on_s3_event` (ingest alone has one). Each phase's seconds are in the report and in
+`<build root>/deploy-timings.json` (the first-result benchmark reads them).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +26,24 @@ from sluice_tools.deploy.doctor import DoctorReport, run_doctor
 from sluice_tools.deploy.drift import repair_drift
 from sluice_tools.deploy.post_deploy import apply_post_deploy, chalice_mapping_uuids
 from sluice_tools.deploy.render import RenderedApp, template_inventory
+from sluice_tools.deploy.runtime_sdk import RuntimeSdkError, SdkCheck, check_runtime_sdk
 from sluice_tools.deploy.stacks import StackResult, deploy_stack
 from sluice_tools.deploy.state import read_functions, resolver_for
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import stage_stacks
-from sluice_tools.deploy.vendor import vendor_shared
+from sluice_tools.deploy.vendor import (
+    DependencyError,
+    VendorResult,
+    dependency_cache,
+    lock_text,
+    package_files,
+    runtime_provided,
+    vendor_app,
+)
 from sluice_tools.motocompat.cfn import fill_gaps
+
+APP_WORKERS = 3  # `chalice deploy` processes at once (each is ~1 s of CPU, mostly imports)
+TIMINGS_FILE = "deploy-timings.json"
 
 
 class DeployError(RuntimeError):
@@ -40,6 +61,21 @@ class DeployReport:
     post_deploy: list[str] = field(default_factory=list)
     doctor: DoctorReport | None = None
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds, in order
+    app_seconds: dict[str, float] = field(default_factory=dict)  # app -> its chalice deploy
+    vendored: dict[str, VendorResult] = field(default_factory=dict)
+    sdk: SdkCheck | None = None
+
+    def timings(self) -> dict[str, object]:
+        return {
+            "stage": self.stage,
+            "seconds": round(self.seconds, 3),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
+            "apps": {k: round(v, 3) for k, v in self.app_seconds.items()},
+            "dependencies_installed": sorted(
+                key for key, v in self.vendored.items() if v.installed
+            ),
+        }
 
     @property
     def ok(self) -> bool:
@@ -77,6 +113,7 @@ def _deploy(
 ) -> DeployReport:
     started = time.monotonic()
     report = DeployReport(stage=target.stage)
+    clock = _Clock(report.phases)
     all_apps = discover_apps(target.root)
     try:
         apps = select_apps(all_apps, only)
@@ -98,6 +135,25 @@ def _deploy(
             report.rendered.append(rendered)
     except DeclarationError as exc:
         raise DeployError(f"cannot render the apps: {exc}") from exc
+    clock.lap("render")
+
+    # Vendored before anything is deployed: a requirement pip cannot install, or a runtime
+    # too old for what ships, stops the deploy before it changes anything.
+    lock = lock_text(target.root)
+    cache = dependency_cache(target.root)
+    shared = target.root / "shared"
+    shared_files = package_files(shared)
+    try:
+        for app in apps:
+            report.vendored[app.key] = vendor_app(
+                app_dirs[app.key], shared, lock, cache, shared_files
+            )
+        clock.lap("vendor")
+        deps = sorted({v.deps_dir for v in report.vendored.values()})
+        report.sdk = check_runtime_sdk(deps, runtime_provided(lock), emulator=target.emulator)
+    except (DependencyError, RuntimeSdkError, ValueError) as exc:
+        raise DeployError(f"cannot vendor the apps' packages: {exc}") from exc
+    clock.lap("sdk_check")
 
     where = "the emulator" if target.emulator else f"AWS {target.region}"
     log(f"deploy stage {target.stage} to {where}")
@@ -111,22 +167,40 @@ def _deploy(
             filled = fill_gaps(target, spec, resolver_for(target, spec), log=lambda _: None)
             report.gaps_filled += filled
             log(f"  {spec.name}: {len(filled)} setting(s) moto's CloudFormation skips, applied")
+    clock.lap("stacks")
     repair_drift(target, stacks, log)  # what an unchanged template leaves drifted
+    clock.lap("drift")
 
-    log("apps:")
+    log(f"apps ({report.sdk.summary()}):")
+
+    def deploy_one(app_key: str) -> float:
+        app_started = time.monotonic()
+        chalice_deploy(app_dirs[app_key], target)
+        return time.monotonic() - app_started
+
+    with ThreadPoolExecutor(max_workers=min(APP_WORKERS, len(apps) or 1)) as pool:
+        futures = {app.key: pool.submit(deploy_one, app.key) for app in apps}
+        failures = []
+        for app in apps:  # the report keeps the apps' order
+            try:
+                seconds = futures[app.key].result()
+            except Exception as exc:
+                failures.append(str(exc))
+                continue
+            report.apps.append(app.rel)
+            report.app_seconds[app.rel] = seconds
+            vendored = report.vendored[app.key]
+            log(
+                f"  {app.rel}: chalice deploy --stage {target.stage} done ({seconds:.1f} s; "
+                f"{len(vendored.shipped)} package(s) shipped, runtime's: "
+                f"{', '.join(vendored.dropped) or 'none'})"
+            )
+    if failures:
+        raise DeployError("\n".join(failures))
     known_uuids: set[str] = set()
     for app in apps:
-        app_started = time.monotonic()
-        app_dir = app_dirs[app.key]
-        vendor_shared(app_dir, target.root / "shared")
-        try:
-            chalice_deploy(app_dir, target)
-        except Exception as exc:
-            raise DeployError(str(exc)) from exc
-        report.apps.append(app.rel)
-        known_uuids |= chalice_mapping_uuids(app_dir, target.stage)
-        seconds = time.monotonic() - app_started
-        log(f"  {app.rel}: chalice deploy --stage {target.stage} done ({seconds:.1f} s)")
+        known_uuids |= chalice_mapping_uuids(app_dirs[app.key], target.stage)
+    clock.lap("apps")
 
     log("post-deploy:")
     functions = read_functions(target, apps, stacks)
@@ -136,9 +210,30 @@ def _deploy(
         raise DeployError(f"post-deploy settings failed: {exc}") from exc
     if not report.post_deploy:
         log("  nothing to change")
+    clock.lap("post_deploy")
 
     if doctor:
         report.doctor = run_doctor(target, only=only, apps=all_apps)
         log(report.doctor.render())
+        clock.lap("doctor")
     report.seconds = time.monotonic() - started
+    _write_timings(build_root, report)
     return report
+
+
+class _Clock:
+    """Seconds since the last lap, added to `phases` under the lap's name."""
+
+    def __init__(self, phases: dict[str, float]) -> None:
+        self.phases = phases
+        self.at = time.monotonic()
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.at
+        self.at = now
+
+
+def _write_timings(build_root: Path, report: DeployReport) -> None:
+    path = build_root / TIMINGS_FILE
+    path.write_text(json.dumps(report.timings(), indent=2) + "\n", encoding="utf-8")

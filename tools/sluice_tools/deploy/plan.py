@@ -28,7 +28,7 @@ from sluice_tools.deploy.render import RenderedApp, template_inventory
 from sluice_tools.deploy.stacks import deployed_parameters, stack_parameters, stack_status
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import StackSpec, stage_stacks
-from sluice_tools.deploy.vendor import vendor_shared
+from sluice_tools.deploy.vendor import vendor_for_deploy
 
 CHANGE_SET_WAIT_S = 300.0
 _PENDING = {"CREATE_PENDING", "CREATE_IN_PROGRESS"}
@@ -96,7 +96,7 @@ def _plan(
 
     log("apps (the API calls `chalice dev plan` says a deploy would make):")
     for app_dir, rendered in copies:
-        vendor_shared(app_dir, target.root / "shared")
+        vendor_for_deploy(app_dir, target.root)
         log(f"  {rendered.app.rel} ({app_dir}):")
         for line in chalice_plan(app_dir, target):
             log(f"    {line}")

@@ -12,6 +12,7 @@ from sluice import aws
 from sluice.config import get_settings
 from sluice.envelope import Chunk
 from sluice.errors import TransientError
+from sluice.observability.tracing import inject_trace_context
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -56,7 +57,7 @@ class CleanQueue:
             self.client.send_message(
                 QueueUrl=self.url,
                 MessageBody=chunk.encode(),
-                MessageAttributes=chunk.message_attributes(),  # type: ignore[arg-type]
+                MessageAttributes=inject_trace_context(chunk.message_attributes()),  # type: ignore[arg-type]
             )
         except aws.client_errors() as exc:
             raise CleanQueueSendError(

@@ -15,6 +15,7 @@ from sluice import aws
 from sluice.envelope import Chunk, attributes_size
 from sluice.errors import TransientError
 from sluice.observability import get_logger
+from sluice.observability.tracing import inject_trace_context
 
 log = get_logger(__name__)
 
@@ -65,7 +66,7 @@ class BatchSender:
 
     def add(self, chunk: Chunk) -> None:
         body = chunk.encode()
-        attributes = dict(chunk.message_attributes())
+        attributes = dict(inject_trace_context(chunk.message_attributes()))
         size = entry_size(body, attributes)
         if size > MAX_BATCH_BYTES:
             raise SendError(f"chunk {chunk.chunk_id} is {size} bytes; SQS takes {MAX_BATCH_BYTES}")

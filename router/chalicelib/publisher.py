@@ -15,6 +15,7 @@ from sluice.config import SNS_MAX_MESSAGE_BYTES, Settings, get_settings
 from sluice.envelope import Chunk, StringAttribute, attributes_size
 from sluice.errors import TransientError
 from sluice.observability import add_metric, get_logger
+from sluice.observability.tracing import inject_trace_context
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -48,7 +49,7 @@ def entry_of(chunk: Chunk, entry_id: str) -> Entry:
     return {
         "Id": entry_id,
         "Message": chunk.encode(),
-        "MessageAttributes": chunk.message_attributes(),
+        "MessageAttributes": inject_trace_context(chunk.message_attributes()),
     }
 
 

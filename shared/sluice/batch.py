@@ -23,6 +23,7 @@ from sluice.envelope import Chunk, Record, chunk_from_sqs_body
 from sluice.errors import PermanentError, SluiceError
 from sluice.idempotency import renew_lease
 from sluice.observability import add_metric, get_logger, get_tracer, log_context
+from sluice.observability.tracing import record_error
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -247,14 +248,15 @@ def process_sqs_batch(
             continue
         with (
             log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
+            delivering(sqs_delivery(message)),  # first: the chunk span reads its traceparent
             tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
-            delivering(sqs_delivery(message)),
         ):
             try:
                 outcome = handle_chunk(chunk)
                 if after_chunk is not None:
                     after_chunk(chunk, outcome)
             except Exception as error:
+                record_error(error)
                 log.exception(
                     "chunk failed; it will be retried",
                     extra={"receive_count": message.receive_count},

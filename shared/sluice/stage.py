@@ -280,8 +280,8 @@ class StageRuntime:
                 continue
             with (
                 log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
+                delivering(_sns_delivery(record)),  # first: the chunk span reads its traceparent
                 tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
-                delivering(_sns_delivery(record)),
             ):
                 outcome = self._waiting_for_claims(
                     functools.partial(self._handle_chunk, chunk, handle_chunk, remaining_ms, claim),

@@ -60,8 +60,9 @@ def lambda_env(
     monkeypatch.setenv("LAMBDA_TASK_ROOT", str(tmp_path))
     monkeypatch.setenv("_X_AMZN_TRACE_ID", TRACE_HEADER)
     monkeypatch.setenv("AWS_XRAY_DAEMON_ADDRESS", f"{host}:{port}")
-    for name in ("SLUICE_TRACING", "AWS_XRAY_CONTEXT_MISSING", "AWS_XRAY_SDK_ENABLED"):
+    for name in ("AWS_XRAY_CONTEXT_MISSING", "AWS_XRAY_SDK_ENABLED", "SLUICE_TRACE_FILE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLUICE_TRACING", "xray")  # the X-Ray SDK option (OpenTelemetry is default)
     emitter = UDPEmitter()
     monkeypatch.setattr(xray_recorder, "_context", Context())
     monkeypatch.setattr(xray_recorder, "_emitter", emitter)
@@ -248,6 +249,7 @@ class RecordingTracer:
 
 def test_another_tracer_plugs_in_through_set_tracer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("_X_AMZN_TRACE_ID", TRACE_HEADER)
+    monkeypatch.setenv("SLUICE_TRACING", "xray")
     custom = RecordingTracer()
     assert isinstance(custom, Tracer)
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from sluice.observability.logs import configure_logging, get_logger, log_context
 from sluice.observability.metrics import Metrics, configure_metrics, default_metrics
-from sluice.observability.tracing import get_tracer
+from sluice.observability.tracing import get_tracer, invocation_span
 
 log = get_logger(__name__)
 
@@ -67,7 +67,11 @@ class _ObservabilityMiddleware:
         ):
             started = time.perf_counter()
             try:
-                response = get_response(event)
+                with invocation_span(
+                    getattr(context, "function_name", None),
+                    getattr(context, "aws_request_id", None),
+                ):
+                    response = get_response(event)
             except Exception:
                 metrics.add("Errors")
                 log.error("invocation complete", extra={"duration_ms": _ms(started)}, exc_info=True)

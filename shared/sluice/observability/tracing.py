@@ -1,7 +1,15 @@
-"""Tracing behind a small `Tracer` port: a no-op, and X-Ray (end of support Feb 2027).
+"""Tracing behind a small `Tracer` port: OpenTelemetry (the default), X-Ray, or nothing.
 
-aws_xray_sdk is imported only when X-Ray is actually used. A tracing failure is logged and
-swallowed: it must never fail the handler. An OpenTelemetry tracer plugs in via `set_tracer`.
+`SLUICE_TRACING` chooses: unset (or "otel") → OpenTelemetry (`sluice.observability.otel`:
+spans per invocation and chunk, W3C `traceparent` carried in message attributes, exported to
+X-Ray's OTLP endpoint on AWS or to the JSON-lines file `SLUICE_TRACE_FILE` names); "xray" →
+the AWS X-Ray SDK (maintenance mode since 2026-02-25, end of support Feb 2027); "off" →
+nothing. OpenTelemetry applies where Lambda passed a trace header (`_X_AMZN_TRACE_ID`) or a
+trace file is set; X-Ray where Lambda passed a trace header. Elsewhere the no-op.
+
+Neither OpenTelemetry nor aws_xray_sdk is imported until a tracer is used. A tracing failure
+is logged and swallowed: it must never fail the handler. Another tracer plugs in via
+`set_tracer`; `invocation_span`, `inject` and `record_error` are optional for it.
 """
 
 from __future__ import annotations
@@ -9,13 +17,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterator, MutableMapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 TRACE_HEADER_ENV = "_X_AMZN_TRACE_ID"
 TRACING_ENV = "SLUICE_TRACING"
+TRACE_FILE_ENV = "SLUICE_TRACE_FILE"
 _OFF = frozenset({"off", "false", "0", "no"})
+_XRAY = "xray"
+M = TypeVar("M", bound=MutableMapping[str, Any])
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +179,28 @@ _lock = threading.Lock()
 _injected: Tracer | None = None
 _noop = NoopTracer()
 _xray: XRayTracer | None = None
+_otel: dict[str, Tracer] = {}  # by trace file ("" for the OTLP endpoint)
+
+
+def _mode() -> str:
+    return os.environ.get(TRACING_ENV, "").strip().lower()
 
 
 def tracing_enabled() -> bool:
-    """X-Ray applies when Lambda passed a trace header and SLUICE_TRACING is not "off"."""
-    if not os.environ.get(TRACE_HEADER_ENV):
+    """Whether a tracer applies: not "off", and a trace header (or, for OpenTelemetry, a
+    trace file) is there."""
+    mode = _mode()
+    if mode in _OFF:
         return False
-    return os.environ.get(TRACING_ENV, "").strip().lower() not in _OFF
+    if os.environ.get(TRACE_HEADER_ENV):
+        return True
+    return mode != _XRAY and bool(os.environ.get(TRACE_FILE_ENV))
 
 
 def get_tracer() -> Tracer:
-    """The tracer given to `set_tracer`, else X-Ray if `tracing_enabled()`, else the no-op.
+    """The tracer given to `set_tracer`, else the one `SLUICE_TRACING` chooses, else the no-op.
 
-    Decided on every call (two environment lookups), so a change of environment is honoured.
+    Decided on every call (a few environment lookups), so a change of environment is honoured.
     """
     global _xray
     if _injected is not None:
@@ -188,12 +208,65 @@ def get_tracer() -> Tracer:
     if not tracing_enabled():
         return _noop
     with _lock:
-        if _xray is None:
-            _xray = XRayTracer()
-        return _xray
+        if _mode() == _XRAY:
+            if _xray is None:
+                _xray = XRayTracer()
+            return _xray
+        key = os.environ.get(TRACE_FILE_ENV, "")
+        tracer = _otel.get(key)
+        if tracer is None:
+            tracer = _otel[key] = _new_otel_tracer()
+        return tracer
+
+
+def _new_otel_tracer() -> Tracer:
+    try:
+        from sluice.observability.otel import OTelTracer
+    except Exception:
+        # Only once per process and trace file: a missing or broken SDK traces nothing.
+        log.warning("OpenTelemetry unavailable; continuing without tracing", exc_info=True)
+        return _noop
+    return OTelTracer()
 
 
 def set_tracer(tracer: Tracer | None) -> None:
     """Use `tracer` (for instance an OpenTelemetry one) everywhere; None restores the default."""
     global _injected
     _injected = tracer
+
+
+def invocation_span(
+    function_name: str | None = None, request_id: str | None = None
+) -> AbstractContextManager[None]:
+    """The current tracer's span around one handler call (which then exports the
+    invocation's spans), or nothing for a tracer without one. Never raises on its own."""
+    try:
+        make = getattr(get_tracer(), "invocation_span", None)
+        if make is not None:
+            span: AbstractContextManager[None] = make(function_name, request_id)
+            return span
+    except Exception:
+        log.warning("tracing setup failed; continuing untraced", exc_info=True)
+    return nullcontext()
+
+
+def inject_trace_context(attributes: M) -> M:
+    """Add the current trace context (`traceparent`) to a message's attributes, in place, if
+    the tracer propagates one and SQS/SNS's ten attributes leave room; returns `attributes`."""
+    try:
+        inject = getattr(get_tracer(), "inject", None)
+        if inject is not None:
+            inject(attributes)
+    except Exception:
+        log.debug("could not add the trace context to a message", exc_info=True)
+    return attributes
+
+
+def record_error(error: BaseException) -> None:
+    """Record an error the code caught itself (a failed chunk) on the current span."""
+    try:
+        record = getattr(get_tracer(), "record_error", None)
+        if record is not None:
+            record(error)
+    except Exception:
+        log.debug("could not record the error on the span", exc_info=True)

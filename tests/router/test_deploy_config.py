@@ -126,7 +126,12 @@ def test_policy_grants_exactly_what_the_router_uses_on_its_stages_resources(stag
 def test_only_xray_is_granted_on_every_resource(stage: str) -> None:
     grants = _grants(_policy(stage))
     unbounded = {action for action, resources in grants.items() if "*" in resources}
-    assert unbounded == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+    assert unbounded == {
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "xray:PutSpans",
+        "xray:PutSpansForIndexing",
+    }
     other_stages = [f"sluice-{s}-" for s in STAGES if s != stage]
     text = json.dumps(_policy(stage))
     assert not any(name in text for name in other_stages)

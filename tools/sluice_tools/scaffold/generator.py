@@ -114,7 +114,16 @@ def declaration(spec: ConsumerSpec) -> dict[str, Any]:
             ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
             "self:log-group",
         ),
-        _grant("Tracing", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "*"),
+        _grant(
+            "Tracing",
+            [
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+                "xray:PutSpans",
+                "xray:PutSpansForIndexing",
+            ],
+            "*",
+        ),
         _grant("Ledger", ["dynamodb:PutItem"], "table:ledger"),
         _grant("Quarantine", ["s3:PutObject"], "bucket:quarantine/*"),
         _grant("ClaimCheckRead", ["s3:GetObject"], "bucket:payloads/*"),

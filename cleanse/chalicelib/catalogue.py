@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from chalicelib.normalise import UNKNOWN_DROP, TypeRules, normalise
+from chalicelib.normalise import UNKNOWN_DROP, TypeRules, compile_rules, normalise
 from sluice.errors import ConfigError, PermanentError
 
 TYPES_DIR = Path(__file__).resolve().parent / "types"
@@ -33,12 +33,26 @@ class RecordType:
         properties = schema.get("properties") or {}
         self.known_fields = frozenset(properties)
         self._validator: Validator | None = None
+        self._one_pass: Callable[[Any], dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._check()
 
     def cleanse(self, payload: Any) -> dict[str, Any]:
-        """The normalised, validated payload; `PermanentError` with the reason if it is bad."""
-        data = normalise(payload, self.rules, self.known_fields)
+        """The normalised, validated payload; `PermanentError` with the reason if it is bad.
+
+        Normalisation is the type's compiled pass (`compile_rules`); a payload it leaves
+        alone (a bad value, say) goes through `normalise`, which names the field. Reasons are
+        built only on error.
+        """
+        one_pass = self._one_pass or self._compile_one_pass()
+        data: dict[str, Any] | None = None
+        if one_pass is not _general:
+            try:
+                data = one_pass(payload)
+            except Exception:
+                data = None  # the general way gives the same result or says what is wrong
+        if data is None:
+            data = normalise(payload, self.rules, self.known_fields)
         from fastjsonschema import JsonSchemaValueException
 
         try:
@@ -46,6 +60,12 @@ class RecordType:
         except JsonSchemaValueException as exc:
             raise PermanentError(f"invalid {self.name}: {exc.message}") from None
         return result if isinstance(result, dict) else data
+
+    def _compile_one_pass(self) -> Callable[[Any], dict[str, Any]]:
+        with self._lock:
+            if self._one_pass is None:
+                self._one_pass = compile_rules(self.rules, self.known_fields) or _general
+        return self._one_pass
 
     @property
     def validator(self) -> Validator:
@@ -114,9 +134,197 @@ def _read_json(path: Path) -> Any:
 
 
 def _compile(name: str, schema: Mapping[str, Any]) -> Validator:
+    """The type's validator: the compiled check (`compile_check`), and fastjsonschema for
+    what it does not pass, so an invalid record gets fastjsonschema's reason."""
     import fastjsonschema
 
     try:
-        return fastjsonschema.compile(dict(schema))
+        full: Validator = fastjsonschema.compile(dict(schema))
     except fastjsonschema.JsonSchemaDefinitionException as exc:
         raise ConfigError(f"type {name!r}: schema.json is not a valid JSON Schema: {exc}") from None
+    check = compile_check(schema)
+    if check is None:
+        return full
+
+    def validate(data: Any) -> Any:
+        return data if check(data) else full(data)
+
+    return validate
+
+
+def _general(payload: Any) -> dict[str, Any]:
+    raise NotImplementedError  # pragma: no cover - a marker: `normalise` does the work
+
+
+# ---------------------------------------------------------------------- compiled check
+
+# Keywords the compiled check knows; a schema using any other keeps fastjsonschema alone.
+_NOTES = frozenset({"$schema", "$id", "$comment", "title", "description", "examples"})
+_CHECKED = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+    }
+)
+_DRAFT_07 = "http://json-schema.org/draft-07/schema#"
+_TYPE_TEST = {
+    "string": "type({v}) is str",
+    "integer": "type({v}) is int",
+    "number": "(type({v}) is int or (type({v}) is float and {v} - {v} == 0.0))",
+    "boolean": "type({v}) is bool",
+    "null": "{v} is None",
+    "object": "type({v}) is dict",
+    "array": "type({v}) is list",
+}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def compile_check(schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
+    """A function that says whether data is valid under `schema`, generated once per type.
+
+    Never more lenient than fastjsonschema: it answers True only for data fastjsonschema
+    accepts unchanged, and is stricter where that is simpler (an integer is an `int`, not
+    1.0; a number is finite). False means "ask fastjsonschema", which names the problem.
+    None if the schema uses a keyword (or a draft) it does not know, or fills defaults.
+    """
+    if schema.get("$schema", _DRAFT_07) != _DRAFT_07:
+        return None
+    lines = ["def check(d0):"]
+    constants: dict[str, Any] = {}
+    try:
+        _emit(schema, "d0", 1, lines, constants, counter=[0])
+    except _Unsupported:
+        return None
+    lines.append("    return True")
+    namespace: dict[str, Any] = dict(constants)
+    exec(compile("\n".join(lines), f"<check {schema.get('$id', '')}>", "exec"), namespace)
+    check: Callable[[Any], bool] = namespace["check"]
+    return check
+
+
+def _emit(
+    schema: Any,
+    v: str,
+    depth: int,
+    lines: list[str],
+    constants: dict[str, Any],
+    counter: list[int],
+) -> None:
+    """Append the lines that `return False` unless `v` is valid under `schema`."""
+    if not isinstance(schema, Mapping) or set(schema) - _CHECKED - _NOTES:
+        raise _Unsupported
+    kind = schema.get("type")
+    if not isinstance(kind, str) or kind not in _TYPE_TEST:
+        raise _Unsupported  # no type, or a list of them: fastjsonschema decides
+    pad = "    " * depth
+
+    def fail_if(condition: str) -> None:
+        lines.append(f"{pad}if {condition}:")
+        lines.append(f"{pad}    return False")
+
+    def constant(value: Any) -> str:
+        counter[0] += 1
+        name = f"C{counter[0]}"
+        constants[name] = value
+        return name
+
+    fail_if(f"not ({_TYPE_TEST[kind].format(v=v)})")
+    for key in ("minLength", "maxLength", "minItems", "maxItems"):
+        if key in schema:
+            bound = schema[key]
+            if type(bound) is not int or kind != ("string" if "Length" in key else "array"):
+                raise _Unsupported
+            fail_if(f"len({v}) {'<' if key.startswith('min') else '>'} {bound}")
+    if kind == "string":
+        if "pattern" in schema:
+            pattern = schema["pattern"]
+            if not isinstance(pattern, str):
+                raise _Unsupported
+            # As fastjsonschema reads a pattern: searched, an unescaped "$" is the very end.
+            fixed = re.sub(r"(?<!\\)\$", r"\\Z", pattern)
+            fail_if(f"not {constant(re.compile(fixed))}.search({v})")
+        if "format" in schema:
+            fail_if(f"not {constant(_format_regex(schema['format']))}.match({v})")
+    elif "pattern" in schema or "format" in schema:
+        raise _Unsupported
+    for key, op in (
+        ("minimum", "<"),
+        ("maximum", ">"),
+        ("exclusiveMinimum", "<="),
+        ("exclusiveMaximum", ">="),
+    ):
+        if key in schema:
+            bound = schema[key]
+            if kind not in ("integer", "number") or type(bound) not in (int, float):
+                raise _Unsupported
+            fail_if(f"{v} {op} {bound!r}")
+    if kind == "object":
+        _emit_object(schema, v, depth, lines, constants, counter, fail_if, constant)
+    elif any(k in schema for k in ("properties", "required", "additionalProperties")):
+        raise _Unsupported
+    if kind == "array" and "items" in schema:
+        item = f"i{depth}"
+        lines.append(f"{pad}for {item} in {v}:")
+        _emit(schema["items"], item, depth + 1, lines, constants, counter)
+    elif "items" in schema:
+        raise _Unsupported
+
+
+def _emit_object(
+    schema: Mapping[str, Any],
+    v: str,
+    depth: int,
+    lines: list[str],
+    constants: dict[str, Any],
+    counter: list[int],
+    fail_if: Callable[[str], None],
+    constant: Callable[[Any], str],
+) -> None:
+    properties = schema.get("properties") or {}
+    required = schema.get("required") or []
+    extra = schema.get("additionalProperties", True)
+    if (
+        not isinstance(properties, Mapping)
+        or not isinstance(required, list)
+        or not all(isinstance(name, str) for name in [*properties, *required])
+        or not isinstance(extra, bool)
+    ):
+        raise _Unsupported
+    for name in required:
+        fail_if(f"{name!r} not in {v}")
+    if extra is False:
+        fail_if(f"not {constant(frozenset(properties))}.issuperset({v})")
+    missing = constant(object())
+    pad = "    " * depth
+    for name, sub in properties.items():
+        value = f"d{depth}_{counter[0]}"
+        counter[0] += 1
+        lines.append(f"{pad}{value} = {v}.get({name!r}, {missing})")
+        lines.append(f"{pad}if {value} is not {missing}:")
+        _emit(sub, value, depth + 1, lines, constants, counter)
+
+
+def _format_regex(name: Any) -> re.Pattern[str]:
+    """fastjsonschema's own expression for a format it checks (draft 07)."""
+    from fastjsonschema.draft07 import CodeGeneratorDraft07
+
+    found = CodeGeneratorDraft07.FORMAT_REGEXS.get(name) if isinstance(name, str) else None
+    if not isinstance(found, str):
+        raise _Unsupported
+    return re.compile(found)

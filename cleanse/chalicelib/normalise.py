@@ -112,6 +112,187 @@ def normalise(payload: Any, rules: TypeRules, known_fields: frozenset[str]) -> d
     return data
 
 
+class NotFast(Exception):
+    """The one-pass normaliser met something it leaves to `normalise` (which names it)."""
+
+
+def compile_rules(
+    rules: TypeRules, known_fields: frozenset[str]
+) -> Callable[[Any], dict[str, Any]] | None:
+    """`normalise` for one type as one pass over the payload's fields, built once per type.
+
+    Same output as `normalise(payload, rules, known_fields)` for a payload it accepts; for
+    anything else (a bad value, a payload that is not an object) it raises, and the caller
+    runs `normalise`, which names the field: messages are built only on error. None when
+    the rules need the general walk (`trim: false` with nested paths: `normalise` then
+    converts inside the caller's own containers, which a copy here would not reproduce).
+    """
+    steps: dict[str, list[Callable[[Any], Any]]] = {}
+    leaves: dict[str, list[tuple[str, Callable[[Any, str], Any]]]] = {}
+    for paths, convert in (
+        (rules.lowercase, _lower),
+        (rules.uppercase, _upper),
+        (rules.numbers, _fast_number),
+        (rules.timestamps, _fast_timestamp),
+    ):
+        for path in paths:
+            head, *rest = path.split(".")
+            if rest and not rules.trim:
+                return None
+            name = head.removesuffix("[]")
+            steps.setdefault(name, []).append(_step(head.endswith("[]"), rest, convert))
+            if head.endswith("[]") and len(rest) == 1 and not rest[0].endswith("[]"):
+                leaves.setdefault(name, []).append((rest[0], convert))
+    plan = {name: _chain(found) for name, found in steps.items()}
+    # A list of objects whose rules all reach one field of each item ("items[].quantity"):
+    # trimmed and converted in one loop over the items.
+    fused = {
+        name: _list_of_objects(tuple(found))
+        for name, found in leaves.items()
+        if rules.trim and len(found) == len(steps[name])
+    }
+    trim, blank = rules.trim, rules.blank_is_missing
+    known = known_fields if rules.unknown_fields == UNKNOWN_DROP else None
+
+    def one_pass(payload: Any) -> dict[str, Any]:
+        if type(payload) is not dict:
+            raise NotFast
+        out: dict[str, Any] = {}
+        for key, value in payload.items():
+            if type(key) is not str:
+                raise NotFast
+            kind = type(value)
+            if kind is list and key in fused and (known is None or key in known):
+                out[key] = fused[key](value)
+                continue
+            if trim:  # unknown fields too, as `normalise` does (a hostile one fails there)
+                if kind is str:
+                    value = value.strip()
+                elif kind is dict or kind is list:
+                    value = _trimmed(value)
+            if blank and value == "":
+                continue
+            if known is not None and key not in known:
+                continue
+            convert = plan.get(key)
+            if convert is not None and value is not None:
+                value = convert(value)
+            out[key] = value
+        return out
+
+    return one_pass
+
+
+def _list_of_objects(
+    leaves: tuple[tuple[str, Callable[[Any, str], Any]], ...],
+) -> Callable[[list[Any]], list[Any]]:
+    """Trim a list and apply `leaves` (field of each item, converter) to its objects."""
+    numbers = tuple(leaf for leaf, convert in leaves if convert is _fast_number)
+    others = tuple((leaf, convert) for leaf, convert in leaves if convert is not _fast_number)
+    if len(numbers) + len(others) != len(leaves) or (numbers and others):
+        numbers, others = (), leaves  # the rules' order must hold: one loop per rule
+
+    def convert_items(value: list[Any]) -> list[Any]:
+        out = []
+        for item in value:
+            kind = type(item)
+            if kind is not dict:
+                out.append(_trimmed(item))
+                continue
+            new: dict[str, Any] = {
+                k: v.strip() if type(v) is str else v if type(v) in _LEAVES else _trimmed(v)
+                for k, v in item.items()
+            }
+            for leaf in numbers:
+                found: Any = new.get(leaf)
+                kind = type(found)
+                if kind is int or found is None or (kind is float and found - found == 0.0):
+                    continue
+                new[leaf] = _fast_number(found, "")
+            for leaf, convert in others:
+                found = new.get(leaf)
+                if found is not None:
+                    new[leaf] = convert(found, "")
+            out.append(new)
+        return out
+
+    return convert_items
+
+
+def _chain(steps: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    if len(steps) == 1:
+        return steps[0]
+
+    def chained(value: Any) -> Any:
+        for step in steps:
+            value = step(value)
+        return value
+
+    return chained
+
+
+def _step(
+    is_list: bool, rest: list[str], convert: Callable[[Any, str], Any]
+) -> Callable[[Any], Any]:
+    """What one rule path does to its top-level field's value (a copy made by the trim):
+    returns the new value; below the top it converts in place, as `_apply` does."""
+    inner = _walker(rest, convert) if rest else None
+
+    def on_value(value: Any) -> Any:
+        if value is None:
+            return value
+        if inner is None:
+            return convert(value, "")
+        inner(value)
+        return value
+
+    if not is_list:
+        return on_value
+
+    def on_list(value: Any) -> Any:
+        if type(value) is not list:
+            return value  # the schema says what is wrong with it
+        for i, item in enumerate(value):
+            value[i] = on_value(item)
+        return value
+
+    return on_list
+
+
+def _walker(parts: list[str], convert: Callable[[Any, str], Any]) -> Callable[[Any], None]:
+    """Converts, in place, what `parts` reach under a node (as `_targets` walks them)."""
+    head, rest = parts[0], parts[1:]
+    name = head.removesuffix("[]")
+    step = _step(head.endswith("[]"), rest, convert)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict) and name in node:
+            node[name] = step(node[name])
+
+    return walk
+
+
+def _fast_number(value: Any, field: str) -> Any:
+    kind = type(value)
+    if kind is int or kind is bool:
+        return value
+    if kind is float and value - value == 0.0:  # finite
+        return value
+    return parse_number(value, field)
+
+
+# ASCII digits only: `\d` would admit other scripts' digits, which `isoformat` would rewrite.
+_CANONICAL_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+
+
+def _fast_timestamp(value: Any, field: str) -> str:
+    """A timestamp already in the form `parse_timestamp` gives is kept once it parses."""
+    if type(value) is str and _CANONICAL_TS.fullmatch(value):
+        datetime.fromisoformat(value)  # a real date and time, or ValueError
+        return value
+    return parse_timestamp(value, field)
+
+
 def parse_number(value: Any, field: str) -> Any:
     """A number from a numeric string ("12.50" → 12.5, "42" → 42); NaN and ±inf refused.
 

@@ -413,7 +413,9 @@ class LocalRuntime:
         concurrency: dict[str, int] = {}
         for m in self.topology.sqs:
             concurrency[m.function] = max(concurrency.get(m.function, 0), m.maximum_concurrency)
-        env = {**self.emulator.env(), **self.options.extra_env}
+        # Each worker appends its spans to one file (sluice.observability.otel; `sluice trace`).
+        spans = {"SLUICE_TRACE_FILE": str(self.options.state_dir / "spans.jsonl")}
+        env = {**self.emulator.env(), **spans, **self.options.extra_env}
         for name, function in self.topology.functions.items():
             code_dir = self._code.extract(self.emulator.function_zip(name))
             # Lambda gives each instance its execution role's credentials.

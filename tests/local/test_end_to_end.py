@@ -504,6 +504,39 @@ def test_the_index_answers_the_latest_version_of_an_order(pipeline: Pipeline, tm
     assert json.loads(latest["payload"]["S"])["amount"] == 20
 
 
+def test_one_landed_object_is_one_trace_from_ingest_to_the_consumers(
+    pipeline: Pipeline, tmp_path: Path
+):
+    """The workers append spans to the runtime's trace file; the W3C traceparent carried in
+    the raw queue, clean queue and SNS (raw delivery) message attributes keeps every hop of
+    one object in the trace its ingest invocation started."""
+    spans_file = pipeline.runtime.options.state_dir / "spans.jsonl"
+    before = spans_file.stat().st_size if spans_file.exists() else 0
+    pipeline.upload_records(tmp_path, "traced", [_order("o-traced-1", amount=9000)])
+    assert pipeline.runtime.wait_drained(120), pipeline.runtime.depths()
+
+    with spans_file.open("rb") as f:
+        f.seek(before)
+        spans = [json.loads(line) for line in f.read().decode().splitlines()]
+    by_trace: dict[str, set[str]] = {}
+    for span in spans:
+        by_trace.setdefault(span["trace_id"], set()).add(span["attributes"].get("faas.name", ""))
+    ingests = [
+        s
+        for s in spans
+        if s["name"] == "invocation" and "ingest" in s["attributes"].get("faas.name", "")
+    ]
+    assert len(ingests) == 1, ingests
+    functions = by_trace[ingests[0]["trace_id"]]
+    for stage in ("cleanse", "router"):
+        assert any(stage in f for f in functions), (stage, functions)
+    consumers = {c for c in ("warehouse", "index", "alerts") if any(c in f for f in functions)}
+    assert consumers == {"warehouse", "index", "alerts"}, functions  # a 9000 order reaches all
+    chunks = [s for s in spans if s["name"] == "chunk" and s["trace_id"] == ingests[0]["trace_id"]]
+    assert {s["attributes"]["sluice.record_type"] for s in chunks} == {"order"}
+    assert all(s["parent_span_id"] for s in chunks)  # each continues the hop before it
+
+
 # ---------------------------------------------------------------- IAM as on AWS
 RECEIVING = {  # what the event source mapping does with the role, not the function's code
     "sqs:ReceiveMessage",

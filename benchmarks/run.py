@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import cold_start, cost
+from benchmarks import cold_start, cost, first_result, stage_cpu
 from benchmarks.meter import Meter
 from benchmarks.pipeline import RunFigures, ledger_statuses, make_runtime, metered_run
 
@@ -393,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to drain per run")
     parser.add_argument(
         "--only",
-        default="cold,pipeline,one,memory",
-        help="comma list of: cold, pipeline, one, memory",
+        default="cold,pipeline,one,memory,first,stages",
+        help="comma list of: cold, pipeline, one, memory, first, stages",
     )
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -466,6 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         (OUT / "results.json").write_text(json.dumps(results, indent=2))
     if "memory" in only:
         results["ingest_memory"] = ingest_memory(memory_sizes)
+    if "stages" in only:
+        results["stage_cpu"] = stage_cpu.report(table, say)
+    if "first" in only:
+        results["first_result"] = first_result.run(table)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nfigures written to {(OUT / 'results.json').relative_to(ROOT)}")
     return 0

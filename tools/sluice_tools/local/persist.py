@@ -316,3 +316,30 @@ def disk_usage(path: Path) -> int:
     if not path.exists():
         return 0
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+# ---------------------------------------------------------------- the deployed stage alone
+
+DEPLOYED_FILE = "deployed-state.pickle"  # moto right after a verified deploy (`local run`)
+DEPLOYED_HASH = "deployed-state.hash"  # its source hash, read before the state is loaded
+
+
+def save_deployed(state_dir: Path, source: str) -> int:
+    """Keep moto's state as the deploy left it (nothing uploaded yet) for the next `run` of
+    the same source; the hash file is written last, so a half-saved state is never used."""
+    (state_dir / DEPLOYED_HASH).unlink(missing_ok=True)
+    size = save(state_dir / DEPLOYED_FILE, source)
+    (state_dir / DEPLOYED_HASH).write_text(source)
+    return size
+
+
+def load_deployed(state_dir: Path, source: str) -> Saved | None:
+    """Put back the state `save_deployed` kept for this same `source`; None (moto untouched)
+    when there is none or it was deployed from other source. Raises StateError."""
+    marker = state_dir / DEPLOYED_HASH
+    if not marker.is_file() or marker.read_text().strip() != source:
+        return None
+    saved = load(state_dir / DEPLOYED_FILE)
+    if saved is not None and saved.source_hash != source:
+        raise StateError(f"{state_dir / DEPLOYED_FILE} holds another deploy than its hash says")
+    return saved

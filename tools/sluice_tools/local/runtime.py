@@ -60,6 +60,9 @@ class Options:
     region: str | None = None  # the emulator's (None: AWS_REGION, AWS_DEFAULT_REGION, us-east-1)
     persist: bool = False  # restore the state saved under state_dir at start, save it at stop
     fresh: bool = False  # with persist: ignore (and replace) the saved state
+    # Without persist (`local run`): start from moto's state as the last verified deploy of
+    # this same source left it, else deploy and keep that state (persist.save_deployed).
+    reuse_deploy: bool = False
     watch_s: float | None = None  # look for deploys into the emulator this often (reload)
     schedules: bool = True
     deploy: bool = True
@@ -152,12 +155,16 @@ class LocalRuntime:
             self._restore()
         if self.options.deploy:
             self.source_hash = self._source_hash()
+            if self.options.reuse_deploy and not self.options.persist:
+                self._restore_deployed()
             if self.restored is not None and self.restored.source_hash == self.source_hash:
                 self.deploy_skipped = True
                 self.say("deploy skipped: nothing changed since the saved state was deployed")
             else:
                 self.say(f"deploying stage {self.options.stage!r} (sluice deploy) ...")
                 self.deploy_report = self._deploy()
+                if self.options.reuse_deploy and not self.options.persist:
+                    self._save_deployed()
             self._deployed_hash = self.source_hash
         self._enforce_iam()
         self.take_over()
@@ -247,6 +254,21 @@ class LocalRuntime:
             return
         if self.restored is not None:
             self.say(f"restored the state of the last run from {path}")
+
+    def _restore_deployed(self) -> None:
+        try:
+            self.restored = persist.load_deployed(self.options.state_dir, self.source_hash)
+        except persist.StateError as exc:
+            self.say(f"the saved deploy cannot be used, deploying: {exc}")
+            self.emulator.reset()
+
+    def _save_deployed(self) -> None:
+        if self.deploy_report is None or not self.deploy_report.ok:
+            return  # only a deploy doctor passed is worth reusing
+        try:
+            persist.save_deployed(self.options.state_dir, self.source_hash)
+        except Exception as exc:  # the next run deploys again
+            self.say(f"could not keep the deployed state: {type(exc).__name__}: {exc}")
 
     def _save(self) -> None:
         try:

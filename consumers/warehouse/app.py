@@ -1,4 +1,8 @@
-"""The warehouse consumer: every chunk from its queue becomes one gzip JSON Lines object."""
+"""The warehouse consumer: the chunks of each batch become a few gzip JSON Lines objects.
+
+Batches of up to 20 chunks, gathered for at most 1 s once the first is there (a busy queue
+fills them at once): fewer, larger objects (docs/decisions.md, 2026-12-04).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ app = Chalice(app_name="sluice-consumer-warehouse", configure_logs=False)
 observability.install(app, service="consumer-warehouse")
 
 
-@app.on_sqs_message(queue=names().consumer_queue("warehouse"), batch_size=10)
+@app.on_sqs_message(
+    queue=names().consumer_queue("warehouse"), batch_size=20, maximum_batching_window_in_seconds=1
+)
 def consume(event: SQSEvent) -> dict[str, Any]:
     return dict(service.handle_event(event))

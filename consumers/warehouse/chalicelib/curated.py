@@ -1,14 +1,23 @@
-"""The curated bucket adapter: where the warehouse writes, and the Hive-style key layout.
+"""The curated bucket adapter: where the warehouse writes, the key layout and the manifest.
 
-Keys are `type=<type>/dt=YYYY-MM-DD/hour=HH/<chunk_id>.jsonl.gz`: Athena partitions on type,
-date and hour, and one chunk id always maps to one key (a redelivery overwrites, never adds).
+Keys are `type=<type>/dt=YYYY-MM-DD/hour=HH/<first chunk id>-<token>.jsonl.gz`: Athena
+partitions on type, date and hour. An object holds the rows of several chunks (those of one
+invocation's batch that share a partition), in chunk order; the token is fresh for every
+object an invocation writes, so two invocations never write the same key, and which object
+holds a chunk is decided by the chunk's placement (`placements.py`), never by the key.
+
+The manifest, in the object's metadata, says which chunks an object holds and where:
+`chunks` = "<chunk id>:<rows>,..." in line order (chunk `i` starts at the line after the rows
+of chunks 0..i-1), `records` = all rows. `manifest_of` reads it back.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,10 +49,54 @@ def ingestion_hour(ingested_at: str) -> datetime:
     return at.astimezone(UTC)
 
 
-def object_key(record_type: str, ingested_at: str, chunk_id: str) -> str:
-    """The object of one chunk, partitioned by type and by the ingestion hour given."""
+def partition(record_type: str, ingested_at: str) -> str:
+    """The key prefix of a type and the ingestion hour given (Hive style, for Athena)."""
     at = ingestion_hour(ingested_at)
-    return f"type={record_type}/dt={at:%Y-%m-%d}/hour={at:%H}/{chunk_id}{SUFFIX}"
+    return f"type={record_type}/dt={at:%Y-%m-%d}/hour={at:%H}"
+
+
+def object_key(prefix: str, first_chunk_id: str) -> str:
+    """A fresh key in the partition `prefix`, named after the object's first chunk."""
+    return f"{prefix}/{first_chunk_id}-{uuid.uuid4().hex[:16]}{SUFFIX}"
+
+
+# S3 user metadata is at most 2 KB (names and values): the manifest stays well within it.
+MANIFEST_MAX_CHARS = 1600
+MANIFEST_CHUNKS = "chunks"
+MANIFEST_RECORDS = "records"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One chunk of an object: its rows are lines `first_line` .. `first_line + rows - 1`."""
+
+    chunk_id: str
+    first_line: int
+    rows: int
+
+
+def manifest_metadata(chunks: Sequence[tuple[str, int]]) -> dict[str, str]:
+    """The metadata of an object holding these (chunk id, rows), in line order."""
+    return {
+        MANIFEST_CHUNKS: ",".join(f"{chunk_id}:{rows}" for chunk_id, rows in chunks),
+        MANIFEST_RECORDS: str(sum(rows for _, rows in chunks)),
+    }
+
+
+def manifest_chars(chunk_id: str, rows: int) -> int:
+    """What one chunk adds to the manifest."""
+    return len(chunk_id) + len(str(rows)) + 2
+
+
+def manifest_of(metadata: Mapping[str, str]) -> list[ManifestEntry]:
+    """The chunks an object holds, from its metadata (empty if it has no manifest)."""
+    entries: list[ManifestEntry] = []
+    line = 0
+    for part in filter(None, str(metadata.get(MANIFEST_CHUNKS) or "").split(",")):
+        chunk_id, _, rows = part.rpartition(":")
+        entries.append(ManifestEntry(chunk_id, line, int(rows)))
+        line += int(rows)
+    return entries
 
 
 def encode_lines(lines: Iterable[Mapping[str, Any]]) -> bytes:
@@ -51,7 +104,11 @@ def encode_lines(lines: Iterable[Mapping[str, Any]]) -> bytes:
 
     Level 6 (gzip's own default) is 3x faster than Python's default 9 for 2% more bytes.
     """
-    text = b"".join(jsonx.dumps(line) + b"\n" for line in lines)
+    return compress_lines(b"".join(jsonx.dumps(line) + b"\n" for line in lines))
+
+
+def compress_lines(text: bytes) -> bytes:
+    """JSON Lines text already encoded, as `encode_lines` compresses it."""
     return gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0)
 
 
@@ -64,6 +121,8 @@ class ObjectWriter(Protocol):
     """Where chunk objects go (`CuratedBucket`, or a fake in tests)."""
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> None: ...
+
+    def manifest(self, key: str) -> list[ManifestEntry] | None: ...
 
 
 class CuratedBucket:
@@ -96,3 +155,13 @@ class CuratedBucket:
             )
         except aws.client_errors() as exc:
             raise CuratedWriteError(f"could not write s3://{self.bucket}/{key}: {exc}") from exc
+
+    def manifest(self, key: str) -> list[ManifestEntry] | None:
+        """The manifest of object `key` (one HEAD), or None if there is no such object."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except aws.client_errors() as exc:
+            if aws.error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise CuratedWriteError(f"could not read s3://{self.bucket}/{key}: {exc}") from exc
+        return manifest_of(head.get("Metadata") or {})

@@ -1,14 +1,14 @@
-"""The warehouse consumer writes each chunk once, as one partitioned gzip JSON Lines object."""
+"""The warehouse consumer writes each chunk once, the chunks of a batch into few partitioned
+gzip JSON Lines objects with a manifest. Faults at the emulator: test_exactly_once.py."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 from chalice.test import Client
-from support.calls import Fault, failing
 from support.events import sqs_event
 
 from consumers import testkit
@@ -18,7 +18,8 @@ ORDERS = [
     {"order_id": "o-1", "customer_id": "c-1", "amount": 12.5, "currency": "EUR"},
     {"order_id": "o-2", "customer_id": "c-2", "amount": 1250, "currency": "USD"},
 ]
-KEY = "type=order/dt=2026-11-27/hour=06/c-test-0.jsonl.gz"
+PREFIX = "type=order/dt=2026-11-27/hour=06/"
+LATER = "2026-11-27T09:30:00.000Z"
 
 
 def invoke(app_module: ModuleType, app_dir: Path, event: dict[str, Any]) -> Any:
@@ -33,16 +34,31 @@ def curated_objects(account: testkit.Account) -> dict[str, bytes]:
     return {o["Key"]: s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
 
 
-def file_names(objects: dict[str, bytes]) -> list[str]:
-    return sorted(key.rsplit("/", 1)[1] for key in objects)
+def manifests(account: testkit.Account) -> dict[str, list[tuple[str, int, int]]]:
+    """(chunk id, first line, rows) of each curated object's manifest, by key."""
+    from chalicelib.curated import manifest_of
+
+    s3 = aws.s3()
+    bucket = account.names.curated_bucket
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {
+        o["Key"]: [
+            (e.chunk_id, e.first_line, e.rows)
+            for e in manifest_of(s3.head_object(Bucket=bucket, Key=o["Key"])["Metadata"])
+        ]
+        for o in listed
+    }
 
 
-def test_object_key_is_hive_partitioned_by_type_and_ingestion_hour() -> None:
-    from chalicelib.curated import object_key
+def test_object_key_is_hive_partitioned_by_type_and_ingestion_hour_and_fresh_each_time() -> None:
+    from chalicelib.curated import object_key, partition
 
-    key = object_key("order", "2026-11-27T23:59:59.999+01:00", "c-9")
+    prefix = partition("order", "2026-11-27T23:59:59.999+01:00")
+    key = object_key(prefix, "c-9")
 
-    assert key == "type=order/dt=2026-11-27/hour=22/c-9.jsonl.gz"
+    assert prefix == "type=order/dt=2026-11-27/hour=22"
+    assert re.fullmatch(r"type=order/dt=2026-11-27/hour=22/c-9-[0-9a-f]{16}\.jsonl\.gz", key)
+    assert object_key(prefix, "c-9") != key
 
 
 def test_encoded_lines_are_the_same_bytes_every_time() -> None:
@@ -58,7 +74,7 @@ def test_encoded_lines_are_the_same_bytes_every_time() -> None:
     assert decode_lines(data) == lines
 
 
-def test_chunk_becomes_one_object_with_a_row_per_record(
+def test_chunk_becomes_one_object_with_a_row_per_record_and_a_manifest(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
     from chalicelib.curated import decode_lines
@@ -69,8 +85,9 @@ def test_chunk_becomes_one_object_with_a_row_per_record(
 
     assert response == {"batchItemFailures": []}
     objects = curated_objects(account)
-    assert list(objects) == [KEY]
-    rows = decode_lines(objects[KEY])
+    (key,) = objects
+    assert key.startswith(PREFIX + "c-test-0-")
+    rows = decode_lines(objects[key])
     assert rows == [
         {
             **payload,
@@ -81,23 +98,65 @@ def test_chunk_becomes_one_object_with_a_row_per_record(
         }
         for i, payload in enumerate(ORDERS)
     ]
+    assert manifests(account) == {key: [("c-test-0", 0, 2)]}
     ledger = testkit.ledger_items()
     assert ledger["sink:warehouse#c-test-0"]["delivered"] == {"N": "2"}
     assert ledger["consumer-warehouse#c-test-0"]["out"] == {"N": "2"}
 
 
-def test_redelivered_chunk_overwrites_its_object_with_identical_content(
+def test_the_chunks_of_a_batch_share_one_object_per_partition_in_batch_order(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
-    chunk = testkit.make_chunk("order", ORDERS)
+    from chalicelib.curated import decode_lines
 
-    invoke(app_module, app_dir, sqs_event(chunk, prefix="first"))
-    first = curated_objects(account)
-    response = invoke(app_module, app_dir, sqs_event(chunk, prefix="again"))
+    a = testkit.make_chunk("order", ORDERS, chunk_id="c-a")
+    later = testkit.make_chunk("order", ORDERS[:1], chunk_id="c-later", ingested_at=LATER)
+    b = testkit.make_chunk("order", ORDERS[1:], chunk_id="c-b", correlation_id="corr-b")
+
+    response = invoke(app_module, app_dir, sqs_event(a, later, b))
 
     assert response == {"batchItemFailures": []}
-    assert curated_objects(account) == first
-    assert list(first) == [KEY]
+    objects = curated_objects(account)
+    assert len(objects) == 2
+    found = manifests(account)
+    (six,) = [k for k in objects if k.startswith(PREFIX)]
+    (nine,) = [k for k in objects if not k.startswith(PREFIX)]
+    assert found[six] == [("c-a", 0, 2), ("c-b", 2, 1)]
+    assert found[nine] == [("c-later", 0, 1)]
+    assert nine.startswith("type=order/dt=2026-11-27/hour=09/c-later-")
+    rows = decode_lines(objects[six])
+    assert [(r["_record_id"], r["_correlation_id"]) for r in rows] == [
+        ("r-c-a-0", "corr-test"),
+        ("r-c-a-1", "corr-test"),
+        ("r-c-b-0", "corr-b"),
+    ]
+    ledger = testkit.ledger_items() | testkit.ledger_items("corr-b")
+    assert [ledger[f"sink:warehouse#{c}"]["delivered"]["N"] for c in ("c-a", "c-later", "c-b")] == [
+        "2",
+        "1",
+        "1",
+    ]
+
+
+def test_a_chunk_redelivered_alone_after_its_batch_was_written_lands_nowhere_new(
+    account: testkit.Account, app_module: ModuleType, app_dir: Path
+) -> None:
+    a = testkit.make_chunk("order", ORDERS[:1], chunk_id="c-a")
+    b = testkit.make_chunk("order", ORDERS[1:], chunk_id="c-b")
+    c = testkit.make_chunk("order", ORDERS[:1], chunk_id="c-c")
+
+    invoke(app_module, app_dir, sqs_event(a, b, prefix="first"))
+    first = curated_objects(account)
+    alone = invoke(app_module, app_dir, sqs_event(b, prefix="alone"))
+    mixed = invoke(app_module, app_dir, sqs_event(c, a, prefix="mixed"))
+
+    assert alone == mixed == {"batchItemFailures": []}
+    objects = curated_objects(account)
+    assert len(first) == 1
+    assert len(objects) == 2
+    assert all(objects[key] == body for key, body in first.items())
+    listed = [entry[0] for entries in manifests(account).values() for entry in entries]
+    assert sorted(listed) == ["c-a", "c-b", "c-c"]
 
 
 def test_duplicate_messages_in_one_batch_leave_one_object(
@@ -108,7 +167,7 @@ def test_duplicate_messages_in_one_batch_leave_one_object(
     response = invoke(app_module, app_dir, sqs_event(chunk, chunk))
 
     assert response == {"batchItemFailures": []}
-    assert list(curated_objects(account)) == [KEY]
+    assert list(manifests(account).values()) == [[("c-test-0", 0, 2)]]
 
 
 def test_record_that_is_not_an_object_is_quarantined_and_the_rest_written(
@@ -121,35 +180,11 @@ def test_record_that_is_not_an_object_is_quarantined_and_the_rest_written(
     response = invoke(app_module, app_dir, sqs_event(chunk))
 
     assert response == {"batchItemFailures": []}
-    rows = decode_lines(curated_objects(account)[KEY])
+    (body,) = curated_objects(account).values()
+    rows = decode_lines(body)
     assert [r["_record_id"] for r in rows] == ["r-c-test-0-0", "r-c-test-0-2"]
     assert testkit.quarantined_keys() == ["consumer-warehouse/order/2026-11-27/r-c-test-0-1.json"]
     assert testkit.ledger_items()["sink:warehouse#c-test-0"]["delivered"] == {"N": "2"}
-
-
-@pytest.mark.parametrize("fault", list(Fault))
-def test_only_the_message_whose_write_failed_is_retried_and_its_retry_writes_the_same_object(
-    account: testkit.Account, app_module: ModuleType, app_dir: Path, fault: Fault
-) -> None:
-    good = testkit.make_chunk("order", ORDERS[:1], chunk_id="c-good")
-    bad = testkit.make_chunk("order", ORDERS[1:], chunk_id="c-bad")
-
-    with failing(aws.s3(), "PutObject", fault, when=lambda p: "/c-bad." in p["Key"]) as injected:
-        response = invoke(app_module, app_dir, sqs_event(good, bad))
-    written = curated_objects(account)
-    retry = invoke(app_module, app_dir, sqs_event(bad, prefix="retry"))
-
-    assert len(injected.failed) == 1
-    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
-    assert retry == {"batchItemFailures": []}
-    # A lost write went through; the retry writes the same key with the same bytes.
-    assert file_names(written) == (
-        ["c-bad.jsonl.gz", "c-good.jsonl.gz"] if fault is Fault.LOST else ["c-good.jsonl.gz"]
-    )
-    final = curated_objects(account)
-    assert file_names(final) == ["c-bad.jsonl.gz", "c-good.jsonl.gz"]
-    assert all(final[key] == body for key, body in written.items())
-    assert testkit.ledger_items()["sink:warehouse#c-bad"]["delivered"] == {"N": "1"}
 
 
 def test_filter_policy_of_resources_yaml_lets_every_router_chunk_through(
@@ -174,10 +209,8 @@ def test_filter_policy_of_resources_yaml_lets_every_router_chunk_through(
         "c-normal",
     ]
     assert response == {"batchItemFailures": []}
-    assert sorted(k.rsplit("/", 1)[1] for k in curated_objects(account)) == [
-        "c-high.jsonl.gz",
-        "c-normal.jsonl.gz",
-    ]
+    listed = [entry[0] for entries in manifests(account).values() for entry in entries]
+    assert sorted(listed) == ["c-high", "c-normal"]
     assert testkit.quarantined_keys() == []
 
 

@@ -39,6 +39,22 @@ S3_FREE = frozenset({"DeleteObject", "DeleteObjects", "AbortMultipartUpload"})
 LANDING_TO_WAREHOUSE = ("ingest", "cleanse", "router", "consumer-warehouse")
 
 
+def worker_caller(caller: str) -> str:
+    """`app.handler` for a worker's app id `sluice-fn.<pid>` (the local runtime overrides the
+    function's own `AWS_SDK_UA_APP_ID` with it), found by pid in the pool's registry of the
+    workers this process started; any other caller as it is."""
+    from sluice_tools.local.pool import function_of
+    from sluice_tools.local.worker import APP_ID_PREFIX
+
+    pid = caller.removeprefix(APP_ID_PREFIX)
+    function = function_of(int(pid)) if caller != pid and pid.isdigit() else None
+    if function is None:
+        return caller
+    # `<prefix>-<app>-<stage>-<handler>`: stages and handler names have no dash.
+    app, _stage, handler = function.rsplit("-", 2)
+    return f"{app.split('-', 1)[1]}.{handler}"
+
+
 def load_prices(path: Path = PRICES) -> dict[str, Any]:
     prices: dict[str, Any] = json.loads(path.read_text())
     return prices
@@ -83,7 +99,7 @@ def attribute(figures: RunFigures) -> tuple[dict[str, dict[str, Tally]], Exclude
     for (caller, service, operation, resource), tally in figures.tallies.items():
         owner: str | None = None
         if caller != "runtime":
-            owner = caller
+            owner = worker_caller(caller)
         elif service == "sqs" and operation in POLLER_OPERATIONS and resource in figures.pollers:
             if INTERNAL_QUEUE_MARK in resource:
                 excluded.emulation += tally.requests

@@ -95,8 +95,12 @@ class AttributeRule:
     default: str
     if_missing: str | None = None  # None: a record without the field is quarantined
 
+    @property
+    def _path(self) -> tuple[str, ...]:
+        return _split_path(self.field)
+
     def evaluate(self, payload: Mapping[str, Any]) -> str:
-        found = _lookup(payload, self.field)
+        found = _lookup(payload, self._path)
         if found is _MISSING:
             if self.if_missing is None:
                 raise PermanentError(
@@ -115,11 +119,19 @@ class AttributeRule:
         return self.default
 
 
-def _lookup(payload: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted `path`; `_MISSING` if any step is absent, not an object, or null."""
+@lru_cache(maxsize=256)
+def _split_path(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
+def _lookup(payload: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at a dotted path (its names); `_MISSING` if any step is absent, not an
+    object, or null."""
     value: Any = payload
-    for name in path.split("."):
-        if not isinstance(value, Mapping) or name not in value:
+    for name in path:
+        if type(value) is not dict and not isinstance(value, Mapping):
+            return _MISSING
+        if name not in value:
             return _MISSING
         value = value[name]
     return _MISSING if value is None else value

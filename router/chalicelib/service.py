@@ -65,12 +65,18 @@ def split_by_attributes(
     A group too large for one SNS message (only if the input chunk was cut with larger limits
     than this stage's) is packed again within `limits`; its parts add their ordinal to the id.
     """
-    groups: dict[str, tuple[Attributes, list[Record]]] = {}
+    # Grouped by the attributes' sorted items (a cheap key per record); the canonical JSON
+    # that names a group's chunk is made once per group.
+    grouped: dict[tuple[tuple[str, str], ...], tuple[Attributes, list[Record]]] = {}
     for record, attributes in routed:
-        key = canonical_attributes(attributes)
-        groups.setdefault(key, (dict(attributes), []))[1].append(record)
+        items = tuple(sorted(attributes.items()))
+        group_of = grouped.get(items)
+        if group_of is None:
+            group_of = grouped[items] = (dict(attributes), [])
+        group_of[1].append(record)
     out: list[Chunk] = []
-    for key, (attributes, records) in groups.items():
+    for attributes, records in grouped.values():
+        key = canonical_attributes(attributes)
         group = chunk.derive(
             records, chunk_id=derive_chunk_id(chunk.chunk_id, STAGE, key), attributes=attributes
         )

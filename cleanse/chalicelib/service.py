@@ -18,9 +18,22 @@ from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.config import get_settings
 from sluice.envelope import Chunk, ChunkLimits, Record, derive_chunk_id, pack_records
 from sluice.errors import PermanentError, SluiceError
+from sluice.observability import get_logger
 from sluice.stage import LambdaEvent, StageRuntime
 
 STAGE = "cleanse"
+
+
+log = get_logger(__name__)
+
+
+def _log_refused(record: Record, key_field: str | None, error: PermanentError) -> None:
+    """One line naming the refused record by its natural key (`sluice trace --type --key`
+    finds it in the logs; the quarantine document is named by record id)."""
+    payload = record.payload if isinstance(record.payload, dict) else {}
+    value = payload.get(key_field) if key_field else None
+    if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+        log.info("record refused", extra={"natural_key": str(value), "reason": error.reason})
 
 
 class ChunkSink(Protocol):
@@ -112,13 +125,20 @@ class Cleanser:
 
             return unknown
 
+        key_field = found.rules.natural_key
+
         def cleanse(record: Record, chunk: Chunk) -> dict[str, Any]:
             try:
                 return found.cleanse(record.payload)
+            except PermanentError as exc:
+                _log_refused(record, key_field, exc)
+                raise
             except (SluiceError, MemoryError):
                 raise  # bad data is already permanent; the rest is not this record's fault
             except Exception as exc:
-                raise RecordCrashError(exc) from exc
+                error = RecordCrashError(exc)
+                _log_refused(record, key_field, error)
+                raise error from exc
 
         return cleanse
 

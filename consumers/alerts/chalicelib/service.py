@@ -131,7 +131,18 @@ class AlertPublisher:
                 log.warning("alerts publish failed part-way", extra={"error": str(exc)})
                 return published
             for ok in response.get("Successful") or []:
-                published.add(batch[int(ok["Id"])].id)
+                record = batch[int(ok["Id"])]
+                published.add(record.id)
+                # One line per alert (alerts are few): what `sluice trace` shows of it.
+                log.info(
+                    "alert published",
+                    extra={
+                        "record_id": record.id,
+                        "sns_message_id": ok.get("MessageId"),
+                        "subject": alert_subject(record, chunk),
+                        "alert": alert_text(record, chunk),
+                    },
+                )
             for failed in response.get("Failed") or []:
                 log.warning(
                     "alert not accepted by SNS",

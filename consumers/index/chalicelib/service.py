@@ -110,6 +110,15 @@ def handle_chunk(chunk: Chunk, rt: StageRuntime, table: RecordsTable) -> ChunkOu
     written = table.put_versions(items)
     outcome = results.outcome
     outcome.out, outcome.duplicate = written, len(items) - written
+    # Record ids and natural keys: `sluice trace` finds a record's item from the logs.
+    log.info(
+        "chunk indexed",
+        extra={
+            "records": len(items),
+            "record_ids": [record.id for record, _ in results.outputs],
+            "natural_keys": [item["pk"]["S"].partition("#")[2] for item in items],
+        },
+    )
     if outcome.duplicate:
         log.info("repeated records written once", extra={"records": outcome.duplicate})
     rt.ledger.record_delivery(SINK, chunk, delivered=len(items))

@@ -256,9 +256,19 @@ def console_line(function: str, line: str) -> str | None:
         return None
     message = str(doc.get("message") or "")
     tail = [f"{k}={doc[k]}" for k in ("correlation_id", "reason", "error") if doc.get(k)]
+    # A function's own extra fields (a consumer's `order_id`, `amount`) too, not only the
+    # log file's: everything but what the line shows already or every line carries.
+    tail += [f"{k}={v}" for k, v in doc.items() if k not in _CONSOLE_SKIP and v is not None]
     if doc.get("exc_info"):
         tail.append(str(doc["exc_info"]).strip().splitlines()[-1])
     return f"{_time_of(doc)} {function} {level:<7} {message} {' '.join(tail)}".rstrip()
+
+
+_CONSOLE_SKIP = frozenset(
+    {"timestamp", "level", "levelname", "message", "logger", "service", "stage"}
+    | {"function_name", "request_id", "cold_start", "chunk_id", "xray_trace_id", "exc_info"}
+    | {"correlation_id", "reason", "error", "record_ids", "natural_keys"}
+)
 
 
 def _time_of(doc: dict[str, Any]) -> str:

@@ -22,7 +22,9 @@ from sluice_tools.deploy.command import (
 from sluice_tools.dlq.command import dlq_group
 from sluice_tools.ledger.command import ledger_command
 from sluice_tools.local.commands import local_group
+from sluice_tools.logs.command import logs_command
 from sluice_tools.scaffold.command import new_consumer_command
+from sluice_tools.trace.command import trace_command
 
 DISTRIBUTION = "sluice-tools"
 
@@ -72,3 +74,5 @@ main.add_command(dlq_group)
 main.add_command(deploy_command)
 main.add_command(doctor_command)
 main.add_command(local_group)
+main.add_command(trace_command)
+main.add_command(logs_command)

@@ -1,0 +1,131 @@
+"""`sluice logs [FUNCTION]`: read or follow the functions' JSON log lines, one readable line each.
+
+The same `LogSource` as `sluice trace`: the local runtime's log files while `sluice local up`
+runs for the stage, else CloudWatch Logs (`FilterLogEvents`; follow polls).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from sluice.config import ResourceNames
+from sluice.errors import ConfigError
+from sluice_tools.deploy.command import prefix_option, stage_option
+from sluice_tools.trace.command import log_dir_option
+from sluice_tools.trace.logsource import LogLine, LogQuery, LogReadError
+
+# Shown in this order after the message; every other field follows as key=value.
+STRUCTURED = ("stage", "request_id", "correlation_id", "chunk_id", "record_id", "duration_ms")
+# What the line already says, or noise.
+HIDDEN = frozenset(
+    {"timestamp", "level", "message", "logger", "service", "function_name", "cold_start", "stage"}
+)
+SINCE_RE = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def format_line(line: LogLine) -> str:
+    """time function level message, then the structured fields, then the extra fields."""
+    when = datetime.fromtimestamp(line.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    fields = line.fields
+    if not fields:
+        return f"{when} {line.function} {line.text}"
+    level = str(fields.get("level") or "INFO")
+    parts = [when, line.function, f"{level:<7}", str(fields.get("message") or "")]
+    for name in STRUCTURED:
+        if fields.get(name) is not None and name != "stage":
+            parts.append(f"{name}={_text(fields[name])}")
+    for name, value in fields.items():
+        if name not in HIDDEN and name not in STRUCTURED and value is not None:
+            parts.append(f"{name}={_text(value)}")
+    return " ".join(parts)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value if value and " " not in value else json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def parse_since(text: str, now_s: float | None = None) -> int:
+    """`10m`, `2h`, `30s`, `1d` ago, or an ISO 8601 time -> epoch milliseconds."""
+    now = time.time() if now_s is None else now_s
+    found = SINCE_RE.match(text.strip())
+    if found:
+        return int((now - int(found.group(1)) * UNITS[found.group(2)]) * 1000)
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: use 10m, 2h, 1d or an ISO 8601 time") from exc
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return int(at.timestamp() * 1000)
+
+
+def resolve_functions(wanted: str | None, present: list[str]) -> list[str] | None:
+    """All functions (None), or those whose name is `wanted` or contains it (`cleanse`)."""
+    if wanted is None:
+        return None
+    exact = [f for f in present if f == wanted]
+    chosen = exact or [f for f in present if wanted in f]
+    if not chosen:
+        listed = ", ".join(present) or "none"
+        raise click.BadParameter(f"no function matches {wanted!r} (functions: {listed})")
+    return chosen
+
+
+@click.command("logs")
+@click.argument("function", required=False)
+@stage_option
+@prefix_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("--since", default="10m", show_default=True, help="From 10m/2h/1d ago or a time.")
+@click.option("--filter", "text", default=None, help="Only lines containing TEXT.")
+@click.option("--correlation-id", default=None, help="Only lines of this correlation id.")
+@click.option("--json", "as_json", is_flag=True, help="Print each line's JSON as written.")
+@log_dir_option
+def logs_command(
+    function: str | None,
+    stage: str,
+    prefix: str,
+    follow: bool,
+    since: str,
+    text: str | None,
+    correlation_id: str | None,
+    as_json: bool,
+    log_dir: Path | None,
+) -> None:
+    """Print the functions' log lines (FUNCTION: a name or part of one, e.g. cleanse), with
+    stage, request id, correlation id, chunk id, duration and every extra field shown.
+
+    Locally from `sluice local up`'s log files, on AWS from CloudWatch Logs.
+    """
+    from sluice import aws
+    from sluice_tools.trace.command import log_source
+
+    handled: tuple[type[Exception], ...] = (ConfigError, LogReadError, *aws.client_errors())
+    try:
+        names = ResourceNames(stage=stage, prefix=prefix)
+        source, _ = log_source(names, log_dir)
+        query = LogQuery(
+            functions=resolve_functions(function, source.functions()),
+            since_ms=parse_since(since),
+            contains=tuple(t for t in (text, correlation_id) if t),
+        )
+        lines = source.follow(query) if follow else iter(source.read(query))
+        for line in lines:
+            if line.is_metrics:
+                continue
+            if correlation_id and line.get("correlation_id") != correlation_id:
+                continue
+            click.echo(line.text if as_json else format_line(line))
+    except KeyboardInterrupt:
+        return
+    except handled as exc:
+        raise click.ClickException(str(exc)) from exc

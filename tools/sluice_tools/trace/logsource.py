@@ -1,0 +1,259 @@
+"""Where the functions' log lines are read from: one interface, two places.
+
+`LocalLogFiles` reads the local runtime's `logs/<function>.log`; `CloudWatchLogs` reads the
+stage's Lambda log groups (`/aws/lambda/<function>`). Both give the same `LogLine`s, so
+`sluice trace` and `sluice logs` print the same thing locally and on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+LAMBDA_LOG_PREFIX = "/aws/lambda/"
+# Logs Insights: how often to ask whether a query is done, and for how long at most.
+QUERY_POLL_S = 0.5
+QUERY_TIMEOUT_S = 120.0
+QUERY_LIMIT = 10_000  # Logs Insights' maximum rows per query
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line a function wrote: its time (epoch ms), function, text, and the JSON fields."""
+
+    at_ms: int
+    function: str
+    text: str
+    fields: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def parse(cls, function: str, text: str, at_ms: int | None = None) -> LogLine:
+        """A line as written; the JSON object's `timestamp` gives the time when it has one."""
+        text = text.rstrip("\n")
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            doc = None
+        fields = doc if isinstance(doc, dict) else {}
+        stamp = _epoch_ms(str(fields.get("timestamp") or ""))
+        at = stamp if stamp is not None else (at_ms if at_ms is not None else 0)
+        return cls(at_ms=at, function=function, text=text, fields=fields)
+
+    def get(self, name: str) -> str:
+        value = self.fields.get(name)
+        return "" if value is None else str(value)
+
+    def mentions(self, text: str) -> bool:
+        """`text` anywhere in the line (a field value, a list of ids, the message)."""
+        return text in self.text
+
+    @property
+    def is_metrics(self) -> bool:
+        """An Embedded Metric Format line (no message of its own)."""
+        return "_aws" in self.fields and "message" not in self.fields
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """Which lines: of these functions (None: all), from `since` (epoch ms), containing
+    every string of `contains` (case-sensitive, as CloudWatch's quoted terms)."""
+
+    functions: Sequence[str] | None = None
+    since_ms: int | None = None
+    contains: Sequence[str] = ()
+
+    def select(self, present: list[str]) -> list[str]:
+        """Of the functions `present`, the ones asked for."""
+        if self.functions is None:
+            return present
+        return [f for f in present if f in self.functions]
+
+    def matches(self, line: LogLine) -> bool:
+        if self.functions is not None and line.function not in self.functions:
+            return False
+        if self.since_ms is not None and line.at_ms < self.since_ms:
+            return False
+        return all(line.mentions(text) for text in self.contains)
+
+
+class LogSource(Protocol):
+    """Reads the functions' log lines of one stage."""
+
+    def functions(self) -> list[str]:
+        """The names of the functions that have logs."""
+        ...
+
+    def read(self, query: LogQuery) -> list[LogLine]:
+        """Every line `query` matches, oldest first."""
+        ...
+
+    def follow(self, query: LogQuery, poll_s: float = 1.0) -> Iterator[LogLine]:
+        """Lines `query` matches as they are written, from `query.since_ms` on; endless."""
+        ...
+
+
+class LocalLogFiles:
+    """The local runtime's log files: `<log_dir>/<function>.log`, one JSON line each."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+
+    def functions(self) -> list[str]:
+        return sorted(p.stem for p in self.log_dir.glob("*.log"))
+
+    def read(self, query: LogQuery) -> list[LogLine]:
+        lines: list[LogLine] = []
+        for function in query.select(self.functions()):
+            path = self.log_dir / f"{function}.log"
+            with path.open("r", encoding="utf-8", errors="replace") as handle:
+                lines += self._matching(function, handle, query)
+        return sorted(lines, key=lambda line: line.at_ms)
+
+    def follow(self, query: LogQuery, poll_s: float = 1.0) -> Iterator[LogLine]:
+        offsets: dict[str, int] = {}
+        while True:
+            found: list[LogLine] = []
+            for function in query.select(self.functions()):
+                path = self.log_dir / f"{function}.log"
+                with path.open("rb") as handle:
+                    handle.seek(offsets.get(function, 0))
+                    data = handle.read()
+                # Only whole lines: a line being written is read on the next round.
+                whole = data[: data.rfind(b"\n") + 1]
+                offsets[function] = offsets.get(function, 0) + len(whole)
+                text = whole.decode("utf-8", errors="replace").splitlines()
+                found += self._matching(function, text, query)
+            yield from sorted(found, key=lambda line: line.at_ms)
+            time.sleep(poll_s)
+
+    @staticmethod
+    def _matching(function: str, texts: Iterable[str], query: LogQuery) -> list[LogLine]:
+        out = []
+        for text in texts:
+            if not text.strip() or not all(t in text for t in query.contains):
+                continue
+            line = LogLine.parse(function, text)
+            if query.matches(line):
+                out.append(line)
+        return out
+
+
+class CloudWatchLogs:
+    """The stage's Lambda log groups in CloudWatch Logs.
+
+    `read` runs one Logs Insights query over every group it needs (`filter @message like`
+    each string), and filters the rows again here: a query engine that ignores `filter`
+    (moto 5.2.5 parses only fields, sort and limit) still gives the right lines. `follow`
+    polls `FilterLogEvents` per group, since Insights is not made for tailing.
+    """
+
+    def __init__(self, client: Any, function_prefix: str, stage: str) -> None:
+        self.client = client
+        self.function_prefix = function_prefix  # e.g. "sluice-": every app's name starts so
+        self.stage = stage
+
+    def functions(self) -> list[str]:
+        found: list[str] = []
+        pages = self.client.get_paginator("describe_log_groups").paginate(
+            logGroupNamePrefix=LAMBDA_LOG_PREFIX + self.function_prefix
+        )
+        for page in pages:
+            for group in page.get("logGroups") or []:
+                name = str(group["logGroupName"]).removeprefix(LAMBDA_LOG_PREFIX)
+                if f"-{self.stage}-" in name:
+                    found.append(name)
+        return sorted(found)
+
+    def read(self, query: LogQuery) -> list[LogLine]:
+        groups = [LAMBDA_LOG_PREFIX + f for f in query.select(self.functions())]
+        if not groups:
+            return []
+        now_s = int(time.time()) + 60
+        since_s = (query.since_ms or 0) // 1000
+        filters = "".join(f" | filter @message like {json.dumps(t)}" for t in query.contains)
+        started = self.client.start_query(
+            logGroupNames=groups,
+            startTime=since_s,
+            endTime=now_s,
+            queryString=f"fields @timestamp, @message, @log{filters}"
+            f" | sort @timestamp asc | limit {QUERY_LIMIT}",
+        )
+        rows = self._results(str(started["queryId"]))
+        lines = []
+        for row in rows:
+            cells = {cell["field"]: cell.get("value", "") for cell in row}
+            function = str(cells.get("@log", "")).rsplit(LAMBDA_LOG_PREFIX, 1)[-1]
+            line = LogLine.parse(function, str(cells.get("@message", "")), _cell_ms(cells))
+            if query.matches(line):
+                lines.append(line)
+        return sorted(lines, key=lambda line: line.at_ms)
+
+    def _results(self, query_id: str) -> list[Any]:
+        deadline = time.monotonic() + QUERY_TIMEOUT_S
+        while True:
+            answer = self.client.get_query_results(queryId=query_id)
+            status = answer.get("status")
+            if status == "Complete":
+                return list(answer.get("results") or [])
+            if status in {"Failed", "Cancelled", "Timeout"}:
+                raise LogReadError(f"Logs Insights query {query_id} ended {status}")
+            if time.monotonic() > deadline:
+                raise LogReadError(f"Logs Insights query {query_id} still {status}")
+            time.sleep(QUERY_POLL_S)
+
+    def follow(self, query: LogQuery, poll_s: float = 2.0) -> Iterator[LogLine]:
+        seen: set[str] = set()
+        since = query.since_ms or int(time.time() * 1000)
+        while True:
+            found: list[LogLine] = []
+            newest = since
+            for function in query.select(self.functions()):
+                args: dict[str, Any] = {
+                    "logGroupName": LAMBDA_LOG_PREFIX + function,
+                    "startTime": since,
+                }
+                if query.contains:
+                    args["filterPattern"] = " ".join(json.dumps(t) for t in query.contains)
+                for page in self.client.get_paginator("filter_log_events").paginate(**args):
+                    for event in page.get("events") or []:
+                        event_id = str(event.get("eventId") or "")
+                        if event_id in seen:
+                            continue
+                        seen.add(event_id)
+                        at = int(event.get("timestamp") or 0)
+                        newest = max(newest, at)
+                        line = LogLine.parse(function, str(event.get("message") or ""), at)
+                        if query.matches(line):
+                            found.append(line)
+            # Events may arrive late by a little: ask again from a few seconds back.
+            since = max(since, newest - 5000)
+            yield from sorted(found, key=lambda line: line.at_ms)
+            time.sleep(poll_s)
+
+
+class LogReadError(Exception):
+    """The logs could not be read (a query that failed or never finished)."""
+
+
+def _epoch_ms(stamp: str) -> int | None:
+    if not stamp:
+        return None
+    try:
+        at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return int(at.timestamp() * 1000)
+
+
+def _cell_ms(cells: dict[str, Any]) -> int | None:
+    value = str(cells.get("@timestamp") or "")
+    if value.isdigit():
+        return int(value)
+    return _epoch_ms(value.replace(" ", "T"))

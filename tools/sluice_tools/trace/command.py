@@ -122,10 +122,18 @@ def object_summary(
             records.setdefault(rid, {"sinks": []}).update(
                 quarantined=line.get("service"), reason=line.get("reason")
             )
+        elif message == "record refused":
+            records.setdefault(line.get("record_id"), {"sinks": []})["key"] = line.get(
+                "natural_key"
+            )
         elif line.fields.get("record_ids") and line.get("chunk_id"):
             sinks = delivered_by.get(line.get("chunk_id"), set())
-            for rid in line.fields["record_ids"]:
-                records.setdefault(str(rid), {"sinks": []})["sinks"].extend(sorted(sinks))
+            keys = line.fields.get("natural_keys") or []
+            for i, rid in enumerate(line.fields["record_ids"]):
+                record = records.setdefault(str(rid), {"sinks": []})
+                record["sinks"].extend(sorted(sinks - set(record["sinks"])))
+                if i < len(keys):
+                    record["key"] = keys[i]
     return {
         "correlation_id": correlation_id,
         "landed_key": landed_key or flow.source,
@@ -179,7 +187,7 @@ def format_record(trace: RecordTrace) -> str:
             f"    {hop.at or '?':<24} {hop.stage:<18} {hop.function or '-'}"
             f"  request {hop.request_id or '-'}  chunk {hop.chunk_id}{took}"
         )
-        lines.append(f"      {hop.outcome}")
+        lines.append(f"      chunk: {hop.outcome}")
     if not trace.hops:
         lines.append("    (no ledger entries: the ledger may have expired)")
     lines.append("  ended:")
@@ -206,11 +214,12 @@ def format_object(summary: dict[str, Any]) -> str:
         )
     records = summary["records"]
     lines.append(f"  records ({len(records)}):")
-    for rid, what in sorted(records.items()):
+    for rid, what in sorted(records.items(), key=lambda kv: (kv[1].get("key") or "~", kv[0])):
+        name = f"{rid}  {what.get('key') or '-':<8}"
         if what.get("quarantined"):
-            lines.append(f"    {rid}  quarantined by {what['quarantined']}: {what['reason']}")
+            lines.append(f"    {name}  quarantined by {what['quarantined']}: {what['reason']}")
         else:
-            lines.append(f"    {rid}  delivered to {', '.join(sorted(set(what['sinks'])))}")
+            lines.append(f"    {name}  delivered to {', '.join(sorted(what['sinks']))}")
     return "\n".join(lines)
 
 

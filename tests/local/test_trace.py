@@ -7,6 +7,7 @@ missing customer id.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -121,6 +122,13 @@ def test_an_unknown_key_or_record_is_not_found(tracer, runtime, monkeypatch):
     result = CliRunner().invoke(main, ["trace", "--type", "order", "--key", "o-1021", *args])
     assert result.exit_code == 0, result.output
     assert "quarantine: cleanse/order/" in result.output
+    result = CliRunner().invoke(
+        main, ["trace", "--type", "order", "--key", "o-1021", "--json", *args]
+    )
+    doc = json.loads(result.output)
+    assert doc["natural_key"] == "o-1021"
+    assert [e["kind"] for e in doc["endings"]] == ["quarantine"]
+    assert [h["stage"] for h in doc["hops"]] == ["ingest", "cleanse"]
     aws.reset_clients()
 
 

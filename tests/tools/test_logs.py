@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 from sluice_tools.cli import main
 from sluice_tools.local.worker import console_line
-from sluice_tools.logs.command import format_line, parse_since
-from sluice_tools.trace.logsource import LocalLogFiles, LogLine, LogQuery
+from sluice_tools.logs.command import format_line
+from sluice_tools.trace.logsource import LocalLogFiles, LogLine, LogQuery, parse_since
 
 FN = "sluice-consumer-index-local-consume"
 

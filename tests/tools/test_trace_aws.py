@@ -156,3 +156,65 @@ def test_logs_follow_on_cloudwatch_sees_an_event_put_after_it_started(stage):
     _put(stage, CLEANSE_FN, _line(CLEANSE_FN, "cleanse", "later", "req-later"))
     line = next(follow)
     assert line.get("message") == "later"
+
+
+def test_trace_follows_a_record_that_failed_in_a_consumer_to_its_dead_letter_queue(stage):
+    """The record's path is recomputed from the ledger: ingest's chunk, cleanse's output
+    (derived from it), the router's output per route (derived again), where it failed."""
+    from sluice.envelope import derive_chunk_id
+
+    cleaned = derive_chunk_id(CHUNK, "cleanse")
+    route = '{"priority":"normal","record_type":"order"}'
+    routed = derive_chunk_id(cleaned, "router", route)
+    failing = RECORD.replace("9", "8")
+    ledger = LedgerWriter(table_name=NAMES.ledger_table)
+    record = Record(failing, 1, "2026-12-04T10:00:00.000Z", {"order_id": "o-8"})
+
+    def chunk(chunk_id: str) -> Chunk:
+        return Chunk(chunk_id, "order", "s3://b/k", CID, (record,))
+
+    routes = ChunkOutcome(records_in=1, out=1)
+    routes.routes[route] = 1
+    ledger.record_chunk("router", chunk(cleaned), routes)
+    ledger.record_chunk("consumer-index", chunk(routed), ChunkOutcome(records_in=1, failed=1))
+    fn = f"sluice-consumer-index-{STAGE}-consume"
+    where = {"chunk_id": routed}
+    _put(
+        stage,
+        fn,
+        _line(
+            fn,
+            "consumer-index",
+            "record failed in the handler; the rest of its chunk goes on",
+            "req-index",
+            record_id=failing,
+            exc_info="Traceback ...\nKeyError: 'sku'",
+            **where,
+        ),
+        _line(
+            fn,
+            "consumer-index",
+            "records failed in the handler; dead-lettered with their error",
+            "req-index",
+            records=1,
+            failed_chunk_id="c-failed",
+            error_type="KeyError",
+            reason="'sku'",
+            queue="https://sqs/sluice-test-index-dlq",
+            **where,
+        ),
+    )
+    trace = _tracer(stage).trace_record(failing)
+    assert [(h.stage, h.chunk_id) for h in trace.hops] == [
+        ("ingest", CHUNK),
+        ("cleanse", CHUNK),
+        ("router", cleaned),
+        ("consumer-index", routed),
+    ]
+    assert trace.hops[-1].request_id == "req-index"
+    assert [(e.kind, e.detail.get("error")) for e in trace.endings] == [
+        ("failed", "KeyError: 'sku'"),
+        ("dead letter", "KeyError: 'sku'"),
+    ]
+    assert trace.endings[1].where == "https://sqs/sluice-test-index-dlq"
+    assert trace.endings[1].detail["failed_chunk_id"] == "c-failed"

@@ -7,8 +7,6 @@ runs for the stage, else CloudWatch Logs (`FilterLogEvents`; follow polls).
 from __future__ import annotations
 
 import json
-import re
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import click
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
 from sluice_tools.deploy.command import prefix_option, stage_option
-from sluice_tools.trace.command import log_dir_option
+from sluice_tools.trace.command import log_dir_option, since_option
 from sluice_tools.trace.logsource import LogLine, LogQuery, LogReadError
 
 # Shown in this order after the message; every other field follows as key=value.
@@ -26,8 +24,6 @@ STRUCTURED = ("stage", "request_id", "correlation_id", "chunk_id", "record_id", 
 HIDDEN = frozenset(
     {"timestamp", "level", "message", "logger", "service", "function_name", "cold_start", "stage"}
 )
-SINCE_RE = re.compile(r"^(\d+)([smhd])$")
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def format_line(line: LogLine) -> str:
@@ -53,21 +49,6 @@ def _text(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def parse_since(text: str, now_s: float | None = None) -> int:
-    """`10m`, `2h`, `30s`, `1d` ago, or an ISO 8601 time -> epoch milliseconds."""
-    now = time.time() if now_s is None else now_s
-    found = SINCE_RE.match(text.strip())
-    if found:
-        return int((now - int(found.group(1)) * UNITS[found.group(2)]) * 1000)
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r}: use 10m, 2h, 1d or an ISO 8601 time") from exc
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return int(at.timestamp() * 1000)
-
-
 def resolve_functions(wanted: str | None, present: list[str]) -> list[str] | None:
     """All functions (None), or those whose name is `wanted` or contains it (`cleanse`)."""
     if wanted is None:
@@ -85,7 +66,7 @@ def resolve_functions(wanted: str | None, present: list[str]) -> list[str] | Non
 @stage_option
 @prefix_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
-@click.option("--since", default="10m", show_default=True, help="From 10m/2h/1d ago or a time.")
+@since_option("10m", "From this long ago (10m, 2h, 1d) or this time (ISO 8601).")
 @click.option("--filter", "text", default=None, help="Only lines containing TEXT.")
 @click.option("--correlation-id", default=None, help="Only lines of this correlation id.")
 @click.option("--json", "as_json", is_flag=True, help="Print each line's JSON as written.")
@@ -95,7 +76,7 @@ def logs_command(
     stage: str,
     prefix: str,
     follow: bool,
-    since: str,
+    since_ms: int,
     text: str | None,
     correlation_id: str | None,
     as_json: bool,
@@ -115,7 +96,7 @@ def logs_command(
         source, _ = log_source(names, log_dir)
         query = LogQuery(
             functions=resolve_functions(function, source.functions()),
-            since_ms=parse_since(since),
+            since_ms=since_ms,
             contains=tuple(t for t in (text, correlation_id) if t),
         )
         lines = source.follow(query) if follow else iter(source.read(query))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -19,9 +20,11 @@ from sluice_tools.trace.logsource import (
     LogQuery,
     LogReadError,
     LogSource,
+    parse_since,
 )
 from sluice_tools.trace.tracer import NotFoundError, RecordTrace, Stores, Tracer
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 TRACE_FILE_ENV = "SLUICE_TRACE_FILE"
 SPANS_FILE = "spans.jsonl"  # under the local state dir, when SLUICE_TRACE_FILE is not set
 
@@ -32,6 +35,20 @@ log_dir_option = click.option(
     default=None,
     help="Read the local runtime's log files from here (default: .sluice/local/logs).",
 )
+
+
+def _since(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    try:
+        return parse_since(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def since_option(default: str, what: str) -> Callable[[_F], _F]:
+    """`--since 10m|2h|30d|<ISO time>`, given to the command as epoch milliseconds."""
+    return click.option(
+        "--since", "since_ms", default=default, show_default=True, callback=_since, help=what
+    )
 
 
 class TraceNotFound(click.ClickException):
@@ -91,7 +108,12 @@ def repo_natural_keys(start: Path | None = None) -> dict[str, str]:
 
 
 def object_summary(
-    where: Where, correlation_id: str, *, sqs: Any = None, landed_key: str | None = None
+    where: Where,
+    correlation_id: str,
+    *,
+    sqs: Any = None,
+    landed_key: str | None = None,
+    since_ms: int | None = None,
 ) -> dict[str, Any]:
     """A landed object: the ledger's flow (the same counts as `sluice ledger`), and per
     record what the logs say: quarantined with its reason, or delivered to which sinks."""
@@ -115,7 +137,7 @@ def object_summary(
         if entry.is_sink and entry.delivered:
             delivered_by.setdefault(entry.chunk_id, set()).add(entry.name)
     records: dict[str, dict[str, Any]] = {}
-    for line in where.logs.read(LogQuery(contains=(correlation_id,))):
+    for line in where.logs.read(LogQuery(since_ms=since_ms, contains=(correlation_id,))):
         message = line.get("message")
         if message == "quarantined":
             rid = line.get("quarantine_key").rsplit("/", 1)[-1].removesuffix(".json")
@@ -230,6 +252,11 @@ def format_object(summary: dict[str, Any]) -> str:
 @stage_option
 @prefix_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@since_option(
+    "30d",
+    "How far back to search the logs (the ledger keeps 30 days): on AWS, Logs Insights "
+    "bills the bytes it scans in this window.",
+)
 @log_dir_option
 def trace_command(
     target: str | None,
@@ -238,6 +265,7 @@ def trace_command(
     stage: str,
     prefix: str,
     as_json: bool,
+    since_ms: int,
     log_dir: Path | None,
 ) -> None:
     """Follow a record through the stages: TARGET is a record id (r-...), a correlation id
@@ -261,7 +289,7 @@ def trace_command(
     try:
         names = ResourceNames(stage=stage, prefix=prefix)
         where = open_where(names, log_dir)
-        tracer = Tracer(where.logs, where.stores, where.spans)
+        tracer = Tracer(where.logs, where.stores, where.spans, since_ms)
         docs: list[dict[str, Any]] = []
         texts: list[str] = []
         if key is not None and record_type is not None:
@@ -281,7 +309,9 @@ def trace_command(
                 if target.startswith(("ingest-", "pull-"))
                 else correlation_of_object(where, target)
             )
-            summary = object_summary(where, cid, sqs=aws.sqs(), landed_key=landed)
+            summary = object_summary(
+                where, cid, sqs=aws.sqs(), landed_key=landed, since_ms=since_ms
+            )
             docs.append(summary)
             texts.append(format_object(summary))
     except NotFoundError as exc:

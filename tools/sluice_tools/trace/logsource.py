@@ -8,6 +8,7 @@ stage's Lambda log groups (`/aws/lambda/<function>`). Both give the same `LogLin
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ LAMBDA_LOG_PREFIX = "/aws/lambda/"
 QUERY_POLL_S = 0.5
 QUERY_TIMEOUT_S = 120.0
 QUERY_LIMIT = 10_000  # Logs Insights' maximum rows per query
+SINCE_RE = re.compile(r"^(\d+)([smhd])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,21 @@ class CloudWatchLogs:
             since = max(since, newest - 5000)
             yield from sorted(found, key=lambda line: line.at_ms)
             time.sleep(poll_s)
+
+
+def parse_since(text: str, now_s: float | None = None) -> int:
+    """`10m`, `2h`, `30s`, `1d` ago, or an ISO 8601 time -> epoch milliseconds."""
+    now = time.time() if now_s is None else now_s
+    found = SINCE_RE.match(text.strip())
+    if found:
+        return int((now - int(found.group(1)) * UNITS[found.group(2)]) * 1000)
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: use 10m, 2h, 1d or an ISO 8601 time") from exc
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return int(at.timestamp() * 1000)
 
 
 class LogReadError(Exception):

@@ -141,10 +141,17 @@ def _s(item: Mapping[str, Any], name: str) -> str:
 class Tracer:
     """Answers "what happened to record X" from the logs and the stores."""
 
-    def __init__(self, logs: LogSource, stores: Stores, spans: Path | None = None) -> None:
+    def __init__(
+        self,
+        logs: LogSource,
+        stores: Stores,
+        spans: Path | None = None,
+        since_ms: int | None = None,
+    ) -> None:
         self.logs = logs
         self.stores = stores
         self.spans = _read_spans(spans)
+        self.since_ms = since_ms  # how far back the logs are searched (None: all they keep)
 
     # -- finding records -------------------------------------------------------------
 
@@ -153,7 +160,7 @@ class Tracer:
         ids: list[str] = []
         for item in self.stores.index_versions(record_type, key):
             ids.append(_s(item, "sk").rsplit("#", 1)[-1])
-        for line in self.logs.read(LogQuery(contains=(json.dumps(key),))):
+        for line in self.logs.read(LogQuery(since_ms=self.since_ms, contains=(json.dumps(key),))):
             keys = line.fields.get("natural_keys")
             rids = line.fields.get("record_ids")
             if line.get("natural_key") == key and line.get("record_id"):
@@ -166,7 +173,7 @@ class Tracer:
         return found
 
     def trace_record(self, record_id: str) -> RecordTrace:
-        lines = self.logs.read(LogQuery(contains=(record_id,)))
+        lines = self.logs.read(LogQuery(since_ms=self.since_ms, contains=(record_id,)))
         if not lines:
             raise NotFoundError(f"not found: no record {record_id!r} in the logs")
         trace = RecordTrace(record_id=record_id)
@@ -177,11 +184,12 @@ class Tracer:
         if entries:
             trace.type, trace.source = entries[0].type, entries[0].source
         object_lines = (
-            self.logs.read(LogQuery(contains=(trace.correlation_id,)))
+            self.logs.read(LogQuery(since_ms=self.since_ms, contains=(trace.correlation_id,)))
             if trace.correlation_id
             else lines
         )
         last_chunk = ""
+        failed_at: set[tuple[str, str]] = set()  # (service, chunk) where the record failed
         for line in lines:
             message = line.get("message")
             if message == "quarantined":
@@ -206,12 +214,23 @@ class Tracer:
                         },
                     )
                 )
+            elif message.startswith("record failed in the handler"):
+                # Dead-lettered with its chunk's other failures (`_dead_letters` below).
+                last_chunk = line.get("chunk_id")
+                failed_at.add((line.get("service"), last_chunk))
+                trace.endings.append(
+                    Ending(
+                        "failed",
+                        f"{line.get('service')} chunk {last_chunk}",
+                        {"error": _last_line(line.get("exc_info")), "at": _iso(line.at_ms)},
+                    )
+                )
             elif message == "record refused":
                 trace.natural_key = trace.natural_key or line.get("natural_key")
         trace.hops = self._hops(entries, last_chunk, object_lines)
         if any(h.stage == "sink:warehouse" and h.chunk_id == last_chunk for h in trace.hops):
             trace.endings.insert(0, self._curated_ending(last_chunk, record_id, object_lines))
-        trace.endings += self._dead_letters(trace.hops, object_lines)
+        trace.endings += _dead_letters(failed_at, object_lines)
         # The same object landed again (or the logs of an earlier run) logs the same ids.
         unique = {(e.kind, e.where): e for e in trace.endings}
         trace.endings = list(unique.values())
@@ -256,23 +275,6 @@ class Tracer:
                 detail = {"sk": sk, "latest": latest, "payload": item_payload(item)}
                 return Ending("index", f"{where} sk={sk}", detail)
         return Ending("index", where, {"error": "no version item for the record"})
-
-    def _dead_letters(self, hops: list[Hop], lines: list[LogLine]) -> list[Ending]:
-        chunks = {hop.chunk_id for hop in hops}
-        out = []
-        for line in lines:
-            if "dead-lettered" in line.get("message") and line.get("chunk_id") in chunks:
-                out.append(
-                    Ending(
-                        "dead letter",
-                        line.get("queue"),
-                        {
-                            "error": f"{line.get('error_type')}: {line.get('reason')}",
-                            "failed_chunk_id": line.get("failed_chunk_id"),
-                        },
-                    )
-                )
-        return out
 
     # -- hops -----------------------------------------------------------------------
 
@@ -335,6 +337,27 @@ def _logged_object(chunk_id: str, lines: list[LogLine]) -> str:
         if message == "object written" and chunk_id in (line.fields.get("chunk_ids") or []):
             return line.get("key")
     return ""
+
+
+def _dead_letters(failed_at: set[tuple[str, str]], lines: list[LogLine]) -> list[Ending]:
+    """Where the stage sent the failed records of a chunk the record failed in."""
+    out = []
+    for line in lines:
+        if "dead-lettered" not in line.get("message"):
+            continue
+        if (line.get("service"), line.get("chunk_id")) in failed_at:
+            detail = {
+                "error": f"{line.get('error_type')}: {line.get('reason')}",
+                "failed_chunk_id": line.get("failed_chunk_id"),
+            }
+            out.append(Ending("dead letter", line.get("queue"), detail))
+    return out
+
+
+def _last_line(text: str) -> str:
+    """The exception line of a traceback (its last line)."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
 
 
 def _parents(entries: Iterable[LedgerEntry]) -> dict[str, str]:

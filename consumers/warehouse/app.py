@@ -1,6 +1,6 @@
 """The warehouse consumer: the chunks of each batch become a few gzip JSON Lines objects.
 
-Batches of up to 20 chunks, gathered for at most 1 s once the first is there (a busy queue
+Batches of up to 40 chunks, gathered for at most 1 s once the first is there (a busy queue
 fills them at once): fewer, larger objects (docs/decisions.md, 2026-12-04).
 """
 
@@ -20,7 +20,7 @@ observability.install(app, service="consumer-warehouse")
 
 
 @app.on_sqs_message(
-    queue=names().consumer_queue("warehouse"), batch_size=20, maximum_batching_window_in_seconds=1
+    queue=names().consumer_queue("warehouse"), batch_size=40, maximum_batching_window_in_seconds=1
 )
 def consume(event: SQSEvent) -> dict[str, Any]:
     return dict(service.handle_event(event))

@@ -267,7 +267,11 @@ class Writer:
                 return
         log.info(
             "object written",
-            extra={"key": key, "chunks": len(held), "records": sum(len(i.rows) for i in held)},
+            extra={
+                "key": key,
+                "chunk_ids": [i.chunk.chunk_id for i in held],
+                "records": sum(len(i.rows) for i in held),
+            },
         )
         add_metric("ObjectsWritten")
         for item in held:

@@ -52,7 +52,7 @@ class WorkerSpec:
 @dataclass(frozen=True)
 class Request:
     request_id: str
-    event: str  # JSON, as Lambda hands it over
+    event: str | bytes  # JSON (UTF-8), as Lambda hands it over
     fault: dict[str, Any] | None = None
 
 

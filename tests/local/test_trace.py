@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +28,7 @@ from sluice_tools.local.commands import landing_key, sample_files
 from sluice_tools.local.emulator import CREDENTIALS
 from sluice_tools.local.runtime import LocalRuntime, Options
 from sluice_tools.trace.command import Where, correlation_of_object, object_summary
-from sluice_tools.trace.logsource import LocalLogFiles, LogQuery
+from sluice_tools.trace.logsource import LocalLogFiles
 from sluice_tools.trace.tracer import NotFoundError, Stores, Tracer
 
 from .conftest import ROOT
@@ -161,21 +164,24 @@ def test_an_object_trace_counts_what_the_ledger_counts(where, runtime):
 
 
 def test_logs_follow_sees_a_line_written_after_it_started(runtime, tmp_path):
-    source = LocalLogFiles(STATE / "logs")
-    seen: list[Any] = []
-    started = int(time.time() * 1000)
-
-    def follow() -> None:
-        for line in source.follow(LogQuery(since_ms=started), poll_s=0.2):
-            seen.append(line)
-
-    threading.Thread(target=follow, daemon=True).start()
-    path = tmp_path / "incoming" / "order" / "followed.jsonl"
-    path.parent.mkdir(parents=True)
-    path.write_text('{"order_id": "o-followed"}\n', encoding="utf-8")  # quarantined: fields
-    runtime.upload([(path, landing_key(path))])
-    wait_until(
-        lambda: any(line.get("natural_key") == "o-followed" for line in seen),
-        what="the follower to see cleanse refuse o-followed",
-    )
-    assert all(line.at_ms >= started for line in seen)
+    """`sluice logs cleanse --follow` as a user runs it, in a process of its own."""
+    sluice = str(Path(sys.executable).with_name("sluice"))  # the console script of tools/
+    command = [sluice, "logs", "cleanse", "--follow"]
+    command += ["--stage", runtime.names.stage, "--since", "1s", "--log-dir", str(STATE / "logs")]
+    follower = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    seen: list[str] = []
+    threading.Thread(target=lambda: seen.extend(follower.stdout or []), daemon=True).start()
+    try:
+        time.sleep(2)  # started, and past its --since: only what comes next is shown
+        path = tmp_path / "incoming" / "order" / "followed.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text('{"order_id": "o-followed"}\n', encoding="utf-8")  # refused: fields
+        runtime.upload([(path, landing_key(path))])
+        wait_until(
+            lambda: any("record refused" in s and "natural_key=o-followed" in s for s in seen),
+            what=f"the follower to print cleanse refusing o-followed (got {seen})",
+        )
+        assert all("sluice-cleanse-" in line for line in seen)
+    finally:
+        follower.terminate()
+        follower.wait(10)

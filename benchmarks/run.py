@@ -189,23 +189,52 @@ def print_cpu(run: RunFigures, top: int = 12) -> dict[str, Any]:
         by_operation[key] = by_operation.get(key, 0.0) + tally.emulator_cpu_ms / 1000
         requests[key] = requests.get(key, 0) + tally.requests
     emulator = sum(by_operation.values())
-    rows: list[list[Any]] = [["runtime process (moto, pollers)", f"{run.runtime_cpu_s:.1f}", ""]]
+    per = 100_000 / run.records if run.records else 0.0  # CPU-s per 100k records: comparable
+    rows: list[list[Any]] = [
+        [
+            "runtime process (moto, pollers)",
+            f"{run.runtime_cpu_s:.1f}",
+            f"{run.runtime_cpu_s * per:.1f}",
+            "",
+        ]
+    ]
     if by_operation:  # a metered run: moto's share, by operation
-        rows.append(["  of it in moto's request handlers", f"{emulator:.1f}", ""])
+        rows.append(
+            ["  of it in moto's request handlers", f"{emulator:.1f}", f"{emulator * per:.1f}", ""]
+        )
     for key, seconds in sorted(by_operation.items(), key=lambda kv: -kv[1])[:top]:
-        per = seconds * 1000 / requests[key] if requests[key] else 0.0
-        rows.append([f"    {key}", f"{seconds:.1f}", f"{requests[key]} x {per:.2f} ms"])
+        each = seconds * 1000 / requests[key] if requests[key] else 0.0
+        rows.append(
+            [
+                f"    {key}",
+                f"{seconds:.1f}",
+                f"{seconds * per:.1f}",
+                f"{requests[key]} x {each:.2f} ms",
+            ]
+        )
     for name, seconds in sorted(functions.items(), key=lambda kv: -kv[1]):
-        rows.append([f"worker {name}", f"{seconds:.1f}", ""])
+        rows.append([f"worker {name}", f"{seconds:.1f}", f"{seconds * per:.1f}", ""])
     total = run.runtime_cpu_s + sum(functions.values())
-    rows.append(["total", f"{total:.1f}", f"{total / run.seconds:.2f} cores busy on average"])
-    table(f"CPU seconds: {run.label} ({run.seconds:.0f} s)", ["where", "CPU s", "note"], rows)
+    rows.append(
+        [
+            "total",
+            f"{total:.1f}",
+            f"{total * per:.1f}",
+            f"{total / run.seconds:.2f} cores busy on average",
+        ]
+    )
+    table(
+        f"CPU seconds: {run.label} ({run.seconds:.0f} s)",
+        ["where", "CPU s", "per 100k records", "note"],
+        rows,
+    )
     return {
         "run": run.label,
         "runtime_process_s": round(run.runtime_cpu_s, 2),
         "emulator_by_operation_s": {k: round(v, 3) for k, v in by_operation.items()},
         "workers_s": {k: round(v, 3) for k, v in functions.items()},
         "total_s": round(total, 2),
+        "total_s_per_100k": round(total * per, 2),
     }
 
 

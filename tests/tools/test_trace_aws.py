@@ -113,7 +113,7 @@ def stage(aws_env: None) -> Iterator[Any]:
 
 
 def _tracer(logs: Any) -> Tracer:
-    source = CloudWatchLogs(logs, "sluice-", STAGE)
+    source = CloudWatchLogs(logs, ["sluice-"], STAGE)
     return Tracer(source, Stores(NAMES, aws.dynamodb(), aws.s3()))
 
 
@@ -150,7 +150,7 @@ def test_logs_reads_a_function_from_cloudwatch_with_its_fields_readable(stage):
 
 
 def test_logs_follow_on_cloudwatch_sees_an_event_put_after_it_started(stage):
-    source = CloudWatchLogs(stage, "sluice-", STAGE)
+    source = CloudWatchLogs(stage, ["sluice-"], STAGE)
     follow = source.follow(LogQuery(since_ms=int(time.time() * 1000) + 1), poll_s=0)
     time.sleep(0.01)
     _put(stage, CLEANSE_FN, _line(CLEANSE_FN, "cleanse", "later", "req-later"))

@@ -75,7 +75,11 @@ def log_source(names: ResourceNames, log_dir: Path | None = None) -> tuple[LogSo
 
     if log_dir is not None or use_local_endpoint(names.stage) is not None:
         return LocalLogFiles(log_dir or _local_state() / "logs"), True
-    return CloudWatchLogs(aws.client("logs"), f"{names.prefix}-", names.stage), False
+    from sluice_tools.deploy.apps import discover_apps
+    from sluice_tools.deploy.target import repo_root
+
+    prefixes = [app.function_prefix(names.stage) for app in discover_apps(repo_root())]
+    return CloudWatchLogs(aws.client("logs"), prefixes, names.stage), False
 
 
 def open_where(names: ResourceNames, log_dir: Path | None = None) -> Where:

@@ -155,21 +155,21 @@ class CloudWatchLogs:
     polls `FilterLogEvents` per group, since Insights is not made for tailing.
     """
 
-    def __init__(self, client: Any, function_prefix: str, stage: str) -> None:
+    def __init__(self, client: Any, function_prefixes: Sequence[str], stage: str) -> None:
         self.client = client
-        self.function_prefix = function_prefix  # e.g. "sluice-": every app's name starts so
+        # Each app's `<app_name>-<stage>-` (Chalice's function names), e.g. "sluice-cleanse-dev-".
+        self.function_prefixes = tuple(function_prefixes)
         self.stage = stage
 
     def functions(self) -> list[str]:
-        found: list[str] = []
-        pages = self.client.get_paginator("describe_log_groups").paginate(
-            logGroupNamePrefix=LAMBDA_LOG_PREFIX + self.function_prefix
-        )
-        for page in pages:
-            for group in page.get("logGroups") or []:
-                name = str(group["logGroupName"]).removeprefix(LAMBDA_LOG_PREFIX)
-                if f"-{self.stage}-" in name:
-                    found.append(name)
+        found: set[str] = set()
+        paginator = self.client.get_paginator("describe_log_groups")
+        for prefix in self.function_prefixes:
+            for page in paginator.paginate(logGroupNamePrefix=LAMBDA_LOG_PREFIX + prefix):
+                for group in page.get("logGroups") or []:
+                    name = str(group["logGroupName"]).removeprefix(LAMBDA_LOG_PREFIX)
+                    if f"-{self.stage}-" in name:
+                        found.add(name)
         return sorted(found)
 
     def read(self, query: LogQuery) -> list[LogLine]:

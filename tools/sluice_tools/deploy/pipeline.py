@@ -144,10 +144,15 @@ def _deploy(
     shared = target.root / "shared"
     shared_files = package_files(shared)
     try:
-        for app in apps:
-            report.vendored[app.key] = vendor_app(
-                app_dirs[app.key], shared, lock, cache, shared_files
-            )
+        with ThreadPoolExecutor(max_workers=APP_WORKERS) as pool:  # pip runs per distinct set
+            vendoring = {
+                app.key: pool.submit(
+                    vendor_app, app_dirs[app.key], shared, lock, cache, shared_files
+                )
+                for app in apps
+            }
+            for app in apps:
+                report.vendored[app.key] = vendoring[app.key].result()
         clock.lap("vendor")
         deps = sorted({v.deps_dir for v in report.vendored.values()})
         report.sdk = check_runtime_sdk(deps, runtime_provided(lock), emulator=target.emulator)

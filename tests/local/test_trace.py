@@ -78,6 +78,7 @@ def test_a_delivered_order_shows_its_curated_line_and_index_item(tracer):
     assert curated.where.endswith(f"line {curated.detail['line']}")
     assert endings["index"].where.endswith(trace.record_id)
     assert endings["index"].detail["latest"] is True
+    assert endings["index"].detail["payload"]["order_id"] == "o-1002"  # decoded, any layout
     # Every stage, in order, each with the chunk it handled.
     stages = [hop.stage for hop in trace.hops]
     assert stages[:3] == ["ingest", "cleanse", "router"]

@@ -117,9 +117,15 @@ class Stores:
 
 
 def item_payload(item: Mapping[str, Any]) -> Any:
-    """An index item's payload, in either layout: JSON text, or compressed bytes."""
+    """An index item's payload in any layout it was written: zlib-compressed JSON (`B`),
+    JSON text (`S`) or a typed map (`M`)."""
     value = item.get("payload") or {}
     try:
+        if "M" in value:  # the first items: a typed map
+            from boto3.dynamodb.types import TypeDeserializer
+
+            deserializer: Any = TypeDeserializer()
+            return deserializer.deserialize(value)
         if "S" in value:
             return json.loads(value["S"])
         if "B" in value:

@@ -19,8 +19,9 @@ from sluice_tools.trace.command import log_dir_option, since_option
 from sluice_tools.trace.logsource import LogLine, LogQuery, LogReadError
 
 # Shown in this order after the message; every other field follows as key=value.
-STRUCTURED = ("stage", "request_id", "correlation_id", "chunk_id", "record_id", "duration_ms")
-# What the line already says, or noise.
+STRUCTURED = ("request_id", "correlation_id", "chunk_id", "record_id", "duration_ms")
+# What the line already says: the function name carries the pipeline stage (`service`) and
+# the deployed stage (`stage`): sluice-cleanse-local-cleanse. Or noise.
 HIDDEN = frozenset(
     {"timestamp", "level", "message", "logger", "service", "function_name", "cold_start", "stage"}
 )
@@ -35,7 +36,7 @@ def format_line(line: LogLine) -> str:
     level = str(fields.get("level") or "INFO")
     parts = [when, line.function, f"{level:<7}", str(fields.get("message") or "")]
     for name in STRUCTURED:
-        if fields.get(name) is not None and name != "stage":
+        if fields.get(name) is not None:
             parts.append(f"{name}={_text(fields[name])}")
     for name, value in fields.items():
         if name not in HIDDEN and name not in STRUCTURED and value is not None:

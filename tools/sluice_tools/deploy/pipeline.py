@@ -1,12 +1,12 @@
 """One stage, deployed in order: stacks (+ moto's gaps), the apps (vendor, chalice deploy),
 post-deploy settings, then doctor. The same path for AWS and for the emulator.
 
-The apps are vendored one after the other (one dependency cache, `vendor.py`), their
-runtime's SDK checked (`runtime_sdk.py`), then deployed by `chalice deploy` processes
-running side by side (`APP_WORKERS`): each app has its own functions, roles and event
-sources, and Chalice only reads-merges-writes an S3 bucket's notifications for
-`on_s3_event` (ingest alone has one). Each phase's seconds are in the report and in
-`<build root>/deploy-timings.json` (the first-result benchmark reads them).
+The apps are vendored side by side (one dependency cache, `vendor.py`), their runtime's
+SDK checked (`runtime_sdk.py`), then deployed by Chalice in `APP_WORKERS` processes side by
+side, each deploying its share of the apps in turn (`chalice_deploy_all`): each app has its
+own functions, roles and event sources, and Chalice only reads-merges-writes an S3 bucket's
+notifications for `on_s3_event` (ingest alone has one). Each phase's seconds are in the
+report and in `<build root>/deploy-timings.json` (the first-result benchmark reads them).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sluice_tools.deploy.apps import discover_apps, select_apps
 from sluice_tools.deploy.build import build_copy, build_lock
-from sluice_tools.deploy.chalice_deploy import chalice_deploy
+from sluice_tools.deploy.chalice_deploy import chalice_deploy_all
 from sluice_tools.deploy.declaration import DeclarationError
 from sluice_tools.deploy.doctor import DoctorReport, run_doctor
 from sluice_tools.deploy.drift import repair_drift
@@ -42,7 +42,7 @@ from sluice_tools.deploy.vendor import (
 )
 from sluice_tools.motocompat.cfn import fill_gaps
 
-APP_WORKERS = 3  # `chalice deploy` processes at once (each is ~1 s of CPU, mostly imports)
+APP_WORKERS = 2  # processes deploying apps side by side (chalice_deploy.chalice_deploy_all)
 TIMINGS_FILE = "deploy-timings.json"
 
 
@@ -178,28 +178,21 @@ def _deploy(
 
     log(f"apps ({report.sdk.summary()}):")
 
-    def deploy_one(app_key: str) -> float:
-        app_started = time.monotonic()
-        chalice_deploy(app_dirs[app_key], target)
-        return time.monotonic() - app_started
-
-    with ThreadPoolExecutor(max_workers=min(APP_WORKERS, len(apps) or 1)) as pool:
-        futures = {app.key: pool.submit(deploy_one, app.key) for app in apps}
-        failures = []
-        for app in apps:  # the report keeps the apps' order
-            try:
-                seconds = futures[app.key].result()
-            except Exception as exc:
-                failures.append(str(exc))
-                continue
-            report.apps.append(app.rel)
-            report.app_seconds[app.rel] = seconds
-            vendored = report.vendored[app.key]
-            log(
-                f"  {app.rel}: chalice deploy --stage {target.stage} done ({seconds:.1f} s; "
-                f"{len(vendored.shipped)} package(s) shipped, runtime's: "
-                f"{', '.join(vendored.dropped) or 'none'})"
-            )
+    deployed = chalice_deploy_all([app_dirs[a.key] for a in apps], target, APP_WORKERS)
+    failures = []
+    for app in apps:  # the report keeps the apps' order
+        result = deployed[app_dirs[app.key]]
+        if not result.ok:
+            failures.append(result.failure())
+            continue
+        report.apps.append(app.rel)
+        report.app_seconds[app.rel] = result.seconds
+        vendored = report.vendored[app.key]
+        log(
+            f"  {app.rel}: chalice deploy --stage {target.stage} done ({result.seconds:.1f} s; "
+            f"{len(vendored.shipped)} package(s) shipped, runtime's: "
+            f"{', '.join(vendored.dropped) or 'none'})"
+        )
     if failures:
         raise DeployError("\n".join(failures))
     known_uuids: set[str] = set()

@@ -35,7 +35,7 @@ SOURCE_DIRS = ("consumers", "shared", "infra", "requirements", "tools/sluice_too
 SKIPPED_PARTS = frozenset(
     {
         "__pycache__",
-        "build",  # a wheel's build dir (the deploy builds shared/'s)
+        "build",  # setuptools' build dir (an old deploy built a wheel of shared/)
         "dist",
         "deployed",
         "deployments",

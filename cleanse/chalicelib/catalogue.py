@@ -7,6 +7,7 @@ import: a cold start pays only for the types it meets, a warm Lambda reuses them
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -271,7 +272,11 @@ def _emit(
     ):
         if key in schema:
             bound = schema[key]
-            if kind not in ("integer", "number") or type(bound) not in (int, float):
+            if (
+                kind not in ("integer", "number")
+                or type(bound) not in (int, float)
+                or not math.isfinite(bound)  # its repr would not be Python ("inf")
+            ):
                 raise _Unsupported
             fail_if(f"{v} {op} {bound!r}")
     if kind == "object":

@@ -250,6 +250,7 @@ def test_the_check_accepts_nothing_fastjsonschema_refuses() -> None:
         {"type": "object", "additionalProperties": {"type": "string"}},
         {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"},
         {"type": "object", "properties": {"a": {"type": "integer", "minLength": 1}}},
+        {"type": "object", "properties": {"a": {"type": "number", "maximum": float("inf")}}},
     ],
 )
 def test_a_schema_the_check_does_not_know_is_left_to_fastjsonschema(

@@ -162,6 +162,7 @@ class Writer:
         self.owner = new_owner()
         self.failures: list[ItemFailure] = []
         self.expiries: dict[str, int] = {}  # chunk id → end of our placement (epoch ms)
+        self.listed: dict[str, set[str]] = {}  # object key → its chunks (objects never change)
 
     def run(self, event: Mapping[str, Any]) -> BatchResponse:
         records = {str(r.get("messageId")): r for r in event.get("Records") or []}
@@ -287,6 +288,16 @@ class Writer:
         listed = {entry.chunk_id for entry in manifest or []}
         return all(item.chunk.chunk_id in listed for item in held)
 
+    def chunks_in(self, key: str) -> set[str]:
+        """The chunks object `key` holds (none if there is no such object yet)."""
+        if key in self.listed:
+            return self.listed[key]
+        manifest = self.bucket.manifest(key) if key else None
+        if manifest is None:
+            return set()  # not remembered: the object may still be written
+        self.listed[key] = {entry.chunk_id for entry in manifest}
+        return self.listed[key]
+
     def place(self, item: Staged, key: str) -> str | None:
         """Place the chunk into `key`: None if we hold it there, else the key it is in.
 
@@ -297,8 +308,7 @@ class Writer:
         remaining = remaining_ms_of(self.remaining_ms) if self.remaining_ms is not None else None
         found = self.store.place(chunk_id, key, self.owner, remaining)
         if not found.held:
-            manifest = self.bucket.manifest(found.key) if found.key else None
-            if manifest is not None and any(e.chunk_id == chunk_id for e in manifest):
+            if chunk_id in self.chunks_in(found.key):
                 return found.key
             if found.in_progress_expiry > self.store.now_ms():
                 raise _waiting(None, self.store, found.in_progress_expiry, found)

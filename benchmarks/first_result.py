@@ -146,7 +146,7 @@ def print_figures(figures: dict[str, Any], table: Any) -> None:
     first_deploy = figures["runs"][0].get("deploy") or {}
     if first_deploy.get("apps"):
         table(
-            "First run: each app's `chalice deploy` (s, 3 at a time)",
+            "First run: each app's `chalice deploy` (s; 2 processes, apps in turn)",
             ["app", "seconds"],
             [[app, f"{s:.1f}"] for app, s in first_deploy["apps"].items()],
         )

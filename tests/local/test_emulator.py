@@ -272,12 +272,8 @@ PLAIN_REQUESTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("operation", "params"), PLAIN_REQUESTS, ids=lambda v: str(v)[:20])
-def test_dynamodb_requests_skip_motos_parse_only_where_it_changes_nothing(
-    operation: str, params: dict[str, Any]
-) -> None:
-    import json
-
+def parsed_both_ways(operation: str, params: dict[str, Any]) -> tuple[Any, Any, bytes]:
+    """A request as the emulator's fast path parses it, as moto's parse does, and its body."""
     import botocore.session
     from moto.core.parse import JSONParser
 
@@ -302,8 +298,97 @@ def test_dynamodb_requests_skip_motos_parse_only_where_it_changes_nothing(
     handler = Handler()
     _dynamodb_parameters(handler, Request())
     parser: Any = JSONParser(model, map_type=dict)  # type: ignore[arg-type]
-    motos = parser.parse({"body": body, "headers": {}})
-    assert handler.params == motos == json.loads(body)
+    return handler.params, parser.parse({"body": body, "headers": {}}), body
+
+
+@pytest.mark.parametrize(("operation", "params"), PLAIN_REQUESTS, ids=lambda v: str(v)[:20])
+def test_dynamodb_requests_skip_motos_parse_only_where_it_changes_nothing(
+    operation: str, params: dict[str, Any]
+) -> None:
+    ours, motos, body = parsed_both_ways(operation, params)
+    assert ours == motos == json.loads(body)
+
+
+def one_put(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return ("BatchWriteItem", {"RequestItems": {TABLE: [{"PutRequest": {"Item": item}}]}})
+
+
+BLOB_REQUESTS = [
+    one_put(
+        {
+            "pk": {"S": "order#1"},
+            "payload": {"B": b"x\x9c\x00\xff"},
+            "B": {"S": "an attribute named B"},
+            "BS": {"BS": [b"\x01", b"\x02\x03"]},
+            "nested": {"M": {"B": {"B": b"\x00"}, "l": {"L": [{"B": b"z"}]}}},
+        }
+    ),
+    (
+        "UpdateItem",
+        {
+            "TableName": TABLE,
+            "Key": {"pk": {"S": "k"}},
+            "UpdateExpression": "SET #b = :b",
+            "ExpressionAttributeNames": {"#b": "B"},
+            "ExpressionAttributeValues": {":b": {"B": b"\xfe"}},
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("operation", "params"), BLOB_REQUESTS, ids=lambda v: str(v)[:20])
+def test_binary_attributes_are_parsed_to_the_bytes_motos_parse_gives(
+    operation: str, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.core.responses import BaseResponse
+
+    def not_motos(*_args: Any) -> None:
+        raise AssertionError("a body with blobs took moto's parse")
+
+    monkeypatch.setattr(BaseResponse, "parse_parameters", not_motos)
+    ours, _, body = parsed_both_ways(operation, params)
+    monkeypatch.undo()
+    _, motos, _ = parsed_both_ways(operation, params)
+    assert ours == motos != json.loads(body)
+    if operation == "BatchWriteItem":
+        item = ours["RequestItems"][TABLE][0]["PutRequest"]["Item"]
+        assert item["payload"] == {"B": b"x\x9c\x00\xff"}
+        assert item["BS"] == {"BS": [b"\x01", b"\x02\x03"]}
+        assert item["nested"]["M"]["B"] == {"B": b"\x00"}
+        assert item["B"] == {"S": "an attribute named B"}
+
+
+def test_a_condition_shared_by_a_transactions_actions_is_parsed_once(
+    dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    lexed: list[str | None] = []
+    lex = ConditionExpressionParser._lex_condition_expression
+
+    def counted(parser: Any) -> Any:
+        lexed.append(parser.condition_expression)
+        return lex(parser)
+
+    monkeypatch.setattr(ConditionExpressionParser, "_lex_condition_expression", counted)
+    condition = "attribute_not_exists(pk) OR #s = :parse_once"
+    items = [put_if_absent(f"once-{i}") for i in range(10)]
+    for item in items:
+        item["Put"]["ConditionExpression"] = condition
+        item["Put"]["ExpressionAttributeNames"] = {"#s": "status"}
+        item["Put"]["ExpressionAttributeValues"] = {":parse_once": {"S": "NEW"}}
+    dynamodb.transact_write_items(TransactItems=items)
+
+    assert [stored(dynamodb, f"once-{i}") for i in range(10)] == ["NEW"] * 10
+    assert lexed.count(condition) == 1  # moto: once per action to validate, once to check
+    # A condition that does not parse is refused (moto answers 500) every time: parsed again,
+    # not remembered.
+    bad = "attribute_not_exists(pk) AND AND"
+    for _ in range(2):
+        with pytest.raises(ClientError):
+            dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "bad"}}, ConditionExpression=bad)
+    assert stored(dynamodb, "bad") is None
+    assert lexed.count(bad) >= 2
 
 
 def test_binary_attributes_still_take_motos_parse(dynamodb: Any) -> None:

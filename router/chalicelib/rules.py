@@ -10,12 +10,13 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from sluice import jsonx
 from sluice.envelope import BASE_ATTRIBUTES, MAX_MESSAGE_ATTRIBUTES
 from sluice.errors import ConfigError, PermanentError
 
@@ -137,6 +138,32 @@ def _lookup(payload: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return _MISSING if value is None else value
 
 
+class _DecodedOnRead(Mapping[str, Any]):
+    """A JSON object's members (name → JSON text), each value decoded when first read."""
+
+    __slots__ = ("_decoded", "_fields")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self._fields = fields
+        self._decoded: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._decoded[name]
+        except KeyError:
+            value = self._decoded[name] = jsonx.loads(self._fields[name])
+            return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+
 @dataclass(frozen=True)
 class RoutingRules:
     """The declared attributes (name → allowed values) and each type's rules."""
@@ -155,6 +182,23 @@ class RoutingRules:
         if not isinstance(payload, Mapping):
             raise PermanentError(f"{record_type} payload is not a JSON object; cannot route it")
         return {rule.attribute: rule.evaluate(payload) for rule in rules}
+
+    def attributes_for_json(self, record_type: str, payload_json: Any) -> dict[str, str]:
+        """`attributes_for` of a payload given as its JSON text: only the top-level fields the
+        rules name are decoded (a record's payload passes through the router as it came)."""
+        rules = self.types.get(record_type, ())
+        if not rules:
+            return {}
+        try:
+            fields = jsonx.object_fields(payload_json)
+            if fields is None:  # not an object: refused as `attributes_for` refuses it
+                return self.attributes_for(record_type, jsonx.loads(payload_json))
+            payload = _DecodedOnRead(fields)
+            return {rule.attribute: rule.evaluate(payload) for rule in rules}
+        except jsonx.JSONDecodeError as exc:
+            raise PermanentError(
+                f"{record_type} payload is not JSON ({exc}); cannot route it"
+            ) from None
 
     def declared(self) -> dict[str, list[str]]:
         return {name: list(values) for name, values in self.attributes.items()}

@@ -112,7 +112,8 @@ class Router:
     @property
     def runtime(self) -> StageRuntime:
         if self._runtime is None:
-            self._runtime = StageRuntime(name=STAGE)
+            # Payloads stay as their JSON: routing reads a few fields, the rest passes through.
+            self._runtime = StageRuntime(name=STAGE, lazy_payloads=True)
         return self._runtime
 
     @property
@@ -138,6 +139,9 @@ class Router:
 
     def route_record(self, record: Record, chunk: Chunk) -> dict[str, str]:
         """A record's routing attributes (`PermanentError` → the record is quarantined)."""
+        raw = record.raw_payload()
+        if raw is not None:
+            return self.rules.attributes_for_json(chunk.type, raw)
         return self.rules.attributes_for(chunk.type, record.payload)
 
     def handle_chunk(self, chunk: Chunk) -> ChunkOutcome:

@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypedDict, TypeVar
 from sluice.envelope import Chunk, Record, chunk_from_sqs_body
 from sluice.errors import PermanentError, SluiceError
 from sluice.idempotency import renew_lease
-from sluice.observability import add_metric, get_logger, get_tracer, log_context
+from sluice.observability import add_metric, bind, get_logger, get_tracer, log_context
 from sluice.observability.tracing import record_error
 
 T = TypeVar("T")
@@ -167,9 +167,13 @@ def run_records(
     """
     results: RecordResults[T] = RecordResults()
     results.outcome.records_in = len(chunk.records)
-    for record in chunk.records:
-        renew_lease()  # the chunk's claim, if held as a lease: a clock read, rarely a write
-        with log_context(record_id=record.id):
+    outputs = results.outputs
+    # One context for the chunk's records, its record_id rebound per record (a context
+    # entered and left per record cost ~1.5 us a record); left, it restores what was there.
+    with log_context():
+        for record in chunk.records:
+            renew_lease()  # the chunk's claim, if held as a lease: a clock read, rarely a write
+            bind(record_id=record.id)
             try:
                 full = resolve(record) if resolve is not None and record.payload_ref else record
                 output = handler(full, chunk)
@@ -186,8 +190,8 @@ def run_records(
                 results.outcome.failures.append(failure)
                 results.outcome.failed += 1
                 continue
-        if output is not None:
-            results.outputs.append((record, output))
+            if output is not None:
+                outputs.append((record, output))
     return results
 
 
@@ -212,6 +216,7 @@ def process_sqs_batch(
     reject_message: RejectMessage,
     after_chunk: AfterChunk | None = None,
     defer: DeferMessage | None = None,
+    lazy_payloads: bool = False,
 ) -> BatchResponse:
     """Run `handle_chunk` on each message's chunk and report the messages that failed.
 
@@ -220,7 +225,8 @@ def process_sqs_batch(
     message is retried, and the ledger write being idempotent keeps counts exact. A failure
     that says when a retry could succeed (`TransientError.retry_after_s`: a claim held by an
     invocation that may have died) goes to `defer`, which keeps the message hidden until
-    then, so its receive count is not spent on retries bound to fail.
+    then, so its receive count is not spent on retries bound to fail. `lazy_payloads`: see
+    `Chunk.decode`.
     """
     failures: list[ItemFailure] = []
     records: Iterable[Mapping[str, Any]] = event.get("Records") or []
@@ -228,7 +234,7 @@ def process_sqs_batch(
     for raw in records:
         message = SQSMessage.from_event_record(raw)
         try:
-            chunk = chunk_from_sqs_body(message.body)
+            chunk = chunk_from_sqs_body(message.body, lazy_payloads=lazy_payloads)
         except PermanentError as error:
             log.error(
                 "undecodable message quarantined",

@@ -10,6 +10,11 @@ third of the size of JSON orders; base64 of that alphabet needs no escaping in S
 percent-encoding in SNS's form body). Small or incompressible chunks carry `records` as in
 v1. Chunk boundaries are always measured on the plain JSON (`Record.encoded_size`), so they
 never depend on the compressor. Readers take v1 and v2.
+
+A decoded chunk keeps its records' JSON as it arrived (`Chunk.records_json`: what the claim
+hashes, with no re-encoding), and can leave each payload undecoded until it is read
+(`lazy_payloads`: a stage that passes records on, like the router, then writes them out from
+the bytes they came in as).
 """
 
 from __future__ import annotations
@@ -48,6 +53,13 @@ MAX_MESSAGE_ATTRIBUTES = 10
 class StringAttribute(TypedDict):
     DataType: str
     StringValue: str
+
+
+# A payload not decoded yet (`lazy_payloads`): the record holds its JSON in `_raw`.
+_UNDECODED: Any = type("_Undecoded", (), {"__repr__": lambda self: "<undecoded>"})()
+_record_decoders: dict[bool, Any] = {}
+_ABSENT: Any = None  # msgspec.UNSET once a records decoder is built: a row without payload
+_envelope_decoder: Any = None
 
 
 class RecordWire(TypedDict, total=False):
@@ -98,6 +110,8 @@ class Record:
     # The record's JSON, made once (`wire_json`): sizing a record for a chunk and encoding the
     # chunk then serialise it once, not twice. Not compared, not copied by `replace`.
     _json: bytes | None = field(default=None, init=False, compare=False, repr=False)
+    # The payload's JSON (a `msgspec.Raw`) while `payload` is not decoded (`lazy_payloads`).
+    _raw: Any = field(default=None, init=False, compare=False, repr=False)
 
     def to_wire(self) -> RecordWire:
         wire: RecordWire = {"id": self.id, "ordinal": self.ordinal, "ingested_at": self.ingested_at}
@@ -106,6 +120,18 @@ class Record:
         else:
             wire["payload"] = self.payload
         return wire
+
+    @classmethod
+    def _undecoded(cls, rid: str, ordinal: int, at: str, raw: Any, ref: str | None) -> Record:
+        """A record whose payload is decoded from `raw` (its JSON) when first read."""
+        record = cls(rid, ordinal, at, _UNDECODED, ref)
+        object.__setattr__(record, "_raw", raw)
+        return record
+
+    def raw_payload(self) -> Any:
+        """The payload's JSON as it arrived (a `msgspec.Raw`) while it is not decoded, else
+        None: a reader that needs a few fields can decode only those."""
+        return self._raw if _payload_slot.__get__(self, Record) is _UNDECODED else None
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> Record:
@@ -129,13 +155,53 @@ class Record:
         """
         encoded = self._json
         if encoded is None:
-            encoded = jsonx.dumps(self.to_wire())
+            wire = self.to_wire() if self._raw is None else self._wire_undecoded()
+            encoded = jsonx.dumps(wire)
             object.__setattr__(self, "_json", encoded)
         return encoded
+
+    def _wire_undecoded(self) -> dict[str, Any]:
+        """`to_wire` with a payload not decoded yet as its JSON (msgspec writes it as is)."""
+        wire: dict[str, Any] = {
+            "id": self.id,
+            "ordinal": self.ordinal,
+            "ingested_at": self.ingested_at,
+        }
+        if self.payload_ref is not None:
+            wire["payload_ref"] = self.payload_ref
+        elif _payload_slot.__get__(self, Record) is _UNDECODED:
+            wire["payload"] = self._raw
+        else:
+            wire["payload"] = self.payload
+        return wire
 
     def encoded_size(self) -> int:
         """Bytes this record takes in the plain (uncompressed) JSON of a chunk's records."""
         return len(self.wire_json())
+
+
+# `payload` read through a property: an undecoded payload (`lazy_payloads`) is decoded on
+# first read and kept. The dataclass's own code (init, eq, repr, replace, pickling) goes
+# through it too, so an undecoded record compares, copies and prints as a decoded one.
+_payload_slot: Any = Record.__dict__["payload"]
+
+
+def _read_payload(record: Record) -> Any:
+    value = _payload_slot.__get__(record, Record)
+    if value is _UNDECODED:
+        try:
+            value = jsonx.loads(record._raw)
+        except ValueError as exc:
+            raise MalformedEnvelopeError(f"record {record.id} payload is not JSON: {exc}") from None
+        _payload_slot.__set__(record, value)
+    return value
+
+
+def _write_payload(record: Record, value: Any) -> None:
+    _payload_slot.__set__(record, value)  # only `object.__setattr__` gets here (frozen)
+
+
+setattr(Record, "payload", property(_read_payload, _write_payload))  # noqa: B010
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +215,8 @@ class Chunk:
     records: tuple[Record, ...]
     attributes: Mapping[str, str] = field(default_factory=dict)
     v: int = ENVELOPE_VERSION
+    # The records' JSON array as it arrived (decoded chunks); not compared, not derived.
+    _arrived: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     def to_wire(self) -> dict[str, Any]:
         wire = self._header()
@@ -195,6 +263,12 @@ class Chunk:
     def _records_json(self) -> bytes:
         return b"[" + b",".join(r.wire_json() for r in self.records) + b"]"
 
+    def records_json(self) -> bytes:
+        """The records as a JSON array, as they travel: the bytes a decoded chunk arrived with
+        (plain, after decompressing), else the bytes `encode` writes."""
+        arrived = self._arrived
+        return arrived if arrived is not None else self._records_json()
+
     def derive(
         self,
         records: Iterable[Record],
@@ -230,9 +304,19 @@ class Chunk:
         return {k: {"DataType": "String", "StringValue": str(v)} for k, v in values.items()}
 
     @classmethod
-    def decode(cls, body: str | bytes | Mapping[str, Any]) -> Chunk:
-        """Parse an envelope; `MalformedEnvelopeError` for garbage, a clear version error."""
-        wire = _load(body) if isinstance(body, str | bytes) else body
+    def decode(cls, body: str | bytes | Mapping[str, Any], *, lazy_payloads: bool = False) -> Chunk:
+        """Parse an envelope; `MalformedEnvelopeError` for garbage, a clear version error.
+
+        `lazy_payloads`: each record's payload is decoded when first read (see `Record`).
+        """
+        if isinstance(body, str | bytes):
+            wire, arrived = _load_envelope(body)
+            return cls._from_fields(wire, arrived, lazy_payloads)
+        return cls._from_fields(body, None, lazy_payloads)
+
+    @classmethod
+    def _from_fields(cls, wire: Any, arrived: bytes | None, lazy_payloads: bool) -> Chunk:
+        """`decode` of a parsed envelope; `arrived`: its `records` as JSON text, if it had them."""
         if not isinstance(wire, Mapping):
             raise MalformedEnvelopeError("message body is not a JSON object")
         v = wire.get("v")
@@ -245,26 +329,33 @@ class Chunk:
             )
         try:
             header = {k: wire[k] for k in ("chunk_id", "type", "source", "correlation_id")}
-            records = _records_of(wire, v)
+            plain = _records_of(wire, v, arrived)
         except KeyError as exc:
             raise MalformedEnvelopeError(f"envelope lacks field {exc}") from None
         for name, value in header.items():
             if not isinstance(value, str) or not value:
                 raise MalformedEnvelopeError(f"envelope field {name!r} is not a non-empty string")
-        if not isinstance(records, list):
+        if isinstance(plain, bytes):
+            records = _records_from_json(plain, lazy_payloads)
+        elif isinstance(plain, list):
+            records = tuple(Record.from_wire(r) for r in plain)
+        else:
             raise MalformedEnvelopeError("envelope 'records' is not a list")
         attributes = wire.get("attributes") or {}
         if not isinstance(attributes, Mapping):
             raise MalformedEnvelopeError("envelope 'attributes' is not an object")
-        return cls(
+        chunk = cls(
             chunk_id=header["chunk_id"],
             type=header["type"],
             source=header["source"],
             correlation_id=header["correlation_id"],
-            records=tuple(Record.from_wire(r) for r in records),
+            records=records,
             attributes={str(k): str(val) for k, val in attributes.items()},
             v=v,
         )
+        if isinstance(plain, bytes):
+            object.__setattr__(chunk, "_arrived", plain)
+        return chunk
 
 
 def attributes_size(attributes: Mapping[str, Mapping[str, Any]]) -> int:
@@ -288,11 +379,33 @@ def _compress(plain: bytes) -> str:
     return packed.rstrip(b"=").decode("ascii")
 
 
-def _records_of(wire: Mapping[str, Any], version: int) -> Any:
-    """The records list of an envelope: `records`, or `records_z` decompressed (v2)."""
+def _load_envelope(body: str | bytes) -> tuple[Any, bytes | None]:
+    """An envelope's fields, and its `records` as the JSON text they came in (None if absent).
+
+    A body that is not a JSON object comes back as what it is, for `Chunk.decode` to refuse.
+    """
+    global _envelope_decoder
+    if _envelope_decoder is None:
+        import msgspec
+
+        _envelope_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+    try:
+        fields = _envelope_decoder.decode(body)
+    except Exception:  # not an object (or not JSON): the general parse says which
+        return _load(body), None
+    records = fields.pop("records", None)
+    wire = {name: _load(value) for name, value in fields.items()}
+    if records is not None:
+        wire["records"] = None  # present; its text is returned apart
+    return wire, None if records is None else bytes(records)
+
+
+def _records_of(wire: Mapping[str, Any], version: int, arrived: bytes | None) -> Any:
+    """An envelope's records: the JSON text of `records` (as it arrived, when the envelope was
+    text), `records_z` decompressed (v2), or the list of a decoded envelope."""
     packed = wire.get(COMPRESSED_FIELD)
     if packed is None:
-        return wire["records"]
+        return wire["records"] if arrived is None else arrived
     if version < 2:
         raise MalformedEnvelopeError(f"'{COMPRESSED_FIELD}' needs envelope version 2")
     if not isinstance(packed, str):
@@ -312,24 +425,83 @@ def _records_of(wire: Mapping[str, Any], version: int) -> Any:
         )
     if not inflate.eof:
         raise MalformedEnvelopeError(f"envelope '{COMPRESSED_FIELD}' is truncated")
-    return _load(plain)
+    return plain
 
 
-def chunk_from_sqs_body(body: str) -> Chunk:
+def _record_decoder(lazy: bool) -> Any:
+    """msgspec's decoder of a records array into typed rows (payloads kept as JSON if lazy)."""
+    global _ABSENT
+    decoder = _record_decoders.get(lazy)
+    if decoder is None:
+        import msgspec
+
+        _ABSENT = msgspec.UNSET
+        row = msgspec.defstruct(
+            "WireRecord",
+            [
+                ("id", str),
+                ("ordinal", int),
+                ("ingested_at", str),
+                ("payload", msgspec.Raw if lazy else Any, msgspec.UNSET),
+                ("payload_ref", str | None, None),
+            ],
+        )
+        decoder = _record_decoders[lazy] = msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
+    return decoder
+
+
+def _records_from_json(plain: bytes, lazy: bool) -> tuple[Record, ...]:
+    """The records of a records array's JSON text. Typed rows when every record is well
+    formed; anything else goes the general way (`Record.from_wire`), which says what is wrong."""
+    try:
+        rows = _record_decoder(lazy).decode(plain)
+        if lazy:
+            plain.decode("utf-8")  # what stays undecoded is still checked to be text
+    except Exception:
+        rows = None
+    if rows is not None and all(
+        row.payload_ref is not None or row.payload is not _ABSENT for row in rows
+    ):
+        if lazy:
+            return tuple(
+                Record(row.id, row.ordinal, row.ingested_at, None, row.payload_ref)
+                if row.payload is _ABSENT
+                else Record._undecoded(
+                    row.id, row.ordinal, row.ingested_at, row.payload, row.payload_ref
+                )
+                for row in rows
+            )
+        return tuple(
+            Record(
+                row.id,
+                row.ordinal,
+                row.ingested_at,
+                None if row.payload is _ABSENT else row.payload,
+                row.payload_ref,
+            )
+            for row in rows
+        )
+    wire = _load(plain)
+    if not isinstance(wire, list):
+        raise MalformedEnvelopeError("envelope 'records' is not a list")
+    return tuple(Record.from_wire(r) for r in wire)
+
+
+def chunk_from_sqs_body(body: str, *, lazy_payloads: bool = False) -> Chunk:
     """Decode an SQS body: an envelope, or an SNS notification wrapping one (non-raw delivery)."""
-    wire = _load(body)
+    wire, arrived = _load_envelope(body)
     if isinstance(wire, Mapping) and wire.get("Type") == "Notification" and "Message" in wire:
-        return Chunk.decode(wire["Message"])
-    return Chunk.decode(wire)
+        return Chunk.decode(wire["Message"], lazy_payloads=lazy_payloads)
+    return Chunk._from_fields(wire, arrived, lazy_payloads)
 
 
-def chunk_from_sns_record(record: Mapping[str, Any]) -> Chunk:
+def chunk_from_sns_record(record: Mapping[str, Any], *, lazy_payloads: bool = False) -> Chunk:
     """Decode one `Records[]` entry of an SNS → Lambda event."""
     try:
         message = record["Sns"]["Message"]
     except (KeyError, TypeError):
         raise MalformedEnvelopeError("SNS record has no Sns.Message") from None
-    return Chunk.decode(message)
+    return Chunk.decode(message, lazy_payloads=lazy_payloads)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 _decoder: Any = None
+_fields_decoder: Any = None
 _encoders: dict[bool, Any] = {}
 
 
@@ -31,6 +32,28 @@ def loads(data: bytes | str) -> Any:
         return _decoder.decode(data)
     except Exception as exc:  # msgspec.DecodeError / ValidationError
         raise JSONDecodeError(str(exc)) from None
+
+
+def object_fields(data: Any) -> dict[str, Any] | None:
+    """A JSON object's members, each value left as its JSON text (a `msgspec.Raw`, which
+    `loads` reads and `dumps` writes as is); None if `data` is JSON but not an object.
+
+    Reading a few fields of a large object then costs a scan of it, not a decode of it all.
+    Values are checked to be well-formed JSON, not decoded: `loads` of one can still refuse
+    it (a number out of range). `JSONDecodeError` if `data` is not JSON.
+    """
+    global _fields_decoder
+    import msgspec
+
+    if _fields_decoder is None:
+        _fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+    try:
+        fields: dict[str, Any] = _fields_decoder.decode(data)
+    except msgspec.ValidationError:
+        return None
+    except Exception as exc:  # msgspec.DecodeError
+        raise JSONDecodeError(str(exc)) from None
+    return fields
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from sluice import aws, batch, jsonx
+from sluice import aws, batch
 from sluice.batch import (
     BatchResponse,
     ChunkHandler,
@@ -135,14 +135,18 @@ class LambdaEvent(Protocol):
 
 
 # The scheme of `chunk_payload_hash`, its prefix: hashes of other schemes (older claims,
-# bare hex) are not compared with it (see `IdempotencyStore._refused`).
-CHUNK_HASH_SCHEME = "j2"
+# bare hex) are not compared with it (see `IdempotencyStore._refused`). "j2" hashed the
+# records re-encoded as sorted JSON (~3 us a record); a claim taken with it still makes a
+# redelivered chunk a duplicate, as the claim's key is the chunk id alone.
+CHUNK_HASH_SCHEME = "r1"
 
 
 def chunk_payload_hash(chunk: Chunk) -> str:
-    """What a chunk's claim compares: its records as they travel (ids, times, payloads),
-    as sorted compact JSON (msgspec: ~2 ms a MB, a tenth of the standard library's)."""
-    digest = hashlib.sha256(jsonx.dumps([r.to_wire() for r in chunk.records], sort_keys=True))
+    """What a chunk's claim compares: its records as they travel (ids, times, payloads): the
+    SHA-256 of their JSON array as the chunk arrived (`Chunk.records_json`, nothing encoded
+    again; ~0.8 us a KB). The same message, and the same chunk sent again by the same
+    deterministic producer, give the same bytes."""
+    digest = hashlib.sha256(chunk.records_json())
     return f"{CHUNK_HASH_SCHEME}:{digest.hexdigest()}"
 
 
@@ -158,7 +162,10 @@ class StageRuntime:
         ledger: LedgerWriter | None = None,
         idempotency: IdempotencyStore | None = None,
         claims: ClaimCheck | None = None,
+        lazy_payloads: bool = False,
     ) -> None:
+        """`lazy_payloads`: chunks are decoded with each payload left as its JSON until read
+        (`Chunk.decode`), for a stage that passes most of a payload on as it came."""
         if not name:
             raise ValueError("a stage runtime needs the stage name")
         self.name = name
@@ -168,6 +175,7 @@ class StageRuntime:
         self._claims = claims
         self._deferred: _DeferredLedger | None = None
         self._sqs: Any = None
+        self.lazy_payloads = lazy_payloads
 
     @property
     def sqs(self) -> Any:
@@ -229,7 +237,11 @@ class StageRuntime:
             return self._handle_chunk(chunk, handle_chunk, remaining_ms, claim)
 
         return batch.process_sqs_batch(
-            raw, once, reject_message=self.quarantine.reject_message, defer=self._defer
+            raw,
+            once,
+            reject_message=self.quarantine.reject_message,
+            defer=self._defer,
+            lazy_payloads=self.lazy_payloads,
         )
 
     def _defer(self, message: SQSMessage, seconds: float) -> None:
@@ -274,7 +286,7 @@ class StageRuntime:
         tracer = get_tracer()
         for record in raw.get("Records") or []:
             try:
-                chunk = chunk_from_sns_record(record)
+                chunk = chunk_from_sns_record(record, lazy_payloads=self.lazy_payloads)
             except PermanentError as error:
                 self._reject_sns_message(record, error)
                 continue

@@ -247,3 +247,27 @@ def test_a_chunk_cut_for_sqs_is_published_in_parts_that_each_fit_sns(
     assert len(everything) >= 4
     assert all(len(m["Body"].encode()) <= DEFAULT_CHUNK_MAX_BYTES for m in everything)
     assert _ordinals(everything) == list(range(900))
+
+
+def test_payloads_are_published_as_they_came_not_encoded_again(
+    client: Client, platform: Platform, make_chunk: Any, order: Any
+) -> None:
+    chunk = make_chunk([order(amount=a, currency=c) for a, c in ORDERS])
+    body = chunk.encode()
+    assert "records_z" not in body  # plain, so the test can write the payloads' JSON its way
+    # Valid JSON that decoding and encoding again would write otherwise.
+    body = body.replace('"amount":10,', '"amount":1.0e1,').replace(
+        '"currency":"JPY"', '"currency":"\\u004aPY"'
+    )
+    assert _invoke(client, sqs_event(body)) == {"batchItemFailures": []}
+    everything = platform.everything.drain()
+    published = "".join(m["Body"] for m in everything)
+    assert '"amount":1.0e1,' in published
+    assert '"currency":"\\u004aPY"' in published
+    routed = {
+        r.ordinal: _attributes(m)
+        for m in everything
+        for r in chunk_from_sqs_body(m["Body"]).records
+    }
+    assert routed[1]["priority"] == "normal"
+    assert routed[4]["region"] == "apac"  # the escaped "JPY" was read as JPY

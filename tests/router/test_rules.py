@@ -304,3 +304,47 @@ def test_routing_json_that_is_not_json_is_refused() -> None:
 
 def test_the_minimal_document_used_above_is_itself_valid() -> None:
     assert RoutingRules.from_document(_minimal()).declared() == {"priority": ["high", "normal"]}
+
+
+# ------------------------------------------- routing from a payload's JSON (the router's way)
+
+
+def _outcome(route: Any, *args: Any) -> Any:
+    try:
+        return route(*args)
+    except PermanentError as error:
+        return ("refused", str(error))
+
+
+@pytest.mark.parametrize(
+    ("record_type", "payload"),
+    [
+        ("order", {"amount": 5000, "currency": "EUR", "note": "x" * 300}),
+        ("order", {"amount": 10, "currency": "JPY", "items": [{"sku": "a"}]}),
+        ("order", {"currency": "EUR"}),  # no amount
+        ("order", {"amount": 10, "currency": None}),
+        ("order", {"amount": "1200", "currency": "EUR"}),
+        ("order", ["amount", 5000]),
+        ("order", None),
+        ("customer", {"country": "DE"}),
+        ("customer", {"name": "no country"}),
+        ("invoice", {"anything": 1}),
+    ],
+)
+def test_routing_from_json_agrees_with_routing_from_the_decoded_payload(
+    rules: RoutingRules, record_type: str, payload: Any
+) -> None:
+    text = json.dumps(payload).encode()
+    assert _outcome(rules.attributes_for_json, record_type, text) == _outcome(
+        rules.attributes_for, record_type, payload
+    )
+
+
+def test_routing_from_json_reads_nested_fields_and_only_decodes_what_it_reads() -> None:
+    doc = _minimal()
+    doc["types"]["order"]["priority"]["field"] = "totals.gross"
+    rules = RoutingRules.from_document(doc)
+    text = b'{"totals": {"gross": 5000}, "other": 1e999}'  # `other` alone would not decode
+    assert rules.attributes_for_json("order", text) == {"priority": "high"}
+    with pytest.raises(PermanentError, match=r"'totals\.gross'"):
+        rules.attributes_for_json("order", b'{"totals": 5000}')

@@ -345,3 +345,104 @@ def test_attributes_size_counts_each_name_type_and_value_in_utf8_bytes() -> None
     attributes = {"a": {"DataType": "String", "StringValue": "é"}, "bb": {"DataType": "String"}}
 
     assert attributes_size(attributes) == (1 + 6 + 2) + (2 + 6)
+
+
+# --- records as they arrived: kept for the claim's hash, payloads left undecoded if asked
+
+
+def _body_with(records_json: bytes) -> str:
+    """A plain (uncompressed) v2 body holding `records_json` verbatim."""
+    head = json.dumps(
+        {"v": 2, "chunk_id": "c-1", "type": "order", "source": SOURCE, "correlation_id": "k"},
+        separators=(",", ":"),
+    )
+    return head[:-1] + ',"records":' + records_json.decode("utf-8") + "}"
+
+
+# Valid JSON that re-encoding would write differently (spaces, exponent, escape, key order).
+UNUSUAL = (
+    b'[{"id":"r-1","ordinal":0,"ingested_at":"2026-11-27T06:00:00.000Z",'
+    b'"payload":{"b": 1.50e1, "a":"caf\\u00e9", "n":[1, 2]}},'
+    b'{"ordinal":1,"id":"r-2","ingested_at":"2026-11-27T06:00:00.000Z","payload_ref":"s3://b/k"}]'
+)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_decoded_chunk_keeps_its_records_json_as_it_arrived(compressed: bool) -> None:
+    body = _body_with(UNUSUAL)
+    if compressed:
+        packed = base64.urlsafe_b64encode(zlib.compress(UNUSUAL)).rstrip(b"=").decode()
+        wire = json.loads(body)
+        del wire["records"]
+        body = json.dumps({**wire, "records_z": packed})
+    chunk = chunk_from_sqs_body(body)
+    assert chunk.records_json() == UNUSUAL
+    assert chunk.records[0].payload == {"b": 15.0, "a": "café", "n": [1, 2]}
+    # A chunk made in the process (or derived) has the bytes `encode` writes.
+    derived = chunk.derive(chunk.records, chunk_id="c-2")
+    assert derived.encode().endswith(',"records":' + derived.records_json().decode() + "}")
+    assert json.loads(derived.records_json()) == json.loads(UNUSUAL)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_lazy_payloads_decode_when_read_and_pass_through_as_they_came(compressed: bool) -> None:
+    records = tuple(make_records(60 if compressed else 2))
+    sent = make_chunk(0, records).encode()
+    assert ("records_z" in sent) is compressed
+    eager = chunk_from_sqs_body(sent)
+    lazy = chunk_from_sqs_body(sent, lazy_payloads=True)
+    assert lazy.records[0].raw_payload() is not None  # nothing decoded yet
+    assert lazy == eager  # comparing reads the payloads
+    assert lazy.records[0].raw_payload() is None  # decoded once read, and kept
+
+    unusual = chunk_from_sqs_body(_body_with(UNUSUAL), lazy_payloads=True)
+    out = unusual.derive(unusual.records, chunk_id="c-2").encode()
+    assert '"payload":{"b": 1.50e1, "a":"caf\\u00e9", "n":[1, 2]}' in out  # not re-encoded
+    assert chunk_from_sqs_body(out).records == chunk_from_sqs_body(_body_with(UNUSUAL)).records
+    assert unusual.records[1].payload is None
+    assert unusual.records[1].payload_ref == "s3://b/k"
+
+
+def test_lazy_records_copy_and_print_like_decoded_ones() -> None:
+    lazy = chunk_from_sqs_body(_body_with(UNUSUAL), lazy_payloads=True).records[0]
+    moved = dataclasses.replace(lazy, payload=None, payload_ref="s3://b/k2")
+    assert (moved.payload, moved.payload_ref) == (None, "s3://b/k2")
+    assert "1.50e1" not in moved.wire_json().decode()
+    assert "payload={'b': 15.0" in repr(lazy)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lazy.payload = {}  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize(
+    ("records", "reason"),
+    [
+        (b'[{"id":"r-1","ordinal":0,"ingested_at":"t"}]', "neither payload nor payload_ref"),
+        (b'[{"id":"r-1","ordinal":"0","ingested_at":"t","payload":1}]', "wrong types"),
+        (b'[{"id":"r-1","ingested_at":"t","payload":1}]', "lacks field 'ordinal'"),
+        (b'{"id":"r-1"}', "'records' is not a list"),
+    ],
+)
+def test_malformed_records_are_refused_alike_eager_or_lazy(
+    lazy: bool, records: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedEnvelopeError, match=reason):
+        chunk_from_sqs_body(_body_with(records), lazy_payloads=lazy)
+
+
+def test_lazy_payloads_still_refuse_bytes_that_are_not_utf8() -> None:
+    bad = b'[{"id":"r-1","ordinal":0,"ingested_at":"t","payload":{"a":"\xff"}}]'
+    packed = base64.urlsafe_b64encode(zlib.compress(bad)).rstrip(b"=").decode()
+    body = json.dumps(
+        {
+            "v": 2,
+            "chunk_id": "c",
+            "type": "t",
+            "source": "s",
+            "correlation_id": "k",
+            "records_z": packed,
+        }
+    )
+    for lazy in (False, True):
+        with pytest.raises(MalformedEnvelopeError):
+            chunk_from_sqs_body(body, lazy_payloads=lazy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -23,10 +24,11 @@ from sluice.idempotency import (
     STATUS_ATTR,
     Claim,
     IdempotencyStore,
+    run_once,
 )
 from sluice.ledger import LedgerWriter
 from sluice.quarantine import Quarantine
-from sluice.stage import CHUNK_CLAIM_LEASE_MS, StageRuntime
+from sluice.stage import CHUNK_CLAIM_LEASE_MS, StageRuntime, chunk_payload_hash
 
 AT = "2026-11-27T06:00:00.000Z"
 STAGE = "cleanse"
@@ -320,3 +322,46 @@ def test_a_long_chunk_renews_its_claim_as_its_records_are_handled(
     # Renewed before the second, third and fourth records: never lapsed while working.
     assert expiries == sorted(set(expiries))
     assert len(expiries) == 4
+
+
+def _hash_before_r1(c: Chunk) -> str:
+    """The claim's payload hash as the runtime took it before scheme "r1": "j2", the records
+    re-encoded as sorted compact JSON."""
+    wire = [r.to_wire() for r in c.records]
+    text = json.dumps(wire, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "j2:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_a_chunk_claimed_before_the_hash_changed_is_still_a_duplicate(
+    platform: ResourceNames,
+) -> None:
+    """A deploy must not process twice a chunk redelivered across it: the claim's key is the
+    stage and chunk id, as before, and an older scheme's hash is not taken for other content."""
+    c = chunk()
+    done = run_once(
+        IdempotencyStore(), STAGE, c.chunk_id, lambda: 1, payload_hash=_hash_before_r1(c)
+    )
+    assert done.value == 1
+    runtime = StageRuntime(STAGE)
+    handler = Handler(runtime)
+    assert runtime.handle_sqs(sqs_event(c), handler) == {"batchItemFailures": []}
+    assert handler.calls == []  # a duplicate: not handled again
+    assert quarantined(platform) == []  # not refused as other content
+    item = claim_item(platform, "c-1")  # the same item: same key as the old code's
+    assert item is not None
+    assert item["payload_hash"]["S"] == _hash_before_r1(c)
+
+
+def test_the_claim_hashes_the_records_as_they_arrived(platform: ResourceNames) -> None:
+    c = chunk()
+    travelling = c.encode().split(',"records":', 1)[1][:-1].encode()
+    assert chunk_payload_hash(c) == "r1:" + hashlib.sha256(travelling).hexdigest()
+    # Sent again, compressed or not, the same records give the same hash.
+    big = Chunk(c.chunk_id, c.type, c.source, c.correlation_id, chunk(n=80).records)
+    assert "records_z" in big.encode()
+    assert chunk_payload_hash(Chunk.decode(big.encode())) == chunk_payload_hash(big)
+    runtime = StageRuntime(STAGE)
+    runtime.handle_sqs(sqs_event(c), Handler(runtime))
+    item = claim_item(platform, "c-1")
+    assert item is not None
+    assert item["payload_hash"]["S"] == chunk_payload_hash(c)

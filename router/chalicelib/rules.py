@@ -10,8 +10,8 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -138,38 +138,16 @@ def _lookup(payload: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return _MISSING if value is None else value
 
 
-class _DecodedOnRead(Mapping[str, Any]):
-    """A JSON object's members (name → JSON text), each value decoded when first read."""
-
-    __slots__ = ("_decoded", "_fields")
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self._fields = fields
-        self._decoded: dict[str, Any] = {}
-
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._decoded[name]
-        except KeyError:
-            value = self._decoded[name] = jsonx.loads(self._fields[name])
-            return value
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._fields
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fields)
-
-    def __len__(self) -> int:
-        return len(self._fields)
-
-
 @dataclass(frozen=True)
 class RoutingRules:
     """The declared attributes (name → allowed values) and each type's rules."""
 
     attributes: Mapping[str, tuple[str, ...]]
     types: Mapping[str, tuple[AttributeRule, ...]]
+    # Per type, the top-level payload fields its rules read (made on first use).
+    _reads: dict[str, frozenset[str]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def attributes_for(self, record_type: str, payload: Any) -> dict[str, str]:
         """Routing attributes of one record; `PermanentError` if its payload cannot be routed.
@@ -193,7 +171,12 @@ class RoutingRules:
             fields = jsonx.object_fields(payload_json)
             if fields is None:  # not an object: refused as `attributes_for` refuses it
                 return self.attributes_for(record_type, jsonx.loads(payload_json))
-            payload = _DecodedOnRead(fields)
+            reads = self._reads.get(record_type)
+            if reads is None:
+                reads = self._reads[record_type] = frozenset(
+                    _split_path(rule.field)[0] for rule in rules
+                )
+            payload = {name: jsonx.loads(fields[name]) for name in reads if name in fields}
             return {rule.attribute: rule.evaluate(payload) for rule in rules}
         except jsonx.JSONDecodeError as exc:
             raise PermanentError(

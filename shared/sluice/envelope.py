@@ -121,13 +121,6 @@ class Record:
             wire["payload"] = self.payload
         return wire
 
-    @classmethod
-    def _undecoded(cls, rid: str, ordinal: int, at: str, raw: Any, ref: str | None) -> Record:
-        """A record whose payload is decoded from `raw` (its JSON) when first read."""
-        record = cls(rid, ordinal, at, _UNDECODED, ref)
-        object.__setattr__(record, "_raw", raw)
-        return record
-
     def raw_payload(self) -> Any:
         """The payload's JSON as it arrived (a `msgspec.Raw`) while it is not decoded, else
         None: a reader that needs a few fields can decode only those."""
@@ -202,6 +195,26 @@ def _write_payload(record: Record, value: Any) -> None:
 
 
 setattr(Record, "payload", property(_read_payload, _write_payload))  # noqa: B010
+
+_SLOT_SETTERS = tuple(
+    Record.__dict__[name].__set__
+    for name in ("id", "ordinal", "ingested_at", "payload_ref", "_json", "_raw")
+)
+
+
+def _new_record(rid: str, ordinal: int, at: str, payload: Any, ref: str | None, raw: Any) -> Record:
+    """`Record(rid, ordinal, at, payload, ref)` with `_raw` set, for the decoder's typed rows
+    (already checked): its slots written directly, at half the cost of the frozen `__init__`."""
+    record: Record = object.__new__(Record)
+    set_id, set_ordinal, set_at, set_ref, set_json, set_raw = _SLOT_SETTERS
+    set_id(record, rid)
+    set_ordinal(record, ordinal)
+    set_at(record, at)
+    _payload_slot.__set__(record, payload)
+    set_ref(record, ref)
+    set_json(record, None)
+    set_raw(record, raw)
+    return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,20 +477,21 @@ def _records_from_json(plain: bytes, lazy: bool) -> tuple[Record, ...]:
     ):
         if lazy:
             return tuple(
-                Record(row.id, row.ordinal, row.ingested_at, None, row.payload_ref)
+                _new_record(row.id, row.ordinal, row.ingested_at, None, row.payload_ref, None)
                 if row.payload is _ABSENT
-                else Record._undecoded(
-                    row.id, row.ordinal, row.ingested_at, row.payload, row.payload_ref
+                else _new_record(
+                    row.id, row.ordinal, row.ingested_at, _UNDECODED, row.payload_ref, row.payload
                 )
                 for row in rows
             )
         return tuple(
-            Record(
+            _new_record(
                 row.id,
                 row.ordinal,
                 row.ingested_at,
                 None if row.payload is _ABSENT else row.payload,
                 row.payload_ref,
+                None,
             )
             for row in rows
         )

@@ -439,6 +439,52 @@ def test_a_new_item_is_sized_once_and_an_oversize_one_is_still_refused(dynamodb:
     assert stored_size(dynamodb, "fits") == 399_000
 
 
+def test_every_attribute_type_is_stored_as_motos_own_dynamotype_would_hold_it(
+    dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    item: dict[str, dict[str, Any]] = {
+        "pk": {"S": "every-type"},
+        "s": {"S": "text"},
+        "n": {"N": "12.50"},
+        "b": {"B": b"\x00\x01"},
+        "t": {"BOOL": False},
+        "z": {"NULL": True},
+        "ss": {"SS": ["a", "b"]},
+        "ns": {"NS": ["1", "2"]},
+        "bs": {"BS": [b"\x02", b"\x03"]},
+        "l": {"L": [{"S": "x"}, {"M": {"k": {"S": "1"}}}]},
+        "m": {"M": {"inner": {"L": [{"S": "w"}]}, "s": {"S": "y"}}},
+    }
+    built: list[str] = []
+    init = DynamoType.__init__
+
+    def counted(self: Any, value: Any) -> None:
+        if isinstance(value, dict):
+            built.append(next(iter(value)))
+        init(self, value)
+
+    monkeypatch.setattr(DynamoType, "__init__", counted)
+    dynamodb.put_item(TableName=TABLE, Item=item)
+    monkeypatch.undo()
+
+    # Scalars and sets are made without DynamoType.__init__ (sizing a set still types each
+    # member); lists, maps and their members take it, as does the key in moto's put_item.
+    assert not {"BOOL", "NULL", "SS", "NS", "BS"} & set(built)
+    assert {"L", "M"} <= set(built)
+    table = dynamodb_backends["123456789012"]["us-east-1"].get_table(TABLE)
+    found = table.get_item(DynamoType({"S": "every-type"}))
+    assert found is not None
+    stored = found.attrs
+    for name, value in item.items():
+        expected = DynamoType(value)
+        assert (stored[name].type, stored[name]) == (expected.type, expected)
+    got = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "every-type"}})["Item"]
+    assert got == item
+
+
 def stored_size(ddb: Any, pk: str) -> int:
     return len(ddb.get_item(TableName=TABLE, Key={"pk": {"S": pk}})["Item"]["x"]["S"])
 

@@ -491,7 +491,9 @@ def _new_item(item: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -
     is added, so building an item of n attributes sizes n²/2 values (each a UTF-8 encode of
     its text): a third of a BatchWriteItem's time in moto. Sizes are never negative, so
     checking the sum once refuses exactly the items the per-attribute checks refuse.
-    Attributes changed later (UpdateItem) still go through moto's own check.
+    Attributes changed later (UpdateItem) still go through moto's own check. A scalar or set
+    attribute becomes its `DynamoType` without `DynamoType.__init__`'s type tests (the same
+    two fields it sets); lists and maps take `__init__`, which converts their members.
     """
     from moto.dynamodb.exceptions import ItemSizeTooLarge
     from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
@@ -499,12 +501,26 @@ def _new_item(item: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -
 
     item.hash_key = hash_key
     item.range_key = range_key
-    typed = {key: DynamoType(value) for key, value in attrs.items()}
-    if sum(bytesize(key) + value.size() for key, value in typed.items()) > ITEM_SIZE_LIMIT:
+    typed: dict[str, Any] = {}
+    size = 0
+    for key, value in attrs.items():
+        kind = next(iter(value)) if type(value) is dict and len(value) == 1 else None
+        if kind is None or kind in _NESTED_TYPES:
+            converted = DynamoType(value)
+        else:
+            converted = object.__new__(DynamoType)
+            converted.type = kind
+            converted.value = value[kind]
+        typed[key] = converted
+        size += bytesize(key) + converted.size()
+    if size > ITEM_SIZE_LIMIT:
         raise ItemSizeTooLarge
     stored = LimitedSizeDict.__new__(LimitedSizeDict)
     dict.update(stored, typed)
     item.attrs = stored
+
+
+_NESTED_TYPES = frozenset({"L", "M"})
 
 
 CONDITION_CACHE_SIZE = 512
@@ -534,11 +550,11 @@ class _ParsedCondition:
         self.expr_attr_values_found: list[str] = []
 
     def parse(self) -> Any:
-        from moto.dynamodb.comparisons import ConditionExpressionParser
+        from moto.dynamodb.comparisons import ConditionExpressionParser, OpDefault
 
         names, values = self.expression_attribute_names, self.expression_attribute_values
         if not self.condition_expression:
-            return ConditionExpressionParser(self.condition_expression, names, values).parse()
+            return OpDefault(None, None)  # type: ignore[arg-type]  # moto's own, always holds
         key = json.dumps([self.condition_expression, names, values], sort_keys=True, default=repr)
         with _conditions_lock:
             found = _conditions.get(key)

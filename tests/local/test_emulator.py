@@ -485,6 +485,67 @@ def test_every_attribute_type_is_stored_as_motos_own_dynamotype_would_hold_it(
     assert got == item
 
 
+def test_a_role_used_by_a_request_is_found_by_its_arn_without_listing_every_role(
+    dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.iam.models import IAMBackend, iam_backends
+
+    endpoint = dynamodb.meta.endpoint_url
+    iam_client, sts = client("iam", endpoint), client("sts", endpoint)
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+            ],
+        }
+    )
+
+    def as_role(role_name: str) -> Any:
+        arn = iam_client.get_role(RoleName=role_name)["Role"]["Arn"]
+        creds = sts.assume_role(RoleArn=arn, RoleSessionName="session")["Credentials"]
+        return client(
+            "dynamodb",
+            endpoint,
+            credentials={
+                "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": creds["SessionToken"],
+            },
+        )
+
+    def role(name: str) -> Any:
+        return iam_backends["123456789012"]["aws"].get_role(name)
+
+    iam_client.create_role(RoleName="lookup", AssumeRolePolicyDocument=trust)
+    first_client = as_role("lookup")
+    first_client.list_tables()
+    first = role("lookup")
+    assert first.last_used is not None  # moto still records the role's use
+
+    listed = 0
+    get_roles = IAMBackend.get_roles
+
+    def counted(self: Any) -> Any:
+        nonlocal listed
+        listed += 1
+        return get_roles(self)
+
+    monkeypatch.setattr(IAMBackend, "get_roles", counted)
+    first_client.list_tables()
+    monkeypatch.undo()
+    assert listed == 0  # found by its ARN, not by listing every role
+
+    # Deleted and created again under the same name: the new role is the one used.
+    iam_client.delete_role(RoleName="lookup")
+    iam_client.create_role(RoleName="lookup", AssumeRolePolicyDocument=trust)
+    second = role("lookup")
+    assert second is not first
+    assert second.last_used is None
+    as_role("lookup").list_tables()
+    assert second.last_used is not None
+
+
 def stored_size(ddb: Any, pk: str) -> int:
     return len(ddb.get_item(TableName=TABLE, Key={"pk": {"S": pk}})["Item"]["x"]["S"])
 

@@ -41,6 +41,7 @@ PATCHED = (
     ("moto.dynamodb.comparisons", "create_condition_expression_parser"),
     ("moto.dynamodb.models", "create_condition_expression_parser"),
     ("moto.dynamodb.responses", "create_condition_expression_parser"),
+    ("moto.iam.models:IAMBackend", "get_role_by_arn"),
 )
 
 _patch_lock = threading.Lock()
@@ -571,6 +572,28 @@ class _ParsedCondition:
         return tree
 
 
+def _role_by_arn(backend: Any, arn: str) -> Any:
+    """moto's `IAMBackend.get_role_by_arn`, remembering which role has which ARN.
+
+    moto looks the role of a request's credentials up on every request (to record when the
+    role was last used) by building the ARN of every role in the account until one matches:
+    2% of the emulator's time with the deploy's roles. A remembered role is taken only while
+    it is still the account's role of that id and still has that ARN (a deleted or
+    re-created role is looked up again); the error for an unknown ARN is moto's.
+    """
+    from moto.iam.exceptions import NotFoundException
+
+    known: dict[str, Any] = backend.__dict__.setdefault("_sluice_roles_by_arn", {})
+    role = known.get(arn)
+    if role is not None and backend.roles.get(role.id) is role and role.arn == arn:
+        return role
+    for role in backend.get_roles():
+        if role.arn == arn:
+            known[arn] = role
+            return role
+    raise NotFoundException(f"Role {arn} not found")
+
+
 def _listed_once(list_modules: Callable[[], Iterable[str]]) -> Callable[[], tuple[str, ...]]:
     names = tuple(list_modules())
     return lambda: names
@@ -622,6 +645,7 @@ def quiet() -> None:
         from moto.dynamodb.models import DynamoDBBackend
         from moto.dynamodb.models.dynamo_type import Item
         from moto.dynamodb.responses import DynamoHandler
+        from moto.iam.models import IAMBackend
         from moto.s3 import notifications
         from moto.s3.models import FakeBucket
         from moto.sqs.models import Queue, SQSBackend
@@ -652,6 +676,7 @@ def quiet() -> None:
             (comparisons, "create_condition_expression_parser", _ParsedCondition),
             (dynamodb_models, "create_condition_expression_parser", _ParsedCondition),
             (dynamodb_responses, "create_condition_expression_parser", _ParsedCondition),
+            (IAMBackend, "get_role_by_arn", _role_by_arn),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

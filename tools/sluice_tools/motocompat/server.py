@@ -630,7 +630,10 @@ def quiet() -> None:
     RequestId regex runs only on bodies that hold one (`_enrich_response`); DynamoDB's item
     operations skip a parse that gives back their JSON unchanged (`_dynamodb_parameters`)
     and a serializer that gives back their result unchanged (`_dynamodb_serialized`). A new
-    DynamoDB item is sized once, not once per attribute (`_new_item`).
+    DynamoDB item is sized once, not once per attribute (`_new_item`). A condition expression
+    is parsed once per distinct expression, names and values, not once per action and check
+    (`_ParsedCondition`), and the role behind a request's credentials is found by its ARN
+    without building every role's ARN (`_role_by_arn`).
     """
     with _patch_lock:
         if _originals:

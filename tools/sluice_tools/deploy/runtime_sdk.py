@@ -30,10 +30,12 @@ from packaging.version import Version
 
 from sluice_tools.deploy.vendor import python_tag
 
-# What the code in shared/ and the apps needs of the SDK: botocore.config.Config with
-# `retries={"mode": "standard"}` and `tcp_keepalive` (shared/sluice/aws.py), both in
-# botocore well before 1.29.0 (2022-11), the floor stated here.
-CODE_NEEDS = {"botocore": ">=1.29.0", "boto3": ">=1.26.0"}
+# What the code in shared/ and the apps needs of the SDK: conditional PutItem with
+# `ReturnValuesOnConditionCheckFailure` (the idempotency claims, the warehouse's placements),
+# first in botocore 1.29.164's DynamoDB model (1.29.163 lacks it; checked 2026-12-04 in the
+# released wheels), with boto3 1.26.164 beside it. Older, the parameter is refused, or with
+# validation off silently dropped, and a refused claim would come back without its item.
+CODE_NEEDS = {"botocore": ">=1.29.164", "boto3": ">=1.26.164"}
 # The SDK a runtime is documented with, at least (AWS updates runtimes in place, upward).
 # python3.11: boto3-1.27.1 botocore-1.30.1, AWS's runtime table as quoted by the botocore
 # maintainers in boto/botocore#3082 (2023-11-29); later runtime updates only raise it.

@@ -85,6 +85,9 @@ IN_PROGRESS_EXPIRY_ATTR = "in_progress_expiry"
 PAYLOAD_HASH_ATTR = "payload_hash"
 # Who holds an INPROGRESS claim: "<request id>/<token of this claim attempt>".
 OWNER_ATTR = "owner"
+# Progress of a claimed effect done in steps (`claim_with_progress`): the numbers of the steps
+# done (a number set), kept when a lapsed claim is taken over.
+PROGRESS_ATTR = "progress"
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 # TransactWriteItems takes at most 100 actions: the most keys one `claim_many` takes.
@@ -168,6 +171,7 @@ class Claim:
     in_progress_expiry: int = 0
     expires_at: int = 0  # epoch seconds (the TTL), set on claims we hold
     owner: str = ""
+    progress: frozenset[int] = frozenset()  # steps done before (`claim_with_progress`)
 
     @property
     def pk(self) -> str:
@@ -395,6 +399,7 @@ class IdempotencyStore:
                 in_progress_expiry=_number(old, IN_PROGRESS_EXPIRY_ATTR),
                 expires_at=_number(old, EXPIRES_AT_ATTR),
                 owner=wanted.owner,
+                progress=_number_set(old, PROGRESS_ATTR),
             )
         if (
             payload_hash is not None
@@ -417,25 +422,141 @@ class IdempotencyStore:
         # The item changed between the condition check and now (or has an unknown status).
         raise IdempotencyStoreError(f"claim of {pk} refused with status {status!r}; retry")
 
-    def complete(self, claim: Claim) -> None:
+    def claim_with_progress(
+        self,
+        namespace: str,
+        key: str,
+        *,
+        remaining_ms: RemainingTime = None,
+        lease_ms: int | None = None,
+    ) -> Claim:
+        """`claim` for an effect done in numbered steps: the claim keeps the steps done.
+
+        ONE conditional UpdateItem (same condition as `claim`): taking over a lapsed claim
+        keeps its `progress` (the steps its holder recorded with `record_progress`), which
+        comes back in the claim so that only the rest is done. Raises as `claim` does.
+        """
+        if lease_ms is not None:
+            remaining_ms = min(remaining_ms_of(remaining_ms), lease_ms)
+        put, held = self._conditional_put(namespace, key, None, remaining_ms, new_owner())
+        item = put["Item"]
+        try:
+            answer = self.client.update_item(
+                TableName=self.table_name,
+                Key={KEY_ATTR: item[KEY_ATTR]},
+                UpdateExpression=(
+                    "SET #status = :status, #expires_at = :expires_at,"
+                    " #in_progress_expiry = :expiry, #owner = :owner"
+                ),
+                ConditionExpression=_CONDITION,
+                ExpressionAttributeNames={**_NAMES, "#owner": OWNER_ATTR},
+                ExpressionAttributeValues={
+                    **put["ExpressionAttributeValues"],
+                    ":status": item[STATUS_ATTR],
+                    ":expires_at": item[EXPIRES_AT_ATTR],
+                    ":expiry": item[IN_PROGRESS_EXPIRY_ATTR],
+                    ":owner": item[OWNER_ATTR],
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except aws.client_errors() as exc:
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise IdempotencyStoreError(f"could not claim {held.pk}: {exc}") from exc
+            old = getattr(exc, "response", {}).get("Item") or {}
+            return self._refused(held, old)
+        done = _number_set(answer.get("Attributes") or {}, PROGRESS_ATTR)
+        return replace(held, progress=done)
+
+    def record_progress(
+        self,
+        claim: Claim,
+        steps: Collection[int],
+        *,
+        lease_ms: int | None = None,
+        release: bool = False,
+    ) -> Claim:
+        """Add `steps` to our held claim's progress in one UpdateItem; the claim as it is now.
+
+        With `lease_ms` the claim is renewed to that lease from now in the same write; with
+        `release` it is let go instead (its in-progress expiry set to 0), so that a retry
+        takes it over at once with its progress. Adding to a set is idempotent (the SDK's
+        retry of a write whose answer was lost changes nothing). Conditional on still
+        holding the claim: `ClaimLostError` if another invocation took it over.
+        """
+        sets, adds = [], []
+        values: dict[str, Any] = {
+            ":owner": {"S": claim.owner},
+            ":inprogress": {"S": Status.INPROGRESS.value},
+        }
+        expiry = claim.in_progress_expiry
+        if release:
+            expiry = 0
+        elif lease_ms is not None:
+            expiry = int(self._clock() * 1000) + lease_ms + IN_PROGRESS_MARGIN_MS
+        if release or lease_ms is not None:
+            sets.append("#in_progress_expiry = :expiry")
+            values[":expiry"] = {"N": str(expiry)}
+        if steps:
+            adds.append("#progress :steps")
+            values[":steps"] = {"NS": [str(step) for step in sorted(set(steps))]}
+        if not sets and not adds:
+            return claim
+        expression = " ".join(
+            part
+            for part in (
+                f"SET {', '.join(sets)}" if sets else "",
+                f"ADD {', '.join(adds)}" if adds else "",
+            )
+            if part
+        )
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key={KEY_ATTR: {"S": claim.pk}},
+                UpdateExpression=expression,
+                ConditionExpression=f"{_MINE} AND #status = :inprogress",
+                ExpressionAttributeNames={
+                    "#owner": OWNER_ATTR,
+                    "#status": STATUS_ATTR,
+                    **({"#in_progress_expiry": IN_PROGRESS_EXPIRY_ATTR} if sets else {}),
+                    **({"#progress": PROGRESS_ATTR} if adds else {}),
+                },
+                ExpressionAttributeValues=values,
+            )
+        except aws.client_errors() as exc:
+            if aws.error_code(exc) == "ConditionalCheckFailedException":
+                raise ClaimLostError(f"{claim.pk} was taken over by another invocation") from exc
+            raise IdempotencyStoreError(f"could not record progress of {claim.pk}: {exc}") from exc
+        return replace(claim, in_progress_expiry=expiry, progress=claim.progress | set(steps))
+
+    def complete(self, claim: Claim, steps: Collection[int] = ()) -> None:
         """Mark the claim COMPLETED in one UpdateItem, keeping its TTL.
 
         Conditional on still holding it (our owner token): if we ran past our in-progress
         expiry and someone took it over, their completion stands and ours is dropped (both did
         the same work). A retry of a completion whose answer was lost meets the same
-        condition, still true, and changes nothing.
+        condition, still true, and changes nothing. `steps` are added to the claim's progress
+        in the same write (`record_progress`'s last step).
         """
+        names = {"#status": STATUS_ATTR, "#owner": OWNER_ATTR}
+        values: dict[str, Any] = {
+            ":completed": {"S": Status.COMPLETED.value},
+            ":owner": {"S": claim.owner},
+        }
+        expression = "SET #status = :completed"
+        if steps:
+            expression += " ADD #progress :steps"
+            names["#progress"] = PROGRESS_ATTR
+            values[":steps"] = {"NS": [str(step) for step in sorted(set(steps))]}
         try:
             self.client.update_item(
                 TableName=self.table_name,
                 Key={KEY_ATTR: {"S": claim.pk}},
-                UpdateExpression="SET #status = :completed",
+                UpdateExpression=expression,
                 ConditionExpression=_MINE,
-                ExpressionAttributeNames={"#status": STATUS_ATTR, "#owner": OWNER_ATTR},
-                ExpressionAttributeValues={
-                    ":completed": {"S": Status.COMPLETED.value},
-                    ":owner": {"S": claim.owner},
-                },
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except aws.client_errors() as exc:
             if aws.error_code(exc) == "ConditionalCheckFailedException":
@@ -643,6 +764,13 @@ def _number(item: dict[str, Any], name: str) -> int:
     if isinstance(value, dict) and isinstance(value.get("N"), str):
         return int(value["N"])
     return 0
+
+
+def _number_set(item: dict[str, Any], name: str) -> frozenset[int]:
+    value = item.get(name)
+    if isinstance(value, dict) and isinstance(value.get("NS"), list):
+        return frozenset(int(n) for n in value["NS"])
+    return frozenset()
 
 
 def _string(item: dict[str, Any], name: str) -> str | None:

@@ -1,16 +1,25 @@
 """The alerts consumer: an alert per high-priority record on the alerts topic, at least once.
 
 Direct SNS subscription (filter policy in resources.yaml Metadata, applied by the deploy).
-A per-record claim (namespace "alerts", key record id) makes a retried or redelivered chunk
-publish only the alerts it has not published yet. The claims of a chunk's records are taken
-together (`run_batch_once`: one transaction per 100 records) and the alerts go out with
-PublishBatch, 10 a call, so a chunk of 50 alerts costs ~10 requests, not 150.
+ONE claim per chunk (namespace "alerts", key chunk id; `IdempotencyStore.claim_with_progress`,
+a conditional UpdateItem with a 10 s lease) carries a progress mark: the positions in the
+chunk of the records whose alert SNS accepted (a number set). The alerts go out with
+PublishBatch, 10 a call, and after each call one UpdateItem adds its positions to the mark
+and renews the lease (`record_progress`); the last call's positions go with the completion.
+So a chunk of N alerts costs 1 + ceil(N/10) small writes, not a transaction and a batch write
+per alert. A retry, a redelivery, or an invocation taking over a lapsed claim reads the
+mark and publishes only the rest; a claim held by a live invocation defers the chunk
+(`ClaimInProgressError`, waited for by the runtime); a completed claim makes the chunk's
+alerts duplicates. When SNS refuses some entries or a call fails, the claim is let go with
+its mark (expiry 0) so that the retry takes it over at once.
 
 What a subscriber gets (the delivery contract, README): every high-priority record is
 alerted at least once, and every copy of its alert carries the same `alert_id` message
 attribute (the record id). A second copy is published only when SNS accepted a PublishBatch
 whose answer was lost (the SDK's retry publishes it again) or when an invocation died
-between publishing and completing its claims; the alerts topic is a standard topic (email,
+between publishing a PublishBatch and marking it (at most one PublishBatch, 10 alerts, per
+such event; an invocation slower than its lease may also see its claim taken over and its
+last batch repeated); the alerts topic is a standard topic (email,
 HTTPS, Lambda and SQS subscribers all work), and standard topics cannot deduplicate, so
 subscribers that must page once deduplicate on `alert_id`.
 """
@@ -28,7 +37,7 @@ from sluice.batch import ChunkOutcome
 from sluice.config import get_settings
 from sluice.envelope import Chunk, Record
 from sluice.errors import TransientError
-from sluice.idempotency import RemainingTime, run_batch_once
+from sluice.idempotency import Claim, IdempotencyStore, RemainingTime
 from sluice.observability import add_metric, get_logger
 from sluice.stage import StageRuntime, remaining_of
 
@@ -40,10 +49,11 @@ STAGE = f"consumer-{SINK}"
 CLAIM_NAMESPACE = "alerts"
 TOPIC_ARN_ENV = "SLUICE_ALERTS_TOPIC_ARN"
 PUBLISH_BATCH_MAX = 10  # SNS PublishBatch entries per call
-# Alert claims hold 10 s (plus the claim margin), not the invocation's 30: publishing 100
-# alerts takes well under a second, and a killed invocation's claims then lapse soon enough
+# Alert claims hold 10 s (plus the claim margin), renewed at each PublishBatch, not the
+# invocation's 30: a PublishBatch takes well under a second, and a killed invocation's claim
+# then lapses soon enough
 # for its retry to wait for them (`StageRuntime.handle_sns`) instead of giving up the event.
-# An invocation still publishing after that may see its claims taken over: a repeated alert,
+# An invocation stuck in one call after that may see its claim taken over: a repeated alert,
 # within the at-least-once contract.
 CLAIM_LEASE_MS = 10_000
 
@@ -109,7 +119,7 @@ class AlertPublisher:
     def publish(self, records: Sequence[Record], chunk: Chunk) -> set[str]:
         """One alert per record, with PublishBatch (10 a call); the ids accepted by SNS.
 
-        Entries SNS reports as failed are left out (their claims are released and the chunk
+        Entries SNS reports as failed are left out (not marked published; the chunk is
         retried); a call that fails outright raises `AlertPublishError` for the records not
         yet accepted.
         """
@@ -181,7 +191,7 @@ def handle_event(event: Mapping[str, Any], context: Any = None) -> list[ChunkOut
             {"Records": [record]},
             partial(handle_chunk, rt=rt, publisher=publisher, remaining_ms=remaining),
             remaining_ms=remaining,
-            claim=False,  # claims are per record, below
+            claim=False,  # the chunk's alerts claim is taken below, with its progress
         )
     return outcomes
 
@@ -189,33 +199,103 @@ def handle_event(event: Mapping[str, Any], context: Any = None) -> list[ChunkOut
 def handle_chunk(
     chunk: Chunk, rt: StageRuntime, publisher: Publisher, remaining_ms: RemainingTime = None
 ) -> ChunkOutcome:
-    """Publish one alert per record unless that record was alerted before.
+    """Publish one alert per alertable record of the chunk that was not alerted before.
 
-    Alerts SNS did not accept are retried with the chunk (`AlertPublishError`); the ones it
-    did accept are claimed as done, so the retry publishes only the rest.
+    The chunk's claim marks which alerts went out (their records' positions in the chunk),
+    once per PublishBatch: a retry, a redelivery or a takeover publishes only the rest.
+    Alerts SNS did not accept are retried with the chunk (`AlertPublishError`).
     """
     # Each alert's text is made per record first: a record the message code cannot handle
     # fails alone (dead-lettered with its error by the runtime), not the chunk's other alerts.
     results = rt.run_records(chunk, _alertable)  # claim-checked payloads resolved
-    records = {record.id: record for record, _ in results.outputs}
-    done = run_batch_once(
-        rt.idempotency,
-        CLAIM_NAMESPACE,
-        list(records),
-        lambda ids: publisher.publish([records[i] for i in ids], chunk),
-        remaining_ms=remaining_ms,
-        lease_ms=CLAIM_LEASE_MS,
-    )
-    add_metric("AlertsPublished", len(done.done))
-    if done.failed:
-        raise AlertPublishError(
-            f"{len(done.failed)} alert(s) not accepted by SNS; the chunk is retried"
-        )
+    position = {record.id: i for i, record in enumerate(chunk.records)}
+    alertable = [(position[record.id], record) for record, _ in results.outputs]
+    published = _publish_once(chunk, alertable, rt.idempotency, publisher, remaining_ms)
+    add_metric("AlertsPublished", published)
     outcome = results.outcome
-    outcome.out = len(done.done)
-    outcome.duplicate = len(results.outputs) - outcome.out
+    outcome.out = published
+    outcome.duplicate = len(alertable) - published
     rt.ledger.record_delivery(SINK, chunk, delivered=len(results.outputs))
     return outcome
+
+
+def _publish_once(
+    chunk: Chunk,
+    alertable: Sequence[tuple[int, Record]],
+    store: IdempotencyStore,
+    publisher: Publisher,
+    remaining_ms: RemainingTime,
+) -> int:
+    """Publish the alerts the chunk's claim does not mark as published; how many went out.
+
+    Writes: the claim (one UpdateItem; none for a chunk without alerts), one UpdateItem per
+    PublishBatch but the last (marks the batch, renews the lease), and the completion with
+    the last batch's mark. Raises `AlertPublishError` if SNS did not take them all (the
+    claim is let go with its marks, so the retry takes it over at once).
+    """
+    if not alertable:
+        return 0
+    if not store.enabled:
+        return _publish_all(chunk, alertable, publisher, None)
+    claim = store.claim_with_progress(
+        CLAIM_NAMESPACE, chunk.chunk_id, remaining_ms=remaining_ms, lease_ms=CLAIM_LEASE_MS
+    )
+    if claim.duplicate:
+        log.info("chunk's alerts were published before", extra={"chunk_id": chunk.chunk_id})
+        return 0
+    todo = [(i, record) for i, record in alertable if i not in claim.progress]
+    return _publish_all(chunk, todo, publisher, _Marks(store, claim))
+
+
+class _Marks:
+    """Where a held claim's progress goes: one write per PublishBatch."""
+
+    def __init__(self, store: IdempotencyStore, claim: Claim) -> None:
+        self.store, self.claim = store, claim
+
+    def published(self, positions: list[int], *, last: bool, complete: bool) -> None:
+        if complete:
+            self.store.complete(self.claim, positions)
+        elif last:
+            self.store.record_progress(self.claim, positions, release=True)
+        elif positions:
+            self.claim = self.store.record_progress(self.claim, positions, lease_ms=CLAIM_LEASE_MS)
+
+    def let_go(self) -> None:
+        """After a failed call: free the claim at once, keeping its marks (best effort: if
+        this fails, the claim lapses at its lease)."""
+        try:
+            self.store.record_progress(self.claim, (), release=True)
+        except Exception:
+            log.warning("could not let the alerts claim go; it lapses", exc_info=True)
+
+
+def _publish_all(
+    chunk: Chunk,
+    todo: Sequence[tuple[int, Record]],
+    publisher: Publisher,
+    marks: _Marks | None,
+) -> int:
+    published = missed = 0
+    batches = [todo[i : i + PUBLISH_BATCH_MAX] for i in range(0, len(todo), PUBLISH_BATCH_MAX)]
+    for n, batch in enumerate(batches, 1):
+        try:
+            accepted = publisher.publish([record for _, record in batch], chunk)
+        except Exception:  # not a kill (BaseException): the claim then lapses at its lease
+            if marks is not None:
+                marks.let_go()
+            raise
+        positions = [i for i, record in batch if record.id in accepted]
+        published += len(positions)
+        missed += len(batch) - len(positions)
+        last = n == len(batches)
+        if marks is not None:
+            marks.published(positions, last=last, complete=last and not missed)
+    if marks is not None and not batches:
+        marks.published([], last=True, complete=True)
+    if missed:
+        raise AlertPublishError(f"{missed} alert(s) not accepted by SNS; the chunk is retried")
+    return published
 
 
 def _alertable(record: Record, chunk: Chunk) -> Record:

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 from chalice.test import Client
-from support.calls import count_calls
+from support.calls import Fault, count_calls, failing
 
 from consumers import testkit
 from sluice import aws
 from sluice.envelope import Chunk, Record
+from sluice.idempotency import ClaimInProgressError
 
 HIGH = {"priority": "high", "region": "eu"}
 ORDERS = [
@@ -86,9 +87,12 @@ def test_duplicate_delivery_alerts_only_once(
     event = testkit.sns_event(chunk, account.records_topic_arn)
 
     invoke(app_module, app_dir, event)
+    dynamodb, sns = count_calls(aws.dynamodb()), count_calls(aws.sns())
     invoke(app_module, app_dir, event)
 
     assert len(alerts(alerts_inbox)) == 2
+    assert sns.operations == []  # the redelivery of a completed chunk publishes nothing
+    assert sorted(dynamodb.operations) == ["PutItem", "PutItem", "UpdateItem"]  # claim, ledger
 
 
 class FlakyPublisher:
@@ -177,22 +181,140 @@ def test_an_alert_sns_refuses_is_retried_alone_and_the_others_are_not_repeated(
     assert (retry.out, retry.duplicate) == (1, 11)
 
 
-def test_a_chunk_of_alerts_costs_a_claim_transaction_and_a_publish_per_ten_alerts(
+def test_a_chunk_of_alerts_costs_one_claim_write_per_publish_batch_not_per_alert(
     account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
 ) -> None:
-    orders = [{**ORDERS[0], "order_id": f"o-{i}"} for i in range(45)]
-    chunk = testkit.make_chunk("order", orders, attributes=HIGH)
+    chunk = orders_chunk(45)
     dynamodb, sns = count_calls(aws.dynamodb()), count_calls(aws.sns())
 
     invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
 
     assert sorted(dynamodb.operations) == sorted(
-        ["TransactWriteItems"]
-        + ["BatchWriteItem"] * 2  # 45 claims completed, 25 a call
+        ["UpdateItem"]  # the chunk's claim
+        + ["UpdateItem"] * 4  # a progress mark after each PublishBatch but the last
+        + ["UpdateItem"]  # the completion, with the last batch's mark
         + ["PutItem"] * 2  # the ledger: stage outcome and delivery
     )
     assert sns.operations == ["PublishBatch"] * 5
     assert len(alerts(alerts_inbox)) == 45
+    [claim] = claims(account)
+    assert claim["status"] == {"S": "COMPLETED"}
+    assert sorted(int(n) for n in claim["progress"]["NS"]) == list(range(45))
+
+
+def orders_chunk(n: int) -> Chunk:
+    """A high-priority chunk of `n` orders: `n` alerts."""
+    orders = [{**ORDERS[0], "order_id": f"o-{i}"} for i in range(n)]
+    return testkit.make_chunk("order", orders, attributes=HIGH)
+
+
+def alerting(account: testkit.Account, n: int) -> tuple[Chunk, list[str], Any]:
+    """A chunk of `n` alerts, its record ids, and a publisher to the alerts topic."""
+    from chalicelib import service
+
+    chunk = orders_chunk(n)
+    return chunk, [r.id for r in chunk.records], service.AlertPublisher(account.alerts_topic_arn)
+
+
+def claims(account: testkit.Account) -> list[dict[str, Any]]:
+    items = aws.dynamodb().scan(TableName=account.names.idempotency_table)["Items"]
+    return [item for item in items if item["pk"]["S"].startswith("alerts#")]
+
+
+class Killed(BaseException):
+    """The invocation dies here (nothing after it runs, no handler sees it)."""
+
+
+def killing(_fault: Any, _operation: str) -> Exception:
+    """`failing`'s error for a kill: a BaseException, which no `except Exception` catches."""
+    return Killed()  # type: ignore[return-value]
+
+
+def later_runtime(seconds: float) -> Any:
+    """A runtime whose clock is `seconds` ahead: a retry after the killed one's lease."""
+    import time
+
+    from chalicelib import service
+    from sluice.idempotency import IdempotencyStore
+    from sluice.stage import StageRuntime
+
+    store = IdempotencyStore(clock=lambda: time.time() + seconds)
+    return StageRuntime(name=service.STAGE, idempotency=store)
+
+
+def alert_ids(inbox: str) -> list[str]:
+    return [a["MessageAttributes"]["alert_id"]["Value"] for a in alerts(inbox)]
+
+
+def test_killed_after_the_second_publish_batch_the_retry_publishes_only_the_rest(
+    account: testkit.Account, alerts_inbox: str
+) -> None:
+    from chalicelib import service
+
+    chunk, ids, publisher = alerting(account, 35)
+    sns = aws.sns()
+    batches = iter(range(4))
+    with (
+        failing(
+            sns, "PublishBatch", Fault.REFUSED, when=lambda _: next(batches) == 2, error=killing
+        ),
+        pytest.raises(Killed),
+    ):
+        service.handle_chunk(chunk, service.runtime(), publisher)
+    first = alert_ids(alerts_inbox)
+    with pytest.raises(ClaimInProgressError):  # the killed one's lease holds
+        service.handle_chunk(chunk, service.runtime(), publisher)
+
+    retry = service.handle_chunk(chunk, later_runtime(20), publisher)
+
+    assert first == ids[:20]
+    assert sorted(alert_ids(alerts_inbox)) == sorted(ids[20:])
+    assert (retry.out, retry.duplicate) == (15, 20)
+
+
+def test_killed_between_a_publish_batch_and_its_mark_repeats_that_batch_only(
+    account: testkit.Account, alerts_inbox: str
+) -> None:
+    from chalicelib import service
+
+    chunk, ids, publisher = alerting(account, 35)
+    marks = iter(range(10))
+
+    def second_mark(params: Any) -> bool:
+        return "ADD" in str(params.get("UpdateExpression")) and next(marks) == 1
+
+    with (
+        failing(aws.dynamodb(), "UpdateItem", Fault.REFUSED, when=second_mark, error=killing),
+        pytest.raises(Killed),
+    ):
+        service.handle_chunk(chunk, service.runtime(), publisher)
+    first = alert_ids(alerts_inbox)
+
+    service.handle_chunk(chunk, later_runtime(20), publisher)
+
+    assert first == ids[:20]
+    assert sorted(alert_ids(alerts_inbox)) == sorted(ids[10:])  # batch 2 (10 alerts) again
+
+
+def test_a_publish_batch_that_fails_after_the_first_lets_the_retry_publish_only_the_rest(
+    account: testkit.Account, alerts_inbox: str
+) -> None:
+    from chalicelib import service
+
+    chunk, ids, publisher = alerting(account, 25)
+    calls = iter(range(4))
+    with (
+        failing(aws.sns(), "PublishBatch", Fault.REFUSED, when=lambda _: next(calls) == 1),
+        pytest.raises(service.AlertPublishError),
+    ):
+        service.handle_chunk(chunk, service.runtime(), publisher)
+    first = alert_ids(alerts_inbox)
+
+    retry = service.handle_chunk(chunk, service.runtime(), publisher)  # no wait: let go
+
+    assert first == ids[:10]
+    assert sorted(alert_ids(alerts_inbox)) == sorted(ids[10:])
+    assert (retry.out, retry.duplicate) == (15, 10)
 
 
 def test_filter_policy_of_resources_yaml_passes_only_high_priority_chunks(
@@ -267,16 +389,16 @@ def test_a_publish_whose_answer_was_lost_repeats_alerts_only_under_the_same_aler
     assert len(ids) == 2 * len(chunk.records)  # SNS accepted both calls: the documented repeat
 
 
-def test_a_claim_transaction_whose_answer_was_lost_still_alerts_once_each(
+def test_a_claim_whose_answer_was_lost_still_alerts_once_each(
     account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
 ) -> None:
     from support.calls import lose_answers
 
     chunk = testkit.make_chunk("order", ORDERS, attributes=HIGH)
-    with lose_answers(aws.dynamodb(), "TransactWriteItems") as lost:
+    with lose_answers(aws.dynamodb(), "UpdateItem") as lost:
         invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
 
-    assert lost.lost == ["TransactWriteItems"]
+    assert lost.lost == ["UpdateItem"]
     ids = sorted(a["MessageAttributes"]["alert_id"]["Value"] for a in alerts(alerts_inbox))
     assert ids == sorted(r.id for r in chunk.records)
 
@@ -313,7 +435,7 @@ def test_a_record_the_alert_code_cannot_handle_costs_only_its_own_alert(
     assert ledger["sink:alerts#c-test-0"]["delivered"] == {"N": "1"}
 
 
-def test_alert_claims_hold_a_short_lease_so_a_killed_invocation_blocks_its_retry_briefly(
+def test_the_alert_claim_holds_a_short_lease_so_a_killed_invocation_blocks_its_retry_briefly(
     account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
 ) -> None:
     import time
@@ -326,11 +448,7 @@ def test_alert_claims_hold_a_short_lease_so_a_killed_invocation_blocks_its_retry
 
     invoke(app_module, app_dir, testkit.sns_event(chunk, account.records_topic_arn))
 
-    expiries = [
-        int(item[IN_PROGRESS_EXPIRY_ATTR]["N"]) - before_ms
-        for item in aws.dynamodb().scan(TableName=account.names.idempotency_table)["Items"]
-        if item["pk"]["S"].startswith("alerts#")
-    ]
-    assert len(expiries) == len(chunk.records)
+    expiries = [int(item[IN_PROGRESS_EXPIRY_ATTR]["N"]) - before_ms for item in claims(account)]
+    assert len(expiries) == 1  # one claim for the chunk
     # The test context reports minutes left: the lease, not the remaining time, bounds it.
     assert max(expiries) <= CLAIM_LEASE_MS + IN_PROGRESS_MARGIN_MS + 2_000

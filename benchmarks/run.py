@@ -28,9 +28,11 @@ from benchmarks.pipeline import RunFigures, ledger_statuses, make_runtime, meter
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / ".sluice" / "bench"
-TARGET_COST = 0.10  # $ per million records, landing → warehouse
+# Targets of the second performance round (issue 20); the first round's were $0.10 and 2,000.
+TARGET_COST = 0.04  # $ per million 1 KB records, landing → warehouse
+TARGET_COST_ALL = 0.70  # $ per million 1 KB records, whole pipeline
 TARGET_RATIO = 1.10  # cold start vs import boto3
-TARGET_RPS = 2000  # records/s at 100k on 2 cores
+TARGET_RPS = 3500  # records/s at 100k on 2 cores
 TARGET_MEMORY = 1.2  # peak RSS at 200 MB vs 10 MB
 
 
@@ -277,6 +279,7 @@ def print_cost(run: RunFigures, prices: dict[str, Any], memory_stage: str) -> di
             "whole pipeline",
             f"{all_req:.1f}",
             f"{all_usd:.4f}",
+            f"target <= {TARGET_COST_ALL:.2f}: {'yes' if all_usd <= TARGET_COST_ALL else 'no'}; "
             f"with GB-s from wall time at moto: {all_wall:.4f}",
         ]
     )

@@ -494,6 +494,17 @@ def run(records: int = 10_000, repeat: int = REPEAT, say: Callable[[str], None] 
     return floor, rows
 
 
+# Issue 20's targets, as multiples of the floor (the other stages have none yet).
+TARGET_X_FLOOR = {"cleanse": 6.0, "router": 3.0}
+
+
+def _target(stage: str, ratio: float) -> str:
+    target = TARGET_X_FLOOR.get(stage)
+    if target is None:
+        return ""
+    return f"<= {target:g}x: {'yes' if ratio <= target else 'no'}"
+
+
 def report(
     table: Callable[[str, list[str], list[list[Any]]], None],
     say: Callable[[str], None],
@@ -511,6 +522,7 @@ def report(
             "x floor",
             "of it the stage's own step",
             "messages out",
+            "target",
         ],
         [
             [
@@ -520,6 +532,7 @@ def report(
                 f"{r['ratio_to_floor']:.1f}",
                 "" if r["own_us_per_record"] is None else f"{r['own_us_per_record']:.1f}",
                 r["messages_out"],
+                _target(r["stage"], r["ratio_to_floor"]),
             ]
             for r in rows
         ],

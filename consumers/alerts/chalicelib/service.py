@@ -208,13 +208,16 @@ def handle_chunk(
     # Each alert's text is made per record first: a record the message code cannot handle
     # fails alone (dead-lettered with its error by the runtime), not the chunk's other alerts.
     results = rt.run_records(chunk, _alertable)  # claim-checked payloads resolved
-    position = {record.id: i for i, record in enumerate(chunk.records)}
-    alertable = [(position[record.id], record) for record, _ in results.outputs]
+    first: dict[str, int] = {}
+    for i, record in enumerate(chunk.records):
+        first.setdefault(record.id, i)
+    # An alert per record id, marked by the position of its first record in the chunk.
+    alertable = sorted({first[record.id]: record for record, _ in results.outputs}.items())
     published = _publish_once(chunk, alertable, rt.idempotency, publisher, remaining_ms)
     add_metric("AlertsPublished", published)
     outcome = results.outcome
     outcome.out = published
-    outcome.duplicate = len(alertable) - published
+    outcome.duplicate = len(results.outputs) - published  # done before, or a repeated id
     rt.ledger.record_delivery(SINK, chunk, delivered=len(results.outputs))
     return outcome
 

@@ -317,6 +317,22 @@ def test_a_publish_batch_that_fails_after_the_first_lets_the_retry_publish_only_
     assert (retry.out, retry.duplicate) == (15, 10)
 
 
+def test_a_record_id_repeated_in_a_chunk_gets_one_alert_and_counts_as_a_duplicate(
+    account: testkit.Account, alerts_inbox: str
+) -> None:
+    import dataclasses
+
+    from chalicelib import service
+
+    chunk, ids, publisher = alerting(account, 2)
+    twice = dataclasses.replace(chunk, records=(chunk.records[0], *chunk.records))
+
+    outcome = service.handle_chunk(twice, service.runtime(), publisher)
+
+    assert sorted(alert_ids(alerts_inbox)) == sorted(ids)
+    assert (outcome.out, outcome.duplicate) == (2, 1)
+
+
 def test_filter_policy_of_resources_yaml_passes_only_high_priority_chunks(
     account: testkit.Account, app_module: ModuleType, app_dir: Path, alerts_inbox: str
 ) -> None:

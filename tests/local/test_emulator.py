@@ -546,6 +546,78 @@ def test_a_role_used_by_a_request_is_found_by_its_arn_without_listing_every_role
     assert second.last_used is not None
 
 
+def test_dynamodb_calls_are_answered_without_flask_and_as_flask_answers_them(
+    dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask import Flask
+
+    through_flask: list[str] = []
+    full_dispatch = Flask.full_dispatch_request
+
+    def counted(app: Any) -> Any:
+        from flask import request
+
+        through_flask.append(str(request.headers.get("X-Amz-Target") or request.path))
+        return full_dispatch(app)
+
+    monkeypatch.setattr(Flask, "full_dispatch_request", counted)
+    put = dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "direct"}, "b": {"B": b"\x01"}})
+    got = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": "direct"}})
+    with pytest.raises(ClientError) as failed:
+        dynamodb.put_item(
+            TableName=TABLE,
+            Item={"pk": {"S": "direct"}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+    with pytest.raises(ClientError) as missing:
+        dynamodb.describe_table(TableName="no-such-table")
+    assert through_flask == []
+
+    assert got["Item"] == {"pk": {"S": "direct"}, "b": {"B": b"\x01"}}
+    for answer in (put, got, failed.value.response, missing.value.response):
+        headers = answer["ResponseMetadata"]["HTTPHeaders"]
+        assert headers["access-control-allow-origin"] == "*"  # as flask-cors adds it
+        assert len(headers["x-amzn-requestid"]) > 20
+        assert "x-amz-crc32" in headers
+    assert failed.value.response["Error"]["Code"] == "ConditionalCheckFailedException"
+    assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert missing.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+    # A browser's request (with an Origin) and other services still take Flask's path.
+    def with_origin(request: Any, **_: Any) -> None:
+        request.headers["Origin"] = "http://localhost:8000"
+
+    dynamodb.meta.events.register("before-sign.dynamodb.ListTables", with_origin)
+    try:
+        dynamodb.list_tables()
+    finally:
+        dynamodb.meta.events.unregister("before-sign.dynamodb.ListTables", with_origin)
+    client("sqs", dynamodb.meta.endpoint_url).list_queues()
+    assert len(through_flask) == 2
+    assert through_flask[0] == "DynamoDB_20120810.ListTables"
+
+
+def test_the_backend_of_a_host_is_matched_once(dynamodb: Any) -> None:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    walks = 0
+
+    class Counted(list[Any]):
+        def __iter__(self) -> Any:
+            nonlocal walks
+            walks += 1
+            return super().__iter__()
+
+    dispatcher.backend_url_patterns = Counted(dispatcher.backend_url_patterns)
+    host = "sqs.us-east-1.amazonaws.com"
+    assert [dispatcher.get_backend_for_host(host) for _ in range(3)] == ["sqs"] * 3
+    assert walks == 1
+    assert dispatcher.get_backend_for_host("nothing.example") is None
+    assert dispatcher.get_backend_for_host("nothing.example") is None
+    assert walks == 3  # an unknown host is matched again each time
+
+
 def stored_size(ddb: Any, pk: str) -> int:
     return len(ddb.get_item(TableName=TABLE, Key={"pk": {"S": pk}})["Item"]["x"]["S"])
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sluice_tools.motocompat.server import quiet, unquiet
+from sluice_tools.motocompat.server import backend_app, quiet, unquiet
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 DEFAULT_REGION = "us-east-1"
@@ -35,7 +35,8 @@ class Emulator:
 
     moto's WSGI application is served by `KeepAliveServer` rather than moto's own werkzeug
     server, which closes every connection: same requests, same answers, a fraction of the
-    per-request cost (docs/decisions.md).
+    per-request cost (docs/decisions.md). DynamoDB's API calls skip moto's Flask layer
+    (`motocompat.server.backend_app`), answered as it answers them.
     """
 
     port: int = 0
@@ -45,10 +46,7 @@ class Emulator:
     def start(self) -> str:
         """Start the server (once) and return its endpoint URL."""
         if self._server is None:
-            from moto.moto_server.werkzeug_app import (
-                DomainDispatcherApplication,
-                create_backend_app,
-            )
+            from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
             from sluice_tools.local import apifaults, iam
             from sluice_tools.local.httpserver import KeepAliveServer
@@ -61,9 +59,7 @@ class Emulator:
             # IAM outermost: a call its role does not allow never reaches the API faults (a
             # "lost answer" or a kill after a call that was refused would be no such thing),
             # nor moto.
-            app = iam.middleware(
-                apifaults.middleware(DomainDispatcherApplication(create_backend_app))
-            )
+            app = iam.middleware(apifaults.middleware(DomainDispatcherApplication(backend_app)))
             self._server = KeepAliveServer(app, host="127.0.0.1", port=self.port)
             self._server.start()
         return self.endpoint

@@ -42,6 +42,7 @@ PATCHED = (
     ("moto.dynamodb.models", "create_condition_expression_parser"),
     ("moto.dynamodb.responses", "create_condition_expression_parser"),
     ("moto.iam.models:IAMBackend", "get_role_by_arn"),
+    ("moto.moto_server.werkzeug_app:DomainDispatcherApplication", "get_backend_for_host"),
 )
 
 _patch_lock = threading.Lock()
@@ -594,6 +595,93 @@ def _role_by_arn(backend: Any, arn: str) -> Any:
     raise NotFoundException(f"Role {arn} not found")
 
 
+def _backend_for_host_once(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's `get_backend_for_host`, remembered per host name.
+
+    moto matches the host it infers for every request against each backend's URL patterns in
+    turn (12-30 us a request); the patterns are fixed when the dispatcher is made, so a host
+    maps to the same backend for its whole life. A host that maps to none is not remembered.
+    """
+
+    def backend_for_host(dispatcher: Any, host: str | None) -> Any:
+        known: dict[str, Any] = dispatcher.__dict__.setdefault("_sluice_backends", {})
+        found = known.get(host) if host is not None else None
+        if found is None:
+            found = original(dispatcher, host)
+            if found is not None and host is not None:
+                known[host] = found
+        return found
+
+    return backend_for_host
+
+
+DYNAMODB_TARGET_PREFIX = "DynamoDB_20120810."
+
+
+def backend_app(service: str) -> Any:
+    """moto's `create_backend_app(service)`; DynamoDB's answers its API calls without Flask.
+
+    Every request to moto's server goes through Flask: a request context, URL routing to the
+    one DynamoDB view, `convert_to_flask_response`, after-request hooks (CORS), then
+    werkzeug's response. For DynamoDB, whose every API call is a POST to `/` naming its
+    operation in `X-Amz-Target`, that is 10-15% of a BatchWriteItem's CPU in the emulator.
+    Here such a call goes straight to what the view calls: moto's request normalisation and
+    recorder, then `DynamoHandler.dispatch` with the same URL and headers, its answer made
+    the werkzeug response the view makes (a `ClientError` answered 400 as the view does, a
+    werkzeug HTTP error by that error's own response as Flask does), with the
+    `Access-Control-Allow-Origin: *` flask-cors adds. Anything else (other paths, requests
+    with an `Origin`, the `moto-api`) takes the app's own Flask path.
+    """
+    from moto.moto_server.werkzeug_app import create_backend_app
+
+    app = create_backend_app(service)  # type: ignore[arg-type]
+    if service == "dynamodb":
+        app.wsgi_app = _direct_dynamodb(app.wsgi_app)  # type: ignore[method-assign]
+    return app
+
+
+def _direct_dynamodb(flask_wsgi: Callable[..., Any]) -> Callable[..., Any]:
+    from botocore.exceptions import ClientError
+    from moto.core.request import normalize_request
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.moto_api import recorder
+    from moto.moto_server.werkzeug_app import BackendRequest
+    from moto.settings import DISABLE_GLOBAL_CORS
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.wrappers import Response
+
+    cors = not DISABLE_GLOBAL_CORS
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        target = environ.get("HTTP_X_AMZ_TARGET") or ""
+        if not (
+            target.startswith(DYNAMODB_TARGET_PREFIX)
+            and environ.get("PATH_INFO") == "/"
+            and environ.get("REQUEST_METHOD") == "POST"
+            and "HTTP_ORIGIN" not in environ  # a browser's: flask-cors answers it
+        ):
+            return flask_wsgi(environ, start_response)
+        request = normalize_request(BackendRequest(environ))
+        try:
+            recorder._record_request(request)
+            try:
+                result = DynamoHandler.dispatch(request, request.raw_url, dict(request.headers))
+            except ClientError as exc:
+                result = 400, {}, exc.response["Error"]["Message"]
+        except HTTPException as error:
+            return error(environ, start_response)
+        if len(result) == 3:
+            status, headers, content = result
+        else:
+            status, headers, content = 200, {}, result
+        response = Response(response=content, status=status, headers=headers)
+        if cors:  # what flask-cors adds to a response to a request without Origin
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        return response(environ, start_response)
+
+    return app
+
+
 def _listed_once(list_modules: Callable[[], Iterable[str]]) -> Callable[[], tuple[str, ...]]:
     names = tuple(list_modules())
     return lambda: names
@@ -649,6 +737,7 @@ def quiet() -> None:
         from moto.dynamodb.models.dynamo_type import Item
         from moto.dynamodb.responses import DynamoHandler
         from moto.iam.models import IAMBackend
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
         from moto.s3 import notifications
         from moto.s3.models import FakeBucket
         from moto.sqs.models import Queue, SQSBackend
@@ -680,6 +769,11 @@ def quiet() -> None:
             (dynamodb_models, "create_condition_expression_parser", _ParsedCondition),
             (dynamodb_responses, "create_condition_expression_parser", _ParsedCondition),
             (IAMBackend, "get_role_by_arn", _role_by_arn),
+            (
+                DomainDispatcherApplication,
+                "get_backend_for_host",
+                _backend_for_host_once(DomainDispatcherApplication.get_backend_for_host),
+            ),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

@@ -10,15 +10,18 @@ and what `sluice new-consumer` writes, are held to the same rules without an edi
 
 from __future__ import annotations
 
+import ast
 import re
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from infra.stack_model import offline_target, resolver
+from infra.stack_model import ROOT, offline_target, resolver
 
+from sluice_tools.deploy.apps import discover_apps
 from sluice_tools.deploy.stacks import deploy_stack
 from sluice_tools.deploy.target import Target
 from sluice_tools.deploy.templates import Resolver, StackSpec
@@ -326,3 +329,22 @@ def test_the_ops_email_is_set_by_a_deploy_and_kept_by_the_next_ones(
     monkeypatch.setenv("SLUICE_OPS_EMAIL", "")  # set empty: no address any more
     deploy_stack(target, platform, log=lambda _: None)
     assert _ops_email(target, platform) == ""
+
+
+def _exec_calls(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("exec", "eval")
+    ]
+
+
+def test_exec_runs_only_in_the_compiled_schema_check() -> None:
+    """.security-skips.toml lets bandit's B102 (exec) pass in deployed code for ONE use:
+    cleanse's check generated from each type's schema. Any other exec or eval fails here."""
+    dirs = [ROOT / "shared" / "sluice", *(app.path for app in discover_apps(ROOT))]
+    found = [call for d in dirs for f in sorted(d.rglob("*.py")) for call in _exec_calls(f)]
+    assert [call.split(":")[0] for call in found] == ["cleanse/chalicelib/catalogue.py"], found

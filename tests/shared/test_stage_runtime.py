@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -126,11 +127,11 @@ def test_crash_after_the_ledger_write_redoes_effects_but_not_the_counts(
     class CompleteFailsOnce(IdempotencyStore):
         failed = False
 
-        def complete(self, claim: Claim) -> None:
+        def complete(self, claim: Claim, steps: Collection[int] = ()) -> None:
             if not self.failed:
                 self.failed = True
                 raise TransientError("throttled")
-            super().complete(claim)
+            super().complete(claim, steps)
 
     runtime = StageRuntime(STAGE, idempotency=CompleteFailsOnce())
     handler = Handler(runtime)

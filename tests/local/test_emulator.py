@@ -722,3 +722,29 @@ def test_s3_events_of_a_versioned_bucket_name_the_version_they_announce(dynamodb
                 announced.append(record["s3"]["object"])
     assert [obj["versionId"] for obj in announced] == versions
     assert announced[0]["sequencer"] < announced[1]["sequencer"]
+
+
+def test_a_long_poll_ends_with_no_message_when_the_runtime_stops(dynamodb: Any) -> None:
+    from sluice_tools.motocompat import server
+
+    sqs = client("sqs", dynamodb.meta.endpoint_url)
+    url = sqs.create_queue(QueueName="long-polled")["QueueUrl"]
+    answers: list[list[Any]] = []
+    polling = threading.Thread(
+        target=lambda: answers.append(
+            sqs.receive_message(QueueUrl=url, WaitTimeSeconds=20).get("Messages", [])
+        )
+    )
+    polling.start()
+    try:
+        server.cut_long_polls(True)
+        polling.join(10)  # a 20 s poll: only the cut ends it within this
+        assert not polling.is_alive()
+        assert answers == [[]]
+    finally:
+        server.cut_long_polls(False)
+        polling.join(30)
+    # After the stop, polls wait and receive as before; the message sent meanwhile is there.
+    sqs.send_message(QueueUrl=url, MessageBody="after")
+    got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
+    assert [m["Body"] for m in got] == ["after"]

@@ -33,6 +33,7 @@ from sluice_tools.local.topology import (
     deployed_fingerprint,
     read_topology,
 )
+from sluice_tools.motocompat import server
 
 log = logging.getLogger("sluice.local")
 INTERNAL_SUFFIX = "-rt-"  # internal queues: <function>-rt-<kind>
@@ -184,8 +185,12 @@ class LocalRuntime:
             self._scheduler.stop.set()
         for pool in self.pools.values():
             pool.stop()
-        for poller in self.pollers:
-            poller.join(delivery.POLL_WAIT_S + 3)
+        server.cut_long_polls(True)  # a poller's receive answers now, not after its 2 s wait
+        try:
+            for poller in self.pollers:
+                poller.join(delivery.POLL_WAIT_S + 3)
+        finally:
+            server.cut_long_polls(False)
         if self._scheduler is not None:
             self._scheduler.join(2)
         if self.options.persist and self._serving:

@@ -43,6 +43,8 @@ PATCHED = (
     ("moto.dynamodb.responses", "create_condition_expression_parser"),
     ("moto.iam.models:IAMBackend", "get_role_by_arn"),
     ("moto.moto_server.werkzeug_app:DomainDispatcherApplication", "get_backend_for_host"),
+    ("moto.sqs.models:Queue", "wait_for_messages"),
+    ("moto.sqs.models:SQSBackend", "receive_message"),
 )
 
 _patch_lock = threading.Lock()
@@ -687,6 +689,50 @@ def _listed_once(list_modules: Callable[[], Iterable[str]]) -> Callable[[], tupl
     return lambda: names
 
 
+# ---------------------------------------------------------------- long polls cut at stop
+
+_stopping = threading.Event()
+
+
+class _LongPollCut(Exception):
+    """A long poll's wait ended by `cut_long_polls` (caught by the ReceiveMessage wrapper)."""
+
+
+def _wait_unless_stopping(queue: Any, timeout: int) -> None:
+    """moto's wait for a message to arrive, which also ends when the runtime stops."""
+    with queue._messages_lock:
+        queue._messages_lock.wait_for(lambda: queue.messages or _stopping.is_set(), timeout)
+    if _stopping.is_set():
+        raise _LongPollCut
+
+
+def _receive_unless_stopping(receive: Callable[..., Any]) -> Callable[..., Any]:
+    def receive_message(backend: Any, *args: Any, **kwargs: Any) -> Any:
+        # moto waits only after a pass that found nothing (any message ends the poll at
+        # the top of its loop), so a cut poll has nothing received to lose: it answers empty.
+        try:
+            return receive(backend, *args, **kwargs)
+        except _LongPollCut:
+            return []
+
+    return receive_message
+
+
+def cut_long_polls(on: bool) -> None:
+    """While on, every ReceiveMessage waiting for messages answers at once with none, and
+    none starts waiting: the runtime's pollers stop without sitting out their 2 s waits."""
+    if not on:
+        _stopping.clear()
+        return
+    _stopping.set()
+    from moto.sqs.models import sqs_backends
+
+    for _account, _region, backend in sqs_backends.iter_backends():
+        for queue in list(getattr(backend, "queues", {}).values()):
+            with queue._messages_lock:
+                queue._messages_lock.notify_all()
+
+
 def quiet() -> None:
     """Stop moto's attempts to run Lambda functions, in this process (undo: `unquiet`).
 
@@ -722,6 +768,7 @@ def quiet() -> None:
     is parsed once per distinct expression, names and values, not once per action and check
     (`_ParsedCondition`), and the role behind a request's credentials is found by its ARN
     without building every role's ARN (`_role_by_arn`).
+    A stopping runtime ends its pollers' long polls at once (`cut_long_polls`).
     """
     with _patch_lock:
         if _originals:
@@ -774,6 +821,8 @@ def quiet() -> None:
                 "get_backend_for_host",
                 _backend_for_host_once(DomainDispatcherApplication.get_backend_for_host),
             ),
+            (Queue, "wait_for_messages", _wait_unless_stopping),
+            (SQSBackend, "receive_message", _receive_unless_stopping(SQSBackend.receive_message)),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

@@ -274,6 +274,9 @@ def process_sqs_batch(
                 if defer is not None and retry_after:
                     defer(message, float(retry_after))
                 continue
+            # One line per chunk (not per record): what `sluice trace` finds a stage's hop by
+            # (function, request id) in CloudWatch Logs when no span file is at hand.
+            log.info("chunk done", extra=outcome.as_dict())
             emit_chunk_metrics(chunk, outcome)
     return {"batchItemFailures": failures}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from support.events import sqs_event
 
@@ -15,6 +17,7 @@ from sluice.batch import (
 )
 from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError
+from sluice.observability.logs import get_context
 
 
 def chunk(n: int, cid: str = "c-1", bad: frozenset[int] = frozenset()) -> Chunk:
@@ -167,3 +170,32 @@ def test_claim_checked_records_are_resolved_before_the_handler(rejected: Rejecte
         c, lambda r, _: r.payload, reject=rejected.reject_record, resolve=lambda r: full
     )
     assert results.outputs == [(ref, {"big": True})]
+
+
+def test_a_chunk_done_is_logged_once_with_its_chunk_id_and_counts(rejected: Rejected) -> None:
+    """`sluice trace` finds a stage's hop (function, request id) in CloudWatch Logs by it."""
+    lines: list[tuple[str, object, int, int]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "chunk done":  # the context is the line's at emit time
+                context = get_context()
+                counts = vars(record)
+                lines.append(
+                    (record.name, context.get("chunk_id"), counts["records_in"], counts["out"])
+                )
+
+    logger = logging.getLogger("sluice.batch")
+    handler, level = Capture(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        process_sqs_batch(
+            sqs_event(chunk(2, "c-a"), chunk(1, "c-b")),
+            failing_on("c-b"),
+            reject_message=rejected.reject_message,
+        )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert lines == [("sluice.batch", "c-a", 2, 2)]

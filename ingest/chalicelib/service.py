@@ -31,7 +31,14 @@ from chalicelib.streams import (
     skip,
 )
 from sluice import aws
-from sluice.batch import BatchResponse, ChunkOutcome, ItemFailure, SQSMessage
+from sluice.batch import (
+    BatchResponse,
+    ChunkOutcome,
+    ItemFailure,
+    SQSMessage,
+    delivering,
+    sqs_delivery,
+)
 from sluice.config import Settings, get_settings
 from sluice.envelope import (
     Chunk,
@@ -45,7 +52,8 @@ from sluice.envelope import (
 )
 from sluice.errors import OversizeRecordError, PermanentError, TransientError
 from sluice.idempotency import ClaimInProgressError, Once, RemainingTime, renew_lease, run_once
-from sluice.observability import add_metric, get_logger, log_context
+from sluice.observability import add_metric, get_logger, get_tracer, log_context
+from sluice.observability.tracing import inject_trace_context
 from sluice.stage import StageRuntime
 
 log = get_logger(__name__)
@@ -279,7 +287,14 @@ class Ingestor:
                     failures.append({"itemIdentifier": message.message_id})
                 continue
             try:
-                self.continue_object(checkpoint, remaining)
+                # The hand-off's traceparent: the rest of the object stays in its trace.
+                with (
+                    delivering(sqs_delivery(message)),
+                    get_tracer().chunk_span(
+                        checkpoint.claim_key, checkpoint.correlation_id, checkpoint.record_type
+                    ),
+                ):
+                    self.continue_object(checkpoint, remaining)
             except Exception:
                 log.exception("continuation failed; it will be retried")
                 failures.append({"itemIdentifier": message.message_id})
@@ -517,9 +532,9 @@ class Ingestor:
             self.sqs.send_message(
                 QueueUrl=self.queue_url(self.settings.names.ingest_continue_queue),
                 MessageBody=cp.encode(),
-                MessageAttributes={
-                    "correlation_id": {"DataType": "String", "StringValue": cp.correlation_id}
-                },
+                MessageAttributes=inject_trace_context(
+                    {"correlation_id": {"DataType": "String", "StringValue": cp.correlation_id}}
+                ),
             )
         except aws.client_errors() as exc:
             raise TransientError(f"could not hand off {cp.claim_key}: {exc}") from exc

@@ -7,6 +7,7 @@ import codecs
 import gzip
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from support.events import sqs_event
 from chalicelib.checkpoint import Checkpoint
 from chalicelib.service import Ingestor
 from sluice import aws
+from sluice.observability.tracing import invocation_span, set_tracer
 
 
 def _jsonl(n: int) -> bytes:
@@ -200,3 +202,44 @@ def test_a_message_that_is_not_a_checkpoint_is_quarantined_and_acknowledged(
     assert response == {"batchItemFailures": []}
     [doc] = platform.quarantined()
     assert "not a checkpoint" in doc["reason"]
+
+
+def test_a_continuation_stays_in_the_trace_of_the_invocation_that_handed_off(
+    platform: Platform,
+    make_ingestor: Callable[..., Ingestor],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    spans = tmp_path / "spans.jsonl"
+    for name in ("_X_AMZN_TRACE_ID", "SLUICE_TRACING", "LAMBDA_TASK_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLUICE_TRACE_FILE", str(spans))  # the OpenTelemetry tracer, to a file
+    monkeypatch.setenv("SLUICE_CHUNK_MAX_RECORDS", "5")
+    set_tracer(None)
+    event = platform.put("incoming/order/traced.jsonl", _jsonl(40))
+    ingestor = make_ingestor()
+    with invocation_span("ingest-on_object_created", "req-first"):
+        ingestor.handle_s3_event(event, FakeContext(calls=2).get_remaining_time_in_millis)
+    platform.raw_chunks()
+    [message] = platform.continuations()
+    assert "traceparent" in message["MessageAttributes"]  # the hand-off carries the context
+
+    record = sqs_event(message["Body"], prefix="c")
+    record["Records"][0]["messageAttributes"] = {
+        name: {"stringValue": value["StringValue"], "dataType": value["DataType"]}
+        for name, value in message["MessageAttributes"].items()
+    }
+    with invocation_span("ingest-on_continue", "req-next"):
+        assert ingestor.handle_continue(record) == {"batchItemFailures": []}
+    rest = platform.raw_chunks()
+    set_tracer(None)
+
+    written = [json.loads(line) for line in spans.read_text().splitlines()]
+    first = {
+        s["trace_id"] for s in written if s["attributes"].get("faas.invocation_id") == "req-first"
+    }
+    assert len(first) == 1
+    continued = [s for s in written if s["name"] == "chunk"]
+    assert continued
+    assert {s["trace_id"] for s in continued} == first
+    assert rest  # the continuation sent the rest of the object

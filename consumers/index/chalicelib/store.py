@@ -14,15 +14,13 @@ Items DynamoDB would refuse are refused here, per record, before batching.
 
 from __future__ import annotations
 
-import decimal
-import json
 import time
-import zlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sluice import aws, jsonx
+from sluice import aws
+from sluice.attributes import json_attribute, json_from_attribute
 from sluice.config import get_settings
 from sluice.errors import PermanentError, TransientError
 from sluice.observability import get_logger
@@ -95,32 +93,18 @@ def key_parts(pk: str, sk: str) -> dict[str, str]:
     return {"type": record_type, "natural_key": natural_key, "record_id": sk.rsplit("#", 1)[-1]}
 
 
-# zlib level 6: a 1 KB JSON record packs to ~40% (level 9 gains nothing on such inputs).
-PAYLOAD_ZLIB_LEVEL = 6
-
-
 def payload_attribute(value: Any) -> dict[str, Any]:
-    """A JSON payload as a binary attribute: its compact JSON text (non-ASCII kept, numbers
-    as sent), zlib-compressed."""
+    """A JSON payload as the binary attribute `sluice.attributes` writes (compressed JSON)."""
     try:
-        text = jsonx.dumps(value)
+        return json_attribute(value)
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"payload cannot be stored as JSON: {exc}") from None
-    return {"B": zlib.compress(text, PAYLOAD_ZLIB_LEVEL)}
 
 
 def payload_value(attribute: Mapping[str, Any]) -> Any:
     """The payload of a stored item, numbers as Decimal (exact), in any form it was written:
     compressed JSON (`B`), JSON text (`S`), or a typed map (the first items)."""
-    if "B" in attribute:
-        data = attribute["B"]
-        text = zlib.decompress(data.value if hasattr(data, "value") else data)
-        return json.loads(text, parse_float=decimal.Decimal)
-    if "S" in attribute:
-        return json.loads(attribute["S"], parse_float=decimal.Decimal)
-    from boto3.dynamodb.types import TypeDeserializer
-
-    return TypeDeserializer().deserialize(attribute)  # type: ignore[arg-type]
+    return json_from_attribute(attribute)
 
 
 def decode_item(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice.attributes import json_from_attribute
 from sluice.config import ResourceNames
 from sluice.envelope import derive_chunk_id
 from sluice_tools.ledger.reconcile import LedgerEntry
@@ -117,27 +118,12 @@ class Stores:
 
 
 def item_payload(item: Mapping[str, Any]) -> Any:
-    """An index item's payload in any layout it was written: zlib-compressed JSON (`B`),
-    JSON text (`S`) or a typed map (`M`)."""
-    value = item.get("payload") or {}
+    """An index item's payload in any layout it was written (`sluice.attributes`), decimals
+    as floats for printing; None if it cannot be read."""
     try:
-        if "M" in value:  # the first items: a typed map
-            from boto3.dynamodb.types import TypeDeserializer
-
-            deserializer: Any = TypeDeserializer()
-            return deserializer.deserialize(value)
-        if "S" in value:
-            return json.loads(value["S"])
-        if "B" in value:
-            raw = value["B"]
-            try:
-                raw = zlib.decompress(raw)
-            except zlib.error:
-                raw = gzip.decompress(raw)
-            return json.loads(raw)
-    except (ValueError, OSError, zlib.error):
+        return json_from_attribute(item.get("payload") or {}, parse_float=float)
+    except (ValueError, zlib.error):
         return None
-    return None
 
 
 def _s(item: Mapping[str, Any], name: str) -> str:

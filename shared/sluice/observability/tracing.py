@@ -253,20 +253,21 @@ def invocation_span(
 def inject_trace_context(attributes: M) -> M:
     """Add the current trace context (`traceparent`) to a message's attributes, in place, if
     the tracer propagates one and SQS/SNS's ten attributes leave room; returns `attributes`."""
-    try:
-        inject = getattr(get_tracer(), "inject", None)
-        if inject is not None:
-            inject(attributes)
-    except Exception:
-        log.debug("could not add the trace context to a message", exc_info=True)
+    _call_optional("inject", "could not add the trace context to a message", attributes)
     return attributes
 
 
 def record_error(error: BaseException) -> None:
     """Record an error the code caught itself (a failed chunk) on the current span."""
+    _call_optional("record_error", "could not record the error on the span", error)
+
+
+def _call_optional(method: str, failed: str, *args: Any) -> None:
+    """The current tracer's `method(*args)`, if it has that method; a failure is logged
+    (`failed`, at debug level) and swallowed: tracing never fails the code it traces."""
     try:
-        record = getattr(get_tracer(), "record_error", None)
-        if record is not None:
-            record(error)
+        call = getattr(get_tracer(), method, None)
+        if call is not None:
+            call(*args)
     except Exception:
-        log.debug("could not record the error on the span", exc_info=True)
+        log.debug(failed, exc_info=True)

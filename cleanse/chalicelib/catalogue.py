@@ -1,4 +1,5 @@
-"""Record types: `types/<type>/schema.json` and `rules.json`, loaded on first use and cached.
+"""Record types for cleanse: each registry type's schema and rules (`sluice.registry`),
+turned into a normaliser and a validator on first use and cached.
 
 A type's fastjsonschema validator is compiled when its first record arrives, never at
 import: a cold start pays only for the types it meets, a warm Lambda reuses them.
@@ -6,7 +7,6 @@ import: a cold start pays only for the types it meets, a warm Lambda reuses them
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import threading
@@ -16,10 +16,7 @@ from typing import Any
 
 from chalicelib.normalise import UNKNOWN_DROP, TypeRules, compile_rules, normalise
 from sluice.errors import ConfigError, PermanentError
-
-TYPES_DIR = Path(__file__).resolve().parent / "types"
-# A type name comes from the envelope (untrusted): it must be a plain folder name.
-TYPE_NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+from sluice.registry import RecordTypeSpec, Registry, load_registry
 
 Validator = Callable[[Any], Any]
 
@@ -91,12 +88,20 @@ class RecordType:
 
 
 class Catalogue:
-    """Record types by name, loaded from `root` on first use and cached (misses too)."""
+    """Record types by name, from the registry (`root`, else the one shipped with the app),
+    read on first use; each type built once and cached (misses too)."""
 
-    def __init__(self, root: Path = TYPES_DIR) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         self.root = root
+        self._registry: Registry | None = None
         self._types: dict[str, RecordType | None] = {}
         self._lock = threading.Lock()
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = load_registry(self.root)
+        return self._registry
 
     def get(self, name: str) -> RecordType | None:
         """The type called `name`, or None if there is no such type."""
@@ -110,28 +115,21 @@ class Catalogue:
             return self._types[name]
 
     def names(self) -> list[str]:
-        """Every type shipped in `root` (for tests and tooling)."""
-        return sorted(p.parent.name for p in self.root.glob("*/schema.json"))
+        """Every registered type (for tests and tooling)."""
+        return list(self.registry.names())
 
     def _load(self, name: str) -> RecordType | None:
-        if not TYPE_NAME_RE.fullmatch(name):
+        if name not in self.registry:
             return None
-        folder = self.root / name
-        if not (folder / "schema.json").is_file():
-            return None
-        schema = _read_json(folder / "schema.json")
-        if not isinstance(schema, dict):
-            raise ConfigError(f"{folder / 'schema.json'}: not a JSON object")
-        rules_file = folder / "rules.json"
-        rules = _read_json(rules_file) if rules_file.is_file() else {}
-        return RecordType(name, schema, TypeRules.from_json(rules, where=str(rules_file)))
+        return record_type(self.registry.get(name))
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+def record_type(spec: RecordTypeSpec) -> RecordType:
+    """Cleanse's view of a registry type: its rules (with the natural key) and schema."""
+    rules = TypeRules.from_json(
+        {**spec.rules, "natural_key": spec.natural_key}, where=str(spec.path / "rules.json")
+    )
+    return RecordType(spec.name, dict(spec.schema), rules)
 
 
 def _compile(name: str, schema: Mapping[str, Any]) -> Validator:

@@ -13,20 +13,26 @@ import pytest
 
 from chalicelib.catalogue import Catalogue
 from sluice.errors import ConfigError, PermanentError
+from sluice.registry import load_registry
 
 APP_DIR = Path(__file__).resolve().parents[2] / "cleanse"
 
 
-def write_type(root: Path, name: str, schema: dict[str, Any], rules: dict[str, Any]) -> None:
+def write_type(
+    root: Path, name: str, schema: dict[str, Any], rules: dict[str, Any], key: str = "id"
+) -> None:
     folder = root / name
     folder.mkdir(parents=True)
+    declared = {"version": 1, "natural_key": key}
+    (folder / "type.json").write_text(json.dumps(declared), encoding="utf-8")
     (folder / "schema.json").write_text(json.dumps(schema), encoding="utf-8")
     (folder / "rules.json").write_text(json.dumps(rules), encoding="utf-8")
 
 
-def test_the_shipped_types_are_order_and_customer_and_all_load() -> None:
+def test_every_registered_type_loads_with_a_required_natural_key() -> None:
     catalogue = Catalogue()
-    assert catalogue.names() == ["customer", "order"]
+    assert catalogue.names() == list(load_registry().names())
+    assert catalogue.names(), "the repository registers no record type"
     for name in catalogue.names():
         found = catalogue.get(name)
         assert found is not None
@@ -62,6 +68,7 @@ def test_importing_the_app_neither_imports_fastjsonschema_nor_reads_a_type() -> 
         "import sys, app\n"
         "assert 'fastjsonschema' not in sys.modules, 'compiled at import'\n"
         "assert app.cleanser.catalogue._types == {}, 'types read at import'\n"
+        "assert app.cleanser.catalogue._registry is None, 'registry read at import'\n"
     )
     env = {**os.environ, "SLUICE_STAGE": "test", "AWS_DEFAULT_REGION": "us-east-1"}
     done = subprocess.run(
@@ -101,13 +108,13 @@ def test_rules_naming_a_field_the_schema_lacks_are_a_config_error(tmp_path: Path
 
 def test_a_natural_key_the_schema_does_not_require_is_a_config_error(tmp_path: Path) -> None:
     schema = {"type": "object", "properties": {"id": {"type": "string"}}}
-    write_type(tmp_path, "thing", schema, {"natural_key": "id"})
+    write_type(tmp_path, "thing", schema, {})
     with pytest.raises(ConfigError, match="natural_key 'id' must be required"):
         Catalogue(tmp_path).get("thing")
 
 
 def test_an_invalid_json_schema_is_a_config_error_on_first_use(tmp_path: Path) -> None:
-    schema = {"type": "object", "properties": {"id": {"type": "no-such-type"}}}
+    schema = {"type": "object", "required": ["id"], "properties": {"id": {"type": "no-such-type"}}}
     write_type(tmp_path, "thing", schema, {})
     thing = Catalogue(tmp_path).get("thing")
     assert thing is not None

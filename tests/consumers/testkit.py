@@ -18,6 +18,7 @@ from support import platform as moto_platform
 from sluice import aws
 from sluice.config import ResourceNames, reset_settings
 from sluice.envelope import Chunk, Record
+from sluice.registry import load_registry
 
 REPO = moto_platform.REPO
 STAGE = moto_platform.STAGE
@@ -330,18 +331,16 @@ def app_config_problems(app_dir: Path) -> list[str]:
 
 
 ROUTING = REPO / "router" / "chalicelib" / "routing.json"
-CLEANSE_TYPES = REPO / "cleanse" / "chalicelib" / "types"
 
 
 def routed_attribute_sets() -> list[tuple[str, dict[str, str]]]:
-    """Every (record type, routing attributes) the router can publish, per routing.json.
-
-    Every type cleanse passes on reaches the router; one without rules gets no attributes.
+    """Every (record type, routing attributes) the router can publish: each registered type
+    (`types/`) with the values its routing rules (type.json) can give the attributes
+    routing.json declares; a type without rules gets no attributes.
     """
     routing = json.loads(ROUTING.read_text(encoding="utf-8"))
     declared = {name: spec["values"] for name, spec in routing["attributes"].items()}
-    types: dict[str, dict[str, Any]] = {p.name: {} for p in CLEANSE_TYPES.iterdir() if p.is_dir()}
-    types.update(routing.get("types", {}))
+    types = {spec.name: dict(spec.routing) for spec in load_registry(REPO / "types")}
     sets: list[tuple[str, dict[str, str]]] = []
     for record_type, rules in sorted(types.items()):
         combos: list[dict[str, str]] = [{}]

@@ -15,6 +15,7 @@ import pytest
 from chalice.deploy.packager import DependencyBuilder, LambdaDeploymentPackager
 from chalice.utils import UI, OSUtils
 
+from sluice.registry import load_registry
 from sluice_tools.deploy.apps import discover_apps
 from sluice_tools.deploy.build import build_copy
 from sluice_tools.deploy.render import Placement, template_inventory
@@ -61,8 +62,11 @@ def test_every_zip_is_small_and_carries_no_sdk(zips) -> None:
     for app, (package, _, _) in zips.items():
         with zipfile.ZipFile(package) as archive:
             tops = {name.split("/")[0] for name in archive.namelist()}
+            names = archive.namelist()
         assert not tops & NEVER_SHIPPED, f"{app} ships {sorted(tops & NEVER_SHIPPED)}"
         assert {"app.py", "sluice", "msgspec", "pythonjsonlogger"} <= tops, app
+        shipped = {n.split("/")[1] for n in names if n.startswith("sluice_types/")}
+        assert shipped == set(load_registry().names()), f"{app} ships types {sorted(shipped)}"
         assert package.stat().st_size <= MAX_ZIP, f"{app}: {package.stat().st_size} bytes"
     with zipfile.ZipFile(zips["cleanse"][0]) as archive:
         assert any(n.startswith("fastjsonschema/") for n in archive.namelist())

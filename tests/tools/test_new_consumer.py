@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 NEEDED = (
     "shared",
     "router/chalicelib/routing.json",
-    "cleanse/chalicelib/types",  # the record types the router can publish (testkit)
+    "types",  # the record types the router can publish (testkit)
     "consumers",
     "tools",
     "tests/support",

@@ -6,6 +6,8 @@ Everything here happens in the rendered copy of the app (`build.py`), never in t
   `vendor/`, listed from the tree with build leftovers and caches left out, so a `build/`
   or `*.egg-info` folder in the checkout can never put a deleted module into a Lambda. No
   wheel is built: the package's files are what a wheel of it would unpack to.
+- The record-type registry: the repository's `types/` is copied beside the package as
+  `vendor/sluice_types/` (`sluice.registry.SHIPPED_DIR`), where a deployed app reads it.
 - Third-party packages: the app's committed `requirements.txt` (exact versions with hashes,
   from `requirements/lambda.lock`) less what the Lambda Python runtime provides, boto3 and
   botocore and what only they need (`runtime_provided`), is installed by pip with
@@ -34,6 +36,8 @@ from pathlib import Path
 # What never belongs to the package: build leftovers and caches.
 _NOT_SOURCE = ("build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".mypy_cache")
 SHARED_PACKAGE = "sluice"  # the import package of shared/ (its pyproject's packages)
+REGISTRY_DIR = "types"  # the record-type registry in the repository
+SHIPPED_REGISTRY = "sluice_types"  # its copy in vendor/ (sluice.registry.SHIPPED_DIR)
 # What the Lambda Python runtime itself provides: the SDK. What only these need (jmespath,
 # python-dateutil, six, urllib3 with today's lock) is found from the lock's `# via` notes.
 RUNTIME_SDK = frozenset({"boto3", "botocore", "s3transfer"})
@@ -86,6 +90,16 @@ def vendor_shared(app_dir: Path, shared_dir: Path) -> Path:
     vendor.mkdir(parents=True)
     _copy_files(shared_dir, package_files(shared_dir), vendor)
     return vendor
+
+
+def vendor_registry(types_dir: Path, vendor: Path) -> None:
+    """Copy the registry (`types/`) into `vendor/sluice_types/` (replacing any copy there)."""
+    if not types_dir.is_dir():
+        raise FileNotFoundError(f"{types_dir}: no record-type registry to ship")
+    dest = vendor / SHIPPED_REGISTRY
+    if dest.exists():
+        shutil.rmtree(dest)
+    _copy_files(types_dir, source_files(types_dir), dest)
 
 
 def _copy_files(source: Path, files: Iterable[Path], dest: Path) -> None:
@@ -309,6 +323,7 @@ def vendor_app(
         raise DependencyError(f"a requirement of {app_dir.name} installs a {SHARED_PACKAGE}/")
     files = package_files(shared_dir) if shared_files is None else shared_files
     _copy_files(shared_dir, files, vendor)
+    vendor_registry(shared_dir.parent / REGISTRY_DIR, vendor)
     note = REQUIREMENTS_NOTE.format(dropped=", ".join(lean.dropped) or "nothing")
     requirements.write_text(note)
     return VendorResult(deps_dir, tuple(r.name for r in lean.shipped), lean.dropped, installed)

@@ -6,19 +6,21 @@ brings its own up, so the state of one never leaks into the next.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from support.env import aws_environment
 from support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 # A stand-in app for runtime semantics: each handler echoes what it saw to ECHO_URL.
 TOY_APP = '''
@@ -112,6 +114,21 @@ class Echo:
         while page := self._receive():
             got += page
         return got
+
+
+@contextlib.contextmanager
+def toy_runtime(options: Any, make: Callable[[Any], T]) -> Iterator[T]:
+    """A started runtime (no deploy) with the toys `make` builds in moto, taken over."""
+    from sluice_tools.local.runtime import LocalRuntime
+
+    runtime = LocalRuntime(options)
+    runtime.start()
+    try:
+        made = make(runtime)
+        runtime.take_over()
+        yield made
+    finally:
+        runtime.stop()
 
 
 def queue(sqs: Any, name: str, **attributes: str) -> tuple[str, str]:

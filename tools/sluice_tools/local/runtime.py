@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sluice_tools.local import apifaults, delivery, iam, persist, visibility
+from sluice_tools.local import apifaults, delivery, eventbridge, iam, persist, visibility
 from sluice_tools.local.apifaults import ApiFaultPlan
 from sluice_tools.local.emulator import ACCOUNT_ID, DEFAULT_REGION, Emulator, client
 from sluice_tools.local.faults import FaultPlan
@@ -150,6 +150,9 @@ class LocalRuntime:
         endpoint = self.emulator.start()
         self._serving = True
         visibility.track()
+        server.route_event_targets(
+            eventbridge.TargetRouter(lambda fn: internal_queue_name(fn, eventbridge.KIND))
+        )
         self.say(f"moto is listening on {endpoint}")
         self._use_emulator_env()
         if self.options.persist:
@@ -197,6 +200,7 @@ class LocalRuntime:
             self._save()
         self._serving = False
         visibility.untrack()
+        server.route_event_targets(None)
         self.emulator.stop()
         if apifaults.in_force() is self.options.api_faults:
             apifaults.use(None)
@@ -356,6 +360,7 @@ class LocalRuntime:
         self._take_over_s3()
         self._take_over_sns()
         self._take_over_schedules()
+        self._take_over_event_rules()
         for key in [k for k in self._running if k not in self._wanted]:
             poller, _ = self._running.pop(key)
             poller.stop.set()
@@ -498,7 +503,7 @@ class LocalRuntime:
         assert isinstance(poller, delivery.AsyncPoller)
         assert poller.function is not None
         kind = poller.name.split(":", 1)[0]
-        triggers = getattr(self.topology, kind if kind != "schedule" else "schedules", [])
+        triggers = getattr(self.topology, {"schedule": "schedules"}.get(kind, kind), [])
         return (
             id(poller.pool),
             poller.function,
@@ -636,6 +641,16 @@ class LocalRuntime:
             self._changes.append("schedules: restarted")
         self._scheduler = delivery.Scheduler(self.client("sqs"), threading.Event(), entries)
         self._scheduler.start()
+
+    def _take_over_event_rules(self) -> None:
+        """Rules' Lambda targets: moto hands each matched event to `eventbridge.TargetRouter`,
+        which queues it on the function's internal queue; invoked from there asynchronously."""
+        for function_name in sorted({t.function for t in self.topology.events}):
+            function = self.topology.functions.get(function_name)
+            if function is None:
+                continue
+            url, _arn = self._internal_queue(function, eventbridge.KIND)
+            self._async_poller(function, eventbridge.KIND, url, delivery.schedule_builder)
 
     # ------------------------------------------------------------------ operations
 

@@ -80,6 +80,19 @@ class ScheduleTrigger:
     input: str | None = None
 
 
+@dataclass(frozen=True)
+class EventRuleTrigger:
+    """An EventBridge rule with an event pattern (on any bus) and a Lambda target."""
+
+    rule: str
+    rule_arn: str
+    bus: str
+    pattern: str
+    function: str
+    target_id: str
+    enabled: bool
+
+
 @dataclass
 class Topology:
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
@@ -87,6 +100,7 @@ class Topology:
     s3: list[S3Trigger] = field(default_factory=list)
     sns: list[SnsTrigger] = field(default_factory=list)
     schedules: list[ScheduleTrigger] = field(default_factory=list)
+    events: list[EventRuleTrigger] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         """One line per trigger, for the console."""
@@ -99,6 +113,10 @@ class Topology:
         lines += [f"s3   {t.bucket} {','.join(t.events)} -> {t.function}" for t in self.s3]
         lines += [f"sns  {_arn_name(t.topic_arn)} -> {t.function}" for t in self.sns]
         lines += [f"cron {t.expression} -> {t.function}" for t in self.schedules]
+        lines += [
+            f"rule {t.bus}/{t.rule} -> {t.function}{'' if t.enabled else ' (disabled)'}"
+            for t in self.events
+        ]
         return lines
 
 
@@ -142,7 +160,9 @@ def read_topology(clients: Any) -> Topology:
         )
     topology.s3 = _s3_triggers(clients("s3"))
     topology.sns = _sns_triggers(clients("sns"))
-    topology.schedules = _schedules(clients("events"))
+    rule_targets = _lambda_targets(clients("events"))
+    topology.schedules = _schedules(rule_targets)
+    topology.events = _event_rules(rule_targets)
     return topology
 
 
@@ -224,27 +244,64 @@ def _sns_triggers(sns: Any) -> list[SnsTrigger]:
     return triggers
 
 
-def _schedules(events: Any) -> list[ScheduleTrigger]:
-    triggers = []
-    for rule in _paged(events, "list_rules", "Rules"):
-        expression = rule.get("ScheduleExpression")
-        if not expression:
-            continue
-        targets = events.list_targets_by_rule(Rule=rule["Name"]).get("Targets") or []
-        for target in targets:
-            if ":lambda:" not in target["Arn"]:
-                continue
-            triggers.append(
-                ScheduleTrigger(
-                    rule=rule["Name"],
-                    rule_arn=rule["Arn"],
-                    expression=expression,
-                    function=function_name_of(target["Arn"]),
-                    enabled=rule.get("State", "ENABLED") == "ENABLED",
-                    input=target.get("Input"),
-                )
-            )
-    return triggers
+RuleTargets = list[tuple[str, dict[str, Any], dict[str, Any]]]  # (bus, rule, target)
+
+
+def _lambda_targets(events: Any) -> RuleTargets:
+    """(bus, rule, target) for every Lambda target of every rule on every bus."""
+    found = []
+    for bus in _paged(events, "list_event_buses", "EventBuses"):
+        for rule in _rules(events, bus["Name"]):
+            targets = events.list_targets_by_rule(Rule=rule["Name"], EventBusName=bus["Name"])
+            found += [
+                (bus["Name"], rule, target)
+                for target in targets.get("Targets") or []
+                if ":lambda:" in target["Arn"]
+            ]
+    return found
+
+
+def _schedules(rule_targets: RuleTargets) -> list[ScheduleTrigger]:
+    return [
+        ScheduleTrigger(
+            rule=rule["Name"],
+            rule_arn=rule["Arn"],
+            expression=rule["ScheduleExpression"],
+            function=function_name_of(target["Arn"]),
+            enabled=rule.get("State", "ENABLED") == "ENABLED",
+            input=target.get("Input"),
+        )
+        for _bus, rule, target in rule_targets
+        if rule.get("ScheduleExpression")
+    ]
+
+
+def _event_rules(rule_targets: RuleTargets) -> list[EventRuleTrigger]:
+    """Rules matching events (not schedules) on every bus, one trigger per Lambda target."""
+    return [
+        EventRuleTrigger(
+            rule=rule["Name"],
+            rule_arn=rule["Arn"],
+            bus=bus,
+            pattern=rule["EventPattern"],
+            function=function_name_of(target["Arn"]),
+            target_id=target["Id"],
+            enabled=rule.get("State", "ENABLED") == "ENABLED",
+        )
+        for bus, rule, target in rule_targets
+        if rule.get("EventPattern") and not rule.get("ScheduleExpression")
+    ]
+
+
+def _rules(events: Any, bus: str) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        page = events.list_rules(EventBusName=bus, **({"NextToken": token} if token else {}))
+        rules.extend(page.get("Rules") or [])
+        token = page.get("NextToken")
+        if not token:
+            return rules
 
 
 def deployed_fingerprint(clients: Any) -> str:
@@ -266,7 +323,9 @@ def deployed_fingerprint(clients: Any) -> str:
             for s in _paged(clients("sns"), "list_subscriptions", "Subscriptions")
         ),
         sorted(
-            json.dumps(r, sort_keys=True) for r in _paged(clients("events"), "list_rules", "Rules")
+            json.dumps(r, sort_keys=True)
+            for bus in _paged(clients("events"), "list_event_buses", "EventBuses")
+            for r in _rules(clients("events"), bus["Name"])
         ),
     ]
     for bucket in s3.list_buckets().get("Buckets") or []:

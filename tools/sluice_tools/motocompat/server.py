@@ -8,8 +8,10 @@ still where it was.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -45,8 +47,10 @@ PATCHED = (
     ("moto.moto_server.werkzeug_app:DomainDispatcherApplication", "get_backend_for_host"),
     ("moto.sqs.models:Queue", "wait_for_messages"),
     ("moto.sqs.models:SQSBackend", "receive_message"),
+    ("moto.events.models:Rule", "send_to_targets"),
 )
 
+log = logging.getLogger("sluice.local")
 _patch_lock = threading.Lock()
 _ABSENT = object()
 _originals: list[tuple[Any, str, Any]] = []
@@ -733,6 +737,58 @@ def cut_long_polls(on: bool) -> None:
                 queue._messages_lock.notify_all()
 
 
+# ---------------------------------------------------------------- EventBridge targets
+
+EventTargetHandler = Callable[[Any, dict[str, Any], dict[str, Any]], None]
+"""(moto's rule, one of its targets, the event as EventBridge built it) → deliver it."""
+
+_event_targets: EventTargetHandler | None = None
+# Targets moto cannot deliver to (it raises NotImplementedError for them): the runtime's.
+HANDED_OVER_SERVICES = frozenset({"lambda", "sns"})
+
+
+def route_event_targets(handler: EventTargetHandler | None) -> None:
+    """Hand rules' Lambda and SNS targets to `handler` (None: they are logged and dropped)."""
+    global _event_targets
+    _event_targets = handler
+
+
+def _send_to_targets(original: Callable[..., Any]) -> Callable[..., Any]:
+    """moto's `Rule.send_to_targets`, as EventBridge decides what a rule delivers.
+
+    A rule delivers nothing while DISABLED, and a rule with a schedule and no event pattern
+    matches no event (moto takes its empty pattern for "match everything"). Lambda and SNS
+    targets go to the handler `route_event_targets` set; every other target to moto, one
+    target at a time (a copy of the rule holding only that target), input transformers as
+    moto applies them.
+    """
+
+    def send_to_targets(rule: Any, event: dict[str, Any], transform_input: bool = True) -> None:
+        if rule.state != "ENABLED":
+            return
+        if rule.scheduled_expression and not rule.event_pattern.get_pattern():
+            return
+        if not rule.event_pattern.matches_event(event):
+            return
+        for target in list(rule.targets):
+            service = str(target.get("Arn", "")).split(":")[2:3]
+            if service and service[0] in HANDED_OVER_SERVICES:
+                if _event_targets is None:
+                    log.warning(
+                        "event %s for %s dropped: no local runtime delivers to it",
+                        event.get("id"),
+                        target.get("Arn"),
+                    )
+                    continue
+                _event_targets(rule, target, copy.deepcopy(event))
+                continue
+            alone = copy.copy(rule)
+            alone.targets = [target]
+            original(alone, copy.deepcopy(event), transform_input)
+
+    return send_to_targets
+
+
 def quiet() -> None:
     """Stop moto's attempts to run Lambda functions, in this process (undo: `unquiet`).
 
@@ -768,7 +824,9 @@ def quiet() -> None:
     is parsed once per distinct expression, names and values, not once per action and check
     (`_ParsedCondition`), and the role behind a request's credentials is found by its ARN
     without building every role's ARN (`_role_by_arn`).
-    A stopping runtime ends its pollers' long polls at once (`cut_long_polls`).
+    A stopping runtime ends its pollers' long polls at once (`cut_long_polls`). EventBridge
+    rules skip events while disabled or schedule-only, and hand Lambda and SNS targets
+    (which moto refuses) to the runtime (`_send_to_targets`, `route_event_targets`).
     """
     with _patch_lock:
         if _originals:
@@ -783,6 +841,7 @@ def quiet() -> None:
         from moto.dynamodb.models import DynamoDBBackend
         from moto.dynamodb.models.dynamo_type import Item
         from moto.dynamodb.responses import DynamoHandler
+        from moto.events.models import Rule
         from moto.iam.models import IAMBackend
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication
         from moto.s3 import notifications
@@ -823,6 +882,7 @@ def quiet() -> None:
             ),
             (Queue, "wait_for_messages", _wait_unless_stopping),
             (SQSBackend, "receive_message", _receive_unless_stopping(SQSBackend.receive_message)),
+            (Rule, "send_to_targets", _send_to_targets(Rule.send_to_targets)),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

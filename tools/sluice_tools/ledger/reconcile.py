@@ -12,6 +12,10 @@ the previous hop's output:
     ingest      read = Σ records_in;  read = out + quarantined + duplicate + failed
     cleanse     received = Σ records_in(cleanse) must equal ingest.out
     router      received = Σ records_in(router)  must equal cleanse.out
+    replay      records `sluice replay quarantine` sent back to cleanse from its quarantine
+                (entries `replay#<chunk>`); cleanse's entries of those chunks move them from
+                quarantined to their new outcome instead of adding to received, and each
+                replayed chunk must have a cleanse entry (else in flight or unaccounted)
     consumer-S  received must equal expected(S): the router's records whose routing
                 attributes (+ record_type, correlation_id) pass S's filter policy
     sink S      delivered + quarantined + failed (consumer-S) must equal its received
@@ -73,6 +77,8 @@ from sluice_tools.ledger.filters import SinkPolicy
 
 INGEST, CLEANSE, ROUTER = "ingest", "cleanse", "router"
 PIPELINE = (INGEST, CLEANSE, ROUTER)
+# `sluice replay quarantine`'s ledger stage, and the stage whose quarantine it replays into.
+REPLAY, REPLAY_INTO = "replay", CLEANSE
 CONSUMER_PREFIX = "consumer-"
 SINK_PREFIX = "sink:"
 INCOMING_PREFIX = "incoming/"
@@ -671,11 +677,18 @@ def _flow(
     # ingest, cleanse, router: each receives what the one before sent.
     expected: int | None = None
     upstream: str | None = None
+    replays = stages.get(REPLAY, [])
+    replayed = frozenset(e.chunk_id for e in replays)
     for name in PIPELINE:
-        hop = _stage_hop(name, expected, stages.get(name, []), dead, flow, busy, upstream)
+        into = replayed if name == REPLAY_INTO else frozenset()
+        hop = _stage_hop(
+            name, expected, stages.get(name, []), dead, flow, busy, upstream, replayed=into
+        )
         flow.hops.append(hop)
         expected, upstream = hop.out, name
     flow.read = flow.hops[0].received
+    if replays:
+        flow.hops.insert(1, _replay_hop(replays, stages.get(REPLAY_INTO, []), flow, busy))
     # Ingest may still read more of the object: its claim is held, or (landed, claim not
     # COMPLETED) an event is pending or Lambda may still retry.
     running = pending.ingest(corr, landed_at)
@@ -748,6 +761,7 @@ def _stage_hop(
     upstream: str | None,
     *,
     exact: bool = True,
+    replayed: frozenset[str] = frozenset(),
 ) -> Hop:
     corr = flow.correlation_id
     by_chunk = {e.chunk_id: e for e in entries}
@@ -758,6 +772,10 @@ def _stage_hop(
             # Records counted failed in the parent: they move from failed to their outcome.
             retried[e.retry_of] += e.records_in
             hop.failed -= e.records_in
+        elif e.chunk_id in replayed:
+            # Records replayed from this stage's quarantine: they move from quarantined to
+            # their new outcome (received once, when they first came).
+            hop.quarantined -= e.records_in
         else:
             hop.received += e.records_in
         hop.out += e.out
@@ -784,11 +802,52 @@ def _stage_hop(
                 + (f"; {reason}" if kind == "in flight" else ""),
             )
         )
+    if hop.quarantined < 0:
+        _mark(
+            hop,
+            flow,
+            "inconsistent",
+            f"{-hop.quarantined} more records replayed from quarantine than it quarantined",
+        )
     _dead_at(hop, [d for d in dead if d.stage == name], set(by_chunk), flow)
     _stray_failed(hop, flow, busy(name))
     if expected is not None:
         hop.missing = expected - hop.received - (hop.dead - hop.dead_failed)
         _judge(hop, flow, busy, exact, f"sent to {name}", name, upstream)
+    return hop
+
+
+def _replay_hop(replays: list[LedgerEntry], into: list[LedgerEntry], flow: Flow, busy: Busy) -> Hop:
+    """`sluice replay quarantine`'s hop: records read from quarantine documents and sent to
+    cleanse (each chunk's cleanse entry says where they went; one missing is pending or lost)."""
+    hop = Hop(REPLAY, None)
+    hop.received = sum(e.records_in for e in replays)
+    hop.out = sum(e.out for e in replays)
+    arrived = {e.chunk_id: e for e in into}
+    landed = [arrived[e.chunk_id] for e in replays if e.chunk_id in arrived]
+    hop.missing = hop.out - sum(e.records_in for e in landed)
+    passed, again = sum(e.out for e in landed), sum(e.quarantined for e in landed)
+    flow.problems.append(
+        Problem(
+            "note",
+            flow.correlation_id,
+            REPLAY,
+            f"replayed {hop.out} from quarantine into {REPLAY_INTO}: {passed} passed, "
+            f"{again} quarantined again",
+        )
+    )
+    if hop.missing > 0:
+        reason = busy(REPLAY_INTO)
+        if reason is not None:
+            _mark(hop, flow, "in flight", f"{hop.missing} replayed not recorded yet; {reason}")
+        else:
+            _mark(
+                hop,
+                flow,
+                "unaccounted",
+                f"{hop.missing} record(s) replayed into {REPLAY_INTO} that it never recorded, "
+                "and nothing is pending there",
+            )
     return hop
 
 

@@ -1,6 +1,7 @@
 """Ingest's own settings (`SLUICE_INGEST_*`), read from the environment on first use.
 
-The accepted record types live here, not in cleanse: ingest never imports another app.
+The accepted record types are the registry's (`sluice.registry`, shipped with the app):
+an object under `incoming/<type>/` of any registered type is read, no setting repeats them.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from dataclasses import dataclass
 
 from sluice.config import Settings, env_bool, get_settings
 from sluice.errors import ConfigError
+from sluice.registry import Registry, load_registry
 
-TYPES_ENV = "SLUICE_INGEST_TYPES"
 GIB = 1024**3
 MIB = 1024**2
 
@@ -38,14 +39,16 @@ class IngestSettings:
     pull_allow_http_loopback: bool = False
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, registry: Registry | None = None
+    ) -> IngestSettings:
+        """Settings from `env` (default: the process's), types from `registry` (default:
+        the one shipped with the app)."""
         env = os.environ if env is None else env
-        raw = env.get(TYPES_ENV, "")
-        types = frozenset(t.strip() for t in raw.split(",") if t.strip())
+        found = load_registry() if registry is None else registry
+        types = frozenset(found.names())
         if not types:
-            raise ConfigError(
-                f"environment variable {TYPES_ENV} is not set (e.g. 'order,customer')"
-            )
+            raise ConfigError(f"the record-type registry {found.root} holds no type")
         return cls(
             types=types,
             max_decompressed_bytes=_int(env, "SLUICE_INGEST_MAX_DECOMPRESSED_BYTES", 5 * GIB),

@@ -31,13 +31,10 @@ from chalicelib.settings import IngestSettings  # noqa: E402
 from sluice import aws  # noqa: E402
 from sluice.config import ResourceNames, Settings, reset_settings  # noqa: E402
 
-TYPES = "order,customer"
-
 
 @pytest.fixture(autouse=True)
 def ingest_env(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Environment of the ingest function in stage `test`: the suite's, and its record types."""
-    monkeypatch.setenv("SLUICE_INGEST_TYPES", TYPES)
+    """Environment of the ingest function in stage `test` (its types: the registry's)."""
     reset_settings()
     service.reset()
     pull.reset()

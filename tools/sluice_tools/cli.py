@@ -26,6 +26,7 @@ from sluice_tools.logs.command import logs_command
 from sluice_tools.replay import replay_group
 from sluice_tools.scaffold.command import new_consumer_command
 from sluice_tools.trace.command import trace_command
+from sluice_tools.types.command import new_type_command, types_group
 
 DISTRIBUTION = "sluice-tools"
 
@@ -78,3 +79,5 @@ main.add_command(local_group)
 main.add_command(trace_command)
 main.add_command(logs_command)
 main.add_command(replay_group)
+main.add_command(new_type_command)
+main.add_command(types_group)

@@ -39,7 +39,7 @@ def test_every_sample_record_of_a_type_passes_cleanse_with_a_unique_natural_key(
 
 
 # Raw, as producers send them: offsets, naive and space-separated times, padded strings.
-MESSY_SHIPMENTS = [
+MESSY_SHIPMENTS: list[dict[str, Any]] = [
     {
         "shipment_id": "s-1",
         "carrier": " DHL ",

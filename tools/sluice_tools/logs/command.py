@@ -16,7 +16,7 @@ from sluice.config import ResourceNames
 from sluice.errors import ConfigError
 from sluice_tools.deploy.command import prefix_option, stage_option
 from sluice_tools.trace.command import log_dir_option, since_option
-from sluice_tools.trace.logsource import LogLine, LogQuery, LogReadError
+from sluice_tools.trace.logsource import EVENTS, LogLine, LogQuery, LogReadError
 
 # Shown in this order after the message; every other field follows as key=value.
 STRUCTURED = ("request_id", "correlation_id", "chunk_id", "record_id", "duration_ms")
@@ -27,10 +27,17 @@ HIDDEN = frozenset(
 )
 
 
+# A pipeline event's detail fields shown first, in this order (then the others but these).
+EVENT_FIELDS = ("correlation_id", "record_type", "bucket", "key", "counts")
+EVENT_HIDDEN = frozenset({"version"})
+
+
 def format_line(line: LogLine) -> str:
     """time function level message, then the structured fields, then the extra fields."""
     when = datetime.fromtimestamp(line.at_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     fields = line.fields
+    if line.function == EVENTS and isinstance(fields.get("detail"), dict):
+        return format_event(when, fields)
     if not fields:
         return f"{when} {line.function} {line.text}"
     level = str(fields.get("level") or "INFO")
@@ -44,10 +51,29 @@ def format_line(line: LogLine) -> str:
     return " ".join(parts)
 
 
+def format_event(when: str, event: dict[str, object]) -> str:
+    """time events detail-type source=..., then the detail's fields (counts, key, ...)."""
+    detail = event["detail"]
+    assert isinstance(detail, dict)
+    parts = [when, EVENTS, str(event.get("detail-type") or "?"), f"source={event.get('source')}"]
+    ordered = [n for n in EVENT_FIELDS if n in detail]
+    ordered += [n for n in detail if n not in EVENT_FIELDS and n not in EVENT_HIDDEN]
+    parts += [f"{name}={_text(detail[name])}" for name in ordered if detail[name] is not None]
+    return " ".join(parts)
+
+
 def _text(value: object) -> str:
     if isinstance(value, str):
         return value if value and " " not in value else json.dumps(value, ensure_ascii=False)
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def correlation_of(line: LogLine) -> str:
+    """A function line's correlation id, or an event's (in its detail)."""
+    detail = line.fields.get("detail")
+    if line.function == EVENTS and isinstance(detail, dict):
+        return str(detail.get("correlation_id") or "")
+    return line.get("correlation_id")
 
 
 def resolve_functions(wanted: str | None, present: list[str]) -> list[str] | None:
@@ -86,15 +112,23 @@ def logs_command(
     """Print the functions' log lines (FUNCTION: a name or part of one, e.g. cleanse), with
     stage, request id, correlation id, chunk id, duration and every extra field shown.
 
-    Locally from `sluice local up`'s log files, on AWS from CloudWatch Logs.
+    `sluice logs events` prints the pipeline's EventBridge events instead (Object Landed,
+    Object Delivered, Records Quarantined, Object Stuck: detail-type, source, correlation
+    id, key, counts), from the log group the bus's logging rule writes them to
+    (/aws/events/<prefix>-<stage>).
+
+    Locally from `sluice local up`'s log files (events: its emulator's log group), on AWS
+    from CloudWatch Logs.
     """
     from sluice import aws
-    from sluice_tools.trace.command import log_source
+    from sluice_tools.trace.command import event_log, log_source
 
     handled: tuple[type[Exception], ...] = (ConfigError, LogReadError, *aws.client_errors())
     try:
         names = ResourceNames(stage=stage, prefix=prefix)
         source, _ = log_source(names, log_dir)
+        if function == EVENTS:
+            source, function = event_log(names), None
         query = LogQuery(
             functions=resolve_functions(function, source.functions()),
             since_ms=since_ms,
@@ -104,7 +138,7 @@ def logs_command(
         for line in lines:
             if line.is_metrics:
                 continue
-            if correlation_id and line.get("correlation_id") != correlation_id:
+            if correlation_id and correlation_of(line) != correlation_id:
                 continue
             click.echo(line.text if as_json else format_line(line))
     except KeyboardInterrupt:

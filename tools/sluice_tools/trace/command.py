@@ -16,10 +16,12 @@ from sluice.errors import ConfigError
 from sluice_tools.deploy.command import prefix_option, stage_option
 from sluice_tools.trace.logsource import (
     CloudWatchLogs,
+    EventLog,
     LocalLogFiles,
     LogQuery,
     LogReadError,
     LogSource,
+    events_log_group,
     parse_since,
 )
 from sluice_tools.trace.tracer import NotFoundError, RecordTrace, Stores, Tracer
@@ -65,6 +67,7 @@ class Where:
     stores: Stores
     spans: Path | None
     local: bool
+    events: LogSource | None = None  # the pipeline's events (`event_log`)
 
 
 def log_source(names: ResourceNames, log_dir: Path | None = None) -> tuple[LogSource, bool]:
@@ -90,7 +93,37 @@ def open_where(names: ResourceNames, log_dir: Path | None = None) -> Where:
     logs, local = log_source(names, log_dir)
     stores = Stores(names, aws.dynamodb(), aws.s3(), natural_keys=repo_natural_keys())
     spans = Path(os.environ.get(TRACE_FILE_ENV) or _local_state() / SPANS_FILE) if local else None
-    return Where(logs, stores, spans, local)
+    return Where(logs, stores, spans, local, event_log(names))
+
+
+def event_log(names: ResourceNames) -> EventLog:
+    """The stage's pipeline events in CloudWatch Logs: AWS's, or the emulator's once
+    `log_source` (or the environment) points this process at a live `local up`."""
+    from sluice import aws
+
+    return EventLog(aws.client("logs"), events_log_group(names.prefix, names.stage))
+
+
+def object_events(
+    events: LogSource | None, correlation_id: str, since_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """The object's pipeline events, oldest first: time, detail-type, counts, event id."""
+    if events is None:
+        return []
+    found = []
+    for line in events.read(LogQuery(since_ms=since_ms, contains=(correlation_id,))):
+        detail = line.fields.get("detail")
+        if not isinstance(detail, dict) or detail.get("correlation_id") != correlation_id:
+            continue
+        found.append(
+            {
+                "time": str(line.fields.get("time") or ""),
+                "detail_type": line.get("detail-type"),
+                "counts": detail.get("counts") or {},
+                "event_id": str(detail.get("event_id") or line.get("id")),
+            }
+        )
+    return found
 
 
 def _local_state() -> Path:
@@ -180,6 +213,7 @@ def object_summary(
             ],
         },
         "records": records,
+        "events": object_events(where.events, correlation_id, since_ms),
     }
 
 
@@ -238,6 +272,11 @@ def format_object(summary: dict[str, Any]) -> str:
             f"    {hop['name']:<22} in {hop['in']}, out {hop['out']}, quarantined "
             f"{hop['quarantined']}, failed {hop['failed']}{delivered}, dead {hop['dead']}"
         )
+    events = summary.get("events") or []
+    lines.append(f"  events ({len(events)}):")
+    for event in events:
+        counts = json.dumps(event["counts"], separators=(", ", ": ")) if event["counts"] else ""
+        lines.append(f"    {event['time']:<21} {event['detail_type']:<20} {counts}".rstrip())
     records = summary["records"]
     lines.append(f"  records ({len(records)}):")
     for rid, what in sorted(records.items(), key=lambda kv: (kv[1].get("key") or "~", kv[0])):
@@ -278,10 +317,11 @@ def trace_command(
 
     For a record: every hop (time, function, request id, chunk id, outcome) and where it
     ended (curated object and line, index item, alert, quarantine with reason and raw
-    input, dead letter with its error). For an object: its ledger counts and each record's
-    outcome. Locally from `sluice local up`'s log files and emulator, on AWS from CloudWatch
-    Logs (Logs Insights), the ledger and the sinks. Exit 4 with "not found" if nothing
-    matches.
+    input, dead letter with its error). For an object: its ledger counts, its pipeline
+    events (time, detail-type, counts; `sluice logs events` shows them all) and each
+    record's outcome. Locally from `sluice local up`'s log files and emulator, on AWS from
+    CloudWatch Logs (Logs Insights), the ledger and the sinks. Exit 4 with "not found" if
+    nothing matches.
     """
     from sluice import aws
 

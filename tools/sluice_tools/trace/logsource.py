@@ -2,7 +2,8 @@
 
 `LocalLogFiles` reads the local runtime's `logs/<function>.log`; `CloudWatchLogs` reads the
 stage's Lambda log groups (`/aws/lambda/<function>`). Both give the same `LogLine`s, so
-`sluice trace` and `sluice logs` print the same thing locally and on AWS.
+`sluice trace` and `sluice logs` print the same thing locally and on AWS. `EventLog` reads
+the pipeline's EventBridge events from their log group, the same way in both places.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,33 +211,96 @@ class CloudWatchLogs:
             time.sleep(QUERY_POLL_S)
 
     def follow(self, query: LogQuery, poll_s: float = 2.0) -> Iterator[LogLine]:
-        seen: set[str] = set()
-        since = query.since_ms or int(time.time() * 1000)
-        while True:
-            found: list[LogLine] = []
-            newest = since
-            for function in query.select(self.functions()):
-                args: dict[str, Any] = {
-                    "logGroupName": LAMBDA_LOG_PREFIX + function,
-                    "startTime": since,
-                }
-                if query.contains:
-                    args["filterPattern"] = " ".join(json.dumps(t) for t in query.contains)
-                for page in self.client.get_paginator("filter_log_events").paginate(**args):
-                    for event in page.get("events") or []:
-                        event_id = str(event.get("eventId") or "")
-                        if event_id in seen:
-                            continue
-                        seen.add(event_id)
-                        at = int(event.get("timestamp") or 0)
-                        newest = max(newest, at)
-                        line = LogLine.parse(function, str(event.get("message") or ""), at)
-                        if query.matches(line):
-                            found.append(line)
-            # Events may arrive late by a little: ask again from a few seconds back.
-            since = max(since, newest - 5000)
-            yield from sorted(found, key=lambda line: line.at_ms)
-            time.sleep(poll_s)
+        def groups() -> dict[str, str]:  # functions deployed meanwhile are followed too
+            return {f: LAMBDA_LOG_PREFIX + f for f in query.select(self.functions())}
+
+        return _follow_groups(self.client, groups, query, poll_s)
+
+
+EVENTS = "events"  # what `sluice logs` calls the pipeline's events, and their lines' function
+EVENTS_LOG_PREFIX = "/aws/events/"
+
+
+def events_log_group(prefix: str, stage: str) -> str:
+    """The log group the bus's logging rule writes every `sluice.*` event to (platform.yaml)."""
+    return f"{EVENTS_LOG_PREFIX}{prefix}-{stage}"
+
+
+class EventLog:
+    """The pipeline's EventBridge events of one stage, as the bus's logging rule writes them
+    (one JSON event per log event) to `/aws/events/<prefix>-<stage>` in CloudWatch Logs: on
+    AWS, and locally in the emulator (its rules deliver to log groups). Lines carry the
+    function name `events`; a missing log group has no lines.
+    """
+
+    def __init__(self, client: Any, group: str) -> None:
+        self.client = client
+        self.group = group
+
+    def functions(self) -> list[str]:
+        found = self.client.describe_log_groups(logGroupNamePrefix=self.group)
+        groups = {g["logGroupName"] for g in found.get("logGroups") or []}
+        return [EVENTS] if self.group in groups else []
+
+    def read(self, query: LogQuery) -> list[LogLine]:
+        if not query.select(self.functions()):
+            return []
+        lines = [
+            line
+            for event in _log_events(self.client, self.group, query.since_ms or 0, query.contains)
+            if query.matches(line := _event_line(EVENTS, event))
+        ]
+        return sorted(lines, key=lambda line: line.at_ms)
+
+    def follow(self, query: LogQuery, poll_s: float = 2.0) -> Iterator[LogLine]:
+        return _follow_groups(
+            self.client,
+            lambda: {f: self.group for f in query.select(self.functions())},
+            query,
+            poll_s,
+        )
+
+
+def _log_events(
+    client: Any, group: str, since_ms: int, contains: Sequence[str]
+) -> Iterator[dict[str, Any]]:
+    """A log group's events from `since_ms` on containing every string of `contains`."""
+    args: dict[str, Any] = {"logGroupName": group, "startTime": since_ms}
+    if contains:
+        args["filterPattern"] = " ".join(json.dumps(t) for t in contains)
+    for page in client.get_paginator("filter_log_events").paginate(**args):
+        yield from page.get("events") or []
+
+
+def _event_line(function: str, event: Mapping[str, Any]) -> LogLine:
+    return LogLine.parse(
+        function, str(event.get("message") or ""), int(event.get("timestamp") or 0)
+    )
+
+
+def _follow_groups(
+    client: Any, groups: Callable[[], Mapping[str, str]], query: LogQuery, poll_s: float
+) -> Iterator[LogLine]:
+    """Poll `FilterLogEvents` on each (function → log group) of `groups()`, endlessly."""
+    seen: set[str] = set()
+    since = query.since_ms or int(time.time() * 1000)
+    while True:
+        found: list[LogLine] = []
+        newest = since
+        for function, group in groups().items():
+            for event in _log_events(client, group, since, query.contains):
+                event_id = str(event.get("eventId") or "")
+                if event_id in seen:
+                    continue
+                seen.add(event_id)
+                line = _event_line(function, event)
+                newest = max(newest, int(event.get("timestamp") or 0))
+                if query.matches(line):
+                    found.append(line)
+        # Events may arrive late by a little: ask again from a few seconds back.
+        since = max(since, newest - 5000)
+        yield from sorted(found, key=lambda line: line.at_ms)
+        time.sleep(poll_s)
 
 
 def parse_since(text: str, now_s: float | None = None) -> int:

@@ -15,11 +15,14 @@ import pytest
 from support.waiting import HANG_S, wait_until
 
 from sluice_tools.local import eventbridge
+from sluice_tools.local.emulator import ACCOUNT_ID
 from sluice_tools.local.runtime import LocalRuntime, Options
+from sluice_tools.trace.logsource import EventLog, LogQuery
 
 from .conftest import Echo, queue, toy_runtime, toy_zip
 
 BUS = "toy-events"
+LOG_GROUP = "/aws/events/toy"
 SLUICE_EVENTS = {"source": [{"prefix": "sluice."}], "detail-type": ["Object Delivered"]}
 
 
@@ -100,10 +103,13 @@ def make_toys(rt: LocalRuntime) -> Toys:
         Endpoint=toy_queue("toy-via-topic"),
         Attributes={"RawMessageDelivery": "true"},
     )
+    rt.client("logs").create_log_group(logGroupName=LOG_GROUP)
+    log_arn = f"arn:aws:logs:{rt.emulator.region}:{ACCOUNT_ID}:log-group:{LOG_GROUP}"
     rule(
         "toy-delivered",
         SLUICE_EVENTS,
         {"Id": "fn", "Arn": function("toy-on-delivered", "record")},
+        {"Id": "logs", "Arn": log_arn},
         {"Id": "topic", "Arn": topic},
         {
             "Id": "queue",
@@ -205,6 +211,15 @@ def test_the_same_rules_topic_and_queue_targets_get_the_event(toys: Toys):
     # The queue target's input transformer, as moto applies it.
     assert toys.bodies("toy-delivered-keys") == [
         {"what": "Object Delivered", "key": "incoming/order/b.jsonl"}
+    ]
+
+
+def test_a_log_group_target_keeps_the_event_for_sluice_logs_events(toys: Toys):
+    event_id = toys.put("Object Delivered", key="incoming/order/logged.jsonl")
+    assert toys.runtime.wait_drained(HANG_S)
+    lines = EventLog(toys.runtime.client("logs"), LOG_GROUP).read(LogQuery(contains=(event_id,)))
+    assert [(line.get("detail-type"), line.fields["detail"]) for line in lines] == [
+        ("Object Delivered", {"key": "incoming/order/logged.jsonl"})
     ]
 
 

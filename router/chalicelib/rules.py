@@ -1,7 +1,9 @@
-"""Routing rules: load and validate `routing.json`, and compute one record's routing attributes.
+"""Routing rules: load and validate them, and compute one record's routing attributes.
 
-Pure (no AWS, stdlib and `sluice` only), so tools can load this file by path and call
-`declared_attributes()` to check consumers' filter policies against what the router can set.
+`routing.json` declares the attributes and their values; each record type's rules are its
+`routing` in the registry (`types/<name>/type.json`). Pure (no AWS, stdlib and `sluice`
+only), so tools can load this file by path and call `declared_attributes()` to check
+consumers' filter policies against what the router can set.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from sluice import jsonx
 from sluice.envelope import BASE_ATTRIBUTES, MAX_MESSAGE_ATTRIBUTES
 from sluice.errors import ConfigError, PermanentError
+from sluice.registry import Registry, load_registry
 
 ROUTING_FILE = Path(__file__).with_name("routing.json")
 SUPPORTED_VERSION = 1
@@ -202,12 +205,12 @@ class _Parser:
     def parse(self, doc: Any) -> RoutingRules:
         if not isinstance(doc, Mapping):
             raise self.fail("top level", "must be a JSON object")
-        self.keys("top level", doc, _TOP_KEYS, required=("attributes", "types"))
+        self.keys("top level", doc, _TOP_KEYS, required=("attributes",))
         version = doc.get("version", SUPPORTED_VERSION)
         if version != SUPPORTED_VERSION:
             raise self.fail("version", f"{version!r} is not supported (use {SUPPORTED_VERSION})")
         attributes = self.attributes(doc["attributes"])
-        raw_types = doc["types"]
+        raw_types = doc.get("types", {})
         if not isinstance(raw_types, Mapping):
             raise self.fail("types", "must be an object of record type → rules")
         types = {
@@ -262,9 +265,13 @@ class _Parser:
         return declared
 
     def type_rules(
-        self, record_type: str, raw: Any, declared: Mapping[str, tuple[str, ...]]
+        self,
+        record_type: str,
+        raw: Any,
+        declared: Mapping[str, tuple[str, ...]],
+        where: str | None = None,
     ) -> tuple[AttributeRule, ...]:
-        where = f"types.{record_type}"
+        where = where or f"types.{record_type}"
         if not record_type or not isinstance(raw, Mapping):
             raise self.fail(where, "must be an object of attribute → rule")
         rules = []
@@ -275,13 +282,13 @@ class _Parser:
                     f"sets undeclared attribute {attribute!r} "
                     f"(declared: {', '.join(declared)}); declare it under 'attributes' first",
                 )
-            rules.append(self.rule(record_type, attribute, spec, declared[attribute]))
+            rules.append(self.rule(record_type, attribute, spec, declared[attribute], where))
         return tuple(rules)
 
     def rule(
-        self, record_type: str, attribute: str, spec: Any, allowed: tuple[str, ...]
+        self, record_type: str, attribute: str, spec: Any, allowed: tuple[str, ...], within: str
     ) -> AttributeRule:
-        where = f"types.{record_type}.{attribute}"
+        where = f"{within}.{attribute}"
         if not isinstance(spec, Mapping):
             raise self.fail(where, "must be an object with 'field', 'cases' and 'default'")
         self.keys(where, spec, _RULE_KEYS, required=("field", "cases", "default"))
@@ -331,7 +338,7 @@ class _Parser:
 
 
 def parse_rules(text: str | bytes, origin: str = "routing.json") -> RoutingRules:
-    """Parse and validate the text of a `routing.json`."""
+    """Parse and validate the text of a routing document (attributes, optionally types)."""
     try:
         doc = json.loads(text)
     except ValueError as exc:
@@ -339,15 +346,36 @@ def parse_rules(text: str | bytes, origin: str = "routing.json") -> RoutingRules
     return RoutingRules.from_document(doc, origin)
 
 
+def rules_with_registry(doc: Any, registry: Registry, origin: str) -> RoutingRules:
+    """The attributes `doc` (a routing.json) declares and each registered type's rules (its
+    type.json `routing`), validated; an error names the file it is in."""
+    declared = _declared_only(doc, origin)
+    types = {}
+    for spec in registry:
+        if spec.routing:
+            parser = _Parser(str(spec.path / "type.json"))
+            types[spec.name] = parser.type_rules(spec.name, spec.routing, declared, "routing")
+    return RoutingRules(attributes=declared, types=types)
+
+
 @lru_cache(maxsize=8)
-def load_rules(path: Path | str = ROUTING_FILE) -> RoutingRules:
-    """The validated rules of `path` (the app's `routing.json`), read once per process."""
+def load_rules(path: Path | str = ROUTING_FILE, registry_root: Path | None = None) -> RoutingRules:
+    """The validated rules: attributes from `path` (the app's `routing.json`), each type's
+    rules from the registry (`registry_root`, else the app's). Read once per process."""
     path = Path(path)
+    doc = _read_document(path)
+    return rules_with_registry(doc, load_registry(registry_root), str(path))
+
+
+def _read_document(path: Path) -> Any:
     try:
         text = path.read_bytes()
     except OSError as exc:
         raise RoutingConfigError(f"cannot read routing rules {path}: {exc}") from None
-    return parse_rules(text, origin=str(path))
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise RoutingConfigError(f"{path}: not valid JSON: {exc}") from None
 
 
 def declared_attributes(path: Path | str = ROUTING_FILE) -> dict[str, list[str]]:
@@ -356,4 +384,14 @@ def declared_attributes(path: Path | str = ROUTING_FILE) -> dict[str, list[str]]
     Tools that cannot import this module may read `routing.json` directly: the same mapping
     is `{name: spec["values"] for name, spec in doc["attributes"].items()}`.
     """
-    return load_rules(path).declared()
+    return {k: list(v) for k, v in _declared_only(_read_document(Path(path)), str(path)).items()}
+
+
+def _declared_only(doc: Any, origin: str) -> Mapping[str, tuple[str, ...]]:
+    """The attributes a routing.json declares (it holds no per-type rules any more)."""
+    if isinstance(doc, Mapping) and "types" in doc:
+        raise RoutingConfigError(
+            f"{origin}: 'types' is no longer read here: a record type's routing rules are the "
+            "'routing' of its types/<name>/type.json"
+        )
+    return RoutingRules.from_document(doc, origin).attributes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from support.platform import STAGE
 from sluice import aws
 from sluice.config import ResourceNames
 from sluice.envelope import Chunk, Record, chunk_id, record_id
+from sluice.registry import load_registry
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
@@ -86,18 +88,31 @@ TEST_ROUTING: dict[str, Any] = {
 
 @pytest.fixture
 def routing_file(tmp_path: Path) -> Path:
-    """TEST_ROUTING written as a routing.json of its own."""
+    """TEST_ROUTING's attributes written as a routing.json of its own."""
     path = tmp_path / "routing.json"
-    path.write_text(json.dumps(TEST_ROUTING), encoding="utf-8")
+    declared = {k: v for k, v in TEST_ROUTING.items() if k != "types"}
+    path.write_text(json.dumps(declared), encoding="utf-8")
     return path
 
 
 @pytest.fixture
-def routing_rules(routing_file: Path) -> RoutingRules:
-    """TEST_ROUTING's rules (priority and region), loaded as the router loads its file."""
+def routing_registry(tmp_path: Path) -> Path:
+    """A copy of the registry whose types route by TEST_ROUTING's rules."""
+    root = tmp_path / "types"
+    shutil.copytree(load_registry().root, root)
+    for record_type, rules in TEST_ROUTING["types"].items():
+        path = root / record_type / "type.json"
+        declared = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps({**declared, "routing": rules}), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def routing_rules(routing_file: Path, routing_registry: Path) -> RoutingRules:
+    """TEST_ROUTING's rules (priority and region), loaded as the router loads them."""
     from chalicelib.rules import load_rules
 
-    return load_rules(routing_file)
+    return load_rules(routing_file, routing_registry)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from chalicelib.rules import (
     parse_rules,
 )
 from sluice.errors import ConfigError, PermanentError
+from sluice.registry import load_registry
 
 
 @pytest.fixture
@@ -205,12 +206,43 @@ def test_every_value_a_shipped_rule_can_set_is_declared(shipped: RoutingRules) -
 
 
 def test_declared_attributes_of_an_invalid_file_raise_naming_the_file(tmp_path: Path) -> None:
-    bad = _minimal()
-    bad["types"]["order"]["prio"] = bad["types"]["order"].pop("priority")
+    bad = {k: v for k, v in _minimal().items() if k != "types"}
+    bad["attributes"]["priority"]["values"] = []
     path = tmp_path / "routing.json"
     path.write_text(json.dumps(bad), encoding="utf-8")
     with pytest.raises(RoutingConfigError, match=str(path)):
         declared_attributes(path)
+
+
+def test_a_routing_json_still_holding_per_type_rules_is_refused_pointing_at_type_json(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(_minimal()), encoding="utf-8")
+    for read in (declared_attributes, load_rules):
+        with pytest.raises(RoutingConfigError, match=r"types/<name>/type\.json"):
+            read(path)
+
+
+def test_each_registered_types_routing_comes_from_its_type_json(
+    routing_file: Path, routing_registry: Path
+) -> None:
+    registry = load_registry(routing_registry)
+    rules = load_rules(routing_file, routing_registry)
+    assert set(rules.types) == {spec.name for spec in registry if spec.routing}
+    for spec in registry:
+        assert {r.attribute for r in rules.types.get(spec.name, ())} == set(spec.routing)
+
+
+def test_a_type_json_rule_setting_an_undeclared_attribute_names_the_type_json(
+    routing_file: Path, routing_registry: Path
+) -> None:
+    path = next(routing_registry.glob("*/type.json"))
+    declared = json.loads(path.read_text())
+    declared["routing"] = {"colour": {"field": "x", "cases": [], "default": "red"}}
+    path.write_text(json.dumps(declared))
+    with pytest.raises(RoutingConfigError, match=rf"{path}: routing\.colour: sets undeclared"):
+        load_rules(routing_file, routing_registry)
 
 
 # ---------------------------------------------------------------- validation

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from sluice.registry import load_registry
 from sluice_tools.cli import main
 from sluice_tools.deploy.render import render_for
 from sluice_tools.scaffold import ConsumerSpec, ScaffoldError, chalice_config, render_app
@@ -237,16 +238,20 @@ def test_filter_policy_may_use_base_attributes_and_declared_values() -> None:
 
 
 def declare_region(repo: Path) -> None:
-    """Make the copy's routing.json declare (and set) `region`, which no shipped policy reads."""
+    """Make the copy's routing.json declare `region` (which no shipped policy reads) and a
+    registered type set it (its type.json)."""
     path = repo / "router/chalicelib/routing.json"
     routing = json.loads(path.read_text(encoding="utf-8"))
     routing["attributes"]["region"] = {"values": ["eu", "other"]}
-    routing["types"]["order"]["region"] = {
+    path.write_text(json.dumps(routing), encoding="utf-8")
+    spec = next(s for s in load_registry(repo / "types") if "currency" in s.schema["properties"])
+    declared = json.loads((spec.path / "type.json").read_text(encoding="utf-8"))
+    declared.setdefault("routing", {})["region"] = {
         "field": "currency",
         "cases": [{"in": ["EUR", "GBP"], "value": "eu"}],
         "default": "other",
     }
-    path.write_text(json.dumps(routing), encoding="utf-8")
+    (spec.path / "type.json").write_text(json.dumps(declared), encoding="utf-8")
 
 
 def test_every_routing_attribute_the_shipped_repo_declares_is_read_by_a_consumer() -> None:

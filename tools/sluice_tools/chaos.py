@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
+from sluice.registry import load_registry
 from sluice_tools.local.apifaults import SERVICES, ApiFaultPlan, ApiFaultRule
 
 log = logging.getLogger("sluice.chaos")
@@ -69,16 +70,15 @@ class Landed:
 
 
 def high_threshold(root: Path) -> tuple[float, bool]:
-    """The router's high-priority rule for orders: (amount, inclusive) from routing.json."""
-    doc = json.loads((root / "router" / "chalicelib" / "routing.json").read_text("utf-8"))
-    rule = doc["types"][ORDER_TYPE]["priority"]
+    """The router's high-priority rule for orders: (amount, inclusive) from its type.json."""
+    rule = load_registry(root / "types").get(ORDER_TYPE).routing["priority"]
     for case in rule["cases"]:
         if case.get("value") == "high":
             if "gt" in case:
                 return float(case["gt"]), False
             if "gte" in case:
                 return float(case["gte"]), True
-    raise LookupError("routing.json has no gt/gte case that makes an order 'high'")
+    raise LookupError("the order type's routing has no gt/gte case that makes an order 'high'")
 
 
 def make_orders(

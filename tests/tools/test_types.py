@@ -7,12 +7,12 @@ tested with cleanse's own code in tests/cleanse/test_type_samples.py.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.registry_repo import registry_repo
 
 from sluice.registry import load_registry
 from sluice_tools.cli import main
@@ -23,8 +23,6 @@ from sluice_tools.types.infer import (
     key_candidates,
     read_samples,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SHIPMENTS = [
     {
@@ -66,12 +64,7 @@ def write_lines(path: Path, records: list[Any]) -> Path:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A repository root as the commands find it (noxfile.py, router/) with the registry."""
-    root = tmp_path / "repo"
-    (root / "router").mkdir(parents=True)
-    (root / "noxfile.py").write_text("", encoding="utf-8")
-    shutil.copytree(ROOT / "types", root / "types")
-    return root
+    return registry_repo(tmp_path / "repo")
 
 
 def run(*args: str) -> Any:

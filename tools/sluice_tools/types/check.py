@@ -160,7 +160,7 @@ def check_type(
     try:
         spec = load_registry(root / "types").get(name)
     except (ConfigError, KeyError) as exc:
-        raise CheckError(str(exc.args[0]) if exc.args else str(exc)) from None
+        raise CheckError(str(exc)) from None
     validate = compile_validator(name, spec.schema)
     report = CheckReport(type=name, version=spec.version, bucket=bucket)
     report.warnings += version_warnings(root, name, spec.schema, spec.version)

@@ -144,3 +144,27 @@ def test_moto_enforces_a_conditional_deny_as_if_it_had_no_condition(platform: St
     with pytest.raises(s3.exceptions.ClientError, match=r"403|Forbidden|AccessDenied"):
         s3.put_object(Bucket="sluice-test-payloads", Key="k", Body=b"x")
     assert moto_safe_policy(document) == ({**document, "Statement": []}, 1)
+
+
+@pytest.mark.usefixtures("moto")
+def test_fill_gaps_creates_the_glue_database_and_a_table_per_type_and_updates_them(
+    platform: StackSpec,
+) -> None:
+    target = create(platform)
+    glue = target.client("glue")
+    assert glue.get_databases()["DatabaseList"] == []  # moto's CloudFormation skipped it
+
+    for _ in range(2):  # a re-deploy updates what the first created
+        fill_gaps(target, platform, resolver(platform), log=lambda _: None)
+
+    tables = glue.get_tables(DatabaseName="sluice_test")["TableList"]
+    wanted = platform.resources("AWS::Glue::Table")
+    assert sorted(t["Name"] for t in tables) == sorted(
+        r["Properties"]["TableInput"]["Name"] for r in wanted.values()
+    )
+    order = next(t for t in tables if t["Name"] == "order")
+    assert order["StorageDescriptor"]["Location"] == "s3://sluice-test-curated/type=order/"
+    assert order["Parameters"]["storage.location.template"] == (
+        "s3://sluice-test-curated/type=order/dt=${dt}/hour=${hour}"
+    )
+    assert [k["Name"] for k in order["PartitionKeys"]] == ["dt", "hour"]

@@ -23,6 +23,7 @@ from sluice_tools.dlq.command import dlq_group
 from sluice_tools.ledger.command import ledger_command
 from sluice_tools.local.commands import local_group
 from sluice_tools.logs.command import logs_command
+from sluice_tools.query.command import query_command
 from sluice_tools.replay import replay_group
 from sluice_tools.scaffold.command import new_consumer_command
 from sluice_tools.trace.command import trace_command
@@ -78,6 +79,7 @@ main.add_command(doctor_command)
 main.add_command(local_group)
 main.add_command(trace_command)
 main.add_command(logs_command)
+main.add_command(query_command)
 main.add_command(replay_group)
 main.add_command(new_type_command)
 main.add_command(types_group)

@@ -20,7 +20,7 @@ from sluice_tools.deploy.build import build_copy, build_lock
 from sluice_tools.deploy.chalice_deploy import chalice_command
 from sluice_tools.deploy.render import Placement, template_inventory
 from sluice_tools.deploy.target import EMULATOR_STAGES, repo_root
-from sluice_tools.deploy.templates import stage_stacks
+from sluice_tools.deploy.templates import StackSpec, stage_stacks
 
 
 def cfn_lint_command() -> list[str]:
@@ -68,6 +68,21 @@ def _package(app: AppSpec, app_dir: Path, stage: str, out: Path) -> Path:
     return out / "sam.json"
 
 
+def template_files(stacks: list[StackSpec], directory: Path) -> list[Path]:
+    """Each stack's template as deployed: its file, or the rendered text (e.g. the platform
+    with its Glue tables) written to `directory/<stack name>/template.yaml`."""
+    paths = []
+    for spec in stacks:
+        if spec.rendered is None:
+            paths.append(spec.path)
+            continue
+        path = directory / spec.name / "template.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(spec.rendered, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
 def lint_all(
     root: Path,
     stage: str = "dev",
@@ -80,8 +95,8 @@ def lint_all(
     `packaged`: keep each app's packaged template there (`<app key>/sam.json`, for other
     checkers such as checkov) instead of in a temporary directory.
     """
-    templates = [spec.path for spec in stage_stacks(root, stage)]
     with tempfile.TemporaryDirectory(prefix="sluice-package-") as tmp:
+        templates = template_files(stage_stacks(root, stage), Path(tmp) / "stacks")
         out = packaged if packaged is not None else Path(tmp)
         for app in discover_apps(root):
             if not packageable(app):

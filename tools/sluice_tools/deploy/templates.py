@@ -27,9 +27,14 @@ class StackSpec:
     role: str  # platform | consumer-<name>
     path: Path
     body: dict[str, Any]
+    # The template as deployed when it is generated from `path` (e.g. deploy/glue.py's
+    # tables); None: the file as it is.
+    rendered: str | None = None
 
     @property
     def text(self) -> str:
+        if self.rendered is not None:
+            return self.rendered
         return self.path.read_text(encoding="utf-8")
 
     def resources(self, type_: str | None = None) -> dict[str, dict[str, Any]]:
@@ -54,16 +59,18 @@ def stage_stacks(
 ) -> list[StackSpec]:
     """The platform stack, then each consumer's (those with resources.yaml), by name.
 
-    `consumers` limits the consumer stacks to those names (None: all).
+    `consumers` limits the consumer stacks to those names (None: all). The platform's
+    template gets a Glue table per registered record type (`deploy.glue.with_catalog`).
     """
-    stacks = [
-        StackSpec(
-            name=f"{prefix}-{stage}-platform",
-            role="platform",
-            path=root / PLATFORM_TEMPLATE,
-            body=load_template(root / PLATFORM_TEMPLATE),
-        )
-    ]
+    from sluice_tools.deploy.glue import with_catalog
+
+    platform = StackSpec(
+        name=f"{prefix}-{stage}-platform",
+        role="platform",
+        path=root / PLATFORM_TEMPLATE,
+        body=load_template(root / PLATFORM_TEMPLATE),
+    )
+    stacks = [with_catalog(platform, root, stage, prefix)]
     for path in sorted(root.glob(f"consumers/*/{CONSUMER_TEMPLATE}")):
         name = path.parent.name
         if consumers is not None and name not in consumers:

@@ -24,6 +24,8 @@ SKIPPED_TYPES = (
     "AWS::SNS::TopicPolicy",
     "AWS::SNS::Subscription",
     "AWS::CloudWatch::Alarm",
+    "AWS::Glue::Database",  # deploy/glue.py's catalog of the curated data
+    "AWS::Glue::Table",
 )
 # Properties of resources it does create, but ignores.
 SKIPPED_PROPERTIES = {
@@ -244,6 +246,28 @@ def _table(target: Target, props: dict[str, Any]) -> list[str]:
     return done
 
 
+def _glue_database(target: Target, props: dict[str, Any]) -> list[str]:
+    glue, database = target.client("glue"), dict(props["DatabaseInput"])
+    try:
+        glue.create_database(CatalogId=props["CatalogId"], DatabaseInput=database)
+    except glue.exceptions.AlreadyExistsException:
+        glue.update_database(
+            CatalogId=props["CatalogId"], Name=database["Name"], DatabaseInput=database
+        )
+    return [f"Glue database {database['Name']}"]
+
+
+def _glue_table(target: Target, props: dict[str, Any]) -> list[str]:
+    """Create or replace the table (an update replaces its whole input, as on AWS)."""
+    glue, table = target.client("glue"), dict(props["TableInput"])
+    where = {"CatalogId": props["CatalogId"], "DatabaseName": props["DatabaseName"]}
+    try:
+        glue.create_table(**where, TableInput=table)
+    except glue.exceptions.AlreadyExistsException:
+        glue.update_table(**where, TableInput=table)
+    return [f"Glue table {props['DatabaseName']}.{table['Name']}"]
+
+
 _APPLY: dict[str, Callable[[Target, dict[str, Any]], list[str]]] = {
     "AWS::S3::BucketPolicy": _bucket_policy,
     "AWS::SQS::QueuePolicy": _queue_policy,
@@ -252,4 +276,6 @@ _APPLY: dict[str, Callable[[Target, dict[str, Any]], list[str]]] = {
     "AWS::CloudWatch::Alarm": _alarm,
     "AWS::S3::Bucket": _bucket,
     "AWS::DynamoDB::Table": _table,
+    "AWS::Glue::Database": _glue_database,
+    "AWS::Glue::Table": _glue_table,
 }

@@ -9,6 +9,7 @@ package (`SHIPPED_DIR`). Stdlib only; read on first use, never at import.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import threading
@@ -102,6 +103,63 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r}, {list(self._names)})"
+
+
+# In a consumer's filter policy (resources.yaml), a value list holding this marker admits
+# every registered type: the deploy renders it as the registry's names
+# (`expand_registered_types`), so a new type reaches that consumer with no edit.
+REGISTERED_TYPES = "sluice:registered-types"
+
+
+def expand_registered_types(policy: Any, names: tuple[str, ...] | list[str]) -> Any:
+    """`policy` (a filter policy: an object, or its JSON text) with each `REGISTERED_TYPES`
+    marker in a value list replaced by `names`; anything else as it is."""
+    if isinstance(policy, str):
+        try:
+            parsed = json.loads(policy)
+        except ValueError:
+            return policy
+        expanded = expand_registered_types(parsed, names)
+        return policy if expanded == parsed else json.dumps(expanded)
+    if isinstance(policy, Mapping):
+        return {k: expand_registered_types(v, names) for k, v in policy.items()}
+    if isinstance(policy, list):
+        out: list[Any] = []
+        for item in policy:
+            if item == REGISTERED_TYPES:
+                out.extend(n for n in names if n not in out)
+            else:
+                out.append(expand_registered_types(item, names))
+        return out
+    return policy
+
+
+def expand_template_policies(template: Any, names: tuple[str, ...] | list[str]) -> Any:
+    """A consumer's template (parsed resources.yaml) with the marker expanded in the filter
+    policies it declares: its SNS subscriptions' and a direct consumer's `Metadata.Sluice`.
+    The same object when there is nothing to expand."""
+    if not isinstance(template, Mapping):
+        return template
+    holders: list[tuple[tuple[str, ...], Any]] = [
+        (("Metadata", "Sluice"), (template.get("Metadata") or {}).get("Sluice"))
+    ]
+    for logical_id, resource in (template.get("Resources") or {}).items():
+        if isinstance(resource, Mapping) and resource.get("Type") == "AWS::SNS::Subscription":
+            holders.append((("Resources", logical_id, "Properties"), resource.get("Properties")))
+    result: Any = template
+    for path, holder in holders:
+        if not isinstance(holder, Mapping) or "FilterPolicy" not in holder:
+            continue
+        expanded = expand_registered_types(holder["FilterPolicy"], names)
+        if expanded == holder["FilterPolicy"]:
+            continue
+        if result is template:
+            result = copy.deepcopy(template)  # the caller's stays as it is
+        target = result
+        for key in path:
+            target = target[key]
+        target["FilterPolicy"] = expanded
+    return result
 
 
 _default: Registry | None = None

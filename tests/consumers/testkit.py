@@ -18,7 +18,7 @@ from support import platform as moto_platform
 from sluice import aws
 from sluice.config import ResourceNames, reset_settings
 from sluice.envelope import Chunk, Record
-from sluice.registry import load_registry
+from sluice.registry import expand_template_policies, load_registry
 
 REPO = moto_platform.REPO
 STAGE = moto_platform.STAGE
@@ -33,7 +33,14 @@ PARAMETERS = {
 INGESTED_AT = "2026-11-27T06:15:00.000Z"
 
 
-load_template = moto_platform.load_template
+def load_template(path: Path) -> dict[str, Any]:
+    """A consumer's resources.yaml as the deploy renders it: the registered-types marker of
+    its filter policy expanded to the registry's type names."""
+    template = moto_platform.load_template(path)
+    expanded: dict[str, Any] = expand_template_policies(
+        template, load_registry(REPO / "types").names()
+    )
+    return expanded
 
 
 def sub(value: Any) -> str:

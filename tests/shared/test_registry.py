@@ -149,3 +149,31 @@ def _declare(folder: Path, **changes: Any) -> None:
         else:
             declared[key] = value
     path.write_text(json.dumps(declared))
+
+
+def test_the_registered_types_marker_expands_in_filter_policies_and_templates() -> None:
+    names = ("customer", "order")
+    marker = registry.REGISTERED_TYPES
+    policy = {"record_type": [marker], "priority": ["high"]}
+    assert registry.expand_registered_types(policy, names) == {
+        "record_type": ["customer", "order"],
+        "priority": ["high"],
+    }
+    as_text = json.dumps({"$or": [{"record_type": ["order", marker]}]})
+    assert json.loads(registry.expand_registered_types(as_text, names)) == {
+        "$or": [{"record_type": ["order", "customer"]}]
+    }
+    template = {
+        "Metadata": {"Sluice": {"FilterPolicy": {"record_type": [marker]}}},
+        "Resources": {
+            "Sub": {"Type": "AWS::SNS::Subscription", "Properties": {"FilterPolicy": policy}},
+            "Queue": {"Type": "AWS::SQS::Queue", "Properties": {"FilterPolicy": policy}},
+        },
+    }
+    rendered = registry.expand_template_policies(template, names)
+    assert rendered["Metadata"]["Sluice"]["FilterPolicy"] == {"record_type": list(names)}
+    assert rendered["Resources"]["Sub"]["Properties"]["FilterPolicy"]["record_type"] == list(names)
+    assert rendered["Resources"]["Queue"] == template["Resources"]["Queue"]  # not a policy
+    assert template["Resources"]["Sub"]["Properties"]["FilterPolicy"] is policy  # untouched
+    plain = {"Resources": {"Sub": {"Type": "AWS::SNS::Subscription", "Properties": {}}}}
+    assert registry.expand_template_policies(plain, names) is plain

@@ -10,10 +10,8 @@ UpdateItem per chunk) would only save the rare redelivery its writes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from chalicelib.store import Item, RecordsTable, check_item, payload_attribute, version_key
@@ -21,11 +19,11 @@ from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError
 from sluice.observability import add_metric, get_logger
+from sluice.registry import load_registry
 from sluice.stage import LambdaEvent, StageRuntime
 
 SINK = "index"
 STAGE = f"consumer-{SINK}"
-KEYS_FILE = Path(__file__).with_name("keys.json")
 
 log = get_logger(__name__)
 _runtime: StageRuntime | None = None
@@ -34,9 +32,8 @@ _table: RecordsTable | None = None
 
 @cache
 def natural_keys() -> Mapping[str, str]:
-    """The natural key field of each record type (chalicelib/keys.json), read once."""
-    declared = json.loads(KEYS_FILE.read_text(encoding="utf-8"))["natural_keys"]
-    return {str(t): str(f) for t, f in declared.items()}
+    """The natural key field of each record type: the registry's (shipped with the app)."""
+    return load_registry().natural_keys()
 
 
 def runtime() -> StageRuntime:
@@ -70,7 +67,7 @@ def natural_key_of(record: Record, record_type: str) -> str:
     """The record's natural key value; `PermanentError` if the type or the value is missing."""
     field = natural_keys().get(record_type)
     if field is None:
-        raise PermanentError(f"the index declares no natural key for type {record_type!r}")
+        raise PermanentError(f"no registered record type {record_type!r}: no natural key for it")
     payload = record.payload
     value = payload.get(field) if isinstance(payload, dict) else None
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":

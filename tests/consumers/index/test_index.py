@@ -20,6 +20,7 @@ from support.events import sqs_event
 from consumers import testkit
 from sluice import aws, envelope
 from sluice.errors import PermanentError
+from sluice.registry import load_registry
 
 T1 = "2026-11-27T06:00:00.000Z"
 T2 = "2026-11-27T07:00:00.000Z"
@@ -351,12 +352,14 @@ def test_record_without_its_natural_key_is_quarantined(
     assert testkit.ledger_items()["consumer-index#c-test-0"]["quarantined"] == {"N": "1"}
 
 
-def test_filter_policy_of_resources_yaml_admits_only_types_with_a_natural_key(
+def test_filter_policy_of_resources_yaml_admits_every_registered_type_and_no_other(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:
     from chalicelib.service import natural_keys
 
-    for i, record_type in enumerate(("order", "invoice", "customer")):
+    registered = load_registry().names()
+    assert dict(natural_keys()) == {s.name: s.natural_key for s in load_registry()}
+    for i, record_type in enumerate([*registered, "invoice"]):
         key_field = natural_keys().get(record_type, "id")
         account.publish(
             testkit.make_chunk(
@@ -370,13 +373,11 @@ def test_filter_policy_of_resources_yaml_admits_only_types_with_a_natural_key(
     arrived = testkit.receive_all(account.queues["ConsumerQueue"])
     response = invoke(app_module, app_dir, testkit.as_lambda_event(arrived))
 
-    assert sorted(m["MessageAttributes"]["record_type"]["StringValue"] for m in arrived) == [
-        "customer",
-        "order",
-    ]
+    types = sorted(m["MessageAttributes"]["record_type"]["StringValue"] for m in arrived)
+    assert types == sorted(registered)
     assert response == {"batchItemFailures": []}
-    assert latest("order", "k-0") is not None
-    assert latest("customer", "k-2") is not None
+    for i, record_type in enumerate(registered):
+        assert latest(record_type, f"k-{i}") is not None
     assert testkit.quarantined_keys() == []
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.filters import SUPPORTED, Attributes, FilterPolicy, FilterPolicyError, check_scope
+from sluice.registry import expand_template_policies, load_registry
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,12 @@ def consumer_policies(consumers_dir: Path) -> dict[str, SinkPolicy]:
     import yaml
 
     found: dict[str, SinkPolicy] = {}
+    types = consumers_dir.parent / "types"  # the registry: what the deploy renders policies with
+    names = load_registry(types).names() if types.is_dir() else ()
     for path in sorted(consumers_dir.glob("*/resources.yaml")):
         sink = path.parent.name
         with path.open(encoding="utf-8") as f:
-            template = yaml.safe_load(f) or {}
+            template = expand_template_policies(yaml.safe_load(f) or {}, names)
         try:
             found[sink] = _policy_of(sink, template)
         except FilterPolicyError as exc:

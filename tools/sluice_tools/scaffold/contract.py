@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from sluice.envelope import ATTR_CORRELATION_ID, ATTR_TYPE
+from sluice.errors import ConfigError
+from sluice.registry import REGISTERED_TYPES, expand_template_policies, load_registry
 from sluice_tools.scaffold.errors import ScaffoldError
 
 ROUTING_JSON = Path("router") / "chalicelib" / "routing.json"
+REGISTRY_DIR = Path("types")
 # Set on every message; filtering on chunk_id would be meaningless, so it is not offered.
 BASE_ATTRIBUTES = (ATTR_TYPE, ATTR_CORRELATION_ID)
 # Operators SNS applies to string attributes (numeric needs a Number attribute).
@@ -37,7 +40,20 @@ def declared_attributes(repo: Path) -> dict[str, list[str] | None]:
         raise ScaffoldError(f"{ROUTING_JSON} has no usable 'attributes' ({exc})") from None
     for name in BASE_ATTRIBUTES:
         declared.setdefault(name, None)
+    types = registered_names(repo)
+    if types:  # record_type takes a registered type's name, or the marker for all of them
+        declared[ATTR_TYPE] = [*types, REGISTERED_TYPES]
     return declared
+
+
+def registered_names(repo: Path) -> tuple[str, ...]:
+    """The record types of the repository's registry (`types/`; none without one)."""
+    if not (repo / REGISTRY_DIR).is_dir():
+        return ()
+    try:
+        return load_registry(repo / REGISTRY_DIR).names()
+    except ConfigError as exc:
+        raise ScaffoldError(f"cannot read the record-type registry: {exc}") from None
 
 
 def consumer_filter_policies(repo: Path) -> list[tuple[Path, Mapping[str, Any]]]:
@@ -50,6 +66,7 @@ def consumer_filter_policies(repo: Path) -> list[tuple[Path, Mapping[str, Any]]]
         where = path.relative_to(repo)
         try:
             template = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            template = expand_template_policies(template, registered_names(repo))
             holders = [(template.get("Metadata") or {}).get("Sluice") or {}]
             holders += [
                 r.get("Properties") or {}
@@ -187,6 +204,12 @@ def _check_condition(name: str, condition: Any, allowed: list[str] | None) -> No
 
 
 def _check_value(name: str, value: str, allowed: list[str] | None) -> None:
+    if name == ATTR_TYPE and allowed is not None and value not in allowed:
+        known = ", ".join(v for v in allowed if v != REGISTERED_TYPES)
+        raise ScaffoldError(
+            f"filter policy: {value!r} is not a registered record type (registered: {known}; "
+            f"{REGISTERED_TYPES!r} admits every one, new ones included)"
+        )
     if allowed is not None and value not in allowed:
         raise ScaffoldError(
             f"filter policy: the router never sets {name}={value!r} (allowed: {', '.join(allowed)})"

@@ -133,15 +133,14 @@ def _local_state() -> Path:
 
 
 def repo_natural_keys(start: Path | None = None) -> dict[str, str]:
-    """The index's natural key field per type (consumers/index/chalicelib/keys.json)."""
+    """The natural key field per record type (the repository's registry, types/)."""
+    from sluice.registry import load_registry
     from sluice_tools.scaffold.generator import find_repo
 
     try:
-        path = find_repo(start or Path.cwd()) / "consumers/index/chalicelib/keys.json"
-        declared = json.loads(path.read_text(encoding="utf-8"))["natural_keys"]
+        return load_registry(find_repo(start or Path.cwd()) / "types").natural_keys()
     except Exception:
         return {}
-    return {str(k): str(v) for k, v in declared.items()}
 
 
 def object_summary(

@@ -121,6 +121,11 @@ class ResourceNames:
     def cursor_table(self) -> str:
         return self.name("cursors")
 
+    @property
+    def events_bus(self) -> str:
+        """The stage's EventBridge bus of pipeline events (`sluice.events`)."""
+        return self.name("events")
+
     def consumer_queue(self, consumer: str) -> str:
         return self.name(f"consumer-{consumer}")
 
@@ -145,6 +150,7 @@ class ResourceNames:
             "ledger_table": self.ledger_table,
             "records_table": self.records_table,
             "cursor_table": self.cursor_table,
+            "events_bus": self.events_bus,
         }
 
 

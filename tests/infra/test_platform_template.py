@@ -68,6 +68,7 @@ def _named(spec: StackSpec, logical: str) -> bool:
         "AWS::SNS::Topic",
         "AWS::S3::Bucket",
         "AWS::DynamoDB::Table",
+        "AWS::Events::EventBus",
     }
 
 

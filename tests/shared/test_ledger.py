@@ -20,6 +20,7 @@ from sluice.ledger import (
     SORT_KEY,
     LedgerWriteError,
     LedgerWriter,
+    is_entry,
 )
 from sluice.quarantine import Quarantine
 
@@ -36,7 +37,7 @@ def entries(names: ResourceNames, correlation_id: str = "corr-1") -> dict[str, d
         ExpressionAttributeNames={"#c": PARTITION_KEY},
         ExpressionAttributeValues={":c": {"S": correlation_id}},
     )
-    return {i[SORT_KEY]["S"]: i for i in found["Items"]}
+    return {i[SORT_KEY]["S"]: i for i in found["Items"] if is_entry(i[SORT_KEY]["S"])}
 
 
 def numbers(item: dict[str, Any], *names: str) -> dict[str, int]:
@@ -109,7 +110,9 @@ def test_ledger_write_failure_is_transient(platform: ResourceNames) -> None:
 
 def test_one_write_per_chunk(platform: ResourceNames, dynamodb_calls: Any) -> None:
     LedgerWriter().record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=5))
-    assert dynamodb_calls.operations == ["PutItem"]
+    # The entry and the object's progress in one transaction; the progress read back (is the
+    # object complete?).
+    assert dynamodb_calls.operations == ["TransactWriteItems", "GetItem"]
 
 
 def test_a_ledger_write_whose_answer_was_lost_stands_once_with_its_counts(
@@ -117,10 +120,10 @@ def test_a_ledger_write_whose_answer_was_lost_stands_once_with_its_counts(
 ) -> None:
     from support.calls import lose_answers
 
-    with lose_answers(aws.dynamodb(), "PutItem") as lost:
+    with lose_answers(aws.dynamodb(), "TransactWriteItems") as lost:
         LedgerWriter().record_chunk("cleanse", CHUNK, ChunkOutcome(records_in=5, out=5))
 
-    assert lost.lost == ["PutItem"]  # the retry met the written entry: not an error
+    assert lost.lost == ["TransactWriteItems"]  # the retry met the written entry: not an error
     assert list(entries(platform)) == ["cleanse#c-1"]
     assert numbers(entries(platform)["cleanse#c-1"], "records_in", "out") == {
         "records_in": 5,

@@ -57,11 +57,15 @@ def create_tables(*, ttl: bool = False) -> None:
     """The template's tables; with `ttl`, their TimeToLiveSpecification applied as well."""
     ddb = aws.dynamodb()
     for props in table_definitions().values():
+        extra = {}
+        if props.get("GlobalSecondaryIndexes"):
+            extra["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
         ddb.create_table(
             TableName=props["TableName"],
             KeySchema=props["KeySchema"],
             AttributeDefinitions=props["AttributeDefinitions"],
             BillingMode=props["BillingMode"],
+            **extra,
         )
         spec = props.get("TimeToLiveSpecification")
         if ttl and spec:
@@ -82,8 +86,9 @@ def create_queues(queues: Iterable[str]) -> list[str]:
 
 def ledger_entries(table: str, correlation_id: str) -> dict[str, dict[str, Any]]:
     """The ledger's items of one correlation id by entry (`<stage>#<chunk>`, `sink:…`), each
-    attribute as a plain value (numbers as int, strings as str)."""
-    from sluice.ledger import PARTITION_KEY, SORT_KEY
+    attribute as a plain value (numbers as int, strings as str). Not the object's progress
+    item nor ingest's "done" marker (`sluice.ledger.is_entry`)."""
+    from sluice.ledger import PARTITION_KEY, SORT_KEY, is_entry
 
     found = aws.dynamodb().query(
         TableName=table,
@@ -94,4 +99,5 @@ def ledger_entries(table: str, correlation_id: str) -> dict[str, dict[str, Any]]
     return {
         item[SORT_KEY]["S"]: {k: int(v["N"]) if "N" in v else v.get("S") for k, v in item.items()}
         for item in found["Items"]
+        if is_entry(item[SORT_KEY]["S"])
     }

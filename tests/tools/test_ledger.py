@@ -594,6 +594,7 @@ def platform(aws_env: None) -> Iterator[None]:
                 KeySchema=props["KeySchema"],
                 AttributeDefinitions=props["AttributeDefinitions"],
                 BillingMode=props["BillingMode"],
+                **{k: props[k] for k in ("GlobalSecondaryIndexes",) if k in props},
             )
         aws.s3().create_bucket(Bucket=LANDING)
         sqs = aws.sqs()

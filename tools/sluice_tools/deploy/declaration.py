@@ -33,7 +33,7 @@ import yaml
 
 DECLARATION_FILE = "deploy.yaml"
 RESERVED_ENVIRONMENT = ("SLUICE_STAGE", "SLUICE_RESOURCE_PREFIX")  # set by rendering
-REFERENCE_KINDS = ("queue", "topic", "table", "bucket", "parameter", "self")
+REFERENCE_KINDS = ("queue", "topic", "table", "bucket", "bus", "parameter", "self")
 SELF_REFERENCES = ("log-group",)
 _SETTINGS = {"timeout", "memory", "xray", "environment"}
 _REFERENCE = re.compile(r"(?P<kind>[a-z]+):(?P<name>[A-Za-z0-9_.*/-]+)")
@@ -183,6 +183,6 @@ def _grant(path: Path, where: str, raw: Any) -> Grant:
             )
         if match["kind"] == "self" and match["name"] not in SELF_REFERENCES:
             raise DeclarationError(f"{path}: {where}: unknown {resource!r}")
-        if match["kind"] in ("queue", "topic", "table") and "*" in match["name"]:
+        if match["kind"] in ("queue", "topic", "table", "bus") and "*" in match["name"]:
             raise DeclarationError(f"{path}: {where}: {resource!r}: name one resource")
     return Grant(str(raw.get("sid") or ""), actions, resources)

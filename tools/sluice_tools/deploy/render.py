@@ -23,6 +23,7 @@ _TEMPLATE_KINDS = {
     "AWS::SNS::Topic": "topic",
     "AWS::DynamoDB::Table": "table",
     "AWS::S3::Bucket": "bucket",
+    "AWS::Events::EventBus": "bus",
 }
 
 
@@ -92,8 +93,10 @@ def resource_arns(
         return [f"arn:{p}:sqs:{r}:{a}:{full}"]
     if kind == "topic":
         return [f"arn:{p}:sns:{r}:{a}:{full}"]
-    if kind == "table":
-        return [f"arn:{p}:dynamodb:{r}:{a}:table/{full}"]
+    if kind == "table":  # table:NAME/index/INDEX names one of its indexes
+        return [f"arn:{p}:dynamodb:{r}:{a}:table/{full}" + (f"/{path}" if path else "")]
+    if kind == "bus":
+        return [f"arn:{p}:events:{r}:{a}:event-bus/{full}"]
     return [f"arn:{p}:s3:::{full}/{path}" if path else f"arn:{p}:s3:::{full}"]
 
 

@@ -60,9 +60,12 @@ def stage_stacks(
     """The platform stack, then each consumer's (those with resources.yaml), by name.
 
     `consumers` limits the consumer stacks to those names (None: all). The platform's
-    template gets a Glue table per registered record type (`deploy.glue.with_catalog`).
+    template gets a Glue table per registered record type (`deploy.glue.with_catalog`); a
+    consumer's filter policy, the registry's type names for its registered-types marker
+    (`deploy.typed_consumers`).
     """
     from sluice_tools.deploy.glue import with_catalog
+    from sluice_tools.deploy.typed_consumers import with_registered_types
 
     platform = StackSpec(
         name=f"{prefix}-{stage}-platform",
@@ -75,14 +78,13 @@ def stage_stacks(
         name = path.parent.name
         if consumers is not None and name not in consumers:
             continue
-        stacks.append(
-            StackSpec(
-                name=f"{prefix}-{stage}-consumer-{name}",
-                role=f"consumer-{name}",
-                path=path,
-                body=load_template(path),
-            )
+        consumer = StackSpec(
+            name=f"{prefix}-{stage}-consumer-{name}",
+            role=f"consumer-{name}",
+            path=path,
+            body=load_template(path),
         )
+        stacks.append(with_registered_types(consumer, root))
     return stacks
 
 
@@ -100,6 +102,7 @@ class Resolver:
         "AWS::S3::Bucket": "BucketName",
         "AWS::DynamoDB::Table": "TableName",
         "AWS::CloudWatch::Alarm": "AlarmName",
+        "AWS::Events::EventBus": "Name",
     }
 
     def __init__(

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sluice.idempotency import EXPIRES_AT_ATTR, IN_PROGRESS_EXPIRY_ATTR, KEY_ATTR, STATUS_ATTR
+from sluice.ledger import SORT_KEY, is_entry
 from sluice_tools.ledger.reconcile import (
     COMPLETED,
     INCOMING_PREFIX,
@@ -28,7 +29,12 @@ def read_ledger(client: Any, table: str, correlation_id: str | None = None) -> l
             ExpressionAttributeNames={"#c": "correlation_id"},
             ExpressionAttributeValues={":c": {"S": correlation_id}},
         )
-    return [LedgerEntry.from_item(item) for item in _pages(operation, args)]
+    # The objects' progress items and ingest's "done" markers are not stage entries.
+    return [
+        LedgerEntry.from_item(item)
+        for item in _pages(operation, args)
+        if is_entry(str((item.get(SORT_KEY) or {}).get("S", "")))
+    ]
 
 
 def _pages(operation: Any, args: dict[str, Any]) -> Iterable[dict[str, Any]]:

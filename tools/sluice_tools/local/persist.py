@@ -31,7 +31,7 @@ FORMAT = 1
 BLOB_MIN = 256 * 1024  # bytes and strings at least this long are kept as blob files
 # What is hashed of the checkout: everything `sluice deploy` reads to render and deploy
 # (apps, shared/, infra templates, the deploy tooling), not the build copies it makes.
-SOURCE_DIRS = ("consumers", "shared", "infra", "requirements", "tools/sluice_tools/deploy")
+SOURCE_DIRS = ("consumers", "shared", "infra", "requirements", "types", "tools/sluice_tools/deploy")
 SKIPPED_PARTS = frozenset(
     {
         "__pycache__",

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from sluice.registry import load_registry
+from sluice.registry import REGISTERED_TYPES, load_registry
 from sluice_tools.cli import main
 from sluice_tools.deploy.render import render_for
 from sluice_tools.scaffold import ConsumerSpec, ScaffoldError, chalice_config, render_app
@@ -38,11 +38,31 @@ NEEDED = (
     "noxfile.py",
     "infra/platform.yaml",
 )
-SHIPPED = {
-    "warehouse": ({"record_type": [{"exists": True}]}, False, 60, 512),
-    "index": ({"record_type": ["order", "customer"]}, False, 120, 256),
-    "alerts": ({"priority": ["high"]}, True, 30, 256),
-}
+
+
+def shipped_consumers() -> dict[str, tuple[dict[str, object], bool, int, int]]:
+    """Each consumer in the tree as the scaffold would be asked for it: (filter policy as its
+    resources.yaml writes it, direct, timeout, memory from its deploy.yaml)."""
+    found = {}
+    for path in sorted((REPO / "consumers").glob("*/resources.yaml")):
+        template = yaml.safe_load(path.read_text(encoding="utf-8"))
+        meta = (template.get("Metadata") or {}).get("Sluice") or {}
+        subs = [
+            r["Properties"]
+            for r in template["Resources"].values()
+            if r["Type"] == "AWS::SNS::Subscription"
+        ]
+        policy = meta.get("FilterPolicy") or (subs[0]["FilterPolicy"] if subs else None)
+        if policy is None:
+            continue  # not a consumer of records (no filter policy)
+        defaults = yaml.safe_load((path.parent / "deploy.yaml").read_text())["defaults"]
+        direct = bool(meta.get("Direct"))
+        found[path.parent.name] = (policy, direct, defaults["timeout"], defaults["memory"])
+    return found
+
+
+SHIPPED = shipped_consumers()
+REGISTERED = ", ".join(load_registry(REPO / "types").names())
 
 
 def copy_repo(target: Path) -> Path:
@@ -197,6 +217,10 @@ def test_a_new_consumer_writes_a_declaration_that_renders_and_no_policy_file(
             "prefix 'xx' matches no value the router sets for 'priority'",
         ),
         (
+            ["ok", "--filter", '{"record_type": ["ordr"]}'],
+            f"'ordr' is not a registered record type (registered: {REGISTERED}; ",
+        ),
+        (
             ["ok", "--filter", '{"region": ["eu"]}'],
             "filter policy uses attribute 'region', which the router never sets",
         ),
@@ -229,10 +253,11 @@ def test_outside_a_repository_it_refuses_to_guess(tmp_path: Path) -> None:
 def test_filter_policy_may_use_base_attributes_and_declared_values() -> None:
     declared = declared_attributes(REPO)
 
-    check_filter_policy(
-        {"record_type": ["order"], "correlation_id": [{"exists": True}], "priority": ["high"]},
-        declared,
-    )
+    for record_type in [*load_registry(REPO / "types").names(), REGISTERED_TYPES]:
+        check_filter_policy(
+            {"record_type": [record_type], "correlation_id": [{"exists": True}]}, declared
+        )
+    check_filter_policy({"priority": ["high"]}, declared)
     with pytest.raises(ScaffoldError, match="'chunk_id', which the router never sets"):
         check_filter_policy({"chunk_id": ["c-1"]}, declared)
 
@@ -290,11 +315,13 @@ def test_a_consumer_filtering_on_the_attribute_silences_the_warning(tmp_path: Pa
 
 def test_shipped_consumers_run_new_consumer_without_a_warning(tmp_path: Path) -> None:
     repo = copy_repo(tmp_path)
-    result = CliRunner().invoke(
-        main, ["new-consumer", "q", "--filter", '{"record_type": ["order"]}', "--repo", str(repo)]
-    )
+    first = load_registry(repo / "types").names()[0]
+    policy = json.dumps({"record_type": [first]})
+    args = ["new-consumer", "q", "--filter", policy, "--repo", str(repo)]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "Warning:" not in result.output
+    assert "Next: deploy it: sluice deploy --stage STAGE --only consumers/q" in result.output
 
 
 def test_attributes_read_include_those_of_or_branches() -> None:

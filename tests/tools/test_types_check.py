@@ -224,3 +224,12 @@ def test_the_metadata_columns_are_those_the_warehouse_adds() -> None:
     ]
     added = {kw.arg for call in updates for kw in call.keywords}
     assert added == set(METADATA_COLUMNS)
+
+
+def test_an_emulator_stage_without_a_running_local_up_is_refused(
+    repo: Path, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sluice_tools.localstate.local_endpoint", lambda root=None: None)
+    result = run("types", "check", "order", "--stage", "local", "--repo", str(repo))
+    assert result.exit_code == 1
+    assert "no `sluice local up` of it is running" in result.output

@@ -121,6 +121,18 @@ def test_a_pattern_only_when_every_sample_value_fits_it() -> None:
     assert "format" not in props["mail"]
 
 
+def test_a_timestamp_no_rule_can_reach_stays_a_plain_string() -> None:
+    records = [
+        {"id": "a", "legs": [["2026-11-27T08:15:00Z"]], "a.b": "2026-11-27T08:15:00Z"},
+        {"id": "b", "legs": [["2026-11-27T09:15:00+01:00"]], "a.b": "2026-11-27T09:15:00Z"},
+    ]
+    draft = draft_type("trip", records)
+    props = draft.schema["properties"]
+    assert "timestamps" not in draft.rules
+    assert props["legs"]["items"]["items"] == {"type": "string"}
+    assert props["a.b"] == {"type": "string"}
+
+
 def test_the_drafted_rules_are_safe_defaults_cleanse_accepts() -> None:
     rules = draft_type("shipment", SHIPMENTS).rules
     assert rules["trim"] is True

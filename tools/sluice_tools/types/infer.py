@@ -185,8 +185,15 @@ def draft_type(
     return Draft(name, natural_key, schema, rules, tuple(candidates))
 
 
-def _tighten(node: dict[str, Any], values: list[Any], path: str, timestamps: list[str]) -> None:
-    """Tighten genson's `node` in place, given every sample value found at `path`."""
+def _tighten(
+    node: dict[str, Any], values: list[Any], path: str | None, timestamps: list[str]
+) -> None:
+    """Tighten genson's `node` in place, given every sample value found at it.
+
+    `path` is the field's path as rules.json names it ("a.b", "a[].b", "" for the record),
+    None where a rule cannot reach (a list of lists, a name with "." or "[]" in it): such a
+    timestamp is left a plain string, since no rule would make it canonical first.
+    """
     kinds = node.get("type")
     kinds = set(kinds) if isinstance(kinds, list) else {kinds}
     if "object" in kinds and "properties" in node:
@@ -194,22 +201,24 @@ def _tighten(node: dict[str, Any], values: list[Any], path: str, timestamps: lis
         objects = [v for v in values if isinstance(v, dict)]
         for prop, sub in node["properties"].items():
             found = [o[prop] for o in objects if prop in o]
-            _tighten(sub, found, f"{path}.{prop}" if path else prop, timestamps)
+            plain = path is not None and "." not in prop and not prop.endswith("[]")
+            child = (f"{path}.{prop}" if path else prop) if plain else None
+            _tighten(sub, found, child, timestamps)
     if "array" in kinds and isinstance(node.get("items"), dict):
         items = [item for v in values if isinstance(v, list) for item in v]
         # rules walk one level of lists ("items[].at", "tags[]"), not lists of lists
-        item_path = f"{path}[]" if path and not path.endswith("[]") else ""
-        _tighten(node["items"], items, item_path, timestamps if item_path else [])
+        item_path = f"{path}[]" if path and not path.endswith("[]") else None
+        _tighten(node["items"], items, item_path, timestamps)
     if kinds <= {"string", "null"} and "string" in kinds:
-        strings = [v for v in values if isinstance(v, str)]
-        if not strings or not path:
+        strings = [v.strip() for v in values if isinstance(v, str)]
+        if not strings:
             return
-        if all(_is_timestamp(s) for s in strings):
+        if path and all(_is_timestamp(s) for s in strings):
             node["pattern"] = CANONICAL_TIMESTAMP
             timestamps.append(path)
-        elif all(_DATE_RE.fullmatch(s.strip()) for s in strings):
+        elif all(_DATE_RE.fullmatch(s) for s in strings):
             node["pattern"] = DATE_PATTERN
-        elif all(_EMAIL_RE.fullmatch(s.strip()) for s in strings):
+        elif all(_EMAIL_RE.fullmatch(s) for s in strings):
             node["format"] = "email"
 
 

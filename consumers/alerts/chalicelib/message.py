@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sluice.envelope import Chunk, Record
+from sluice.registry import load_registry
 
 SUBJECT_MAX = 100  # SNS subject limit
 
@@ -20,20 +22,27 @@ def _amount(value: Any) -> str | None:
 
 
 def alert_text(record: Record, chunk: Chunk) -> str:
-    """E.g. "High-value order o-123: 1,250.00 EUR from customer c-9 (correlation corr-1)"."""
+    """E.g. "High-value order o-123: 1,250.00 EUR from customer c-9 (correlation corr-1, …)".
+
+    Worded from the type's registry entry: its natural key names the record, and its
+    optional `alert` block (type.json) gives the title, an amount (with currency) and a
+    party ("from customer c-9"). A type without one: "High-priority <type> <key>".
+    """
     payload = record.payload if isinstance(record.payload, dict) else {}
     tail = f"(correlation {chunk.correlation_id}, record {record.id})"
-    if chunk.type == "order":
-        order_id = payload.get("order_id") or record.id
-        amount = _amount(payload.get("amount"))
-        text = f"High-value order {order_id}"
-        if amount is not None:
-            text += f": {amount} {payload.get('currency') or ''}".rstrip()
-        if payload.get("customer_id"):
-            text += f" from customer {payload['customer_id']}"
-        return f"{text} {tail}"
-    key = payload.get(f"{chunk.type}_id") or payload.get("id") or record.id
-    return f"High-priority {chunk.type} {key} {tail}"
+    registry = load_registry()
+    spec = registry.get(chunk.type) if chunk.type in registry else None
+    wording: Mapping[str, str] = spec.extras.get("alert", {}) if spec is not None else {}
+    key = (payload.get(spec.natural_key) if spec is not None else None) or record.id
+    text = f"{wording.get('title') or f'High-priority {chunk.type}'} {key}"
+    amount = _amount(payload.get(wording["amount_field"])) if "amount_field" in wording else None
+    if amount is not None:
+        currency = payload.get(wording["currency_field"]) if "currency_field" in wording else None
+        text += f": {amount} {currency or ''}".rstrip()
+    party = payload.get(wording["party_field"]) if "party_field" in wording else None
+    if party:
+        text += f" from {wording.get('party_label') or wording['party_field']} {party}"
+    return f"{text} {tail}"
 
 
 def alert_subject(record: Record, chunk: Chunk) -> str:

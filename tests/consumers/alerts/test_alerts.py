@@ -16,6 +16,7 @@ from consumers import testkit
 from sluice import aws
 from sluice.envelope import Chunk, Record
 from sluice.idempotency import ClaimInProgressError
+from sluice.registry import load_registry
 
 HIGH = {"priority": "high", "region": "eu"}
 ORDERS = [
@@ -54,6 +55,48 @@ def test_alert_text_of_other_types_names_type_and_key() -> None:
     assert (
         alert_text(chunk.records[0], chunk)
         == "High-priority customer r-1 (correlation corr, record r-1)"
+    )
+
+
+@pytest.mark.parametrize("record_type", load_registry().names())
+def test_every_registered_type_is_alerted_by_its_natural_key(record_type: str) -> None:
+    from chalicelib.message import alert_text
+
+    spec = load_registry().get(record_type)
+    payload = {spec.natural_key: "k-42"}
+    chunk = Chunk("c-1", record_type, "s3://x/y", "corr", (Record("r-1", 0, "t", payload),))
+
+    text = alert_text(chunk.records[0], chunk)
+
+    title = spec.extras.get("alert", {}).get("title") or f"High-priority {record_type}"
+    assert text == f"{title} k-42 (correlation corr, record r-1)"
+
+
+def test_a_types_alert_block_words_its_alerts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib import message
+
+    folder = tmp_path / "shipment"
+    folder.mkdir()
+    alert = {
+        "title": "Late shipment",
+        "amount_field": "value",
+        "currency_field": "ccy",
+        "party_field": "carrier",
+        "party_label": "carrier",
+    }
+    declared = {"version": 1, "natural_key": "shipment_id", "alert": alert}
+    (folder / "type.json").write_text(json.dumps(declared))
+    properties = {f: {"type": "string"} for f in ("shipment_id", "value", "ccy", "carrier")}
+    (folder / "schema.json").write_text(json.dumps({"type": "object", "properties": properties}))
+    (folder / "rules.json").write_text("{}")
+    monkeypatch.setattr(message, "load_registry", lambda: load_registry(tmp_path))
+    payload = {"shipment_id": "s-1", "value": "1234.5", "ccy": "EUR", "carrier": "DHL"}
+    chunk = Chunk("c-1", "shipment", "s3://x/y", "corr", (Record("r-1", 0, "t", payload),))
+
+    assert message.alert_text(chunk.records[0], chunk) == (
+        "Late shipment s-1: 1,234.50 EUR from carrier DHL (correlation corr, record r-1)"
     )
 
 

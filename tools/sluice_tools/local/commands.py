@@ -61,6 +61,26 @@ def landing_key(path: Path) -> str:
     return f"incoming/{path.parent.name}/{path.name}"
 
 
+def upload_key(path: Path, record_type: str | None, registered: tuple[str, ...]) -> str:
+    """The landing key `sluice local run` uploads `path` to: `incoming/<record_type>/<file>`
+    with a type given, else `landing_key`'s, whose type must be registered. `ValueError`
+    (naming --type and the registered types) when the type is unknown or cannot be told."""
+    known = ", ".join(registered) or "none"
+    if record_type is not None:
+        if record_type not in registered:
+            raise ValueError(f"--type {record_type!r} is not a registered record type ({known})")
+        return f"incoming/{record_type}/{path.name}"
+    key = landing_key(path)
+    folder = key.split("/")[1]
+    if folder not in registered:
+        raise ValueError(
+            f"{path}: cannot tell its record type (neither under incoming/<type>/ nor in a "
+            f"folder named for one: {folder!r} is not a registered type); give --type TYPE "
+            f"(registered: {known}); it is uploaded to incoming/TYPE/{path.name}"
+        )
+    return key
+
+
 def _write_state(state_dir: Path, runtime: Any) -> Path:
     path = state_dir / STATE_FILE
     path.write_text(
@@ -306,11 +326,28 @@ def fire_command(function: str) -> None:
 @click.option(
     "--redeploy", is_flag=True, help="Deploy even if nothing changed since the last run's deploy."
 )
+@click.option(
+    "--type",
+    "record_type",
+    default=None,
+    metavar="TYPE",
+    help="Record type of FILES (a registered type, types/<TYPE>/): each is uploaded to "
+    "incoming/TYPE/<file name>. Default: from an incoming/<type>/ path, or the file's folder.",
+)
 def run_command(
-    files: tuple[Path, ...], as_json: bool, keep: bool, quiet: bool, timeout: int, redeploy: bool
+    files: tuple[Path, ...],
+    as_json: bool,
+    keep: bool,
+    quiet: bool,
+    timeout: int,
+    redeploy: bool,
+    record_type: str | None,
 ) -> None:
     """Upload FILES (default: samples/incoming/**) to the landing bucket, run the pipeline
     until every queue and retry is drained, print the ledger.
+
+    A file lands at `incoming/<type>/<file name>` (ingest reads the record type from the
+    key): give `--type TYPE`, or keep files under an `incoming/<type>/` folder.
 
     The stage is deployed into a new emulator, unless nothing `sluice deploy` reads changed
     since the last run: then the emulator starts from the state that deploy (verified by
@@ -320,18 +357,24 @@ def run_command(
     3 dead letters, 5 the ledger could not be read); 2 as well when the pipeline did not
     drain in time and the ledger found nothing worse.
     """
+    from sluice.errors import ConfigError
+    from sluice.registry import load_registry
     from sluice_tools.local.runtime import LocalRuntime
 
     root = _root()
     paths = list(files) or sample_files(root)
     if not paths:
         raise click.ClickException("no files given and no samples under samples/incoming/")
+    try:
+        registered = load_registry(root / "types").names()
+        uploads = [(p, upload_key(p, record_type, registered)) for p in paths]
+    except (ConfigError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from exc
     started = time.monotonic()
     options = _options(root, DEFAULT_UP_PORT if keep else 0, quiet, reuse_deploy=not redeploy)
     runtime = LocalRuntime(options, say=_err)
     try:
         runtime.start()
-        uploads = [(p, landing_key(p)) for p in paths]
         _err(f"uploading {len(uploads)} file(s) to {runtime.names.landing_bucket} ...")
         runtime.upload(uploads)
         ran_at = time.monotonic()

@@ -10,8 +10,9 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from chalicelib.publisher import ChunkPublisher, SnsPublisher
+from chalicelib.publisher import ChunkPublisher, SnsPublisher, resolve_topic_arn
 from chalicelib.rules import RoutingRules, load_rules
+from chalicelib.subscriptions import TopicSubscriptions
 from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.config import DEFAULT_CHUNK_MAX_BYTES, SNS_MAX_MESSAGE_BYTES, get_settings
 from sluice.envelope import (
@@ -22,6 +23,7 @@ from sluice.envelope import (
     derive_chunk_id,
     pack_records,
 )
+from sluice.ledger import LedgerWriter
 from sluice.observability import add_metric, get_logger
 from sluice.stage import LambdaEvent, StageRuntime
 
@@ -103,18 +105,32 @@ class Router:
         rules: RoutingRules | None = None,
         publisher: ChunkPublisher | None = None,
         limits: ChunkLimits | None = None,
+        subscriptions: TopicSubscriptions | None = None,
     ) -> None:
         self._runtime = runtime
         self._rules = rules
         self._publisher = publisher
         self._limits = limits
+        self._subscriptions = subscriptions
 
     @property
     def runtime(self) -> StageRuntime:
         if self._runtime is None:
             # Payloads stay as their JSON: routing reads a few fields, the rest passes through.
-            self._runtime = StageRuntime(name=STAGE, lazy_payloads=True)
+            # The ledger learns which consumers each route reaches (objects' progress).
+            ledger = LedgerWriter(route_sinks=self.subscriptions.route_sinks)
+            self._runtime = StageRuntime(name=STAGE, lazy_payloads=True, ledger=ledger)
         return self._runtime
+
+    @property
+    def subscriptions(self) -> TopicSubscriptions:
+        if self._subscriptions is None:
+            self._subscriptions = TopicSubscriptions(self._topic_arn)
+        return self._subscriptions
+
+    def _topic_arn(self) -> str:
+        publisher = self.publisher
+        return publisher.topic_arn if isinstance(publisher, SnsPublisher) else resolve_topic_arn()
 
     @property
     def rules(self) -> RoutingRules:

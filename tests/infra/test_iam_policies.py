@@ -225,6 +225,8 @@ def _scope_error(resource: str, actions: list[str], stage: str, app: AppSpec) ->
         prefix = f"log-group:/aws/lambda/{app.app_name}-{stage}-"
     elif service == "dynamodb":
         prefix = f"table/sluice-{stage}-"
+    elif service == "events":
+        prefix = f"event-bus/sluice-{stage}-"
     else:
         prefix = f"sluice-{stage}-"
     head = rest[: len(prefix)]

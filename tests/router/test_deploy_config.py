@@ -109,12 +109,17 @@ def test_policy_grants_exactly_what_the_router_uses_on_its_stages_resources(stag
     assert grants["sns:Publish"] == {f"arn:aws:sns:{WHERE}:{p}-records"}
     for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
         assert grants[action] == {f"arn:aws:sqs:{WHERE}:{p}-clean"}
-    for action in ("dynamodb:UpdateItem", "dynamodb:DeleteItem"):
-        assert grants[action] == {f"arn:aws:dynamodb:{WHERE}:table/{p}-idempotency"}
-    assert grants["dynamodb:PutItem"] == {
-        f"arn:aws:dynamodb:{WHERE}:table/{p}-idempotency",
-        f"arn:aws:dynamodb:{WHERE}:table/{p}-ledger",
-    }
+    assert grants["dynamodb:DeleteItem"] == {f"arn:aws:dynamodb:{WHERE}:table/{p}-idempotency"}
+    for action in ("dynamodb:PutItem", "dynamodb:UpdateItem"):
+        assert grants[action] == {
+            f"arn:aws:dynamodb:{WHERE}:table/{p}-idempotency",
+            f"arn:aws:dynamodb:{WHERE}:table/{p}-ledger",
+        }
+    # The ledger: entry and progress in one transaction, the progress read back; the events.
+    assert grants["dynamodb:GetItem"] == {f"arn:aws:dynamodb:{WHERE}:table/{p}-ledger"}
+    assert grants["events:PutEvents"] == {f"arn:aws:events:{WHERE}:event-bus/{p}-events"}
+    for action in ("sns:ListSubscriptionsByTopic", "sns:GetSubscriptionAttributes"):
+        assert grants[action] == {f"arn:aws:sns:{WHERE}:{p}-records"}
     assert grants["s3:PutObject"] == {
         f"arn:aws:s3:::{p}-quarantine/*",
         f"arn:aws:s3:::{p}-payloads/*",

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from chalicelib.subscriptions import TopicSubscriptions, consumer_of
-
 from sluice import aws
 from sluice.config import ResourceNames
 

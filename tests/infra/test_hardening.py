@@ -33,10 +33,15 @@ RETAINED = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 
 @pytest.fixture(scope="module")
 def scaffolded(tmp_path_factory: pytest.TempPathFactory) -> list[StackSpec]:
-    """The resources.yaml of a new SQS consumer and of a new direct one."""
+    """The resources.yaml of a new SQS consumer, a new direct one and a new event one."""
     specs = []
-    for name, direct in (("probe", False), ("probe-direct", True)):
-        files = render_app(ConsumerSpec(name, {"record_type": ["order"]}, direct=direct))
+    for name, direct, events in (
+        ("probe", False, ()),
+        ("probe-direct", True, ()),
+        ("probe-events", False, ("Object Delivered",)),
+    ):
+        spec = ConsumerSpec(name, {"record_type": ["order"]}, direct=direct, events=events)
+        files = render_app(spec)
         path = tmp_path_factory.mktemp(name) / "resources.yaml"
         path.write_text(files[f"consumers/{name}/resources.yaml"], encoding="utf-8")
         body = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -34,6 +34,7 @@ NEEDED = (
     "tools",
     "tests/support",
     "tests/consumers/testkit.py",
+    "tests/consumers/eventkit.py",  # event consumers' (--on-event)
     "pyproject.toml",
     "noxfile.py",
     "infra/platform.yaml",

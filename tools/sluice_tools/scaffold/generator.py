@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -34,21 +34,32 @@ FUNCTION = "consume"
 DEFAULT_TIMEOUT_S = 60
 DEFAULT_MEMORY_MB = 256
 _TOKEN = re.compile(r"\{\{(\w+)\}\}")
+EVENT_SOURCE_PREFIX = "sluice."  # the pipeline's events come from sluice.<stage>
 
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """What a consumer is made of: its name, kind and filter policy, and its sizing."""
+    """What a consumer is made of: its name, kind and filter policy, and its sizing.
+
+    With `events` (pipeline event detail-types) it is an event consumer: an EventBridge rule
+    on the stage's bus feeds its queue, and it has no filter policy.
+    """
 
     name: str
     filter_policy: Mapping[str, Any]
     direct: bool = False
     timeout_s: int = DEFAULT_TIMEOUT_S
     memory_mb: int = DEFAULT_MEMORY_MB
+    events: tuple[str, ...] = ()
 
     @property
     def app_name(self) -> str:
         return f"sluice-consumer-{self.name}"
+
+    @property
+    def kind(self) -> str:
+        """The template folder: `event`, `direct` or `sqs`."""
+        return "event" if self.events else "direct" if self.direct else "sqs"
 
 
 def validate_name(name: str) -> str:
@@ -108,7 +119,32 @@ def declaration(spec: ConsumerSpec) -> dict[str, Any]:
     Resources are references (`queue:consumer-<name>`), rendered to exact ARNs by
     `sluice deploy` for the prefix, stage, region and account it deploys to.
     """
+    own = f"consumer-{spec.name}"
+    if spec.events:  # the event's detail is all it reads: no ledger, claims or payloads
+        return _declaration(spec, [*_observability_grants(), _trigger_grant(own)])
     grants = [
+        *_observability_grants(),
+        _grant("Ledger", ["dynamodb:PutItem"], "table:ledger"),
+        _grant("Quarantine", ["s3:PutObject"], "bucket:quarantine/*"),
+        _grant("ClaimCheckRead", ["s3:GetObject"], "bucket:payloads/*"),
+        _grant("ClaimCheckMissingIs404", ["s3:ListBucket"], "bucket:payloads"),
+        _grant(
+            "Idempotency",
+            ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+            "table:idempotency",
+        ),
+    ]
+    if spec.direct:
+        grants.append(_grant("OnFailureDestination", ["sqs:SendMessage"], f"queue:{own}-failures"))
+    else:
+        grants.append(_trigger_grant(own))
+        # records that fail in the handler (sluice.stage)
+        grants.append(_grant("DeadLetters", ["sqs:SendMessage"], f"queue:{own}-dlq"))
+    return _declaration(spec, grants)
+
+
+def _observability_grants() -> list[dict[str, Any]]:
+    return [
         _grant(
             "Logs",
             ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
@@ -124,34 +160,23 @@ def declaration(spec: ConsumerSpec) -> dict[str, Any]:
             ],
             "*",
         ),
-        _grant("Ledger", ["dynamodb:PutItem"], "table:ledger"),
-        _grant("Quarantine", ["s3:PutObject"], "bucket:quarantine/*"),
-        _grant("ClaimCheckRead", ["s3:GetObject"], "bucket:payloads/*"),
-        _grant("ClaimCheckMissingIs404", ["s3:ListBucket"], "bucket:payloads"),
-        _grant(
-            "Idempotency",
-            ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
-            "table:idempotency",
-        ),
     ]
-    own = f"consumer-{spec.name}"
-    if spec.direct:
-        grants.append(_grant("OnFailureDestination", ["sqs:SendMessage"], f"queue:{own}-failures"))
-    else:
-        grants.append(
-            _grant(
-                "Trigger",
-                [
-                    "sqs:ReceiveMessage",
-                    "sqs:DeleteMessage",
-                    "sqs:GetQueueAttributes",
-                    "sqs:ChangeMessageVisibility",  # a chunk claimed elsewhere waits
-                ],
-                f"queue:{own}",
-            )
-        )
-        # records that fail in the handler (sluice.stage)
-        grants.append(_grant("DeadLetters", ["sqs:SendMessage"], f"queue:{own}-dlq"))
+
+
+def _trigger_grant(queue: str) -> dict[str, Any]:
+    return _grant(
+        "Trigger",
+        [
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ChangeMessageVisibility",  # a chunk claimed elsewhere waits
+        ],
+        f"queue:{queue}",
+    )
+
+
+def _declaration(spec: ConsumerSpec, grants: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "defaults": {
             "timeout": spec.timeout_s,
@@ -189,12 +214,14 @@ def render_app(spec: ConsumerSpec) -> dict[str, str]:
         "filter_policy": json.dumps(spec.filter_policy, separators=(", ", ": ")),
         "timeout": str(spec.timeout_s),
         "visibility_timeout": str(6 * spec.timeout_s),
+        "event_pattern": json.dumps(event_pattern(spec.events), separators=(", ", ": ")),
+        "event_tuple": python_tuple(spec.events),
     }
     app_dir = f"consumers/{spec.name}"
     tests_dir = f"tests/consumers/{spec.name}"
     test_module = f"test_{spec.name.replace('-', '_')}.py"
     files: dict[str, str] = {}
-    for relative, template in _templates("direct" if spec.direct else "sqs"):
+    for relative, template in _templates(spec.kind):
         if relative.startswith("tests/"):
             leaf = relative.removeprefix("tests/")
             target = f"{tests_dir}/{test_module if leaf == 'test_consumer.py' else leaf}"
@@ -202,10 +229,17 @@ def render_app(spec: ConsumerSpec) -> dict[str, str]:
             target = f"{tests_dir}/conftest.py"
         else:
             target = f"{app_dir}/{relative}"
+        # A template of the kind replaces a common one of the same path (written after it).
         files[target] = render(template.read_text(encoding="utf-8"), values)
     files[f"{app_dir}/.chalice/config.json"] = _json(chalice_config(spec))
     files[f"{app_dir}/deploy.yaml"] = declaration_text(spec)
     return dict(sorted(files.items()))
+
+
+def python_tuple(values: Sequence[str]) -> str:
+    """A tuple of strings as ruff formats it: `("a",)`, `("a", "b")`."""
+    items = ", ".join(json.dumps(v) for v in values)
+    return f"({items},)" if len(values) == 1 else f"({items})"
 
 
 def locked_requirements(repo: Path, name: str, files: Mapping[str, str]) -> str:
@@ -222,19 +256,59 @@ def _json(doc: Any) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
+def _check_new(repo: Path, name: str) -> None:
+    validate_name(name)
+    for existing in (repo / "consumers" / name, repo / "tests" / "consumers" / name):
+        if existing.exists():
+            raise ScaffoldError(f"consumer {name!r} exists already ({existing.relative_to(repo)})")
+
+
 def new_consumer(repo: Path, name: str, filter_json: str, *, direct: bool = False) -> list[Path]:
     """Check everything, then write the consumer's files; returns the paths written.
 
     Refuses (`ScaffoldError`) an invalid or existing name and a filter policy that is not a
     JSON object or names an attribute or value the router never sets. Writes nothing then.
     """
-    validate_name(name)
-    for existing in (repo / "consumers" / name, repo / "tests" / "consumers" / name):
-        if existing.exists():
-            raise ScaffoldError(f"consumer {name!r} exists already ({existing.relative_to(repo)})")
+    _check_new(repo, name)
     policy = parse_filter_policy(filter_json)
     check_filter_policy(policy, declared_attributes(repo))
-    files = render_app(ConsumerSpec(name=name, filter_policy=policy, direct=direct))
+    return _write(repo, ConsumerSpec(name=name, filter_policy=policy, direct=direct))
+
+
+def new_event_consumer(repo: Path, name: str, events: Sequence[str]) -> list[Path]:
+    """Check everything, then write an event consumer's files; returns the paths written.
+
+    Refuses (`ScaffoldError`) an invalid or existing name, no event, and an event name
+    that is not a pipeline event (listing those that are). Writes nothing then.
+    """
+    _check_new(repo, name)
+    wanted = tuple(dict.fromkeys(check_events(events)))
+    return _write(repo, ConsumerSpec(name=name, filter_policy={}, events=wanted))
+
+
+def check_events(events: Sequence[str]) -> Sequence[str]:
+    """The event names, if each one is a pipeline event's detail-type (`sluice.events`)."""
+    from sluice.events import DETAIL_TYPES
+
+    if not events:
+        raise ScaffoldError("name at least one event with --on-event")
+    for event in events:
+        if event not in DETAIL_TYPES:
+            raise ScaffoldError(
+                f"unknown event {event!r}: the pipeline's events are "
+                + ", ".join(repr(known) for known in DETAIL_TYPES)
+            )
+    return events
+
+
+def event_pattern(events: Sequence[str]) -> dict[str, Any]:
+    """The rule's pattern: the pipeline's events (any stage's source) of these detail-types."""
+    return {"source": [{"prefix": EVENT_SOURCE_PREFIX}], "detail-type": list(events)}
+
+
+def _write(repo: Path, spec: ConsumerSpec) -> list[Path]:
+    name = spec.name
+    files = render_app(spec)
     files[f"consumers/{name}/{deps.TXT_FILE}"] = locked_requirements(repo, name, files)
     written = []
     for relative, text in files.items():

@@ -13,13 +13,16 @@ from click.testing import CliRunner
 from support.platform import STAGE, create_buckets, create_queues, create_tables, ledger_entries
 
 from sluice import aws
+from sluice.batch import ChunkOutcome
 from sluice.config import ResourceNames
-from sluice.envelope import Chunk, Record, derive_chunk_id
+from sluice.envelope import Chunk, Record, derive_chunk_id, object_correlation_id
 from sluice.errors import PermanentError
+from sluice.ledger import LedgerWriter
 from sluice.quarantine import Quarantine
 from sluice_tools.cli import main
 from sluice_tools.ledger.reconcile import Exit, LedgerEntry, reconcile
 from sluice_tools.replay import QuarantineReplay, Selection, parse_since, replay_chunk_id
+from sluice_tools.replay.landing import LandingReplay, replay_key
 
 NAMES = ResourceNames(stage=STAGE, prefix="sluice")
 SOURCE = "s3://landing/incoming/order/a.jsonl"
@@ -293,3 +296,78 @@ def test_a_replayed_chunk_cleanse_never_recorded_is_pending_or_unaccounted() -> 
     flow, hops = flow_of(lost, in_flight={"cleanse": 1})
     assert flow.exit == Exit.NOT_SETTLED
     assert hops["replay"].status == "in flight"
+
+
+def test_a_landing_replay_is_a_note_on_the_original_not_a_hop() -> None:
+    marker = LedgerEntry(CORR, "replay", "m1", type="order", skipped="re-ingested as s3://x/y")
+    flow, hops = flow_of([*BEFORE, marker])
+    assert flow.exit == Exit.BALANCED, flow.problems
+    assert "replay" not in hops
+    assert any("re-ingested as s3://x/y" in p.message for p in flow.problems)
+
+
+# ---------------------------------------------------------------- replay landing
+
+
+def test_a_landing_replay_key_carries_the_generation_and_can_fix_the_type() -> None:
+    assert replay_key("incoming/order/2026/a.jsonl", 1) == "incoming/order/_replay/g1/2026/a.jsonl"
+    assert replay_key("incoming/data/a.jsonl", 2, "order") == "incoming/order/_replay/g2/a.jsonl"
+    with pytest.raises(ValueError, match="say which type"):
+        replay_key("incoming/a.jsonl", 1)
+    with pytest.raises(ValueError, match="not a landed key"):
+        replay_key("outgoing/order/a.jsonl", 1)
+
+
+@pytest.fixture
+def landing(platform: Platform) -> Platform:
+    create_buckets([NAMES.landing_bucket])
+    return platform
+
+
+def _landing(platform: Platform) -> LandingReplay:
+    return LandingReplay(
+        s3=platform.s3,
+        dynamodb=platform.ddb,
+        landing_bucket=NAMES.landing_bucket,
+        ledger_table=NAMES.ledger_table,
+    )
+
+
+def test_landing_replay_copies_once_per_generation_and_spares_delivered_objects(
+    landing: Platform,
+) -> None:
+    s3, bucket = landing.s3, NAMES.landing_bucket
+    s3.put_object(Bucket=bucket, Key="incoming/data/refused.jsonl", Body=b'{"order_id": "1"}\n')
+    s3.put_object(Bucket=bucket, Key="incoming/data/fine.jsonl", Body=b'{"order_id": "2"}\n')
+    etag = s3.head_object(Bucket=bucket, Key="incoming/data/fine.jsonl")["ETag"].strip('"')
+    fine = object_correlation_id(bucket, "incoming/data/fine.jsonl", etag)
+    # Ingest sent one record of fine.jsonl on: re-ingesting it would deliver it twice.
+    chunk = Chunk("c-1", "data", f"s3://{bucket}/incoming/data/fine.jsonl", fine, ())
+    LedgerWriter(landing.ddb, table_name=NAMES.ledger_table).record_chunk(
+        "ingest", chunk, ChunkOutcome(records_in=1, out=1)
+    )
+
+    dry = _landing(landing).run("incoming/data/", record_type="order", dry_run=True)
+    assert (dry.objects, dry.copied, dry.skipped) == (2, 1, 1)
+    assert "incoming/order/_replay/g1/refused.jsonl" not in _keys(landing)
+
+    first = _landing(landing).run("incoming/data/", record_type="order")
+    assert (first.copied, first.skipped) == (1, 1)
+    copy = s3.head_object(Bucket=bucket, Key="incoming/order/_replay/g1/refused.jsonl")
+    original = first.items[[i.key for i in first.items].index("incoming/data/refused.jsonl")]
+    assert copy["Metadata"]["sluice-replay-of"] == original.correlation_id
+    # The original's flow names the copy (a skipped `replay` entry: a note, not a hop).
+    entries = ledger_entries(NAMES.ledger_table, original.correlation_id)
+    (marker,) = [v for k, v in entries.items() if k.startswith("replay#")]
+    assert "re-ingested as s3://" in str(marker["skipped"])
+
+    again = _landing(landing).run("incoming/", record_type="order")  # copies are not read
+    assert (again.objects, again.copied, again.already) == (2, 0, 1)
+    later = _landing(landing).run("incoming/data/", record_type="order", generation=2)
+    assert later.copied == 1
+    assert "incoming/order/_replay/g2/refused.jsonl" in _keys(landing)
+
+
+def _keys(platform: Platform) -> set[str]:
+    listed = platform.s3.list_objects_v2(Bucket=NAMES.landing_bucket).get("Contents") or []
+    return {str(o["Key"]) for o in listed}

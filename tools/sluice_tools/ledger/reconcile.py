@@ -677,7 +677,8 @@ def _flow(
     # ingest, cleanse, router: each receives what the one before sent.
     expected: int | None = None
     upstream: str | None = None
-    replays = stages.get(REPLAY, [])
+    # (A landing replay's entry is a skipped one naming the copy: a note, not a hop.)
+    replays = [e for e in stages.get(REPLAY, []) if e.skipped is None]
     replayed = frozenset(e.chunk_id for e in replays)
     for name in PIPELINE:
         into = replayed if name == REPLAY_INTO else frozenset()

@@ -120,3 +120,15 @@ def test_an_invalid_json_schema_is_a_config_error_on_first_use(tmp_path: Path) -
     assert thing is not None
     with pytest.raises(ConfigError, match="not a valid JSON Schema"):
         thing.cleanse({"id": "1"})
+
+
+@pytest.mark.parametrize("name", load_registry().names())
+def test_every_record_of_a_types_sample_file_cleanses(name: str) -> None:
+    spec = load_registry().get(name)
+    found = Catalogue().get(name)
+    assert found is not None
+    lines = spec.sample_path.read_text(encoding="utf-8").splitlines()
+    assert lines, f"{spec.sample_path} is empty"
+    for line in lines:
+        cleaned = found.cleanse(json.loads(line))
+        assert cleaned[spec.natural_key]

@@ -13,6 +13,7 @@ from infra.stack_model import ROOT
 from sluice.registry import load_registry
 from sluice_tools.deploy.glue import (
     ENVELOPE_COLUMNS,
+    MAX_DEPTH,
     Column,
     FieldType,
     TableSchemaError,
@@ -162,3 +163,16 @@ def test_a_type_added_to_the_registry_gets_its_table_with_no_other_edit(tmp_path
     assert logical_id("shipment-event") in platform.resources()
     template = glue_tables(platform)["shipment_event"]["Parameters"]["storage.location.template"]
     assert "type=shipment-event/dt=${Dt}/hour=${Hour}" in template["Fn::Sub"][0]
+
+
+def test_a_recursive_reference_ends_as_json_text_below_the_depth_limit() -> None:
+    node = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "child": {"$ref": "#"}},
+    }
+
+    found = hive(node)
+
+    assert found.startswith("struct<name:string,child:struct<name:string,child:struct<")
+    assert found.count("struct<") == MAX_DEPTH + 1
+    assert "child:string" in found

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from infra.stack_model import offline_target, resolver
 
+from sluice_tools.deploy.glue import catalog_problems
 from sluice_tools.deploy.templates import StackSpec
 from sluice_tools.motocompat.cfn import (
     SKIPPED_PROPERTIES,
@@ -168,3 +169,34 @@ def test_fill_gaps_creates_the_glue_database_and_a_table_per_type_and_updates_th
         "s3://sluice-test-curated/type=order/dt=${dt}/hour=${hour}"
     )
     assert [k["Name"] for k in order["PartitionKeys"]] == ["dt", "hour"]
+
+
+@pytest.mark.usefixtures("moto")
+def test_doctor_names_a_missing_changed_or_leftover_glue_table(platform: StackSpec) -> None:
+    target = create(platform)
+    glue = target.client("glue")
+    fill_gaps(target, platform, resolver(platform), log=lambda _: None)
+    assert catalog_problems(glue, platform, resolver(platform)) == []
+
+    glue.delete_table(DatabaseName="sluice_test", Name="order")
+    customer = glue.get_table(DatabaseName="sluice_test", Name="customer")["Table"]
+    customer["StorageDescriptor"]["Columns"][0]["Type"] = "bigint"
+    glue.update_table(
+        DatabaseName="sluice_test",
+        TableInput={k: customer[k] for k in ("Name", "StorageDescriptor", "Parameters")},
+    )
+    leftover = {**customer, "Name": "parcel", "Parameters": {"sluice.record_type": "parcel"}}
+    glue.create_table(
+        DatabaseName="sluice_test",
+        TableInput={k: leftover[k] for k in ("Name", "StorageDescriptor", "Parameters")},
+    )
+
+    problems = catalog_problems(glue, platform, resolver(platform))
+
+    assert problems == [
+        "Glue table sluice_test.customer: columns differ from the registry's schema "
+        "(customer_id bigint, customer_id string)",
+        "Glue table sluice_test.order is missing (record type order)",
+        "Glue table sluice_test.parcel is left from record type parcel, which is no longer "
+        "registered",
+    ]

@@ -109,6 +109,16 @@ def test_a_query_counts_and_shows_the_rows_the_warehouse_wrote(written: str) -> 
     assert joined.rows == [("Ada", 2)]
 
 
+def test_a_type_with_no_objects_is_an_empty_table_with_its_columns(
+    account: testkit.Account,
+) -> None:
+    result = query('select * from "order"', account.names.curated_bucket)
+
+    (order,) = [t for t in registered_tables(testkit.REPO) if t.name == "order"]
+    assert result.columns == [c.name for c in order.columns] + ["dt", "hour"]
+    assert result.rows == []
+
+
 def test_an_unknown_table_lists_the_types_and_bad_sql_says_what_duckdb_said(
     written: str,
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sluice_tools.deploy.apps import AppSpec, discover_apps, select_apps
 from sluice_tools.deploy.drift import QUEUE, Drift, find_drift
+from sluice_tools.deploy.glue import catalog_problems
 from sluice_tools.deploy.post_deploy import ASYNC_RETRIES, REPORT_FAILURES, failure_queue_name
 from sluice_tools.deploy.state import (
     FunctionState,
@@ -106,6 +107,12 @@ def run_doctor(
     _check_async(target, functions, inventory, report)
     _check_direct_subscriptions(target, stacks, functions, report)
     _check_environment(target, functions, inventory, report)
+    platform = stacks[0]  # its Glue tables: one per registered record type (deploy/glue.py)
+    for problem in catalog_problems(
+        target.client("glue"), platform, resolver_for(target, platform)
+    ):
+        report.add(problem, repair_command(target))
+    report.count("Glue tables", len(platform.resources("AWS::Glue::Table")))
     return report
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from sluice_tools.deploy.templates import StackSpec
+from sluice_tools.deploy.templates import Resolver, StackSpec
 
 # The columns the warehouse adds to every line (consumers/warehouse/chalicelib/service.py
 # META_COLUMNS; tests/infra/test_glue_catalog.py checks they agree). A payload field of one
@@ -42,6 +42,7 @@ JSON_SERDE = "org.openx.data.jsonserde.JsonSerDe"
 DATABASE_LOGICAL_ID = "CuratedDatabase"
 BUCKET_LOGICAL_ID = "CuratedBucket"
 COMMENT_MAX = 255  # Glue's limit on a column comment
+MAX_DEPTH = 16  # nesting levels of structs and arrays kept as types; deeper: JSON text
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -135,16 +136,21 @@ def table_columns(type_name: str, schema: Mapping[str, Any]) -> list[Column]:
     return payload + [Column(name, STRING, comment) for name, comment in ENVELOPE_COLUMNS]
 
 
-def field_type(node: Mapping[str, Any], root: Mapping[str, Any], where: str) -> FieldType:
+def field_type(
+    node: Mapping[str, Any], root: Mapping[str, Any], where: str, depth: int = 0
+) -> FieldType:
     """The column type of one JSON Schema node.
 
     string/integer/number/boolean map to string/bigint/double/boolean; an object with
     properties to a struct of them; an array to an array of its items' type. `null` in a
     type list only makes the column nullable (every column is). A node that can be more
     than one thing (several types, anyOf/oneOf, no type, a free-form object) is a string
-    column holding the value's JSON text.
+    column holding the value's JSON text, and so is whatever nests deeper than `MAX_DEPTH`
+    (a recursive `$ref`).
     """
     node = _resolve(node, root, where)
+    if depth > MAX_DEPTH:
+        return STRING
     types = node.get("type")
     if types is None and "properties" in node:
         types = "object"
@@ -163,16 +169,20 @@ def field_type(node: Mapping[str, Any], root: Mapping[str, Any], where: str) -> 
     if kind in _JSON_SCALARS:
         return FieldType(_JSON_SCALARS[kind])
     if kind == "object":
-        fields = _struct_fields(node, root, where)
+        fields = _struct_fields(node, root, where, depth + 1)
         return FieldType("struct", tuple(fields)) if fields else STRING
     if kind == "array":
         items = node.get("items")
-        item = field_type(items, root, where) if isinstance(items, Mapping) else STRING
+        item = STRING
+        if isinstance(items, Mapping):
+            item = field_type(items, root, where, depth + 1)
         return FieldType("array", item=item)
     return STRING
 
 
-def _struct_fields(node: Mapping[str, Any], root: Mapping[str, Any], where: str) -> list[Column]:
+def _struct_fields(
+    node: Mapping[str, Any], root: Mapping[str, Any], where: str, depth: int = 0
+) -> list[Column]:
     properties = node.get("properties") or {}
     columns: list[Column] = []
     seen: dict[str, str] = {}
@@ -190,20 +200,21 @@ def _struct_fields(node: Mapping[str, Any], root: Mapping[str, Any], where: str)
         seen[name.lower()] = name
         child = child if isinstance(child, Mapping) else {}
         comment = str(_resolve(child, root, where).get("description") or "")[:COMMENT_MAX]
-        columns.append(Column(name, field_type(child, root, f"{where}.{name}"), comment))
+        column_type = field_type(child, root, f"{where}.{name}", depth)
+        columns.append(Column(name, column_type, comment))
     return columns
 
 
 def _resolve(node: Mapping[str, Any], root: Mapping[str, Any], where: str) -> Mapping[str, Any]:
-    """`node`, or what its local `$ref` (`#/definitions/x`, `#/$defs/x`) points to."""
+    """`node`, or what its local `$ref` (`#`, `#/definitions/x`, `#/$defs/x`) points to."""
     seen: set[str] = set()
     while isinstance(node.get("$ref"), str):
         ref = node["$ref"]
-        if not ref.startswith("#/") or ref in seen:
+        if not (ref == "#" or ref.startswith("#/")) or ref in seen:
             raise TableSchemaError(f"{where}: $ref {ref!r} is not a local, acyclic reference")
         seen.add(ref)
         target: Any = root
-        for part in ref[2:].split("/"):
+        for part in filter(None, ref[2:].split("/")):
             target = target.get(part) if isinstance(target, Mapping) else None
         if not isinstance(target, Mapping):
             raise TableSchemaError(f"{where}: $ref {ref!r} points to nothing")
@@ -390,3 +401,63 @@ def with_catalog(spec: StackSpec, root: Path, stage: str, prefix: str) -> StackS
     )
     text = header + yaml.safe_dump(body, sort_keys=False, width=100)
     return dataclasses.replace(spec, body=body, rendered=text)
+
+
+# ------------------------------------------------------------------------------ doctor
+
+
+def catalog_problems(glue: Any, platform: StackSpec, resolver: Resolver) -> list[str]:
+    """How the deployed catalog differs from the platform template's tables (`sluice
+    doctor`): a table missing, its columns, location or schema version not the registry's,
+    or a table left from a type no longer registered. Empty: as deployed."""
+    wanted = {
+        str(props["TableInput"]["Name"]): props
+        for props in map(resolver.properties, platform.resources("AWS::Glue::Table"))
+    }
+    if not wanted:
+        return []
+    database = str(next(iter(wanted.values()))["DatabaseName"])
+    try:
+        deployed = {
+            str(t["Name"]): t
+            for page in glue.get_paginator("get_tables").paginate(DatabaseName=database)
+            for t in page["TableList"]
+        }
+    except glue.exceptions.EntityNotFoundException:
+        return [f"Glue database {database} is missing (so are its {len(wanted)} tables)"]
+    problems = []
+    for name, props in wanted.items():
+        table = props["TableInput"]
+        found = deployed.get(name)
+        where = f"Glue table {database}.{name}"
+        if found is None:
+            problems.append(f"{where} is missing (record type {_record_type(table)})")
+            continue
+        storage, have = table["StorageDescriptor"], found.get("StorageDescriptor") or {}
+        columns = [(c["Name"], c["Type"]) for c in storage["Columns"]]
+        present = [(c["Name"], c["Type"]) for c in have.get("Columns") or []]
+        if present != columns:
+            changed = sorted(set(columns) ^ set(present))
+            problems.append(
+                f"{where}: columns differ from the registry's schema "
+                f"({', '.join(f'{n} {t}' for n, t in changed) or 'order'})"
+            )
+        if have.get("Location") != storage["Location"]:
+            problems.append(f"{where}: location {have.get('Location')}, not {storage['Location']}")
+        version = (found.get("Parameters") or {}).get("sluice.schema_version")
+        if version != table["Parameters"]["sluice.schema_version"]:
+            problems.append(
+                f"{where}: schema version {version}, registry has "
+                f"{table['Parameters']['sluice.schema_version']}"
+            )
+    for name, table in sorted(deployed.items()):
+        if name not in wanted and "sluice.record_type" in (table.get("Parameters") or {}):
+            problems.append(
+                f"Glue table {database}.{name} is left from record type "
+                f"{_record_type(table)}, which is no longer registered"
+            )
+    return problems
+
+
+def _record_type(table: Mapping[str, Any]) -> str:
+    return str((table.get("Parameters") or {}).get("sluice.record_type", table.get("Name")))

@@ -46,7 +46,10 @@ class QueryResult:
 
 
 def named_tables(sql: str, tables: Iterable[TableSpec]) -> list[TableSpec]:
-    """The tables whose name appears as a word in `sql` (quoted or not): what to load."""
+    """The tables whose name appears as a word in `sql` (quoted or not): what to load.
+
+    A word that only looks like a table (`order` in ORDER BY) loads it for nothing: harmless.
+    """
     found = []
     for table in tables:
         word = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(table.name)}(?![A-Za-z0-9_])", re.I)

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from moto import mock_aws
-from support.platform import STAGE, create_buckets, create_tables
+from support.platform import PARAMETERS as PLATFORM_PARAMETERS
+from support.platform import STAGE, create_buckets, create_tables, platform_template
+from support.platform import sub as platform_sub
 
 from sluice import aws
 from sluice.batch import ChunkOutcome
@@ -27,19 +29,35 @@ from sluice_tools.trace.logsource import EVENTS, LogQuery, events_log_group
 
 NAMES = ResourceNames(stage=STAGE)
 BUS = f"{NAMES.prefix}-{STAGE}-events"
+PARAMETERS = {
+    **PLATFORM_PARAMETERS,
+    "AWS::Partition": "aws",
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+}
 CID = "ingest-0123456789abcdef0123456789abcdef"
 OTHER = "ingest-ffffffffffffffffffffffffffffffff"
 KEY = "incoming/order/o.jsonl"
 
 
-def put(events: Any, detail_type: str, correlation_id: str = CID, **detail: Any) -> None:
+def sub(value: Any) -> str:
+    return platform_sub(value, PARAMETERS)
+
+
+def put(
+    events: Any,
+    detail_type: str,
+    correlation_id: str = CID,
+    source: str = "sluice.ingest",
+    **detail: Any,
+) -> None:
     body = {"version": "1", "event_id": f"{correlation_id}-{detail_type}"}
     body |= {"correlation_id": correlation_id, "bucket": NAMES.landing_bucket, "key": KEY}
     answer = events.put_events(
         Entries=[
             {
                 "EventBusName": BUS,
-                "Source": "sluice.ingest",
+                "Source": source,
                 "DetailType": detail_type,
                 "Detail": json.dumps(body | detail),
             }
@@ -54,16 +72,20 @@ def stage(aws_env: None) -> Iterator[Any]:
         create_tables()
         create_buckets([NAMES.landing_bucket, NAMES.quarantine_bucket, NAMES.curated_bucket])
         logs, events = aws.client("logs"), aws.client("events")
-        group = events_log_group(NAMES.prefix, STAGE)
+        # The log group and the rule as infra/platform.yaml defines them.
+        resources = platform_template()["Resources"]
+        group = sub(resources["EventsLogGroup"]["Properties"]["LogGroupName"])
+        assert group == events_log_group(NAMES.prefix, STAGE)
         logs.create_log_group(logGroupName=group)
+        rule = resources["EventsToLogsRule"]["Properties"]
         events.create_event_bus(Name=BUS)
+        assert sub(rule["EventBusName"]) == BUS
         events.put_rule(
-            Name="to-logs",
-            EventBusName=BUS,
-            EventPattern=json.dumps({"source": [{"prefix": "sluice."}]}),
+            Name=sub(rule["Name"]), EventBusName=BUS, EventPattern=json.dumps(rule["EventPattern"])
         )
-        arn = f"arn:aws:logs:us-east-1:123456789012:log-group:{group}"
-        events.put_targets(Rule="to-logs", EventBusName=BUS, Targets=[{"Id": "logs", "Arn": arn}])
+        targets = [{"Id": t["Id"], "Arn": sub(t["Arn"])} for t in rule["Targets"]]
+        events.put_targets(Rule=sub(rule["Name"]), EventBusName=BUS, Targets=targets)
+        put(events, "Object Landed", source="billing.app")  # not the pipeline's: not logged
         put(events, "Object Landed", record_type="order", counts={"records": 3})
         put(events, "Object Landed", correlation_id=OTHER)
         put(events, "Records Quarantined", counts={"invalid": 1})

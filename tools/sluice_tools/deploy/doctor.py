@@ -19,6 +19,8 @@ from sluice_tools.deploy.apps import AppSpec, discover_apps, select_apps
 from sluice_tools.deploy.drift import QUEUE, Drift, find_drift
 from sluice_tools.deploy.glue import catalog_problems
 from sluice_tools.deploy.post_deploy import ASYNC_RETRIES, REPORT_FAILURES, failure_queue_name
+from sluice_tools.deploy.registry_check import TAG as REGISTRY_TAG
+from sluice_tools.deploy.registry_check import registry_findings, registry_tag
 from sluice_tools.deploy.state import (
     FunctionState,
     filter_policy_of,
@@ -107,6 +109,7 @@ def run_doctor(
     _check_async(target, functions, inventory, report)
     _check_direct_subscriptions(target, stacks, functions, report)
     _check_environment(target, functions, inventory, report)
+    _check_registry(target, functions, report)
     platform = stacks[0]  # its Glue tables: one per registered record type (deploy/glue.py)
     for problem in catalog_problems(
         target.client("glue"), platform, resolver_for(target, platform)
@@ -420,6 +423,21 @@ def resource_name_in(value: str, prefix: str, stage: str) -> str | None:
     if re.fullmatch(rf"{re.escape(prefix)}-[a-z0-9-]+", value):
         return value
     return None
+
+
+def _check_registry(target: Target, functions: list[FunctionState], report: DoctorReport) -> None:
+    """Each function ships the registry of the checkout's types/ (its deploy tag)."""
+    if not (target.root / "types").is_dir():
+        return
+    lam = target.client("lambda")
+    tags = {
+        state.name: lam.list_tags(Resource=state.arn).get("Tags", {}).get(REGISTRY_TAG)
+        for state in functions
+    }
+    apps = {state.name: state.app.rel for state in functions}
+    report.count("registry copies", len(tags))
+    for function, text in registry_findings(tags, registry_tag(target.root)):
+        report.add(text, repair_command(target, apps[function]))
 
 
 def _check_environment(

@@ -157,7 +157,7 @@ def render_chalice_config(app: AppSpec, place: Placement) -> dict[str, Any]:
     stage = {
         "autogen_policy": False,
         "environment_variables": environment or {},
-        "tags": {"sluice:stage": place.stage, "sluice:app": app.key},
+        "tags": {"sluice:stage": place.stage, "sluice:app": app.key, **_registry_tags(app)},
         "lambda_functions": functions,
     }
     return {
@@ -219,6 +219,13 @@ def write_rendered(rendered: RenderedApp, app_dir: Path) -> list[Path]:
         path.write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
         written.append(path)
     return written
+
+
+def _registry_tags(app: AppSpec) -> dict[str, str]:
+    """The registry every app ships (vendor.py), for `sluice doctor` (registry_check.py)."""
+    from sluice_tools.deploy.registry_check import TAG, registry_tag
+
+    return {TAG: registry_tag(app.root)} if (app.root / "types").is_dir() else {}
 
 
 def render_for(

@@ -82,13 +82,11 @@ def new_type_command(
     if draft.rules.get("timestamps"):
         click.echo(f"Timestamps (made UTC by cleanse): {', '.join(draft.rules['timestamps'])}")
     click.echo("Next:")
-    click.echo(
-        f"  review types/{name}/schema.json and rules.json (routing: types/{name}/type.json)"
-    )
-    click.echo(f"  test: pytest tests/cleanse -k {name}   (every registered type's samples)")
-    click.echo("  deploy: sluice deploy --stage STAGE   (locally: sluice local up)")
-    click.echo(f"  upload files to the landing bucket under incoming/{name}/<file name>")
-    click.echo(f"  locally: sluice local run FILE --type {name}")
+    click.echo(f"  review: types/{name}/ schema.json, rules.json, type.json (routing: none yet)")
+    click.echo(f"  test:   nox -s tests -- tests/cleanse   (runs types/{name}/sample.jsonl)")
+    click.echo("  deploy: sluice deploy --stage STAGE   (or locally: sluice local up)")
+    click.echo(f"  upload: files to the landing bucket as incoming/{name}/<file name>")
+    click.echo(f"  local:  sluice local run FILE --type {name}")
 
 
 @click.group("types", invoke_without_command=True)

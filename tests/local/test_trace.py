@@ -30,8 +30,8 @@ from sluice_tools.ledger.command import repo_sinks
 from sluice_tools.local.commands import landing_key, sample_files
 from sluice_tools.local.emulator import CREDENTIALS
 from sluice_tools.local.runtime import LocalRuntime, Options
-from sluice_tools.trace.command import Where, correlation_of_object, object_summary
-from sluice_tools.trace.logsource import LocalLogFiles
+from sluice_tools.trace.command import Where, correlation_of_object, object_events, object_summary
+from sluice_tools.trace.logsource import EventLog, LocalLogFiles, events_log_group
 from sluice_tools.trace.tracer import NotFoundError, Stores, Tracer
 
 from .conftest import ROOT
@@ -165,6 +165,26 @@ def test_an_object_trace_counts_what_the_ledger_counts(where, runtime):
     assert {r["quarantined"] for r in quarantined} == {"ingest", "cleanse"}
     unparseable = [r for r in quarantined if r["quarantined"] == "ingest"]
     assert unparseable[0]["reason"].startswith("line 16: ")
+
+
+def test_an_object_trace_lists_its_pipeline_events_and_sluice_logs_events_shows_them(
+    where, runtime
+):
+    """The bus's logging rule (infra/platform.yaml) kept the events the pipeline put, in the
+    emulator's log group: one Object Delivered for the orders object, and one Records
+    Quarantined with its 10 quarantined records (issue 22)."""
+    correlation_id, _ = correlation_of_object(where, ORDERS)
+    group = events_log_group(runtime.prefix, runtime.options.stage)
+    found = object_events(EventLog(runtime.client("logs"), group), correlation_id)
+    types = [e["detail_type"] for e in found]
+    assert types.count("Object Delivered") == 1, found
+    assert types.count("Records Quarantined") == 1, found
+    (quarantined,) = [e for e in found if e["detail_type"] == "Records Quarantined"]
+    assert quarantined["counts"]["quarantined"] == 10
+    args = ["logs", "events", "--stage", runtime.options.stage, "--since", "1h"]
+    shown = CliRunner().invoke(main, [*args, "--correlation-id", correlation_id])
+    assert shown.exit_code == 0, shown.output
+    assert sum(" events Object Delivered " in line for line in shown.output.splitlines()) == 1
 
 
 def test_sluice_query_counts_the_order_lines_the_warehouse_wrote(runtime, monkeypatch):

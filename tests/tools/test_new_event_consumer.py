@@ -21,6 +21,7 @@ from tools.test_new_consumer import copy_repo
 from sluice.events import DETAIL_TYPES
 from sluice_tools.cli import main
 from sluice_tools.deploy.lint import cfn_lint_command
+from sluice_tools.ledger.filters import consumer_policies
 from sluice_tools.scaffold import ConsumerSpec, render_app
 from sluice_tools.scaffold.generator import declaration, event_pattern
 
@@ -160,3 +161,11 @@ def test_an_event_consumer_names_each_event_once(tmp_path: Path) -> None:
         json.loads((repo / "consumers/loader/.chalice/config.json").read_text())["app_name"]
         == "sluice-consumer-loader"
     )
+
+
+def test_an_event_consumer_is_no_sink_of_records_for_the_ledger(tmp_path: Path) -> None:
+    repo = copy_repo(tmp_path)
+    assert new_consumer(repo, "loader", "--on-event", "Object Delivered").exit_code == 0
+    sinks = consumer_policies(repo / "consumers")
+    assert "loader" not in sinks
+    assert {"warehouse", "index", "alerts"} <= set(sinks)

@@ -34,11 +34,20 @@ def consumer_policies(consumers_dir: Path) -> dict[str, SinkPolicy]:
         sink = path.parent.name
         with path.open(encoding="utf-8") as f:
             template = expand_template_policies(yaml.safe_load(f) or {}, names)
+        if _event_consumer(template):
+            continue  # fed by the events bus (new-consumer --on-event): it is no records' sink
         try:
             found[sink] = _policy_of(sink, template)
         except FilterPolicyError as exc:
             raise FilterPolicyError(f"{path}: {exc}") from None
     return found
+
+
+def _event_consumer(template: Mapping[str, Any]) -> bool:
+    """A consumer fed by a rule on the events bus and subscribed to no topic."""
+    types = {r.get("Type") for r in (template.get("Resources") or {}).values()}
+    direct = ((template.get("Metadata") or {}).get("Sluice") or {}).get("Direct")
+    return "AWS::Events::Rule" in types and "AWS::SNS::Subscription" not in types and not direct
 
 
 def _policy_of(sink: str, template: Mapping[str, Any]) -> SinkPolicy:

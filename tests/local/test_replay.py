@@ -193,3 +193,37 @@ def test_replay_after_a_rule_fix_delivers_each_record_once(
     report, flow = replayed.flow(key)
     assert report.exit_code == Exit.BALANCED, report.to_dict()
     assert {hop.name: hop for hop in flow.hops}["cleanse"].quarantined == 1
+
+
+def test_landing_replay_reingests_an_object_landed_under_the_wrong_type(
+    replayed: Replayed, tmp_path: Path
+) -> None:
+    rt = replayed.rt
+    misfiled = [f"{PREFIX}-m1", f"{PREFIX}-m2"]
+    path = tmp_path / "incoming" / "data" / "misfiled.jsonl"
+    path.parent.mkdir(parents=True)
+    lines = [json.dumps({**_order(i), "customer_id": "c-2"}) + "\n" for i in misfiled]
+    path.write_text("".join(lines), encoding="utf-8")
+    key = landing_key(path)
+    rt.upload([(path, key)])
+    assert rt.wait_drained(600), rt.depths()
+    _, flow = replayed.flow(key)
+    assert {hop.name: hop for hop in flow.hops}["ingest"].quarantined == 1  # type 'data'
+    assert not set(misfiled) & set(replayed.curated())
+
+    args = ["replay", "landing", "--from", "incoming/data/", "--type", "order"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "copied 1 for re-ingest" in result.output, result.output
+    assert rt.wait_drained(600), rt.depths()
+    want = Counter(dict.fromkeys(misfiled, 1))
+    assert Counter({k: v for k, v in replayed.curated().items() if k in misfiled}) == want
+    assert Counter({k: v for k, v in replayed.indexed().items() if k in misfiled}) == want
+
+    again = CliRunner().invoke(main, args)
+    assert "1 already replayed" in again.output, again.output
+    assert rt.wait_drained(600), rt.depths()
+    assert Counter({k: v for k, v in replayed.curated().items() if k in misfiled}) == want
+    report, flow = replayed.flow(key)
+    assert report.exit_code == Exit.BALANCED, report.to_dict()
+    assert any("re-ingested as" in p.message for p in flow.problems), flow.problems

@@ -194,4 +194,3 @@ class LandingReplay:
             marker,
             f"re-ingested as s3://{self.bucket}/{item.target} (correlation id {copy_corr})",
         )
-        self.progress(f"copied {item.key} -> {item.target}")

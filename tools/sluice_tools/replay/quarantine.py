@@ -171,7 +171,7 @@ class Result:
         lines = [
             f"{self.documents} quarantine document(s) read, {self.matched} matched; {verb} "
             f"{self.sent_records} record(s) to cleanse in {self.sent_chunks} chunk(s); "
-            f"{self.already} already replayed (nothing sent)"
+            f"{self.already} already replayed (not sent again)"
         ]
         for reason, n in sorted(self.not_replayable.items()):
             lines.append(f"not replayable: {n} document(s): {reason}")

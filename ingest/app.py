@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice import Chalice, Rate
 
-from chalicelib import pull, service
+from chalicelib import check, pull, service
 from sluice import observability
 from sluice.config import names
 
@@ -32,3 +32,10 @@ def pull_sources(event: Any) -> dict[str, Any]:
     context = getattr(event, "context", None)
     remaining = context.get_remaining_time_in_millis() if context is not None else None
     return pull.handle_schedule(event.to_dict(), remaining)
+
+
+# Objects still open: Object Stuck past their deadline or with records dead-lettered, and the
+# backstop for an Object Delivered (or Landed) whose emission failed.
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def check_objects(event: Any) -> dict[str, int]:
+    return check.check_objects()

@@ -329,6 +329,10 @@ class Ingestor:
 
     def _start(self, ref: ObjectRef, remaining: RemainingTime) -> SegmentResult:
         info = classify(ref.key, self.ingest.types)
+        # Accepted: `Object Landed`, once per object version (a retry finds it sent).
+        self.runtime.ledger.events.landed(
+            ref.correlation_id, ref.uri, info.record_type or UNKNOWN_TYPE
+        )
         checkpoint = Checkpoint(
             bucket=ref.bucket,
             key=ref.key,
@@ -356,6 +360,8 @@ class Ingestor:
             # version nothing read must show why, never vanish.
             add_metric("ObjectsSkipped")
             self.runtime.ledger.record_skipped(STAGE, _tail_chunk(cp), gone.reason)
+            # Done with the object: what earlier segments read (records 0..next_ordinal-1).
+            self.runtime.ledger.record_done(STAGE, _tail_chunk(cp), cp.next_ordinal)
             return SegmentResult("skipped")
         stream, length, last_modified, content_encoding = body
         if not cp.ingested_at:
@@ -502,6 +508,10 @@ class Ingestor:
         tail = acct.tail(remainder=error is not None)
         if tail.records_in:
             self.runtime.ledger.record_chunk(STAGE, _tail_chunk(cp), tail)
+        # The whole object is read and every entry of it written: items 0..last_read, and the
+        # unreadable rest as one. The object's progress now knows its total (sluice.progress).
+        total = acct.last_read + 1 + (1 if error is not None else 0)
+        self.runtime.ledger.record_done(STAGE, _tail_chunk(cp), total)
         return self._finish(SegmentResult("done", ordinal - cp.next_chunk, acct.total))
 
     def _finish(self, result: SegmentResult) -> SegmentResult:
@@ -643,6 +653,7 @@ class Ingestor:
         self._reject_object(cp, reason, error_class)
         outcome = ChunkOutcome(records_in=1, quarantined=1)
         self.runtime.ledger.record_chunk(STAGE, _tail_chunk(cp), outcome)
+        self.runtime.ledger.record_done(STAGE, _tail_chunk(cp), 1)
         return self._finish(SegmentResult("quarantined", 0, outcome))
 
 

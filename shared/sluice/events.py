@@ -217,8 +217,11 @@ class ProgressEvents(LedgerTable):
             if progress is None or not progress.complete or progress.has(sent_attr(KIND_DELIVERED)):
                 return False
             return self.emit_once(correlation_id, KIND_DELIVERED, delivered_events)
-        except Exception:
-            log.warning("could not emit the object's events; the check emits them", exc_info=True)
+        except Exception as exc:
+            log.warning(
+                "could not emit the object's events; the check emits them",
+                extra={"error": f"{type(exc).__name__}: {exc}"},
+            )
             add_metric("EventsFailed")
             return False
 
@@ -232,8 +235,11 @@ class ProgressEvents(LedgerTable):
                 source=source,
                 record_type=record_type,
             )
-        except Exception:
-            log.warning("could not emit Object Landed; the check emits it", exc_info=True)
+        except Exception as exc:
+            log.warning(
+                "could not emit Object Landed; the check emits it",
+                extra={"error": f"{type(exc).__name__}: {exc}"},
+            )
             add_metric("EventsFailed")
             return False
 

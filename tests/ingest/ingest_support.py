@@ -48,10 +48,13 @@ class Platform:
         return sorted(docs, key=lambda d: d.get("reason") or "")
 
     def ledger(self) -> list[dict[str, Any]]:
+        from sluice.ledger import SORT_KEY, is_entry
+
         items = aws.dynamodb().scan(TableName=self.names.ledger_table)["Items"]
         return [
             {k: (int(v["N"]) if "N" in v else v.get("S")) for k, v in item.items()}
             for item in items
+            if is_entry(item[SORT_KEY]["S"])  # not the objects' progress items
         ]
 
     def ledger_totals(self) -> dict[str, int]:

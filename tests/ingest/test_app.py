@@ -152,6 +152,27 @@ def test_the_schedule_through_chalice_lands_what_each_enabled_source_returned(
     assert pulled["key"].startswith("incoming/order/pulls/shop/")
 
 
+def test_the_scheduled_check_of_open_objects_runs_through_chalice(
+    platform: Platform, client: Client
+) -> None:
+    from test_check_objects import T0, bus_to_queue, delivered_object, received, writer
+
+    from sluice.events import DELIVERED, LANDED, QUARANTINED
+
+    delivered_object(writer([T0]), "corr-app")  # its emission failed: no bus yet
+    url = bus_to_queue(platform)
+    event = client.events.generate_cw_event(
+        source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+    )
+
+    response = client.lambda_.invoke("check_objects", event)
+
+    assert response.payload["delivered"] == 1
+    assert sorted(e["detail-type"] for e in received(url)) == sorted(
+        [LANDED, DELIVERED, QUARANTINED]
+    )
+
+
 @pytest.mark.parametrize("stage", ["dev", "prod", "local", "test", "qa7"])
 def test_the_config_gives_every_stage_its_env_and_every_function_its_policy(stage: str) -> None:
     render = pytest.importorskip("sluice_tools.deploy.render")  # not in app_tests' venv
@@ -160,7 +181,7 @@ def test_the_config_gives_every_stage_its_env_and_every_function_its_policy(stag
     assert config["app_name"] == "sluice-ingest"
     assert config["autogen_policy"] is False
     settings = config["stages"][stage]
-    for function in ("on_object_created", "on_continue", "pull_sources"):
+    for function in ("on_object_created", "on_continue", "pull_sources", "check_objects"):
         env = rendered.environment(function)
         assert (env["SLUICE_STAGE"], env["SLUICE_RESOURCE_PREFIX"]) == (stage, "acme-data")
         assert not any("TYPES" in name for name in env)  # the registry says, not a setting

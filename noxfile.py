@@ -443,6 +443,7 @@ def lint(session: nox.Session) -> None:
         check(f"bandit {scope}", *bandit, *skip, "-r", *paths, external=True)
 
     cfn = [*templates, *sorted(p.as_posix() for p in packaged.glob("*/sam.json"))]
+    cfn += sorted(p.as_posix() for p in packaged.glob("stacks/*/template.yaml"))  # rendered
     inline = [t for t in cfn if "checkov:skip" in Path(t).read_text(encoding="utf-8")]
     if inline:
         session.log(f"checkov: skip comments in {inline}: list them in .security-skips.toml")

@@ -38,3 +38,4 @@ def test_cfn_lint_passes_on_what_chalice_package_makes_of_each_app() -> None:
     assert code == 0, "\n".join(notes)
     assert any("ingest skipped" in n for n in notes)  # on_s3_event: chalice cannot package it
     assert "cleanse" in notes[-1]
+    assert "sluice-test-platform" in notes[-1]  # rendered: with its Glue tables

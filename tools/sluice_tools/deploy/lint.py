@@ -93,11 +93,14 @@ def lint_all(
     """Run cfn-lint on the stage's templates and the apps' packaged templates; exit code.
 
     `packaged`: keep each app's packaged template there (`<app key>/sam.json`, for other
-    checkers such as checkov) instead of in a temporary directory.
+    checkers such as checkov) and the rendered stacks (`stacks/<stack>/template.yaml`)
+    instead of in a temporary directory.
     """
     with tempfile.TemporaryDirectory(prefix="sluice-package-") as tmp:
-        templates = template_files(stage_stacks(root, stage), Path(tmp) / "stacks")
         out = packaged if packaged is not None else Path(tmp)
+        # Rendered stacks (the platform with its Glue tables) are kept beside the packaged
+        # apps, as `stacks/<stack>/template.yaml`, for checkov too.
+        templates = template_files(stage_stacks(root, stage), out / "stacks")
         for app in discover_apps(root):
             if not packageable(app):
                 log(f"cfn-lint: {app.rel} skipped: chalice package refuses @app.on_s3_event")

@@ -205,6 +205,27 @@ def test_what_is_not_replayable_is_listed_with_why(platform: Platform) -> None:
     assert "sluice replay landing" in reason
     only_ingest = platform.replay().run(Selection(stage="ingest"))
     assert (only_ingest.documents, only_ingest.sent_records) == (1, 0)
+    # A type without a stage looks in every stage's folder of that type.
+    orders = platform.replay().run(Selection(record_type="order"), dry_run=True)
+    assert sorted(i.stage for i in orders.items) == ["cleanse", "ingest"]
+
+
+def test_a_claim_checked_payload_the_payload_bucket_expired_is_put_back(
+    platform: Platform,
+) -> None:
+    payload_key = "ingest-aaa/r-big.json"
+    platform.s3.put_object(Bucket=NAMES.payload_bucket, Key=payload_key, Body=b'{"id": "big"}')
+    ref = f"s3://{NAMES.payload_bucket}/{payload_key}"
+    record = Record("r-big", 0, "2026-12-04T09:00:00Z", payload_ref=ref)
+    chunk = Chunk("c-big", "order", SOURCE, "ingest-aaa", (record,))
+    platform.cleanse.reject_record(record, chunk, PermanentError("customer_id is required"))
+    platform.s3.delete_object(Bucket=NAMES.payload_bucket, Key=payload_key)  # expired
+
+    assert platform.replay().run(Selection()).sent_records == 1
+    ((sent, _),) = platform.sent()
+    assert sent.records[0].payload_ref == ref
+    body = platform.s3.get_object(Bucket=NAMES.payload_bucket, Key=payload_key)["Body"].read()
+    assert json.loads(body) == {"id": "big"}
 
 
 def test_the_command_lists_a_dry_run_and_replays(platform: Platform) -> None:

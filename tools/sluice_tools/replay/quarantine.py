@@ -216,9 +216,21 @@ class QuarantineReplay:
 
     def documents(self, selection: Selection) -> Iterator[tuple[str, str]]:
         """(key, ETag) of every document the key filters and `since` select, in key order."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=selection.prefix
-        )
+        paginator = self.s3.get_paginator("list_objects_v2")
+        prefixes = [selection.prefix]
+        if selection.stage is None and selection.record_type is not None:
+            # Only `<stage>/<type>/` of each stage folder, not the whole bucket.
+            folders = paginator.paginate(Bucket=self.bucket, Delimiter="/")
+            prefixes = [
+                f"{p['Prefix']}{selection.record_type}/"
+                for page in folders
+                for p in page.get("CommonPrefixes") or []
+            ]
+        for prefix in prefixes:
+            yield from self._listed(prefix, selection)
+
+    def _listed(self, prefix: str, selection: Selection) -> Iterator[tuple[str, str]]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents") or []:
                 key = str(obj["Key"])

@@ -51,7 +51,7 @@ class Toys:
 
     def bodies(self, name: str) -> list[Any]:
         """Every message now in the toy queue `name` (deleted as read)."""
-        got = []
+        got: list[Any] = []
         while True:
             page = self.sqs.receive_message(QueueUrl=self.urls[name], MaxNumberOfMessages=10)
             messages = page.get("Messages") or []

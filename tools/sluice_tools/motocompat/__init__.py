@@ -13,7 +13,9 @@ re-check, rather than letting a patch silently do the wrong thing.
   tests/infra/test_moto_gaps.py.
 - `server`: patches of moto's server for the local runtime (`quiet`): no Lambda invocations
   of its own, S3 events with version id and sequencer, TLS-only bucket policies, DynamoDB
-  transactions that honour `ClientRequestToken` and do not copy tables, and speed-ups.
+  transactions that honour `ClientRequestToken` and do not copy tables, EventBridge rules
+  that skip disabled and schedule-only rules and hand Lambda and SNS targets (which moto
+  refuses) to the runtime, and speed-ups.
 - Worked around elsewhere, listed here so one file says what moto lacks:
   - the `Prefix` filter rule `chalice deploy` sends for `on_s3_event(prefix=...)` makes moto
     answer 500, so ingest takes every key and quarantines what is not under

@@ -16,7 +16,8 @@ document and replayable again. One record per chunk, so that how documents are s
 
 What is not replayed, and why (`not_replayable`):
 - ingest's documents hold raw input that never became a record (an unparseable line, a
-  whole object): re-ingest the object instead (`sluice replay landing`);
+  whole object) or a record too large to send even by claim check: re-ingest the object
+  instead (`sluice replay landing`);
 - router's and consumers' documents hold records cleanse already cleansed: sending them
   through cleanse again would normalise them twice and be accounted at the wrong hop; the
   ledger reconciles a replay only into cleanse;
@@ -116,6 +117,11 @@ def replay_chunk_id(key: str, etag: str) -> str:
 def not_replayable(key: str, doc: Mapping[str, Any]) -> str | None:
     """Why the document at `key` cannot be replayed through cleanse (None: it can)."""
     stage, _, rest = key.partition("/")
+    if stage == "ingest" and isinstance(doc.get("record"), Mapping):
+        return (
+            "ingest: a record refused before it was sent (too large even by claim check); "
+            "fix the input and re-ingest the object (`sluice replay landing`)"
+        )
     if stage == "ingest":
         return (
             "ingest: raw input that never became a record; fix the input or parser and "

@@ -110,6 +110,7 @@ def make_toys(rt: LocalRuntime) -> Toys:
         SLUICE_EVENTS,
         {"Id": "fn", "Arn": function("toy-on-delivered", "record")},
         {"Id": "logs", "Arn": log_arn},
+        {"Id": "whole", "Arn": toy_queue("toy-delivered-whole")},
         {"Id": "topic", "Arn": topic},
         {
             "Id": "queue",
@@ -208,6 +209,11 @@ def test_the_same_rules_topic_and_queue_targets_get_the_event(toys: Toys):
     (via_topic,) = wait_until(lambda: toys.bodies("toy-via-topic"), what="the topic's message")
     assert via_topic["detail-type"] == "Object Delivered"
     assert via_topic["detail"] == {"key": "incoming/order/b.jsonl"}
+    # A queue target without settings gets the whole event, as the Lambda target does.
+    (whole,) = toys.bodies("toy-delivered-whole")
+    assert set(whole) == {*eventbridge.EVENT_KEYS, "resources", "detail"}
+    assert whole["account"] == ACCOUNT_ID
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", whole["time"])
     # The queue target's input transformer, as moto applies it.
     assert toys.bodies("toy-delivered-keys") == [
         {"what": "Object Delivered", "key": "incoming/order/b.jsonl"}

@@ -760,7 +760,7 @@ def _send_to_targets(original: Callable[..., Any]) -> Callable[..., Any]:
     matches no event (moto takes its empty pattern for "match everything"). Lambda and SNS
     targets go to the handler `route_event_targets` set; every other target to moto, one
     target at a time (a copy of the rule holding only that target), input transformers as
-    moto applies them.
+    moto applies them, and without one the whole event with every field EventBridge sends.
     """
 
     def send_to_targets(rule: Any, event: dict[str, Any], transform_input: bool = True) -> None:
@@ -784,7 +784,13 @@ def _send_to_targets(original: Callable[..., Any]) -> Callable[..., Any]:
                 continue
             alone = copy.copy(rule)
             alone.targets = [target]
-            original(alone, copy.deepcopy(event), transform_input)
+            if transform_input and not target.get("InputTransformer"):
+                # The whole event, as EventBridge sends it: moto's default template would
+                # drop `account`; `ingestion-time` is moto's own.
+                plain = {k: v for k, v in event.items() if k != "ingestion-time"}
+                original(alone, copy.deepcopy(plain), False)
+            else:
+                original(alone, copy.deepcopy(event), transform_input)
 
     return send_to_targets
 

@@ -117,11 +117,15 @@ class Echo:
 
 
 @contextlib.contextmanager
-def toy_runtime(options: Any, make: Callable[[Any], T]) -> Iterator[T]:
-    """A started runtime (no deploy) with the toys `make` builds in moto, taken over."""
-    from sluice_tools.local.runtime import LocalRuntime
+def toy_runtime(
+    tmp_path_factory: pytest.TempPathFactory, make: Callable[[Any], T], **options: Any
+) -> Iterator[T]:
+    """A started runtime without a deploy, quiet, with the toys `make` builds in moto taken
+    over; `options` are more `Options`."""
+    from sluice_tools.local.runtime import LocalRuntime, Options
 
-    runtime = LocalRuntime(options)
+    state = tmp_path_factory.mktemp("local-state")
+    runtime = LocalRuntime(Options(deploy=False, state_dir=state, console=False, **options))
     runtime.start()
     try:
         made = make(runtime)

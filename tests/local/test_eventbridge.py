@@ -16,7 +16,7 @@ from support.waiting import HANG_S, wait_until
 
 from sluice_tools.local import eventbridge
 from sluice_tools.local.emulator import ACCOUNT_ID
-from sluice_tools.local.runtime import LocalRuntime, Options
+from sluice_tools.local.runtime import LocalRuntime
 from sluice_tools.trace.logsource import EventLog, LogQuery
 
 from .conftest import Echo, queue, toy_runtime, toy_zip
@@ -154,14 +154,8 @@ def make_toys(rt: LocalRuntime) -> Toys:
 
 @pytest.fixture(scope="module")
 def toys(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toys]:
-    options = Options(
-        deploy=False,
-        state_dir=tmp_path_factory.mktemp("local-state"),
-        console=False,
-        async_retry_delays_s=(0.5, 0.5),
-        schedules=False,
-    )
-    with toy_runtime(options, make_toys) as made:
+    quick = {"async_retry_delays_s": (0.5, 0.5), "schedules": False}
+    with toy_runtime(tmp_path_factory, make_toys, **quick) as made:
         yield made
 
 

@@ -94,8 +94,9 @@ def test_redelivered_chunk_is_a_duplicate_and_leaves_the_ledger_unchanged(
     handler = Handler(runtime)
     event = sqs_event(chunk())
     assert runtime.handle_sqs(event, handler) == {"batchItemFailures": []}
-    # claim, ledger write, complete (checked before the test's own reads add to the count)
-    assert dynamodb_calls.operations == ["PutItem", "PutItem", "UpdateItem"]
+    # claim, ledger write (entry + object progress) and progress read, complete (checked
+    # before the test's own reads add to the count)
+    assert dynamodb_calls.operations == ["PutItem", "TransactWriteItems", "GetItem", "UpdateItem"]
     first = ledger(platform)
     assert first[f"{STAGE}#c-1"]["out"] == 3
 
@@ -229,7 +230,7 @@ def test_claim_false_skips_idempotency_but_keeps_the_ledger(
 ) -> None:
     runtime = StageRuntime(STAGE)
     runtime.handle_sqs(sqs_event(chunk()), Handler(runtime), claim=False)
-    assert dynamodb_calls.operations == ["PutItem"]
+    assert dynamodb_calls.operations == ["TransactWriteItems", "GetItem"]  # the ledger only
     assert claim_item(platform, "c-1") is None
     assert set(ledger(platform)) == {f"{STAGE}#c-1"}
 

@@ -27,12 +27,19 @@ def subscription_policies(repo: Path) -> dict[str, dict[str, object]]:
     return found
 
 
-def with_shipment(tmp_path: Path) -> Path:
-    """A copy of what stage_stacks reads, with a `shipment` type added to the registry."""
+NEW_TYPE = next(
+    n
+    for n in ("shipment", *(f"shipment{i}" for i in range(2, 99)))
+    if n not in load_registry(ROOT / "types")
+)
+
+
+def with_new_type(tmp_path: Path) -> Path:
+    """A copy of what stage_stacks reads, with a type added to the registry (NEW_TYPE)."""
     repo = tmp_path / "repo"
     for part in ("infra", "consumers", "types"):
         shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns(".chalice"))
-    folder = repo / "types" / "shipment"
+    folder = repo / "types" / NEW_TYPE
     folder.mkdir()
     (folder / "type.json").write_text(json.dumps({"version": 1, "natural_key": "shipment_id"}))
     schema = {"type": "object", "properties": {"shipment_id": {"type": "string"}}}
@@ -55,17 +62,18 @@ def test_the_index_file_names_no_type_and_its_deployed_policy_lists_the_registry
 
 
 def test_a_type_added_to_the_registry_reaches_every_policy_reader(tmp_path: Path) -> None:
-    repo = with_shipment(tmp_path)
+    repo = with_new_type(tmp_path)
     before = subscription_policies(ROOT)
 
     after = subscription_policies(repo)
 
-    assert after["index"] == {"record_type": [*load_registry(ROOT / "types").names(), "shipment"]}
+    names = sorted([*load_registry(ROOT / "types").names(), NEW_TYPE])
+    assert after["index"] == {"record_type": names}
     assert {k: v for k, v in after.items() if k != "index"} == {
         k: v for k, v in before.items() if k != "index"
     }
     ledger = consumer_policies(repo / "consumers")
-    assert ledger["index"].policy.matches({"record_type": "shipment"})
+    assert ledger["index"].policy.matches({"record_type": NEW_TYPE})
     assert not ledger["index"].policy.matches({"record_type": "invoice"})
     scaffold = dict(consumer_filter_policies(repo))
-    assert "shipment" in scaffold[Path("consumers/index/resources.yaml")]["record_type"]
+    assert NEW_TYPE in scaffold[Path("consumers/index/resources.yaml")]["record_type"]

@@ -135,7 +135,10 @@ def test_duplicate_delivery_alerts_only_once(
 
     assert len(alerts(alerts_inbox)) == 2
     assert sns.operations == []  # the redelivery of a completed chunk publishes nothing
-    assert sorted(dynamodb.operations) == ["PutItem", "PutItem", "UpdateItem"]  # claim, ledger
+    # claim; ledger (each entry: its transaction, refused, and the object's progress read)
+    assert sorted(dynamodb.operations) == sorted(
+        ["UpdateItem"] + ["TransactWriteItems", "GetItem"] * 2
+    )
 
 
 class FlakyPublisher:
@@ -236,7 +239,8 @@ def test_a_chunk_of_alerts_costs_one_claim_write_per_publish_batch_not_per_alert
         ["UpdateItem"]  # the chunk's claim
         + ["UpdateItem"] * 4  # a progress mark after each PublishBatch but the last
         + ["UpdateItem"]  # the completion, with the last batch's mark
-        + ["PutItem"] * 2  # the ledger: stage outcome and delivery
+        # the ledger: stage outcome and delivery, each with the object's progress read back
+        + ["TransactWriteItems", "GetItem"] * 2
     )
     assert sns.operations == ["PublishBatch"] * 5
     assert len(alerts(alerts_inbox)) == 45

@@ -132,7 +132,11 @@ def test_a_tightened_schema_reports_how_many_records_it_would_reject_and_why(
     assert not report.ok
     reason = "invalid order: data.amount must be smaller than or equal to 1000"
     assert dict(report.reasons) == {reason: 2}
-    assert {r.record_id for r in report.rejections} == {"r-o-2", "r-o-4"}
+    assert {(r.record_id, r.natural_key) for r in report.rejections} == {
+        ("r-o-2", "o-2"),
+        ("r-o-4", "o-4"),
+    }
+    assert f"e.g. order o-4 (record r-o-4): {reason}" in report.render()
     (older,) = [r for r in report.rejections if r.record_id == "r-o-2"]
     assert "type=order/dt=2026-11-27/hour=08/c-older-" in older.key
     assert older.line == 2

@@ -39,6 +39,7 @@ class Rejection:
     """A curated record the schema would reject, and where it is."""
 
     record_id: str
+    natural_key: str  # the record's natural key value ("?" if it has none)
     key: str
     line: int  # 1-based, in the object
     reason: str
@@ -84,14 +85,15 @@ class CheckReport:
         if not self.records:
             lines.append("  no curated records of this type: nothing to compare with")
         else:
+            objects = f"{self.objects} object{'' if self.objects == 1 else 's'}"
             lines.append(
-                f"  {self.records} records checked ({self.objects} objects): "
-                f"{self.rejected} would be rejected"
+                f"  {self.records} records checked ({objects}): {self.rejected} would be rejected"
             )
         for reason, count in self.reasons.most_common(SHOWN_REASONS):
             lines.append(f"    {count} x {reason}")
         for r in self.rejections:
-            lines.append(f"  e.g. {r.record_id} ({r.key}, line {r.line}): {r.reason}")
+            lines.append(f"  e.g. {self.type} {r.natural_key} (record {r.record_id}): {r.reason}")
+            lines.append(f"       line {r.line} of {r.key}")
         lines.extend(f"Warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
@@ -182,7 +184,8 @@ def check_type(
                     report.reasons[reason] += 1
                     if len(report.rejections) < SHOWN_REASONS:
                         rid = str(row.get("_record_id", "?"))
-                        report.rejections.append(Rejection(rid, key, line, reason))
+                        natural = str(row.get(spec.natural_key, "?"))
+                        report.rejections.append(Rejection(rid, natural, key, line, reason))
     except aws.client_errors() as exc:
         raise CheckError(f"cannot read s3://{bucket}/{partition_prefix(name)}: {exc}") from None
     return report

@@ -90,11 +90,23 @@ def make_toys(rt: LocalRuntime) -> Toys:
 
     events.create_event_bus(Name=BUS)
 
-    def rule(name: str, pattern: Any, *targets: dict[str, Any], **extra: Any) -> None:
+    def rule(
+        name: str, pattern: Any, *targets: dict[str, Any], permit: bool = True, **extra: Any
+    ) -> None:
+        """A rule on the bus; its functions let EventBridge invoke them for it (`permit`)."""
         toys.arns[name] = events.put_rule(
             Name=name, EventBusName=BUS, EventPattern=json.dumps(pattern), **extra
         )["RuleArn"]
         events.put_targets(Rule=name, EventBusName=BUS, Targets=list(targets))
+        for target in targets:
+            if permit and ":lambda:" in target["Arn"]:
+                lam.add_permission(
+                    FunctionName=target["Arn"],
+                    StatementId=f"events-{name}",
+                    Action="lambda:InvokeFunction",
+                    Principal="events.amazonaws.com",
+                    SourceArn=toys.arns[name],
+                )
 
     topic = rt.client("sns").create_topic(Name="toy-delivered-topic")["TopicArn"]
     rt.client("sns").subscribe(
@@ -140,6 +152,16 @@ def make_toys(rt: LocalRuntime) -> Toys:
         MaximumRetryAttempts=2,
         DestinationConfig={"OnFailure": {"Destination": failures_arn}},
     )
+    rule(
+        "toy-unpermitted",
+        {"detail-type": ["Unpermitted Probe"]},
+        {
+            "Id": "fn",
+            "Arn": function("toy-unpermitted", "record"),
+            "DeadLetterConfig": {"Arn": toy_queue("toy-unpermitted-dlq")},
+        },
+        permit=False,
+    )
     # A schedule on the default bus: moto takes its empty pattern for "match every event".
     events.put_rule(Name="toy-hourly", ScheduleExpression="rate(1 hour)")
     events.put_targets(
@@ -174,6 +196,7 @@ def test_a_rule_on_a_custom_bus_is_part_of_the_topology(toys: Toys):
         ("toy-delivered", "toy-on-delivered", True),
         ("toy-disabled", "toy-never", False),
         ("toy-stuck", "toy-stuck-boom", True),
+        ("toy-unpermitted", "toy-unpermitted", True),
     }
 
 
@@ -221,6 +244,21 @@ def test_a_log_group_target_keeps_the_event_for_sluice_logs_events(toys: Toys):
     assert [(line.get("detail-type"), line.fields["detail"]) for line in lines] == [
         ("Object Delivered", {"key": "incoming/order/logged.jsonl"})
     ]
+
+
+def test_a_function_that_does_not_let_eventbridge_invoke_it_is_not_invoked(toys: Toys):
+    toys.put("Unpermitted Probe", key="incoming/order/x.jsonl")
+    assert toys.runtime.wait_drained(HANG_S)
+    assert toys.echo.drain() == []
+    # The target's dead-letter queue gets the event, and why, as EventBridge's would.
+    (message,) = toys.sqs.receive_message(
+        QueueUrl=toys.urls["toy-unpermitted-dlq"], MessageAttributeNames=["All"]
+    )["Messages"]
+    assert json.loads(message["Body"])["detail"] == {"key": "incoming/order/x.jsonl"}
+    attributes = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
+    assert attributes["RULE_ARN"] == toys.arns["toy-unpermitted"]
+    assert attributes["TARGET_ARN"].endswith(":function:toy-unpermitted")
+    assert "add-permission" in attributes["ERROR_MESSAGE"]
 
 
 def test_disabled_and_schedule_only_rules_deliver_no_event(toys: Toys):
@@ -284,3 +322,46 @@ def test_without_input_settings_a_target_receives_the_whole_event_as_aws_sends_i
     assert "ingestion-time" not in event
     assert event["detail"] == MOTO_EVENT["detail"]
     assert event["account"] == "123456789012"
+
+
+RULE = "arn:aws:events:us-east-1:123456789012:rule/toy-events/on-delivered"
+EVENTS = {"Service": "events.amazonaws.com"}
+
+
+@pytest.mark.parametrize(
+    ("statement", "allowed"),
+    [
+        (
+            {"Principal": {"Service": "events.amazonaws.com"}, "Action": "lambda:InvokeFunction"},
+            True,
+        ),
+        (
+            {
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "lambda:InvokeFunction",
+                "Condition": {"ArnLike": {"AWS:SourceArn": RULE.replace("on-", "*")}},
+            },
+            True,
+        ),
+        (
+            {
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "lambda:InvokeFunction",
+                "Condition": {"ArnLike": {"AWS:SourceArn": RULE + "-other"}},
+            },
+            False,
+        ),
+        ({"Principal": {"Service": "sns.amazonaws.com"}, "Action": "lambda:InvokeFunction"}, False),
+        ({"Principal": {"Service": "events.amazonaws.com"}, "Action": "lambda:GetFunction"}, False),
+        (
+            {
+                "Effect": "Deny",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "lambda:InvokeFunction",
+            },
+            False,
+        ),
+    ],
+)
+def test_only_a_matching_allow_lets_eventbridge_invoke_a_function(statement, allowed):
+    assert eventbridge.may_invoke([statement], RULE) is allowed

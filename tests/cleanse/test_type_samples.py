@@ -51,7 +51,7 @@ MESSY_SHIPMENTS: list[dict[str, Any]] = [
         "shipment_id": "s-2",
         "carrier": "UPS",
         "shipped_at": "2026-11-27 09:30:00+02:00",
-        "weight_kg": 3,
+        "weight_kg": "3.5",
         "parcels": [{"parcel_id": "p-2", "weight_kg": 1.25, "fragile": True}],
     },
     {
@@ -82,6 +82,7 @@ def test_a_type_drafted_by_new_type_accepts_its_own_samples_and_refuses_stranger
     ]
     assert cleaned[0]["parcels"][0]["scanned_at"] == "2026-11-27T06:00:00.000Z"
     assert cleaned[0]["carrier"] == "DHL"
+    assert [c.get("weight_kg") for c in cleaned] == [None, 3.5, 0.7]
 
     with pytest.raises(PermanentError, match="surprise"):
         shipment.cleanse({**MESSY_SHIPMENTS[1], "surprise": 1})

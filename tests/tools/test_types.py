@@ -121,6 +121,24 @@ def test_a_pattern_only_when_every_sample_value_fits_it() -> None:
     assert "format" not in props["mail"]
 
 
+def test_numbers_some_samples_send_as_text_become_a_numbers_rule() -> None:
+    records: list[dict[str, Any]] = [
+        {"id": "a", "amount": 12.5, "qty": 2, "zip": "01234", "lines": [{"n": "3"}]},
+        {"id": "b", "amount": "7.25", "qty": "4", "zip": "99999", "lines": [{"n": 1}]},
+        {"id": "c", "amount": None, "qty": 1, "zip": "10115", "lines": []},
+    ]
+    draft = draft_type("invoice", records)
+    props = draft.schema["properties"]
+    assert draft.rules["numbers"] == ["amount", "qty", "lines[].n"]
+    assert props["amount"]["type"] == ["number", "null"]
+    assert props["qty"]["type"] == "integer"
+    assert props["lines"]["items"]["properties"]["n"]["type"] == "integer"
+    assert props["zip"]["type"] == "string"  # text in every sample: a code, not a number
+    mixed = draft_type("x", [{"id": "a", "v": 1}, {"id": "b", "v": "one"}])
+    assert "numbers" not in mixed.rules
+    assert sorted(mixed.schema["properties"]["v"]["type"]) == ["integer", "string"]
+
+
 def test_a_timestamp_no_rule_can_reach_stays_a_plain_string() -> None:
     records = [
         {"id": "a", "legs": [["2026-11-27T08:15:00Z"]], "a.b": "2026-11-27T08:15:00Z"},
@@ -138,7 +156,14 @@ def test_the_drafted_rules_are_safe_defaults_cleanse_accepts() -> None:
     assert rules["trim"] is True
     assert rules["unknown_fields"] == "keep"  # the schema refuses them, with the field named
     assert "natural_key" not in rules  # it lives in type.json
-    assert set(rules) <= {"description", "trim", "blank_is_missing", "timestamps", "unknown_fields"}
+    assert set(rules) <= {
+        "description",
+        "trim",
+        "blank_is_missing",
+        "numbers",
+        "timestamps",
+        "unknown_fields",
+    }
 
 
 def test_natural_key_prefers_name_id_then_id_then_other_id_fields() -> None:

@@ -24,6 +24,8 @@ DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 # Deliberately plain: a sample value either obviously is an e-mail address or is left alone.
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A number as cleanse's `numbers` rule parses it from text (normalise._NUMBER_RE).
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 # The start of an ISO 8601 date and time (the rest is for datetime.fromisoformat to judge).
 _TIMESTAMP_START_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
@@ -156,8 +158,8 @@ def draft_type(
                 "the natural key must be a string field present in every record"
             )
     inferred = infer_schema(records)
-    timestamps: list[str] = []
-    _tighten(inferred, list(records), "", timestamps)
+    found: dict[str, list[str]] = {"numbers": [], "timestamps": []}
+    _tighten(inferred, list(records), "", found)
     key_schema = inferred["properties"][natural_key]
     key_schema.clear()
     key_schema.update({"type": "string", "minLength": 1})
@@ -168,31 +170,41 @@ def draft_type(
         "description": description or f"A {name} record as cleanse sends it on (see rules.json).",
         **inferred,
     }
+    done = [
+        what
+        for what, rule in (
+            ("numbers sent as text are parsed", "numbers"),
+            ("timestamps are made UTC", "timestamps"),
+        )
+        if found[rule]
+    ]
     rules: dict[str, Any] = {
-        "description": (
-            "Drafted by `sluice new-type`: strings are trimmed; a field the schema does not "
-            "name is kept, so the schema (additionalProperties: false) quarantines the record "
-            "and says which field; timestamps are made UTC."
-        ),
+        "description": "; ".join(
+            [
+                "Drafted by `sluice new-type`: strings are trimmed",
+                "a field the schema does not name is kept, so the schema "
+                "(additionalProperties: false) quarantines the record and names the field",
+                *done,
+            ]
+        )
+        + ".",
         "trim": True,
         "blank_is_missing": False,
-        "timestamps": timestamps,
+        **{rule: paths for rule, paths in found.items() if paths},
         "unknown_fields": "keep",
     }
-    if not timestamps:
-        del rules["timestamps"]
-        rules["description"] = rules["description"].replace("; timestamps are made UTC", "")
     return Draft(name, natural_key, schema, rules, tuple(candidates))
 
 
 def _tighten(
-    node: dict[str, Any], values: list[Any], path: str | None, timestamps: list[str]
+    node: dict[str, Any], values: list[Any], path: str | None, found: dict[str, list[str]]
 ) -> None:
     """Tighten genson's `node` in place, given every sample value found at it.
 
     `path` is the field's path as rules.json names it ("a.b", "a[].b", "" for the record),
     None where a rule cannot reach (a list of lists, a name with "." or "[]" in it): such a
-    timestamp is left a plain string, since no rule would make it canonical first.
+    timestamp is left a plain string, since no rule would make it canonical first. `found`
+    collects the paths for the `numbers` and `timestamps` rules.
     """
     kinds = node.get("type")
     kinds = set(kinds) if isinstance(kinds, list) else {kinds}
@@ -200,26 +212,44 @@ def _tighten(
         node["additionalProperties"] = False
         objects = [v for v in values if isinstance(v, dict)]
         for prop, sub in node["properties"].items():
-            found = [o[prop] for o in objects if prop in o]
+            present = [o[prop] for o in objects if prop in o]
             plain = path is not None and "." not in prop and not prop.endswith("[]")
             child = (f"{path}.{prop}" if path else prop) if plain else None
-            _tighten(sub, found, child, timestamps)
+            _tighten(sub, present, child, found)
     if "array" in kinds and isinstance(node.get("items"), dict):
         items = [item for v in values if isinstance(v, list) for item in v]
         # rules walk one level of lists ("items[].at", "tags[]"), not lists of lists
         item_path = f"{path}[]" if path and not path.endswith("[]") else None
-        _tighten(node["items"], items, item_path, timestamps)
+        _tighten(node["items"], items, item_path, found)
+    if path and _numbers_as_text(node, kinds, values):
+        found["numbers"].append(path)
     if kinds <= {"string", "null"} and "string" in kinds:
         strings = [v.strip() for v in values if isinstance(v, str)]
         if not strings:
             return
         if path and all(_is_timestamp(s) for s in strings):
             node["pattern"] = CANONICAL_TIMESTAMP
-            timestamps.append(path)
+            found["timestamps"].append(path)
         elif all(_DATE_RE.fullmatch(s) for s in strings):
             node["pattern"] = DATE_PATTERN
         elif all(_EMAIL_RE.fullmatch(s) for s in strings):
             node["format"] = "email"
+
+
+def _numbers_as_text(node: dict[str, Any], kinds: set[Any], values: list[Any]) -> bool:
+    """Numbers some samples send as text ("12.50" beside 12.5): `node` becomes a number (an
+    integer if every value is whole) for the `numbers` rule to parse. A field that is text
+    in every sample stays text (codes such as "01234" are not numbers)."""
+    numeric = kinds & {"integer", "number"}
+    if not numeric or "string" not in kinds or not kinds <= {"integer", "number", "string", "null"}:
+        return False
+    texts = [v.strip() for v in values if isinstance(v, str)]
+    if not all(_NUMBER_RE.fullmatch(t) for t in texts):
+        return False
+    whole = "number" not in kinds and not any(c in t for t in texts for c in ".eE")
+    kind = "integer" if whole else "number"
+    node["type"] = [kind, "null"] if "null" in kinds else kind
+    return True
 
 
 def _is_timestamp(value: str) -> bool:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -328,3 +329,27 @@ def test_shipped_consumers_run_new_consumer_without_a_warning(tmp_path: Path) ->
 def test_attributes_read_include_those_of_or_branches() -> None:
     policy = {"record_type": ["order"], "$or": [{"priority": ["high"]}, {"region": ["eu"]}]}
     assert attributes_read(policy) == {"record_type", "priority", "region"}
+
+
+def _actions_on(grants: list[dict[str, Any]], resources: set[str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {r: set() for r in resources}
+    for grant in grants:
+        for resource in set(grant["resources"]) & resources:
+            found[resource] |= set(grant["actions"])
+    return found
+
+
+def test_a_new_record_consumer_may_write_what_every_shipped_consumer_writes_to_the_ledger() -> None:
+    # Every stage's ledger entry also updates the object's progress, and the last writer
+    # emits its pipeline event: a consumer made today must be allowed the same as the
+    # shipped ones, or its chunks go to its DLQ under enforced IAM.
+    shared = {"table:ledger", "bus:events"}
+    made = _actions_on(
+        declaration(ConsumerSpec("q", {"priority": ["high"]}))["functions"]["consume"]["grants"],
+        shared,
+    )
+    for name in SHIPPED:
+        declared = yaml.safe_load((REPO / f"consumers/{name}/deploy.yaml").read_text())
+        grants = declared["functions"]["consume"]["grants"]
+        for resource, actions in _actions_on(grants, shared).items():
+            assert actions <= made[resource], (name, resource, actions - made[resource])

@@ -124,7 +124,13 @@ def declaration(spec: ConsumerSpec) -> dict[str, Any]:
         return _declaration(spec, [*_observability_grants(), _trigger_grant(own)])
     grants = [
         *_observability_grants(),
-        _grant("Ledger", ["dynamodb:PutItem"], "table:ledger"),
+        # the ledger entry and the object's progress; the last writer emits its event
+        _grant(
+            "Ledger",
+            ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem"],
+            "table:ledger",
+        ),
+        _grant("PipelineEvents", ["events:PutEvents"], "bus:events"),
         _grant("Quarantine", ["s3:PutObject"], "bucket:quarantine/*"),
         _grant("ClaimCheckRead", ["s3:GetObject"], "bucket:payloads/*"),
         _grant("ClaimCheckMissingIs404", ["s3:ListBucket"], "bucket:payloads"),

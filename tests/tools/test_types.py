@@ -244,6 +244,7 @@ def test_new_type_writes_a_folder_the_registry_loads_and_prints_next_steps(
     assert spec.version == 1
     assert spec.natural_key == "shipment_id"
     assert spec.routing == {}
+    assert spec.description == "Shipment records (drafted by sluice new-type from shipments.jsonl)"
     assert spec.schema == draft_type("shipment", SHIPMENTS).schema
     assert spec.rules["timestamps"] == ["shipped_at", "parcels[].scanned_at"]
     assert [json.loads(line) for line in spec.sample_path.read_text().splitlines()] == SHIPMENTS

@@ -78,7 +78,8 @@ def new_type(
     if staging.exists():
         _remove(staging)
     staging.mkdir(parents=True)
-    about = description or f"{name} records (drafted by sluice new-type from {sample.name})"
+    drafted = f"{name[0].upper()}{name[1:]} records (drafted by sluice new-type from {sample.name})"
+    about = description or drafted
     try:
         _write(staging, draft, records, about)
         staging.rename(folder)

@@ -8,6 +8,7 @@ are written by EventBridge's rule as on AWS, then read back by the commands.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -150,3 +151,12 @@ def test_sluice_trace_of_an_object_shows_its_events(stage):
 def test_a_stage_without_the_events_log_group_has_no_events(aws_env):
     with mock_aws():
         assert event_log(NAMES).read(LogQuery()) == []
+
+
+def test_following_the_events_sees_one_put_after_it_started(stage):
+    follow = event_log(NAMES).follow(LogQuery(since_ms=int(time.time() * 1000) + 1), poll_s=0)
+    time.sleep(0.01)
+    put(stage, "Object Stuck", correlation_id=OTHER, reason="deadline")
+    line = next(follow)
+    assert line.get("detail-type") == "Object Stuck"
+    assert line.fields["detail"]["reason"] == "deadline"

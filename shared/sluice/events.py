@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,11 @@ def sent_attr(kind: str) -> str:
 
 def lease_attr(kind: str) -> str:
     return f"{kind}_emitting"
+
+
+def holder_attr(kind: str) -> str:
+    """Who holds the lease (a token per attempt): a retried lease write recognises itself."""
+    return f"{kind}_holder"
 
 
 class EventsError(Exception):
@@ -258,13 +264,14 @@ class ProgressEvents(LedgerTable):
         `close`: also take the object out of the open index (default: for delivered)."""
         now = self._clock()
         now_ms = int(now * 1000)
-        sent, lease = sent_attr(kind), lease_attr(kind)
+        sent, lease, holder = sent_attr(kind), lease_attr(kind), holder_attr(kind)
+        me = uuid.uuid4().hex
         try:
             item = self.client.update_item(
                 TableName=self.table_name,
                 Key=self.key(correlation_id),
                 UpdateExpression=(
-                    "SET #lease = :now, #first = if_not_exists(#first, :first), "
+                    "SET #lease = :now, #holder = :me, #first = if_not_exists(#first, :first), "
                     "#src = if_not_exists(#src, :src), #type = if_not_exists(#type, :type)"
                 ),
                 ConditionExpression=(
@@ -273,6 +280,7 @@ class ProgressEvents(LedgerTable):
                 ),
                 ExpressionAttributeNames={
                     "#lease": lease,
+                    "#holder": holder,
                     "#sent": sent,
                     "#first": FIRST_AT,
                     "#src": SOURCE,
@@ -280,27 +288,32 @@ class ProgressEvents(LedgerTable):
                 },
                 ExpressionAttributeValues={
                     ":now": {"N": str(now_ms)},
+                    ":me": {"S": me},
                     ":lapsed": {"N": str(now_ms - self.lease_ms)},
                     ":first": {"S": iso(now)},
                     ":src": {"S": source},
                     ":type": {"S": record_type},
                 },
                 ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )["Attributes"]
         except aws.client_errors() as exc:
-            if aws.error_code(exc) == "ConditionalCheckFailedException":
+            if aws.error_code(exc) != "ConditionalCheckFailedException":
+                raise EventsError(f"could not take the {kind} emit lease: {exc}") from exc
+            old = (getattr(exc, "response", None) or {}).get("Item") or {}
+            if (old.get(holder) or {}).get("S") != me or sent in old:
                 return False  # sent already, or another holder's lease is live
-            raise EventsError(f"could not take the {kind} emit lease: {exc}") from exc
+            item = old  # our own lease: the SDK's retry of a write whose answer was lost
         progress = Progress.from_item(item)
         events = build(progress, now)
         try:
             self.bus.put(events)
         except EventsError:
-            self._release(correlation_id, lease, now_ms)
+            self._release(correlation_id, kind, me)
             raise
         closing = kind == KIND_DELIVERED if close is None else close
-        remove = ", ".join(["#lease", *(["#shard", "#deadline"] if closing else [])])
-        names = {"#lease": lease, "#sent": sent}
+        remove = ", ".join(["#lease", "#holder", *(["#shard", "#deadline"] if closing else [])])
+        names = {"#lease": lease, "#holder": holder, "#sent": sent}
         if closing:
             names.update({"#shard": OPEN_SHARD, "#deadline": OPEN_DEADLINE})
         try:
@@ -308,11 +321,11 @@ class ProgressEvents(LedgerTable):
                 TableName=self.table_name,
                 Key=self.key(correlation_id),
                 UpdateExpression=f"SET #sent = :id REMOVE {remove}",
-                ConditionExpression="#lease = :now",
+                ConditionExpression="#holder = :me",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
                     ":id": {"S": events[0].detail["event_id"]},
-                    ":now": {"N": str(now_ms)},
+                    ":me": {"S": me},
                 },
             )
         except aws.client_errors() as exc:
@@ -326,15 +339,15 @@ class ProgressEvents(LedgerTable):
         )
         return True
 
-    def _release(self, correlation_id: str, lease: str, now_ms: int) -> None:
+    def _release(self, correlation_id: str, kind: str, me: str) -> None:
         try:
             self.client.update_item(
                 TableName=self.table_name,
                 Key=self.key(correlation_id),
-                UpdateExpression="REMOVE #lease",
-                ConditionExpression="#lease = :now",
-                ExpressionAttributeNames={"#lease": lease},
-                ExpressionAttributeValues={":now": {"N": str(now_ms)}},
+                UpdateExpression="REMOVE #lease, #holder",
+                ConditionExpression="#holder = :me",
+                ExpressionAttributeNames={"#lease": lease_attr(kind), "#holder": holder_attr(kind)},
+                ExpressionAttributeValues={":me": {"S": me}},
             )
         except aws.client_errors():
             log.warning("could not let the emit lease go; it lapses", exc_info=True)

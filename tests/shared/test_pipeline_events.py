@@ -239,6 +239,22 @@ def test_a_lease_left_by_a_crashed_writer_is_taken_over_once_it_lapses(
     assert w.events.after_write(corr) is False
 
 
+def test_a_lease_write_whose_answer_was_lost_still_emits_once(platform: ResourceNames) -> None:
+    from support.calls import lose_answers
+
+    bus = RecordingBus()
+    w = writer(bus)
+    steps = list(entries_of("corr-lost-lease").values())
+    for step in steps[:-1]:
+        step(w)
+    # The lease is taken, its answer lost: the SDK's retry meets its own lease.
+    with lose_answers(aws.dynamodb(), "UpdateItem") as lost:
+        steps[-1](w)
+    assert lost.lost == ["UpdateItem"]
+    assert bus.detail_types == [DELIVERED, QUARANTINED]
+    assert progress_of("corr-lost-lease").has("delivered_sent")
+
+
 def test_records_quarantined_counts_them_by_reason(platform: ResourceNames) -> None:
     corr = "corr-quarantine"
     bus = RecordingBus()

@@ -24,11 +24,12 @@ from sluice_tools.ledger.command import repo_sinks
 from sluice_tools.local.commands import landing_key
 from sluice_tools.local.runtime import LocalRuntime, Options
 
-from .conftest import repo_tree
+from .conftest import ROOT, repo_tree
 
 pytestmark = pytest.mark.slow
 
 PREFIX = "rp"  # order ids of this test
+STATE = ROOT / ".sluice" / "tests-replay"
 # Where the order type's schema is: the type registry, or cleanse's own folder before it.
 SCHEMA_PATHS = ("types/order/schema.json", "cleanse/chalicelib/types/order/schema.json")
 
@@ -91,7 +92,8 @@ def replayed(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     said: list[str] = []
     options = Options(
         root=tree,
-        state_dir=base / "state",
+        # Under the repo (git-ignored): the deploy's chalice zip cache survives between runs.
+        state_dir=STATE,
         console=False,
         schedules=False,
         watch_s=0.5,
@@ -147,9 +149,7 @@ def test_replay_after_a_rule_fix_delivers_each_record_once(
     schema["required"].remove("customer_id")
     schema_path.write_text(json.dumps(schema, indent=2))
     target = Target.from_env("local", root=replayed.tree)
-    deploy_stage(
-        target, ["cleanse"], build_dir=tmp_path / "build", doctor=False, log=lambda _: None
-    )
+    deploy_stage(target, ["cleanse"], build_dir=STATE / "build", doctor=False, log=lambda _: None)
     wait_until(
         lambda: any(s.startswith("reloaded: ") and "cleanse" in s for s in replayed.said),
         what=f"cleanse reloaded (said: {replayed.said})",

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.registry_repo import unregistered_name
 
 from sluice.registry import load_registry
 from sluice_tools.cli import main
@@ -30,6 +31,9 @@ from sluice_tools.types.check import check_type
 from .conftest import ROOT, repo_tree
 
 pytestmark = pytest.mark.slow
+
+# `shipment`, as in the issue, unless the registry holds one already (then shipment2, ...).
+NEW = unregistered_name("shipment")
 
 # Raw, as a producer sends them: offsets, a naive time, a space before the time, padding.
 SHIPMENTS: list[dict[str, Any]] = [
@@ -107,7 +111,7 @@ def shipped(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     sample = work / "shipments-sample.jsonl"
     sample.write_text("".join(json.dumps(s) + "\n" for s in SHIPMENTS), encoding="utf-8")
     created = CliRunner().invoke(
-        main, ["new-type", "shipment", "--sample", str(sample), "--repo", str(tree)]
+        main, ["new-type", NEW, "--sample", str(sample), "--repo", str(tree)]
     )
     assert created.exit_code == 0, created.output
     options = Options(
@@ -123,7 +127,7 @@ def shipped(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         upload = work / "shipments-2026-12-04.jsonl"
         upload.write_text("".join(json.dumps(s) + "\n" for s in UPLOADED), encoding="utf-8")
-        runtime.upload([(upload, f"incoming/shipment/{upload.name}")])
+        runtime.upload([(upload, f"incoming/{NEW}/{upload.name}")])
         assert runtime.wait_drained(240), runtime.depths()
         yield Shipped(runtime, tree, created.output)
     finally:
@@ -131,13 +135,13 @@ def shipped(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def test_new_type_adds_only_its_folder_and_names_the_upload_path(shipped: Shipped) -> None:
-    assert "shipment" in load_registry(shipped.tree / "types")
-    assert "incoming/shipment/" in shipped.new_type_output
+    assert NEW in load_registry(shipped.tree / "types")
+    assert f"incoming/{NEW}/" in shipped.new_type_output
     assert "sluice deploy --stage" in shipped.new_type_output
 
 
 def test_every_uploaded_shipment_lands_in_the_warehouse_once_normalised(shipped: Shipped) -> None:
-    rows = [row for row in shipped.curated_rows() if row["_type"] == "shipment"]
+    rows = [row for row in shipped.curated_rows() if row["_type"] == NEW]
     assert Counter(row["shipment_id"] for row in rows) == {s["shipment_id"]: 1 for s in UPLOADED}
     by_id = {row["shipment_id"]: row for row in rows}
     assert by_id["s-1002"]["shipped_at"] == "2026-12-01T07:30:00.000Z"
@@ -147,9 +151,9 @@ def test_every_uploaded_shipment_lands_in_the_warehouse_once_normalised(shipped:
 
 def test_every_uploaded_shipment_is_indexed_under_its_natural_key(shipped: Shipped) -> None:
     entities = Counter(
-        item["pk"]["S"] for item in shipped.index_items() if item["pk"]["S"].startswith("shipment#")
+        item["pk"]["S"] for item in shipped.index_items() if item["pk"]["S"].startswith(f"{NEW}#")
     )
-    assert entities == {f"shipment#{s['shipment_id']}": 1 for s in UPLOADED}
+    assert entities == {f"{NEW}#{s['shipment_id']}": 1 for s in UPLOADED}
 
 
 def test_nothing_is_quarantined_and_the_ledger_balances(shipped: Shipped) -> None:
@@ -165,23 +169,23 @@ def test_nothing_is_quarantined_and_the_ledger_balances(shipped: Shipped) -> Non
     )
     assert report.exit_code == 0, [p.message for f in report.flows for p in f.problems]
     (flow,) = report.flows
-    assert flow.source.endswith("incoming/shipment/shipments-2026-12-04.jsonl")
+    assert flow.source.endswith(f"incoming/{NEW}/shipments-2026-12-04.jsonl")
 
 
 def test_types_check_reads_the_warehouse_objects_and_counts_what_a_change_rejects(
     shipped: Shipped,
 ) -> None:
     s3, bucket = shipped.runtime.client("s3"), shipped.runtime.names.curated_bucket
-    same = check_type(shipped.tree, "shipment", s3=s3, bucket=bucket)
+    same = check_type(shipped.tree, NEW, s3=s3, bucket=bucket)
     assert (same.records, same.rejected) == (len(UPLOADED), 0)
 
-    path = shipped.tree / "types" / "shipment" / "schema.json"
+    path = shipped.tree / "types" / NEW / "schema.json"
     drafted = path.read_text(encoding="utf-8")
     schema = json.loads(drafted)
     schema["properties"]["weight_kg"]["maximum"] = 12
     path.write_text(json.dumps(schema), encoding="utf-8")
     try:
-        tightened = check_type(shipped.tree, "shipment", s3=s3, bucket=bucket)
+        tightened = check_type(shipped.tree, NEW, s3=s3, bucket=bucket)
     finally:
         path.write_text(drafted, encoding="utf-8")
     assert (tightened.records, tightened.rejected) == (len(UPLOADED), HEAVY)

@@ -15,3 +15,12 @@ def registry_repo(dest: Path) -> Path:
     (dest / "noxfile.py").write_text("", encoding="utf-8")
     shutil.copytree(ROOT / "types", dest / "types")
     return dest
+
+
+def unregistered_name(base: str) -> str:
+    """`base`, or `base2`, `base3`, ...: the first that this checkout's registry does not hold
+    (a test that adds a type must still pass once a type of that name is registered)."""
+    from sluice.registry import load_registry
+
+    names = load_registry(ROOT / "types").names()
+    return next(n for n in (base, *(f"{base}{i}" for i in range(2, 100))) if n not in names)

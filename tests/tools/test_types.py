@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from support.registry_repo import registry_repo
+from support.registry_repo import registry_repo, unregistered_name
 
 from sluice.registry import load_registry
 from sluice_tools.cli import main
@@ -55,6 +55,11 @@ SHIPMENTS = [
         "note": None,
     },
 ]
+
+
+# The type the commands add: not in the registry, whatever the registry holds.
+NEW = unregistered_name("shipment")
+REGISTERED = load_registry(Path(__file__).resolve().parents[2] / "types").names()
 
 
 def write_lines(path: Path, records: list[Any]) -> Path:
@@ -238,60 +243,66 @@ def test_new_type_writes_a_folder_the_registry_loads_and_prints_next_steps(
     repo: Path, tmp_path: Path
 ) -> None:
     sample = write_lines(tmp_path / "shipments.jsonl", SHIPMENTS)
-    result = run("new-type", "shipment", "--sample", str(sample), "--repo", str(repo))
+    result = run("new-type", NEW, "--sample", str(sample), "--repo", str(repo))
     assert result.exit_code == 0, result.output
-    spec = load_registry(repo / "types").get("shipment")
+    spec = load_registry(repo / "types").get(NEW)
     assert spec.version == 1
     assert spec.natural_key == "shipment_id"
     assert spec.routing == {}
-    assert spec.description == "Shipment records (drafted by sluice new-type from shipments.jsonl)"
-    assert spec.schema == draft_type("shipment", SHIPMENTS).schema
+    drafted = f"{NEW.capitalize()} records (drafted by sluice new-type from shipments.jsonl)"
+    assert spec.description == drafted
+    assert spec.schema == draft_type(NEW, SHIPMENTS).schema
     assert spec.rules["timestamps"] == ["shipped_at", "parcels[].scanned_at"]
     assert [json.loads(line) for line in spec.sample_path.read_text().splitlines()] == SHIPMENTS
     out = result.output
     assert "Natural key: shipment_id" in out
     assert "sluice deploy --stage" in out
-    assert "incoming/shipment/" in out
-    assert "sluice local run FILE --type shipment" in out
-    assert sorted(p.name for p in (repo / "types").iterdir()) == ["customer", "order", "shipment"]
+    assert f"incoming/{NEW}/" in out
+    assert f"sluice local run FILE --type {NEW}" in out
+    assert sorted(p.name for p in (repo / "types").iterdir()) == sorted([*REGISTERED, NEW])
 
 
 def test_new_type_takes_the_natural_key_and_description_given(repo: Path, tmp_path: Path) -> None:
     sample = tmp_path / "s.json"
     sample.write_text(json.dumps(SHIPMENTS), encoding="utf-8")
     result = run(
-        "new-type", "parcel", "--sample", str(sample), "--repo", str(repo),
+        "new-type", NEW, "--sample", str(sample), "--repo", str(repo),
         "--natural-key", "carrier", "--description", "Parcels on their way",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    spec = load_registry(repo / "types").get("parcel")
+    spec = load_registry(repo / "types").get(NEW)
     assert (spec.natural_key, spec.description) == ("carrier", "Parcels on their way")
 
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("order", "type 'order' exists"), ("Shipment", "bad type name"), ("9x", "bad type name")],
+    [
+        (REGISTERED[0], f"type {REGISTERED[0]!r} exists"),
+        ("Shipment", "bad type name"),
+        ("9x", "bad type name"),
+    ],
 )
 def test_new_type_refuses_an_existing_type_or_a_bad_name(
     repo: Path, tmp_path: Path, name: str, message: str
 ) -> None:
-    before = (repo / "types" / "order" / "schema.json").read_bytes()
+    schema = repo / "types" / REGISTERED[0] / "schema.json"
+    before = schema.read_bytes()
     sample = write_lines(tmp_path / "s.jsonl", SHIPMENTS)
     result = run("new-type", name, "--sample", str(sample), "--repo", str(repo))
     assert result.exit_code == 1
     assert message in result.output
-    assert sorted(p.name for p in (repo / "types").iterdir()) == ["customer", "order"]
-    assert (repo / "types" / "order" / "schema.json").read_bytes() == before
+    assert sorted(p.name for p in (repo / "types").iterdir()) == sorted(REGISTERED)
+    assert schema.read_bytes() == before
 
 
 def test_new_type_without_a_natural_key_writes_nothing_and_asks_for_one(
     repo: Path, tmp_path: Path
 ) -> None:
     sample = write_lines(tmp_path / "s.jsonl", [{"n": 1}, {"n": 2}])
-    result = run("new-type", "counter", "--sample", str(sample), "--repo", str(repo))
+    result = run("new-type", NEW, "--sample", str(sample), "--repo", str(repo))
     assert result.exit_code == 1
     assert "--natural-key FIELD" in result.output
-    assert not (repo / "types" / "counter").exists()
+    assert not (repo / "types" / NEW).exists()
     assert not list((repo / "types").glob(".*"))  # no staging folder left behind
 
 
@@ -327,10 +338,10 @@ def test_types_lists_every_registered_type_with_version_key_and_routing(repo: Pa
 
 def test_types_lists_a_type_new_type_just_added(repo: Path, tmp_path: Path) -> None:
     sample = write_lines(tmp_path / "s.jsonl", SHIPMENTS)
-    run("new-type", "shipment", "--sample", str(sample), "--repo", str(repo))
+    run("new-type", NEW, "--sample", str(sample), "--repo", str(repo))
     listed = json.loads(run("types", "--json", "--repo", str(repo)).output)
-    (shipment,) = [t for t in listed if t["name"] == "shipment"]
-    assert (shipment["version"], shipment["natural_key"], shipment["routing"]) == (
+    (added,) = [t for t in listed if t["name"] == NEW]
+    assert (added["version"], added["natural_key"], added["routing"]) == (
         1,
         "shipment_id",
         [],

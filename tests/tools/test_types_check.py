@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from moto import mock_aws
-from support.registry_repo import registry_repo
 
 from sluice.config import ResourceNames
 from sluice_tools.cli import main
@@ -45,8 +44,39 @@ def load_curated() -> ModuleType:
 curated = load_curated()
 
 
+# The test's own registry (not the checkout's, so an edit there cannot break these tests).
+ORDER_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "required": ["order_id", "customer_id", "email", "amount", "currency", "created_at"],
+    "properties": {
+        "order_id": {"type": "string", "minLength": 1},
+        "customer_id": {"type": "string", "minLength": 1},
+        "email": {"type": "string", "format": "email"},
+        "amount": {"type": "number", "minimum": 0},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "created_at": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+CUSTOMER_SCHEMA = {
+    "type": "object",
+    "required": ["customer_id"],
+    "properties": {"customer_id": {"type": "string"}},
+}
+
+
+def write_type(types: Path, name: str, key: str, schema: dict[str, Any]) -> None:
+    folder = types / name
+    folder.mkdir(parents=True)
+    declared = {"version": 1, "description": name, "natural_key": key, "routing": {}}
+    (folder / "type.json").write_text(json.dumps(declared), encoding="utf-8")
+    (folder / "schema.json").write_text(json.dumps(schema), encoding="utf-8")
+    (folder / "rules.json").write_text("{}", encoding="utf-8")
+
+
 def order(order_id: str, amount: float, **extra: Any) -> dict[str, Any]:
-    """An order as the warehouse holds it: normalised, valid under the shipped schema."""
+    """An order as the warehouse holds it: normalised, valid under ORDER_SCHEMA."""
     return {
         "order_id": order_id,
         "customer_id": "c-001",
@@ -83,7 +113,13 @@ def put_chunk(s3: Any, chunk_id: str, ingested_at: str, payloads: list[dict[str,
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    return registry_repo(tmp_path / "repo")
+    """A repository root (as the commands find one) whose registry holds order and customer."""
+    root = tmp_path / "repo"
+    (root / "router").mkdir(parents=True)
+    (root / "noxfile.py").write_text("", encoding="utf-8")
+    write_type(root / "types", "order", "order_id", ORDER_SCHEMA)
+    write_type(root / "types", "customer", "customer_id", CUSTOMER_SCHEMA)
+    return root
 
 
 @pytest.fixture
@@ -117,7 +153,7 @@ def run(*args: str) -> Any:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def test_the_shipped_schema_accepts_the_records_the_warehouse_holds(repo: Path, s3: Any) -> None:
+def test_the_deployed_schema_accepts_the_records_the_warehouse_holds(repo: Path, s3: Any) -> None:
     report = check_type(repo, "order", s3=s3, bucket=BUCKET)
     assert (report.records, report.objects, report.rejected) == (5, 3, 0)
     assert report.ok

@@ -602,6 +602,9 @@ def _give_work(pipeline: Pipeline, tmp_path: Path, function: str, n: int) -> Non
     if function.endswith("-pull_sources"):
         runtime.fire("-pull_sources")
         return
+    if function.endswith("-check_objects"):  # the scheduled check of open objects
+        runtime.fire("-check_objects")
+        return
     key = pipeline.upload_orders(tmp_path, f"grants-{n}", [f"o-g{n}-1"])
     if not function.endswith("-on_continue"):
         return

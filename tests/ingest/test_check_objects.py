@@ -145,7 +145,7 @@ def test_records_in_a_dead_letter_queue_make_their_object_stuck(
     w.record_done("ingest", chunk(corr, "tail", 0), 2)
     sqs = aws.sqs()
     dlq = sqs.create_queue(QueueName=platform.names.dlq_of(platform.names.raw_queue))["QueueUrl"]
-    attributes = {"correlation_id": {"DataType": "String", "StringValue": corr}}
+    attributes: Any = {"correlation_id": {"DataType": "String", "StringValue": corr}}
     sqs.send_message(QueueUrl=dlq, MessageBody="{}", MessageAttributes=attributes)
 
     result = check(clock).run()

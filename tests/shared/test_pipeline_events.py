@@ -411,7 +411,7 @@ def bus_queue(platform: ResourceNames) -> str:
 
 
 def received(url: str) -> list[dict[str, Any]]:
-    found = []
+    found: list[dict[str, Any]] = []
     while True:
         got = aws.sqs().receive_message(QueueUrl=url, MaxNumberOfMessages=10)
         messages = got.get("Messages") or []

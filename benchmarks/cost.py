@@ -189,6 +189,8 @@ def _dollars(service: str, operation: str, tally: Tally, prices: dict[str, Any])
             tally.wru * ddb["per_million_write_request_units"] / 1e6
             + tally.rru * ddb["per_million_read_request_units"] / 1e6
         )
+    if service == "events":
+        return float(tally.units * prices["events"]["per_million_events"] / 1e6)
     if service == "s3":
         if operation in S3_FREE:
             return 0.0

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 
 _SERVICE = re.compile(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/aws4_request")
 _APP_ID = re.compile(r"(?:^|\s)app/(\S+)")
-_BODY_SERVICES = {"sqs", "sns", "dynamodb", "sts"}
+_BODY_SERVICES = {"sqs", "sns", "dynamodb", "sts", "events"}
 DDB_WRITES = {"PutItem", "UpdateItem", "DeleteItem"}
 DDB_READS = {"GetItem", "Query", "Scan"}
 
@@ -148,6 +148,9 @@ class Meter:
         if service == "dynamodb":
             tally.wru, tally.rru = _dynamodb_units(operation, doc, length)
             tally.units = math.ceil(tally.wru + tally.rru)
+        if service == "events":  # billed per event (64 KB each); rules and buses are free
+            entries = doc.get("Entries") if operation == "PutEvents" else None
+            tally.units = sum(self._units(len(json.dumps(e))) for e in entries or [])
         return caller, service, operation, resource, tally
 
 

@@ -89,3 +89,20 @@ def test_sqs_and_sns_units_count_the_messages_not_their_escaped_http_encoding() 
     assert len(received) > 1.1 * len(body)  # the escaped quotes
     assert _received_payload(received) == len(body)
     assert _sent_payload("DeleteMessageBatch", {}) is None
+
+
+def test_the_ledgers_transaction_puts_events_and_progress_reads_are_priced() -> None:
+    from benchmarks.meter import _dynamodb_units
+
+    item = {"Put": {"TableName": "ledger", "Item": {"k": {"S": "v" * 100}}}}
+    update = {"Update": {"TableName": "ledger", "Key": {"k": {"S": "object"}}}}
+    doc = {"TransactItems": [item, update]}
+    # Two items under 1 KB each: two write units each (a transactional write costs double).
+    assert _dynamodb_units("TransactWriteItems", doc, len(json.dumps(doc))) == (4.0, 0.0)
+    read = {"TableName": "ledger", "ConsistentRead": True}
+    assert _dynamodb_units("GetItem", read, 100) == (0.0, 1.0)
+    prices = {**PRICES, "events": {"per_million_events": 1.0}}
+    events = Tally(requests=1, units=2)  # one PutEvents of two entries
+    assert cost._dollars("events", "PutEvents", events, prices) == 2.0 / 1e6
+    shipped = json.loads((ROOT / "benchmarks" / "prices.json").read_text())
+    assert shipped["events"]["per_million_events"] == 1.0

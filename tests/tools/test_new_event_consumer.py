@@ -54,7 +54,7 @@ def test_a_generated_event_consumer_passes_its_own_tests_and_lint(tmp_path: Path
         check=False,
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "5 passed" in tested.stdout
+    assert "6 passed" in tested.stdout
 
     written = [str(repo / "consumers/loader"), str(repo / "tests/consumers/loader")]
     ruff = [sys.executable, "-m", "ruff"]
@@ -111,9 +111,9 @@ def test_the_rule_holds_the_pattern_and_only_the_rule_may_send_to_the_queue() ->
     assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::Sub": rule_arn}}}
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert not any(r["Type"] == "AWS::SNS::Subscription" for r in resources.values())
-    # It reads its queue and nothing of the pipeline's tables or buckets.
+    # It reads its queue and claims event ids; nothing else of the pipeline's.
     grants = declaration(ConsumerSpec("loader", {}, events=events))["functions"]["consume"]
-    assert [g["sid"] for g in grants["grants"]] == ["Logs", "Tracing", "Trigger"]
+    assert [g["sid"] for g in grants["grants"]] == ["Logs", "Tracing", "Idempotency", "Trigger"]
 
 
 def test_the_handler_lists_the_events_it_receives() -> None:

@@ -120,8 +120,13 @@ def declaration(spec: ConsumerSpec) -> dict[str, Any]:
     `sluice deploy` for the prefix, stage, region and account it deploys to.
     """
     own = f"consumer-{spec.name}"
-    if spec.events:  # the event's detail is all it reads: no ledger, claims or payloads
-        return _declaration(spec, [*_observability_grants(), _trigger_grant(own)])
+    idempotency = _grant(
+        "Idempotency",
+        ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+        "table:idempotency",
+    )
+    if spec.events:  # one claim per event id; nothing of the ledger, payloads or records
+        return _declaration(spec, [*_observability_grants(), idempotency, _trigger_grant(own)])
     grants = [
         *_observability_grants(),
         # the ledger entry and the object's progress; the last writer emits its event
@@ -134,11 +139,7 @@ def declaration(spec: ConsumerSpec) -> dict[str, Any]:
         _grant("Quarantine", ["s3:PutObject"], "bucket:quarantine/*"),
         _grant("ClaimCheckRead", ["s3:GetObject"], "bucket:payloads/*"),
         _grant("ClaimCheckMissingIs404", ["s3:ListBucket"], "bucket:payloads"),
-        _grant(
-            "Idempotency",
-            ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
-            "table:idempotency",
-        ),
+        idempotency,
     ]
     if spec.direct:
         grants.append(_grant("OnFailureDestination", ["sqs:SendMessage"], f"queue:{own}-failures"))

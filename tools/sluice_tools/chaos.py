@@ -357,6 +357,15 @@ class SeedResult:
     action_errors: list[str] = field(default_factory=list)
     alerts_doubled_fail: bool = False  # alerts doubles count against the run
     logs: str = ""  # where the function logs of the run were kept
+    # Pipeline events (issue 22): Object Delivered messages per correlation id, as a rule on
+    # the stage's bus delivered them; the flows the ledger says balanced.
+    delivered_events: Counter[str] = field(default_factory=Counter)
+    balanced_flows: list[str] = field(default_factory=list)
+
+    @property
+    def events_ok(self) -> bool:
+        """Each balanced object emitted Object Delivered exactly once, and no other did."""
+        return self.delivered_events == Counter(self.balanced_flows)
 
     def sink_ok(self, sink: SinkCount) -> bool:
         """Alerts are at least once unless asked otherwise: a doubled alert is then no fault."""
@@ -374,7 +383,7 @@ class SeedResult:
 
     @property
     def ok(self) -> bool:
-        return self.drained and self.sinks_balanced and self.ledger_agrees
+        return self.drained and self.sinks_balanced and self.ledger_agrees and self.events_ok
 
 
 @dataclass
@@ -434,6 +443,7 @@ def run_seed(seed: int, options: ChaosOptions, say: Say) -> SeedResult:
         for rule in made.rules:
             plan.add(rule)
         tap = _alerts_tap(runtime)
+        events_tap = _events_tap(runtime)
         notify = _notifier(runtime, ingest)
         s3 = runtime.client("s3")
         bucket = runtime.names.landing_bucket
@@ -486,6 +496,10 @@ def run_seed(seed: int, options: ChaosOptions, say: Say) -> SeedResult:
         killer.stop()
         say(f"seed {seed}: faults stopped; draining ...")
         result.drained = runtime.wait_drained(options.drain_timeout_s)
+        # The scheduled check once (schedules are off): the backstop for an emission a fault
+        # stopped. An object counted twice here was emitted twice.
+        runtime.fire("-check_objects")
+        result.drained = runtime.wait_drained(options.drain_timeout_s) and result.drained
         result.seconds = time.monotonic() - started
         result.faults = plan.summary()
         result.fault_counts = plan.counts()
@@ -493,6 +507,7 @@ def run_seed(seed: int, options: ChaosOptions, say: Say) -> SeedResult:
         result.kills = killer.killed
         _count_sinks(runtime, result, [*landed, first, second], tap, root)
         _ledger(runtime, result, root)
+        result.delivered_events = delivered_events(runtime, events_tap)
     finally:
         runtime.stop()
         # The next seed's runtime starts its logs afresh: keep this one's for diagnosis.
@@ -525,6 +540,33 @@ def _alerts_tap(runtime: Any) -> str:
         TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
     )
     return str(url)
+
+
+def _events_tap(runtime: Any) -> str:
+    """A queue every pipeline event of the stage's bus lands in (a rule, an SQS target)."""
+    sqs, events = runtime.client("sqs"), runtime.client("events")
+    url = sqs.create_queue(QueueName=runtime.names.name("chaos-events-tap"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    bus, rule = runtime.names.events_bus, "chaos-events-tap"
+    pattern = {"source": [f"sluice.{runtime.names.stage}"]}
+    events.put_rule(Name=rule, EventBusName=bus, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": "tap", "Arn": arn}])
+    return str(url)
+
+
+def delivered_events(runtime: Any, tap: str) -> Counter[str]:
+    """Object Delivered messages on the tap, per correlation id (every one, not deduped)."""
+    sqs = runtime.client("sqs")
+    found: Counter[str] = Counter()
+    while page := sqs.receive_message(QueueUrl=tap, MaxNumberOfMessages=10).get("Messages"):
+        for message in page:
+            event = json.loads(message["Body"])
+            if event.get("detail-type") == "Object Delivered":
+                found[str(event["detail"]["correlation_id"])] += 1
+            sqs.delete_message(QueueUrl=tap, ReceiptHandle=message["ReceiptHandle"])
+    return found
 
 
 def _notifier(runtime: Any, ingest: list[str]) -> Callable[[Landed, str | None], bool]:
@@ -729,6 +771,7 @@ def _ledger(runtime: Any, result: SeedResult, root: Path) -> None:
         result.ledger_status, result.ledger_exit = f"error: {type(exc).__name__}: {exc}", 99
         return
     result.ledger_status, result.ledger_exit = str(report.status), int(report.exit_code)
+    result.balanced_flows = [f.correlation_id for f in report.flows if f.exit == 0]
     problems = [p for f in report.flows for p in f.problems] + list(report.problems)
     result.ledger_problems = [f"{p.kind}: {p.where}: {p.message}" for p in problems][:20]
 
@@ -770,6 +813,14 @@ def format_result(result: SeedResult) -> str:
         f"ledger {'agrees' if result.ledger_agrees else 'DISAGREES'}"
     )
     lines += [f"    {p}" for p in result.ledger_problems]
+    twice = sorted(c for c, n in result.delivered_events.items() if n > 1)
+    missing = sorted(set(result.balanced_flows) - set(result.delivered_events))
+    stray = sorted(set(result.delivered_events) - set(result.balanced_flows))
+    lines.append(
+        f"  Object Delivered: {sum(result.delivered_events.values())} for "
+        f"{len(result.balanced_flows)} balanced objects; twice {twice or 'none'}, missing "
+        f"{missing or 'none'}, not balanced {stray or 'none'}"
+    )
     lines.append(f"  function logs: {result.logs}")
     lines.append(f"  seed {result.seed}: {'PASS' if result.ok else 'FAIL'}")
     return "\n".join(lines)

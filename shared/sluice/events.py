@@ -218,36 +218,23 @@ class ProgressEvents(LedgerTable):
     def after_write(self, correlation_id: str) -> bool:
         """After a ledger entry of `correlation_id` is in: emit `Object Delivered` (and
         `Records Quarantined`) if that completed the object. Never raises; True if emitted."""
-        try:
+
+        def emit() -> bool:
             progress = self.read(correlation_id)
             if progress is None or not progress.complete or progress.has(sent_attr(KIND_DELIVERED)):
                 return False
             return self.emit_once(correlation_id, KIND_DELIVERED, delivered_events)
-        except Exception as exc:
-            log.warning(
-                "could not emit the object's events; the check emits them",
-                extra={"error": f"{type(exc).__name__}: {exc}"},
-            )
-            add_metric("EventsFailed")
-            return False
+
+        return _never_raising("the object's events", emit)
 
     def landed(self, correlation_id: str, source: str, record_type: str) -> bool:
         """`Object Landed`, once per object version (ingest accepted it). Never raises."""
-        try:
-            return self.emit_once(
-                correlation_id,
-                KIND_LANDED,
-                landed_events,
-                source=source,
-                record_type=record_type,
-            )
-        except Exception as exc:
-            log.warning(
-                "could not emit Object Landed; the check emits it",
-                extra={"error": f"{type(exc).__name__}: {exc}"},
-            )
-            add_metric("EventsFailed")
-            return False
+        return _never_raising(
+            "Object Landed",
+            lambda: self.emit_once(
+                correlation_id, KIND_LANDED, landed_events, source=source, record_type=record_type
+            ),
+        )
 
     def emit_once(
         self,
@@ -351,3 +338,17 @@ class ProgressEvents(LedgerTable):
             )
         except aws.client_errors():
             log.warning("could not let the emit lease go; it lapses", exc_info=True)
+
+
+def _never_raising(what: str, emit: Callable[[], bool]) -> bool:
+    """Emitting never fails the data path: an error is logged and counted, and the scheduled
+    check emits what is still due."""
+    try:
+        return emit()
+    except Exception as exc:
+        log.warning(
+            f"could not emit {what}; the scheduled check emits it",
+            extra={"error": f"{type(exc).__name__}: {exc}"},
+        )
+        add_metric("EventsFailed")
+        return False

@@ -41,6 +41,7 @@ DLQS_ENV = "SLUICE_STUCK_DLQS"
 # Queues whose messages carry the chunk's `correlation_id` attribute (names without the
 # `<prefix>-<stage>-`); the function's grants name the same queues.
 DEFAULT_DLQS = (
+    "ingest-continue-dlq",  # a continuation: the rest of an object never read
     "raw-dlq",
     "clean-dlq",
     "consumer-warehouse-dlq",

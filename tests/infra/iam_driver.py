@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 RECORDING: list[dict[str, Any]] | None = None
-_KEEP = ("QueueUrl", "QueueName", "Bucket", "Key", "TableName", "TopicArn", "VersionId")
+_KEEP = (
+    "QueueUrl",
+    "QueueName",
+    "Bucket",
+    "Key",
+    "TableName",
+    "TopicArn",
+    "VersionId",
+    "IndexName",
+    "SubscriptionArn",
+)
 
 
 def _install_recorder() -> None:
@@ -29,6 +39,10 @@ def _install_recorder() -> None:
             keep = {k: params[k] for k in _KEEP if k in params}
             if "RequestItems" in params:
                 keep["Tables"] = sorted(params["RequestItems"])
+            if "Entries" in params and operation == "PutEvents":
+                keep["Buses"] = sorted(
+                    {e.get("EventBusName") or "default" for e in params["Entries"]}
+                )
             if "TransactItems" in params:
                 # (action kind, table) of each action: IAM checks each as its own call.
                 keep["TransactActions"] = sorted(

@@ -50,6 +50,8 @@ def required(call: dict[str, Any]) -> list[tuple[str, str]]:
     if service == "sqs":
         name = params.get("QueueName") or params["QueueUrl"].rstrip("/").rsplit("/", 1)[-1]
         return [(action, f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")]
+    if service == "sns" and "SubscriptionArn" in params:  # IAM names the subscription's topic
+        return [(action, params["SubscriptionArn"].rsplit(":", 1)[0])]
     if service == "sns":
         return [(action, params["TopicArn"])]
     if service == "dynamodb" and "TransactActions" in params:
@@ -57,9 +59,17 @@ def required(call: dict[str, Any]) -> list[tuple[str, str]]:
             (TRANSACT_ACTIONS[kind], f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}")
             for kind, table in params["TransactActions"]
         ]
+    if service == "dynamodb" and params.get("IndexName"):  # a query of an index
+        table = f"table/{params['TableName']}/index/{params['IndexName']}"
+        return [(action, f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:{table}")]
     if service == "dynamodb":
         tables = params.get("Tables") or [params["TableName"]]
         return [(action, f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}") for t in tables]
+    if service == "events" and op == "PutEvents":
+        return [
+            (action, f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/{bus}")
+            for bus in params["Buses"]
+        ]
     raise AssertionError(f"no IAM mapping for {service}:{op} - extend iam_model.required")
 
 

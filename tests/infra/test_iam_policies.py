@@ -62,6 +62,7 @@ def plan_for(app: AppSpec, sources: list[dict[str, Any]]) -> dict[str, Any]:
                     "limit": 1,
                 },
                 {"handler": "pull_sources", "kind": "schedule"},
+                {"handler": "check_objects", "kind": "schedule"},
             ],
         }
     steps = []

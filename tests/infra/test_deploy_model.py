@@ -66,7 +66,12 @@ def test_function_names_follow_chalice_and_settings_fall_back_to_the_declared_de
     ingest = discover_apps(ROOT)[0]
 
     assert ingest.function_name("dev", "on_continue") == "sluice-ingest-dev-on_continue"
-    assert ingest.handlers() == ["on_continue", "on_object_created", "pull_sources"]
+    assert ingest.handlers() == [
+        "check_objects",
+        "on_continue",
+        "on_object_created",
+        "pull_sources",
+    ]
     assert ingest.timeout("test", "on_continue") == 900
     assert ingest.timeout("qa7", "pull_sources") == 120  # any stage: the declared defaults
 

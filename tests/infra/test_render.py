@@ -28,6 +28,7 @@ ARN_KINDS = {
     "AWS::SNS::Topic": "TopicArn",
     "AWS::DynamoDB::Table": "Arn",
     "AWS::S3::Bucket": "Arn",
+    "AWS::Events::EventBus": "Arn",
 }
 
 
@@ -53,6 +54,10 @@ def template_arns(place: Placement) -> set[str]:
         resolver = place.resolver(spec)
         for type_, attribute in ARN_KINDS.items():
             arns |= {resolver.get_att(logical, attribute) for logical in spec.resources(type_)}
+        for logical in spec.resources("AWS::DynamoDB::Table"):  # and the tables' indexes
+            table = resolver.get_att(logical, "Arn")
+            indexes = resolver.properties(logical).get("GlobalSecondaryIndexes") or []
+            arns |= {f"{table}/index/{index['IndexName']}" for index in indexes}
     return arns
 
 

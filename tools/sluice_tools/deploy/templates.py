@@ -204,6 +204,9 @@ class Resolver:
                 f"arn:{self.partition}:dynamodb:{self.region}:{self.account}:"
                 f"table/{self.name_of(logical)}"
             )
+        if type_ == "AWS::Events::EventBus" and attribute == "Arn":
+            name = self.name_of(logical)
+            return f"arn:{self.partition}:events:{self.region}:{self.account}:event-bus/{name}"
         raise ValueError(f"{self.stack.path}: Fn::GetAtt {logical}.{attribute} is not supported")
 
     def name_of(self, logical: str) -> str:

@@ -52,9 +52,10 @@ What this proves and what it does not:
   set of routing attributes; written since the router records them). For router entries
   without them a sink whose policy reads only `record_type`/`correlation_id` is still
   exact; any other is checked as an upper bound (`bounded`, exit 0, said so).
-- Ingest writes no "object done" entry: how many records an object holds is known only
-  from what ingest read. A read cut short is seen through ingest's claim (not COMPLETED)
-  while ingest may still run, not afterwards.
+- How many records an object holds is known here only from what ingest read: ingest's
+  `ingest#done` marker (the objects' progress, `sluice.progress`) is not read by this
+  reconcile, nor is the progress item. A read cut short is seen through ingest's claim (not
+  COMPLETED) while ingest may still run, not afterwards.
 - Data that never became a chunk of a correlation id cannot be seen here: a message that
   did not decode (quarantined under `<stage>/_messages/`) and a chunk quarantined whole
   for reusing a claimed id leave no ledger entry and show as a gap at their hop.

@@ -357,15 +357,39 @@ class SeedResult:
     action_errors: list[str] = field(default_factory=list)
     alerts_doubled_fail: bool = False  # alerts doubles count against the run
     logs: str = ""  # where the function logs of the run were kept
+    fired: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (kind, service, op)
     # Pipeline events (issue 22): Object Delivered messages per correlation id, as a rule on
     # the stage's bus delivered them; the flows the ledger says balanced.
     delivered_events: Counter[str] = field(default_factory=Counter)
+    delivered_event_ids: dict[str, set[str]] = field(default_factory=dict)
     balanced_flows: list[str] = field(default_factory=list)
 
     @property
+    def lost_put_events(self) -> int:
+        """PutEvents calls whose events were taken but whose answer never reached the function
+        (a 5xx after the write, or the worker killed right after it): each may repeat one
+        emission, with the same event_id (the bound the README states)."""
+        return sum(
+            n
+            for (kind, service, operation), n in self.fired.items()
+            if service == "events"
+            and operation == "PutEvents"
+            and kind in ("error_after", "kill_after")
+        )
+
+    @property
+    def events_repeated(self) -> int:
+        return sum(n - 1 for n in self.delivered_events.values() if n > 1)
+
+    @property
     def events_ok(self) -> bool:
-        """Each balanced object emitted Object Delivered exactly once, and no other did."""
-        return self.delivered_events == Counter(self.balanced_flows)
+        """Each balanced object emitted Object Delivered, no other object did, every object's
+        messages carry one event_id, and a repeat was caused by a lost PutEvents answer."""
+        return (
+            set(self.delivered_events) == set(self.balanced_flows)
+            and all(len(ids) == 1 for ids in self.delivered_event_ids.values())
+            and self.events_repeated <= self.lost_put_events
+        )
 
     def sink_ok(self, sink: SinkCount) -> bool:
         """Alerts are at least once unless asked otherwise: a doubled alert is then no fault."""
@@ -504,10 +528,11 @@ def run_seed(seed: int, options: ChaosOptions, say: Say) -> SeedResult:
         result.faults = plan.summary()
         result.fault_counts = plan.counts()
         result.faults_by_function = dict(plan.fired_in)
+        result.fired = Counter(plan.fired)
         result.kills = killer.killed
         _count_sinks(runtime, result, [*landed, first, second], tap, root)
         _ledger(runtime, result, root)
-        result.delivered_events = delivered_events(runtime, events_tap)
+        result.delivered_events, result.delivered_event_ids = delivered_events(runtime, events_tap)
     finally:
         runtime.stop()
         # The next seed's runtime starts its logs afresh: keep this one's for diagnosis.
@@ -556,17 +581,21 @@ def _events_tap(runtime: Any) -> str:
     return str(url)
 
 
-def delivered_events(runtime: Any, tap: str) -> Counter[str]:
-    """Object Delivered messages on the tap, per correlation id (every one, not deduped)."""
+def delivered_events(runtime: Any, tap: str) -> tuple[Counter[str], dict[str, set[str]]]:
+    """Object Delivered messages on the tap per correlation id (every one, not deduped), and
+    the event ids they carried."""
     sqs = runtime.client("sqs")
     found: Counter[str] = Counter()
+    ids: dict[str, set[str]] = {}
     while page := sqs.receive_message(QueueUrl=tap, MaxNumberOfMessages=10).get("Messages"):
         for message in page:
             event = json.loads(message["Body"])
             if event.get("detail-type") == "Object Delivered":
-                found[str(event["detail"]["correlation_id"])] += 1
+                correlation_id = str(event["detail"]["correlation_id"])
+                found[correlation_id] += 1
+                ids.setdefault(correlation_id, set()).add(str(event["detail"].get("event_id")))
             sqs.delete_message(QueueUrl=tap, ReceiptHandle=message["ReceiptHandle"])
-    return found
+    return found, ids
 
 
 def _notifier(runtime: Any, ingest: list[str]) -> Callable[[Landed, str | None], bool]:
@@ -818,8 +847,9 @@ def format_result(result: SeedResult) -> str:
     stray = sorted(set(result.delivered_events) - set(result.balanced_flows))
     lines.append(
         f"  Object Delivered: {sum(result.delivered_events.values())} for "
-        f"{len(result.balanced_flows)} balanced objects; twice {twice or 'none'}, missing "
-        f"{missing or 'none'}, not balanced {stray or 'none'}"
+        f"{len(result.balanced_flows)} balanced objects; twice {twice or 'none'} "
+        f"({result.events_repeated} repeats, {result.lost_put_events} PutEvents answers "
+        f"lost), missing {missing or 'none'}, not balanced {stray or 'none'}"
     )
     lines.append(f"  function logs: {result.logs}")
     lines.append(f"  seed {result.seed}: {'PASS' if result.ok else 'FAIL'}")

@@ -24,14 +24,14 @@ started (`pool.function_of`), the function rules match. A function that set its 
 `user_agent_appid` in code would escape the faults (none does); a client that is not botocore
 (none is used) likewise.
 
-Which calls. A plan (`ApiFaultPlan`) holds rules: service (`dynamodb`, `sqs`, `sns`, `s3`, or
-`*`), operations (X-Amz-Target's operation, the query `Action`, or the S3 operation named from
-method, path and query: `PutObject`, `GetObject`, ...), a function (full name or its end),
-a probability drawn from the plan's seeded `random.Random`, and at most `times` fires. The
-first rule that matches and draws decides. Decisions are taken under one lock, so a seeded
-plan fed the same calls in the same order fires the same way. `stop()` turns every rule off
-(the "once the faults stop" of a test); `fired` counts what fired by kind, service and
-operation.
+Which calls. A plan (`ApiFaultPlan`) holds rules: service (`dynamodb`, `sqs`, `sns`, `s3`,
+`events`, or `*`), operations (X-Amz-Target's operation, the query `Action`, or the S3
+operation named from method, path and query: `PutObject`, `GetObject`, ...), a function
+(full name or its end), a probability drawn from the plan's seeded `random.Random`, and at
+most `times` fires. The first rule that matches and draws decides. Decisions are taken under
+one lock, so a seeded plan fed the same calls in the same order fires the same way. `stop()`
+turns every rule off (the "once the faults stop" of a test); `fired` counts what fired by
+kind, service and operation.
 
 The plan in force is the process's (`use`): moto's state is per process, so is its emulator.
 """
@@ -59,7 +59,7 @@ from sluice_tools.local.worker import APP_ID_PREFIX
 log = logging.getLogger("sluice.local")
 
 KINDS = ("throttle", "error_before", "error_after", "kill_after")
-SERVICES = ("dynamodb", "sqs", "sns", "s3")
+SERVICES = ("dynamodb", "sqs", "sns", "s3", "events")
 API_FAULTS_ENV = "SLUICE_API_FAULTS"
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

@@ -163,7 +163,7 @@ def test_the_registered_types_marker_expands_in_filter_policies_and_templates() 
     assert json.loads(registry.expand_registered_types(as_text, names)) == {
         "$or": [{"record_type": ["order", "customer"]}]
     }
-    template = {
+    template: dict[str, Any] = {
         "Metadata": {"Sluice": {"FilterPolicy": {"record_type": [marker]}}},
         "Resources": {
             "Sub": {"Type": "AWS::SNS::Subscription", "Properties": {"FilterPolicy": policy}},

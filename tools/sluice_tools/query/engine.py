@@ -96,10 +96,6 @@ def download_curated(
     return files
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def create_table(con: duckdb.DuckDBPyConnection, table: TableSpec, files: Sequence[Path]) -> None:
     """`table` in `con`: the rows of `files`, or empty with the same columns."""
     columns = [(c.name, c.type.duckdb()) for c in table.columns]
@@ -108,14 +104,16 @@ def create_table(con: duckdb.DuckDBPyConnection, table: TableSpec, files: Sequen
         declared += [f"{quote(key)} VARCHAR" for key in PARTITION_KEYS]
         con.execute(f"CREATE TABLE {quote(table.name)} ({', '.join(declared)})")
         return
-    paths = "[" + ", ".join(_literal(str(p)) for p in sorted(files)) + "]"
-    struct = "{" + ", ".join(f"{_literal(n)}: {_literal(t)}" for n, t in columns) + "}"
-    hive = "{" + ", ".join(f"{_literal(k)}: 'VARCHAR'" for k in PARTITION_KEYS) + "}"
-    con.execute(
-        f"CREATE TABLE {quote(table.name)} AS SELECT * FROM read_json({paths}, "
-        f"format = 'newline_delimited', compression = 'gzip', columns = {struct}, "
-        f"hive_partitioning = true, hive_types = {hive})"
+    # DuckDB's relation API: no SQL text is built from the paths or the column names.
+    rows = con.read_json(
+        [str(p) for p in sorted(files)],
+        format="newline_delimited",
+        compression="gzip",
+        columns=dict(columns),
+        hive_partitioning=True,
+        hive_types=dict.fromkeys(PARTITION_KEYS, "VARCHAR"),
     )
+    rows.create(table.name)
 
 
 def load(tables: Sequence[TableSpec], files: dict[str, list[Path]]) -> duckdb.DuckDBPyConnection:

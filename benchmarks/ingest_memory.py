@@ -77,6 +77,13 @@ def parent(sizes: list[int], use_tracemalloc: bool, json_path: str | None = None
 
     from moto.server import ThreadedMotoServer
 
+    from sluice_tools.motocompat.server import quiet
+
+    # The emulator as the local runtime runs it: moto's own TransactWriteItems deep-copies
+    # the ledger table for every action of every ledger write (each entry is a transaction
+    # with the object's progress item), which grew this process past 16 GB on the 200 MB
+    # object.
+    quiet()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

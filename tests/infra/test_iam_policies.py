@@ -37,6 +37,20 @@ from sluice_tools.motocompat.cfn import fill_gaps
 DRIVER = Path(__file__).with_name("iam_driver.py")
 SAMPLE = ROOT / "samples" / "incoming" / "order" / "orders-2026-11-27.jsonl"
 LANDING_KEY = "incoming/order/orders-2026-11-27.jsonl"
+
+
+def type_samples() -> dict[str, bytes]:
+    """Every registered type's sample records, under the landing key ingest reads the type
+    from: so each consumer's filter policy meets records of every type (derived from the
+    registry: a new type or a consumer of one gets work here with no edit)."""
+    from sluice.registry import load_registry
+
+    return {
+        f"incoming/{spec.name}/registry-sample.jsonl": (spec.path / "sample.jsonl").read_bytes()
+        for spec in load_registry(ROOT / "types")
+    }
+
+
 RECORDS_TOPIC = "arn:aws:sns:us-east-1:123456789012:sluice-test-records"
 ASYNC_KINDS = {"S3EventConfig", "SNSEventConfig", "ScheduledEventConfig"}
 
@@ -61,6 +75,15 @@ def plan_for(app: AppSpec, sources: list[dict[str, Any]]) -> dict[str, Any]:
                     "queue": "sluice-test-ingest-continue",
                     "limit": 1,
                 },
+                *(
+                    {
+                        "handler": "on_object_created",
+                        "kind": "s3",
+                        "bucket": "sluice-test-landing",
+                        "key": key,
+                    }
+                    for key in type_samples()
+                ),
                 {"handler": "pull_sources", "kind": "schedule"},
                 {"handler": "check_objects", "kind": "schedule"},
             ],
@@ -109,6 +132,8 @@ def recorded(
             target.client("s3").put_object(
                 Bucket="sluice-test-landing", Key=LANDING_KEY, Body=SAMPLE.read_bytes()
             )
+            for key, body in type_samples().items():
+                target.client("s3").put_object(Bucket="sluice-test-landing", Key=key, Body=body)
             results: dict[str, dict[str, Any]] = {}
             child_env = {**os.environ, "SLUICE_STAGE": "test"}
             for app in apps:

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from support.waiting import HANG_S, wait_until
 
+from sluice.registry import load_registry
 from sluice_tools.deploy.apps import discover_apps
 from sluice_tools.deploy.render import Placement, render_app
 from sluice_tools.dlq import redrive
@@ -606,6 +607,13 @@ def _give_work(pipeline: Pipeline, tmp_path: Path, function: str, n: int) -> Non
         runtime.fire("-check_objects")
         return
     key = pipeline.upload_orders(tmp_path, f"grants-{n}", [f"o-g{n}-1"])
+    # ... and every registered type's samples, so a consumer whose policy wants another type
+    # gets work too (derived from the registry: a new type or consumer needs no edit here).
+    for spec in load_registry(ROOT / "types"):
+        path = tmp_path / "incoming" / spec.name / f"grants-{n}-sample.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes((spec.path / "sample.jsonl").read_bytes())
+        runtime.upload([(path, landing_key(path))])
     if not function.endswith("-on_continue"):
         return
     # A continuation of that object from its start, as ingest hands one on.

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support.registry_repo import unused_consumer_name
 from support.waiting import wait_until
 
 from sluice_tools.cli import main
@@ -34,7 +35,7 @@ from .conftest import depth, repo_tree
 pytestmark = pytest.mark.slow
 
 PREFIX, REGION = "acme-data", "eu-west-1"
-NEW_CONSUMER = "audit"
+NEW_CONSUMER = unused_consumer_name("audit")
 
 
 class Live:

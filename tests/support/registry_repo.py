@@ -24,3 +24,12 @@ def unregistered_name(base: str) -> str:
 
     names = load_registry(ROOT / "types").names()
     return next(n for n in (base, *(f"{base}{i}" for i in range(2, 100))) if n not in names)
+
+
+def unused_consumer_name(base: str) -> str:
+    """`base`, or `base2`, `base3`, ...: the first no consumer of this checkout is named (a
+    test that scaffolds a consumer must still pass once a consumer of that name exists)."""
+    taken = {p.name for p in (ROOT / "consumers").iterdir()} | {
+        p.name for p in (ROOT / "tests" / "consumers").iterdir()
+    }
+    return next(n for n in (base, *(f"{base}{i}" for i in range(2, 100))) if n not in taken)

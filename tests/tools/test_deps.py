@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.registry_repo import unused_consumer_name
 
 from sluice_tools import deps
 
@@ -97,9 +98,10 @@ def test_a_new_consumer_gets_the_locked_versions_and_keeps_the_check_passing(tmp
     skip = shutil.ignore_patterns(".git", ".venv", ".nox", ".sluice", "vendor", "__pycache__")
     shutil.copytree(ROOT, tree, ignore=skip)
 
-    new_consumer(tree, "audit", '{"record_type": ["order"]}')
+    name = unused_consumer_name("audit")
+    new_consumer(tree, name, '{"record_type": ["order"]}')
 
-    text = (tree / "consumers" / "audit" / deps.TXT_FILE).read_text()
+    text = (tree / "consumers" / name / deps.TXT_FILE).read_text()
     router = (tree / "router" / deps.TXT_FILE).read_text()
     assert PIN.findall(text) == PIN.findall(router)  # the same needs, the same pins
     assert "--hash=sha256:" in text

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from support.registry_repo import unused_consumer_name
 
 from sluice.registry import REGISTERED_TYPES, load_registry
 from sluice_tools.cli import main
@@ -105,9 +106,13 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("name", "policy", "flags"),
     [
-        ("audit", '{"priority": ["high"], "record_type": [{"anything-but": ["customer"]}]}', ()),
         (
-            "pager",
+            unused_consumer_name("audit"),
+            '{"priority": ["high"], "record_type": [{"anything-but": ["customer"]}]}',
+            (),
+        ),
+        (
+            unused_consumer_name("pager"),
             '{"$or": [{"priority": ["high"]}, {"record_type": [{"prefix": "cust"}]}]}',
             ("--direct",),
         ),

@@ -107,6 +107,37 @@ def plan_for(app: AppSpec, sources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"env": {}, "steps": steps}
 
 
+def _is_event_consumer(app: AppSpec) -> bool:
+    resources = app.path / "resources.yaml"
+    return resources.is_file() and "AWS::Events::Rule" in resources.read_text(encoding="utf-8")
+
+
+def _put_pipeline_events(target: Target) -> None:
+    from sluice.events import DETAIL_TYPES
+
+    entries = [
+        {
+            "EventBusName": "sluice-test-events",
+            "Source": "sluice.test",
+            "DetailType": detail_type,
+            "Detail": json.dumps(
+                {
+                    "version": "1",
+                    "event_id": f"e-{n}",
+                    "correlation_id": "iam-driver",
+                    "bucket": "sluice-test-landing",
+                    "key": LANDING_KEY,
+                    "record_type": "order",
+                    "counts": {},
+                    "landed_at": "2026-12-05T00:00:00.000Z",
+                }
+            ),
+        }
+        for n, detail_type in enumerate(DETAIL_TYPES)
+    ]
+    target.client("events").put_events(Entries=entries)
+
+
 @pytest.fixture(scope="module")
 def recorded(
     apps: list[AppSpec], triggers: dict[str, list[dict[str, Any]]], tmp_path_factory: Any
@@ -136,7 +167,12 @@ def recorded(
                 target.client("s3").put_object(Bucket="sluice-test-landing", Key=key, Body=body)
             results: dict[str, dict[str, Any]] = {}
             child_env = {**os.environ, "SLUICE_STAGE": "test"}
-            for app in apps:
+            # Record consumers first, then the consumers of pipeline events, whose queue is
+            # fed by a rule on the bus: one event of each kind is put there for them (the
+            # driver runs handlers on a few messages each, so no object completes here).
+            for app in sorted(apps, key=_is_event_consumer):
+                if _is_event_consumer(app):
+                    _put_pipeline_events(target)
                 plan = tmp / f"{app.key}-plan.json"
                 out = tmp / f"{app.key}-calls.json"
                 project = write_project_dir(app.path, "test", tmp / app.key)

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from support.waiting import HANG_S, wait_until
 
+from sluice.progress import OPEN, OPEN_DEADLINE, OPEN_SHARD, PROGRESS_ENTRY
 from sluice.registry import load_registry
 from sluice_tools.deploy.apps import discover_apps
 from sluice_tools.deploy.render import Placement, render_app
@@ -604,6 +605,19 @@ def _give_work(pipeline: Pipeline, tmp_path: Path, function: str, n: int) -> Non
         runtime.fire("-pull_sources")
         return
     if function.endswith("-check_objects"):  # the scheduled check of open objects
+        # An object open past its deadline, so the check has one to read and report (every
+        # object the uploads opened may be delivered and closed by now).
+        pipeline.client("dynamodb").put_item(
+            TableName=runtime.names.ledger_table,
+            Item={
+                "correlation_id": {"S": f"grants-open-{n}"},
+                "entry": {"S": PROGRESS_ENTRY},
+                OPEN_SHARD: {"S": OPEN},
+                OPEN_DEADLINE: {"S": "2026-01-01T00:00:00.000Z"},
+                "source": {"S": f"s3://{runtime.names.landing_bucket}/incoming/order/open-{n}"},
+                "type": {"S": "order"},
+            },
+        )
         runtime.fire("-check_objects")
         return
     key = pipeline.upload_orders(tmp_path, f"grants-{n}", [f"o-g{n}-1"])

@@ -602,6 +602,14 @@ def _give_work(pipeline: Pipeline, tmp_path: Path, function: str, n: int) -> Non
     """Work that reaches `function`: an upload goes through every stage and consumer."""
     runtime = pipeline.runtime
     if function.endswith("-pull_sources"):
+        # Forget the pull cursors, so the pull lands its source's records again (from its
+        # cursor it finds nothing new, and would make none of the calls a landing makes).
+        ddb = pipeline.client("dynamodb")
+        table = runtime.names.cursor_table
+        for item in ddb.scan(
+            TableName=table, ProjectionExpression="#s", ExpressionAttributeNames={"#s": "source"}
+        )["Items"]:
+            ddb.delete_item(TableName=table, Key=item)
         runtime.fire("-pull_sources")
         return
     if function.endswith("-check_objects"):  # the scheduled check of open objects

@@ -19,6 +19,8 @@ import pytest
 from support.env import aws_environment
 from support.waiting import wait_until
 
+from sluice_tools.local.runtime import Options
+
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
@@ -158,3 +160,18 @@ def repo_tree(dest: Path) -> Path:
     )
     shutil.copytree(ROOT, dest, ignore=skip, symlinks=True)
     return dest
+
+
+def pipeline_options(tree: Path, state: str) -> Options:
+    """The local runtime of a whole-pipeline test deployed from `tree`: its state under
+    `.sluice/<state>` (git-ignored: the deploy's chalice zip cache survives between runs), no
+    console, a failed SQS batch back after 6 s, async retries after 0.5 and 1 s, schedules
+    fired by the test itself."""
+    return Options(
+        state_dir=ROOT / ".sluice" / state,
+        root=tree,
+        console=False,
+        visibility_timeout_s=6,
+        async_retry_delays_s=(0.5, 1.0),
+        schedules=False,
+    )

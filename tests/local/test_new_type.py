@@ -25,10 +25,10 @@ from sluice.registry import load_registry
 from sluice_tools.cli import main
 from sluice_tools.ledger import ledger_report
 from sluice_tools.ledger.command import repo_sinks
-from sluice_tools.local.runtime import LocalRuntime, Options
+from sluice_tools.local.runtime import LocalRuntime
 from sluice_tools.types.check import check_type
 
-from .conftest import ROOT, repo_tree
+from .conftest import pipeline_options, repo_tree
 
 pytestmark = pytest.mark.slow
 
@@ -114,15 +114,7 @@ def shipped(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         main, ["new-type", NEW, "--sample", str(sample), "--repo", str(tree)]
     )
     assert created.exit_code == 0, created.output
-    options = Options(
-        state_dir=ROOT / ".sluice" / "tests-new-type",  # git-ignored; keeps the zip cache
-        root=tree,
-        console=False,
-        visibility_timeout_s=6,
-        async_retry_delays_s=(0.5, 1.0),
-        schedules=False,
-    )
-    runtime = LocalRuntime(options)
+    runtime = LocalRuntime(pipeline_options(tree, "tests-new-type"))
     runtime.start()
     try:
         upload = work / "shipments-2026-12-04.jsonl"

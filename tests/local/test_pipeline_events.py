@@ -17,9 +17,9 @@ import pytest
 
 from sluice.progress import quarantine_category
 from sluice_tools.local.commands import landing_key, sample_files
-from sluice_tools.local.runtime import LocalRuntime, Options
+from sluice_tools.local.runtime import LocalRuntime
 
-from .conftest import ROOT, queue, repo_tree
+from .conftest import ROOT, pipeline_options, queue, repo_tree
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +49,7 @@ class Events:
 @pytest.fixture(scope="module")
 def pipeline(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Events]:
     tree = repo_tree(tmp_path_factory.mktemp("events") / "repo")
-    options = Options(
-        state_dir=ROOT / ".sluice" / "tests-events",
-        root=tree,
-        console=False,
-        visibility_timeout_s=6,
-        async_retry_delays_s=(0.5, 1.0),
-        schedules=False,
-    )
-    runtime = LocalRuntime(options)
+    runtime = LocalRuntime(pipeline_options(tree, "tests-events"))
     runtime.start()
     try:
         events, sqs = runtime.client("events"), runtime.client("sqs")

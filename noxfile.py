@@ -10,44 +10,30 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import nox
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+ROOT = Path(__file__).resolve().parent
+# The test runner's logic lives in the tools package, with tests of its own; nox imports it
+# from this tree (it is standard library only), not from an installed sluice_tools.
+sys.path.insert(0, str(ROOT / "tools"))
+from sluice_tools import testrun  # noqa: E402
+
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 
-ROOT = Path(__file__).resolve().parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 PYTHON_VERSIONS = nox.project.python_versions(PYPROJECT)
 PYTHON = PYTHON_VERSIONS[0]
 
-# The stages with a fixed place; consumers are found by globbing `consumers/*/app.py`.
-STAGE_APPS = ("ingest", "cleanse", "router")
-
-# Tests never reach real AWS: dummy credentials, a fixed region, no profile, no endpoint
-# override, no ~/.aws files, and no SLUICE_* settings leaking in from the shell.
-TEST_ENV: dict[str, str | None] = {
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": None,
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_PROFILE": None,
-    "AWS_DEFAULT_PROFILE": None,
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-    **{name: None for name in os.environ if name.startswith(("AWS_ENDPOINT_URL", "SLUICE_"))},
-}
+# Tests never reach real AWS (testrun.isolated_env): dummy credentials, a fixed region, no
+# profile, no endpoint override, no ~/.aws files, no SLUICE_* settings from the shell.
+TEST_ENV = testrun.isolated_env()
 
 
 def group(name: str) -> list[str]:
@@ -69,196 +55,7 @@ def editable(session: nox.Session, *packages: str) -> tuple[str, str]:
 
 def discover_apps() -> list[str]:
     """App dirs relative to the root (`ingest`, `consumers/warehouse`): those with `app.py`."""
-    apps = [name for name in STAGE_APPS if (ROOT / name / "app.py").is_file()]
-    apps += sorted(p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("consumers/*/app.py"))
-    return apps
-
-
-@dataclass(frozen=True)
-class TestGroup:
-    """Test dirs that run in one pytest process; `app` (if any) goes on PYTHONPATH."""
-
-    label: str
-    slug: str  # names the group's JUnit report
-    paths: tuple[str, ...]
-    app: str | None = None
-
-
-@dataclass
-class GroupResult:
-    label: str
-    outcome: str  # passed | failed | no tests | skipped
-    detail: str
-    passed: int = 0
-    failed: int = 0
-    skipped: int = 0
-    seconds: float | None = None  # the group's pytest process, wall clock
-
-
-def test_plan() -> list[TestGroup | GroupResult]:
-    """tests/ split into pytest processes, with a skip entry for each app without tests.
-
-    An app group is `tests/<app>` for every app; a tests dir named after a stage or a
-    consumer whose app.py is missing still gets a process of its own (it will say why).
-    Every other dir with tests directly under tests/ is a non-app group; they share one.
-    """
-    tests = ROOT / "tests"
-    plan: list[TestGroup | GroupResult] = []
-    others = [d for d in non_app_test_dirs() if has_test_files(d)]  # not tests/support
-    top_level = sorted(tests.glob("test_*.py"))
-    paths = tuple(p.relative_to(ROOT).as_posix() for p in [*others, *top_level])
-    if paths:
-        label = ", ".join(p.name for p in others) + (" + tests/test_*.py" if top_level else "")
-        plan.append(TestGroup(label, "non-app", paths))
-
-    apps = discover_apps()
-    app_dirs = set(apps) | {name for name in STAGE_APPS if (tests / name).is_dir()}
-    if (tests / "consumers").is_dir():
-        app_dirs |= {
-            p.relative_to(tests).as_posix()
-            for p in (tests / "consumers").iterdir()
-            if p.is_dir() and not p.name.startswith((".", "_"))
-        }
-    # Pipeline order: ingest, cleanse, router, then consumers by name.
-    order = {name: i for i, name in enumerate(STAGE_APPS)}
-    for app in sorted(app_dirs, key=lambda a: (order.get(a, len(order)), a)):
-        if not (tests / app).is_dir() or not has_test_files(tests / app):
-            plan.append(GroupResult(app, "skipped", f"no test files in tests/{app}/"))
-            continue
-        label = app if app in apps else f"{app} (no {app}/app.py)"
-        plan.append(TestGroup(label, app.replace("/", "-"), (f"tests/{app}",), app=app))
-    return plan
-
-
-def non_app_test_dirs() -> list[Path]:
-    """Dirs directly under tests/ that belong to no app: shared, tools, infra, support, ..."""
-    tests = ROOT / "tests"
-    if not tests.is_dir():
-        return []
-    reserved = {*STAGE_APPS, "consumers"}
-    return sorted(
-        p
-        for p in tests.iterdir()
-        if p.is_dir() and p.name not in reserved and not p.name.startswith((".", "_"))
-    )
-
-
-def has_test_files(directory: Path) -> bool:
-    """Whether pytest would find test modules under `directory` (default naming)."""
-    return any(directory.rglob("test_*.py")) or any(directory.rglob("*_test.py"))
-
-
-# pytest options whose value may follow as a separate argument (never a test path).
-_VALUE_OPTIONS = frozenset(
-    {"-k", "-m", "-p", "-c", "-o", "-W", "-r", "--maxfail", "--durations", "--tb", "--ignore"}
-    | {"--ignore-glob", "--deselect", "--rootdir", "--basetemp", "--junitxml", "--confcutdir"}
-    | {"--log-level", "--import-mode"}
-)
-
-
-def split_posargs(posargs: list[str]) -> tuple[list[str], list[str]]:
-    """Test paths under tests/ (`tests/x/test_y.py::test_z` too) apart from other arguments.
-
-    Paths pick the groups that run and replace each group's own dirs; everything else goes
-    to every pytest process as it is.
-    """
-    paths: list[str] = []
-    options: list[str] = []
-    value_expected = False
-    for arg in posargs:
-        candidate = (ROOT / arg.split("::")[0]).resolve()
-        is_test_path = (
-            not value_expected
-            and not arg.startswith("-")
-            and candidate.exists()
-            and candidate.is_relative_to(ROOT / "tests")
-        )
-        (paths if is_test_path else options).append(arg)
-        value_expected = arg in _VALUE_OPTIONS
-    return paths, options
-
-
-def selected_paths(group: TestGroup, paths: list[str]) -> list[str]:
-    """What `group` runs of the given test paths: those inside it, and its own paths that lie
-    inside one of them (`tests/consumers` selects every consumer). All of it if none given.
-    """
-    if not paths:
-        return list(group.paths)
-    selected: dict[str, None] = {}
-    for path in paths:
-        target = (ROOT / path.split("::")[0]).resolve()
-        for own in group.paths:
-            root = (ROOT / own).resolve()
-            if target.is_relative_to(root):
-                selected[path] = None
-            elif root.is_relative_to(target):
-                selected[own] = None
-    return list(selected)
-
-
-def run_pytest(
-    session: nox.Session,
-    group: TestGroup,
-    targets: list[str],
-    options: list[str],
-    report_dir: Path,
-) -> GroupResult | None:
-    """Run one group's pytest process; None when nox was asked to install only."""
-    report = report_dir / f"{group.slug}.xml"
-    report.unlink(missing_ok=True)
-    env = dict(TEST_ENV)
-    if group.app:
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(ROOT / group.app), os.environ.get("PYTHONPATH")])
-        )
-    session.log(f"--- tests: {group.label}")
-    started = time.monotonic()
-    try:
-        ran = session.run(
-            "python",
-            "-m",
-            "pytest",
-            f"--junitxml={report}",
-            *targets,
-            *options,
-            env=env,
-            success_codes=[0, 5],  # 5: nothing collected; judged over all groups below
-        )
-    except nox.command.CommandFailed as exc:
-        result = GroupResult(group.label, "failed", f"pytest exit code {exc.return_code}")
-        result.seconds = time.monotonic() - started
-        _add_counts(result, report)
-        return result
-    if ran is None:
-        return None
-    result = GroupResult(group.label, "passed", "", seconds=time.monotonic() - started)
-    if not _add_counts(result, report):
-        result.detail = "counts unknown (--junitxml overridden?)"
-    elif result.passed + result.failed + result.skipped == 0:
-        result.outcome, result.detail = "no tests", "none collected or selected (pytest exit 5)"
-    return result
-
-
-def _add_counts(result: GroupResult, report: Path) -> bool:
-    """Fill test counts from pytest's JUnit XML report; False if there is none."""
-    if not report.is_file():
-        return False
-    for suite in ET.parse(report).getroot().iter("testsuite"):
-        total = int(suite.get("tests", 0))
-        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-        skipped = int(suite.get("skipped", 0))
-        result.failed += failed
-        result.skipped += skipped
-        result.passed += total - failed - skipped
-    counts = f"{result.passed} passed, {result.failed} failed, {result.skipped} skipped"
-    result.detail = f"{result.detail}; {counts}" if result.detail else counts
-    return True
-
-
-def _duration(seconds: float) -> str:
-    """`42 s`, `3m 05s`: a group's time in the closing table."""
-    whole = round(seconds)
-    return f"{whole} s" if whole < 60 else f"{whole // 60}m {whole % 60:02d}s"
+    return testrun.discover_apps(ROOT)
 
 
 @nox.session(python=PYTHON_VERSIONS)
@@ -272,39 +69,29 @@ def tests(session: nox.Session) -> None:
     session.install(*editable(session, "shared", "tools"), *group("test"))
     report_dir = Path(session.create_tmp()) / "junit"
     report_dir.mkdir(exist_ok=True)
-    paths, options = split_posargs(session.posargs)
-    results: list[GroupResult] = []
-    for entry in test_plan():
-        if isinstance(entry, GroupResult):
-            results.append(entry)
-            continue
-        targets = selected_paths(entry, paths)
-        if not targets:
-            results.append(GroupResult(entry.label, "skipped", "not among the paths given"))
-            continue
-        result = run_pytest(session, entry, targets, options, report_dir)
-        if result is None:
-            return  # --install-only
-        results.append(result)
 
-    session.log("=== test groups (wall-clock time of each group's pytest process)")
-    width = max((len(r.label) for r in results), default=0)
-    for r in results:
-        took = "" if r.seconds is None else _duration(r.seconds)
-        session.log(f"  {r.label:<{width}}  {r.outcome:<8}  {took:>7}  {r.detail}")
-    timed = [r.seconds for r in results if r.seconds is not None]
-    session.log(f"  {'all groups':<{width}}  {'':<8}  {_duration(sum(timed)):>7}")
-    passed = sum(r.passed for r in results)
-    failed = sum(r.failed for r in results)
-    skipped = sum(r.skipped for r in results)
+    def pytest(
+        test_group: testrun.TestGroup, args: list[str], env: dict[str, str | None]
+    ) -> int | None:
+        session.log(f"--- tests: {test_group.label}")
+        try:
+            ran = session.run(
+                "python", *args, env=env, success_codes=[0, testrun.NOTHING_COLLECTED]
+            )
+        except nox.command.CommandFailed as exc:
+            return exc.return_code if exc.return_code is not None else 1
+        return None if ran is None else 0
+
+    results = testrun.run_tests(ROOT, session.posargs, report_dir, pytest)
+    if results is None:
+        return  # --install-only
+    for line in testrun.summary(results):
+        session.log(line)
     # A plain closing line, alone on its line, that CI reads whatever the groups were.
-    print(f"total: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
-
-    failures = [r.label for r in results if r.outcome == "failed"]
-    if failures:
-        session.error(f"test groups failed: {', '.join(failures)}")
-    if not any(r.outcome == "passed" for r in results):
-        session.error("no tests ran in any group (pytest collected nothing)")
+    print(testrun.total_line(results), flush=True)
+    failure = testrun.verdict(results)
+    if failure:
+        session.error(failure)
 
 
 @nox.session(python=PYTHON)
@@ -345,7 +132,12 @@ def lint(session: nox.Session) -> None:
     relaxed = ("--allow-untyped-defs", "--allow-incomplete-defs")
     runs: list[tuple[str, list[str], tuple[str, ...], dict[str, str] | None]] = [
         ("code", ["shared/sluice", "tools/sluice_tools"], (), None),
-        ("tests", [p.relative_to(ROOT).as_posix() for p in non_app_test_dirs()], relaxed, None),
+        (
+            "tests",
+            [p.relative_to(ROOT).as_posix() for p in testrun.non_app_test_dirs(ROOT)],
+            relaxed,
+            None,
+        ),
     ]
     for app in apps:
         env = {"MYPYPATH": str(ROOT / app)}
@@ -538,7 +330,7 @@ def app_tests(session: nox.Session, app: str | None = None) -> None:
     """
     if app is None:
         session.skip("no apps yet: none of ingest/, cleanse/, router/, consumers/*/ has app.py")
-    if not (ROOT / "tests" / app).is_dir() or not has_test_files(ROOT / "tests" / app):
+    if not (ROOT / "tests" / app).is_dir() or not testrun.has_test_files(ROOT / "tests" / app):
         session.skip(f"no test files in tests/{app}/")
     requirements = f"{app}/requirements.txt"
     reqs = ["-r", requirements] if (ROOT / requirements).is_file() else []

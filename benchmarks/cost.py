@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks.meter import Tally
 from benchmarks.pipeline import INTERNAL_QUEUE_MARK, POLLER_OPERATIONS, RunFigures
+from sluice_tools.stages import PIPELINE_STAGES, consumer_stage
 
 PRICES = Path(__file__).resolve().parent / "prices.json"
 S3_PUT_CLASS = frozenset(
@@ -36,7 +37,7 @@ S3_PUT_CLASS = frozenset(
     }
 )
 S3_FREE = frozenset({"DeleteObject", "DeleteObjects", "AbortMultipartUpload"})
-LANDING_TO_WAREHOUSE = ("ingest", "cleanse", "router", "consumer-warehouse")
+LANDING_TO_WAREHOUSE = (*PIPELINE_STAGES, consumer_stage("warehouse"))
 
 
 def worker_caller(caller: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from support.registry_repo import unused_consumer_name
 
 from sluice_tools import deps
+from sluice_tools.stages import app_dirs
 
 ROOT = Path(__file__).resolve().parents[2]
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) \\$", re.M)
@@ -42,7 +43,7 @@ def test_the_committed_lock_and_every_apps_requirements_agree() -> None:
 
 def test_every_app_pins_exact_versions_with_hashes_the_same_across_apps() -> None:
     versions: dict[str, set[str]] = {}
-    apps = deps.app_dirs(ROOT)
+    apps = app_dirs(ROOT)
     assert apps
     for app in apps:
         text = (app / deps.TXT_FILE).read_text()
@@ -74,7 +75,7 @@ def test_check_finds_a_hand_edited_file_and_an_app_without_requirements_in(tmp_p
     tree = tmp_path / "repo"
     for rel in [deps.LOCK.as_posix()] + [
         f"{app.relative_to(ROOT).as_posix()}/{name}"
-        for app in deps.app_dirs(ROOT)
+        for app in app_dirs(ROOT)
         for name in ("app.py", deps.IN_FILE, deps.TXT_FILE)
     ]:
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from sluice_tools.deploy.vendor import (
     vendor_app,
 )
 from sluice_tools.local.pool import CodeStore
+from sluice_tools.stages import PIPELINE_STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_ZIP = 5 * 1024 * 1024
@@ -58,7 +59,7 @@ def zips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
 
 
 def test_every_zip_is_small_and_carries_no_sdk(zips) -> None:
-    assert {"ingest", "cleanse", "router"} <= set(zips)
+    assert set(PIPELINE_STAGES) <= set(zips)
     for app, (package, _, _) in zips.items():
         with zipfile.ZipFile(package) as archive:
             tops = {name.split("/")[0] for name in archive.namelist()}

@@ -38,6 +38,7 @@ from sluice_tools.ledger.reconcile import (
     LedgerEntry,
     reconcile,
 )
+from sluice_tools.stages import PIPELINE_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 CORR = "ingest-abc"
@@ -177,7 +178,7 @@ def test_records_quarantined_at_each_stage_are_accounted_for() -> None:
     report = reconcile(flat(entries), [], {}, sinks=SINKS)
 
     assert report.exit_code == Exit.BALANCED, report.to_dict()
-    assert [hop(report, n).quarantined for n in ("ingest", "cleanse", "router")] == [1, 1, 1]
+    assert [hop(report, n).quarantined for n in PIPELINE_STAGES] == [1, 1, 1]
     assert hop(report, "sink:warehouse").quarantined == 2
 
 

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sluice_tools.stages import app_dirs
+
 LOCK = Path("requirements") / "lambda.lock"
 IN_FILE, TXT_FILE = "requirements.in", "requirements.txt"
 # The Lambda runtime: Python 3.11 on Amazon Linux (x86_64, manylinux2014 wheels).
@@ -108,13 +110,6 @@ def app_requirements(lock_text: str, in_text: str, source: str) -> str:
         wanted |= pulled
     body = "".join("\n".join(lock[name].lines) + "\n" for name in sorted(wanted))
     return HEADER.format(source=source) + body
-
-
-def app_dirs(root: Path) -> list[Path]:
-    """Every Chalice app of the tree: a dir with app.py (stages, then consumers by name)."""
-    candidates = [root / name for name in ("ingest", "cleanse", "router")]
-    candidates += sorted(p.parent for p in root.glob("consumers/*/app.py"))
-    return [d for d in candidates if (d / "app.py").is_file()]
 
 
 def expected(root: Path) -> dict[Path, str]:

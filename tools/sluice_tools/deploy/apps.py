@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice_tools.deploy.declaration import Declaration, load_declaration
-
-STAGE_APPS = ("ingest", "cleanse", "router")
+from sluice_tools.stages import CONSUMER_PREFIX, PIPELINE_STAGES, app_dirs
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class AppSpec:
     @property
     def rel(self) -> str:
         """The app dir relative to the repo root (`consumers/index`), as --only takes it."""
-        return self.path.name if self.key in STAGE_APPS else f"consumers/{self.path.name}"
+        return self.path.name if self.key in PIPELINE_STAGES else f"consumers/{self.path.name}"
 
     @property
     def app_name(self) -> str:
@@ -45,7 +44,7 @@ class AppSpec:
     @property
     def root(self) -> Path:
         """The monorepo root the app belongs to."""
-        return self.path.parent if self.key in STAGE_APPS else self.path.parent.parent
+        return self.path.parent if self.key in PIPELINE_STAGES else self.path.parent.parent
 
     @cached_property
     def declaration(self) -> Declaration:
@@ -62,14 +61,12 @@ class AppSpec:
 
 def discover_apps(root: Path) -> list[AppSpec]:
     """Every app dir with app.py and .chalice/config.json, in deploy order."""
-    dirs = [root / name for name in STAGE_APPS]
-    dirs += sorted(p.parent for p in root.glob("consumers/*/app.py"))
     apps = []
-    for path in dirs:
+    for path in app_dirs(root):
         config = path / ".chalice" / "config.json"
-        if not (path / "app.py").is_file() or not config.is_file():
+        if not config.is_file():
             continue
-        key = path.name if path.parent == root else f"consumer-{path.name}"
+        key = path.name if path.parent == root else f"{CONSUMER_PREFIX}{path.name}"
         apps.append(AppSpec(key=key, path=path, config=json.loads(config.read_text())))
     return apps
 

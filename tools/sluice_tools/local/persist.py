@@ -292,7 +292,7 @@ def source_hash(root: Path, extra: Iterable[str] = ()) -> str:
     digest = hashlib.sha256()
     for item in extra:
         digest.update(f"{item}\0".encode())
-    from sluice_tools.deploy.apps import STAGE_APPS
+    from sluice_tools.stages import PIPELINE_STAGES as STAGE_APPS
 
     for top in (*STAGE_APPS, *SOURCE_DIRS):
         base = root / top

@@ -24,11 +24,11 @@ from sluice.config import ResourceNames
 from sluice.envelope import derive_chunk_id
 from sluice_tools.ledger.reconcile import LedgerEntry
 from sluice_tools.ledger.store import read_ledger
+from sluice_tools.stages import PIPELINE_STAGES
 from sluice_tools.trace.logsource import LogLine, LogQuery, LogSource
 
 # How many extra output chunks per input a stage may cut (ordinals tried when deriving ids).
 MAX_SPLIT = 8
-STAGE_ORDER = ("ingest", "cleanse", "router")
 # The warehouse's placements (`pk` = "consumer-warehouse#<chunk id>", attribute `object`).
 WAREHOUSE_PLACEMENTS = "consumer-warehouse"
 
@@ -377,7 +377,7 @@ def _parents(entries: Iterable[LedgerEntry]) -> dict[str, str]:
 
 def _stage_rank(entry: LedgerEntry) -> tuple[int, str, int]:
     """Stages in pipeline order, then each consumer followed by its sink's delivery."""
-    order = {name: i for i, name in enumerate(STAGE_ORDER)}
+    order = {name: i for i, name in enumerate(PIPELINE_STAGES)}
     if entry.is_sink:
         return (len(order), entry.name, 1)
     return (order.get(entry.name, len(order)), entry.name.removeprefix("consumer-"), 0)

@@ -6,10 +6,12 @@ import json
 from importlib.metadata import version
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from sluice_tools.cli import main
+from sluice_tools.options import _default_prefix, _stage
 
 
 @pytest.fixture
@@ -118,3 +120,41 @@ def test_info_requires_a_stage(runner: CliRunner) -> None:
 
     assert result.exit_code == 2
     assert "Missing option '--stage'" in result.output
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, click.Command]]:
+    """Every leaf command under `group`, with its command line (`dlq redrive`)."""
+    found = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            found += _commands(command, (*path, name))
+        else:
+            found.append((" ".join((*path, name)), command))
+    return found
+
+
+def _option(command: click.Command, flag: str) -> click.Option | None:
+    return next((p for p in command.params if isinstance(p, click.Option) and flag in p.opts), None)
+
+
+def test_every_command_on_a_stage_takes_the_one_stage_and_prefix_options(
+    runner: CliRunner,
+) -> None:
+    """Each command with --stage has the shared pair (sluice_tools.options): the same
+    validation, environment variables and local-up defaults, and says so in its help."""
+    on_stage = [(line, c) for line, c in _commands(main) if _option(c, "--stage")]
+    assert len(on_stage) >= 10, [line for line, _ in on_stage]
+    for line, command in on_stage:
+        stage, prefix = _option(command, "--stage"), _option(command, "--prefix")
+        assert prefix is not None, line
+        assert stage is not None
+        assert (stage.name, stage.envvar, stage.callback) == ("stage", "SLUICE_STAGE", _stage)
+        assert (prefix.name, prefix.envvar) == ("prefix", "SLUICE_RESOURCE_PREFIX")
+        assert prefix.default is _default_prefix, line
+        result = runner.invoke(main, [*line.split(), "--help"])
+        assert result.exit_code == 0, result.output
+        assert "SLUICE_STAGE" in result.output, line
+        assert "--prefix TEXT" in result.output, line
+    result = runner.invoke(main, ["dlq", "list", "--stage", "Not_A_Stage"])
+    assert result.exit_code == 2
+    assert "--stage" in result.output

@@ -13,16 +13,12 @@ import click
 
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.deploy.command import (
-    deploy_command,
-    doctor_command,
-    prefix_option,
-    stage_option,
-)
+from sluice_tools.deploy.command import deploy_command, doctor_command
 from sluice_tools.dlq.command import dlq_group
 from sluice_tools.ledger.command import ledger_command
 from sluice_tools.local.commands import local_group
 from sluice_tools.logs.command import logs_command
+from sluice_tools.options import json_option, stage_options
 from sluice_tools.query.command import query_command
 from sluice_tools.replay import replay_group
 from sluice_tools.scaffold.command import new_consumer_command
@@ -52,9 +48,8 @@ def main() -> None:
 
 
 @main.command()
-@stage_option
-@prefix_option
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of a table.")
+@stage_options
+@json_option("Print a JSON object instead of a table.")
 def info(stage: str, prefix: str, as_json: bool) -> None:
     """Print the names of a stage's platform resources (buckets, queues, topics, tables)."""
     try:

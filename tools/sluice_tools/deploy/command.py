@@ -6,56 +6,11 @@ from pathlib import Path
 
 import click
 
-from sluice.config import validate_stage
-from sluice.errors import ConfigError
-from sluice_tools.localstate import default_stage, local_endpoint_for, use_local_endpoint
-
-
-def _stage(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
-    if value is None:  # no option, no SLUICE_STAGE, no local up (click takes None as given)
-        raise click.MissingParameter(ctx=ctx, param=param)
-    try:
-        stage = validate_stage(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
-    use_local_endpoint(stage)
-    return stage
-
-
-def _default_prefix() -> str:
-    """A live `local up`'s prefix for its stage (when it says), else sluice."""
-    ctx = click.get_current_context(silent=True)
-    stage = ctx.params.get("stage") if ctx else None
-    found = local_endpoint_for(stage) if stage else None
-    return (found.prefix if found else None) or DEFAULT_PREFIX
-
-
-DEFAULT_PREFIX = "sluice"
-# The one --stage and --prefix of every command that works on a stage (deploy, doctor,
-# ledger, dlq, info): with a `sluice local up` running, its stage and endpoint by default.
-stage_option = click.option(
-    "--stage",
-    required=True,
-    default=default_stage,
-    envvar="SLUICE_STAGE",
-    show_envvar=True,
-    callback=_stage,
-    help="Stage name: dev, prod, local, ... (lower-case letters, digits and '-'); default: "
-    "the stage of a running `sluice local up`, whose endpoint is then used.",
-)
-prefix_option = click.option(
-    "--prefix",
-    default=_default_prefix,
-    show_default=DEFAULT_PREFIX,
-    envvar="SLUICE_RESOURCE_PREFIX",
-    show_envvar=True,
-    help="Resource name prefix (S3 bucket names are global; an account may need its own).",
-)
+from sluice_tools.options import stage_options
 
 
 @click.command("deploy")
-@stage_option
-@prefix_option
+@stage_options
 @click.option(
     "--only",
     multiple=True,
@@ -120,8 +75,7 @@ def deploy_command(
 
 
 @click.command("doctor")
-@stage_option
-@prefix_option
+@stage_options
 @click.option("--only", multiple=True, metavar="APP", help="Check only these apps' functions.")
 def doctor_command(stage: str, prefix: str | None, only: tuple[str, ...]) -> None:
     """Check a deployed stage: DLQs, partial batch responses, on-failure destinations,

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.deploy.command import prefix_option, stage_option
 from sluice_tools.dlq.queues import (
     QueueNotFoundError,
     decode,
@@ -24,10 +22,7 @@ from sluice_tools.dlq.queues import (
     stage_queue_urls,
 )
 from sluice_tools.dlq.redrive import RedriveRefusedError, redrive
-
-
-def _stage_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    return stage_option(prefix_option(f))
+from sluice_tools.options import json_option, stage_options
 
 
 def _sqs() -> Any:
@@ -60,8 +55,8 @@ def dlq_group() -> None:
 
 
 @dlq_group.command("list")
-@_stage_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@stage_options
+@json_option("Print JSON.")
 def list_command(stage: str, prefix: str, as_json: bool) -> None:
     """Every DLQ and failures queue of the stage, with its depth, the pipeline stage whose
     failures it holds (what `failed_stage` of its failed records names) and source queue(s)."""
@@ -95,7 +90,7 @@ def list_command(stage: str, prefix: str, as_json: bool) -> None:
 
 @dlq_group.command("show")
 @click.argument("queue")
-@_stage_options
+@stage_options
 @click.option(
     "--limit",
     default=10,
@@ -103,7 +98,7 @@ def list_command(stage: str, prefix: str, as_json: bool) -> None:
     type=click.IntRange(1, 10_000),
     help="At most this many messages.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option("Print JSON.")
 def show_command(queue: str, stage: str, prefix: str, limit: int, as_json: bool) -> None:
     """Decode the messages of QUEUE: chunk id, type, correlation id, records, receive count,
     and why each is there: error type, message, stage and attempt (from the attributes of a
@@ -170,7 +165,7 @@ def show_command(queue: str, stage: str, prefix: str, limit: int, as_json: bool)
     default=None,
     help="Target queue (default: the queue whose RedrivePolicy names QUEUE).",
 )
-@_stage_options
+@stage_options
 def redrive_command(queue: str, target: str | None, stage: str, prefix: str) -> None:
     """Move every message of QUEUE back to its source queue (or --to).
 

@@ -11,7 +11,6 @@ import click
 
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.deploy.command import prefix_option, stage_option
 from sluice_tools.ledger.filters import FilterPolicyError, SinkPolicy, consumer_policies
 from sluice_tools.ledger.reconcile import (
     DEFAULT_GRACE,
@@ -21,6 +20,7 @@ from sluice_tools.ledger.reconcile import (
     reconcile,
 )
 from sluice_tools.ledger.store import landed_objects, read_claims, read_ledger
+from sluice_tools.options import json_option, repo_option, stage_options
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -149,8 +149,7 @@ def format_report(report: Report) -> str:
 
 
 @click.command("ledger")
-@stage_option
-@prefix_option
+@stage_options
 @click.option(
     "--correlation-id",
     default=None,
@@ -173,13 +172,10 @@ def format_report(report: Report) -> str:
     show_default=True,
     help="Objects landed longer ago are not expected: the ledger's entries expire (TTL).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Repository root whose consumers/*/resources.yaml hold the filter policies "
-    "(default: found above the current directory).",
+@json_option("Print the report as JSON.")
+@repo_option(
+    "Repository root whose consumers/*/resources.yaml hold the filter policies "
+    "(default: found above the current directory)."
 )
 def ledger_command(
     stage: str,

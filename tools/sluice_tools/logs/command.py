@@ -14,7 +14,7 @@ import click
 
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.deploy.command import prefix_option, stage_option
+from sluice_tools.options import json_option, stage_options
 from sluice_tools.trace.command import log_dir_option, since_option
 from sluice_tools.trace.logsource import EVENTS, LogLine, LogQuery, LogReadError
 
@@ -90,13 +90,12 @@ def resolve_functions(wanted: str | None, present: list[str]) -> list[str] | Non
 
 @click.command("logs")
 @click.argument("function", required=False)
-@stage_option
-@prefix_option
+@stage_options
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
 @since_option("10m", "From this long ago (10m, 2h, 1d) or this time (ISO 8601).")
 @click.option("--filter", "text", default=None, help="Only lines containing TEXT.")
 @click.option("--correlation-id", default=None, help="Only lines of this correlation id.")
-@click.option("--json", "as_json", is_flag=True, help="Print each line's JSON as written.")
+@json_option("Print each line's JSON as written.")
 @log_dir_option
 def logs_command(
     function: str | None,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from sluice.errors import ConfigError
-from sluice_tools.deploy.command import prefix_option, stage_option
+from sluice_tools.options import stage_options
 
 
 class QueryFailed(click.ClickException):
@@ -67,8 +67,7 @@ FORMATS = {"table": format_table, "json": format_json, "csv": format_csv}
 
 @click.command("query")
 @click.argument("sql")
-@stage_option
-@prefix_option
+@stage_options
 @click.option("--json", "output", flag_value="json", help="Print a JSON array of row objects.")
 @click.option("--csv", "output", flag_value="csv", help="Print CSV with a header line.")
 @click.option("--verbose", "-v", is_flag=True, help="Say how many objects each table read.")

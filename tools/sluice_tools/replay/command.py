@@ -9,7 +9,7 @@ import click
 
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.deploy.command import prefix_option, stage_option
+from sluice_tools.options import json_option, stage_options
 from sluice_tools.replay.quarantine import (
     QuarantineReplay,
     ReplayError,
@@ -48,8 +48,7 @@ def _echo_items(result: Result) -> None:
 
 
 @replay_group.command("quarantine")
-@stage_option
-@prefix_option
+@stage_options
 @click.option(
     "--from-stage",
     "from_stage",
@@ -74,7 +73,7 @@ def _echo_items(result: Result) -> None:
     "from now: 90m, 2h, 3d, 1w.",
 )
 @click.option("--dry-run", is_flag=True, help="List what would be replayed; send nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 def quarantine_command(
     stage: str,
     prefix: str,
@@ -126,8 +125,7 @@ def quarantine_command(
 
 
 @replay_group.command("landing")
-@stage_option
-@prefix_option
+@stage_options
 @click.option(
     "--key-prefix",
     "--from",
@@ -163,7 +161,7 @@ def quarantine_command(
     help="Also objects ingest already sent records of (those records are delivered again).",
 )
 @click.option("--dry-run", is_flag=True, help="List what would be re-ingested; copy nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("Print the result as JSON.")
 def landing_command(
     stage: str,
     prefix: str,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sluice_tools.options import repo_option
 from sluice_tools.scaffold.contract import unread_attribute_warnings
 from sluice_tools.scaffold.errors import ScaffoldError
 from sluice_tools.scaffold.generator import find_repo, new_consumer, new_event_consumer
@@ -32,12 +33,7 @@ from sluice_tools.scaffold.generator import find_repo, new_consumer, new_event_c
     is_flag=True,
     help="Subscribe the Lambda to the topic directly (no queue); for light, fast consumers.",
 )
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Repository root (default: found above the current directory).",
-)
+@repo_option()
 def new_consumer_command(
     name: str, filter_json: str | None, on_events: tuple[str, ...], direct: bool, repo: Path | None
 ) -> None:

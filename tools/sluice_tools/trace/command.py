@@ -13,7 +13,7 @@ import click
 
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.deploy.command import prefix_option, stage_option
+from sluice_tools.options import json_option, stage_options
 from sluice_tools.trace.logsource import (
     CloudWatchLogs,
     EventLog,
@@ -291,9 +291,8 @@ def format_object(summary: dict[str, Any]) -> str:
 @click.argument("target", required=False)
 @click.option("--type", "record_type", default=None, help="Record type of --key (e.g. order).")
 @click.option("--key", default=None, help="Natural key of the record (e.g. o-123).")
-@stage_option
-@prefix_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@stage_options
+@json_option("Print JSON instead of text.")
 @since_option(
     "30d",
     "How far back to search the logs (the ledger keeps 30 days): on AWS, Logs Insights "

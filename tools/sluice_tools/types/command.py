@@ -8,14 +8,7 @@ from typing import Any
 
 import click
 
-from sluice_tools.deploy.command import prefix_option, stage_option
-
-repo_option = click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Repository root (default: found above the current directory).",
-)
+from sluice_tools.options import json_option, repo_option, stage_options
 
 
 def _root(repo: Path | None) -> Path:
@@ -44,7 +37,7 @@ def _root(repo: Path | None) -> Path:
     help="The field that identifies a record (default: proposed from the samples).",
 )
 @click.option("--description", default=None, help="What the type is (type.json).")
-@repo_option
+@repo_option()
 def new_type_command(
     name: str,
     sample: Path,
@@ -90,8 +83,8 @@ def new_type_command(
 
 
 @click.group("types", invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@repo_option
+@json_option("Print JSON instead of a table.")
+@repo_option()
 @click.pass_context
 def types_group(ctx: click.Context, as_json: bool, repo: Path | None) -> None:
     """List the record types of the registry (types/): version, natural key, routing."""
@@ -146,8 +139,7 @@ def _table(rows: list[dict[str, Any]]) -> None:
 
 @types_group.command("check")
 @click.argument("name")
-@stage_option
-@prefix_option
+@stage_options
 @click.option(
     "--sample",
     default=1000,
@@ -155,8 +147,8 @@ def _table(rows: list[dict[str, Any]]) -> None:
     type=click.IntRange(min=1),
     help="How many of the newest curated records to check.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
-@repo_option
+@json_option("Print a JSON object instead of text.")
+@repo_option()
 def check_command(
     name: str, stage: str, prefix: str, sample: int, as_json: bool, repo: Path | None
 ) -> None:

@@ -12,9 +12,9 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,10 @@ class RoutingConfigError(ConfigError):
 
 
 def _is_number(value: object) -> bool:
+    if type(value) is int:
+        return True
+    if type(value) is float:
+        return value - value == 0.0  # finite: inf - inf and nan - nan are nan
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -78,11 +82,18 @@ class Case:
 
     def matches(self, found: Any) -> bool:
         """Whether a field value matches (numeric operators: the caller checked a number)."""
+        return self._test(found)
+
+    @cached_property
+    def _test(self) -> Callable[[Any], bool]:
+        """`matches` for this operator and operand, chosen once."""
+        operand = self.operand
         if self.operator == "eq":
-            return _is_scalar(found) and bool(found == self.operand)
+            return lambda found: _is_scalar(found) and bool(found == operand)
         if self.operator == "in":
-            return _is_scalar(found) and found in self.operand
-        return _NUMERIC[self.operator](found, self.operand)
+            return lambda found: _is_scalar(found) and found in operand
+        compare = _NUMERIC[self.operator]
+        return lambda found: bool(compare(found, operand))
 
 
 _MISSING = object()
@@ -99,12 +110,15 @@ class AttributeRule:
     default: str
     if_missing: str | None = None  # None: a record without the field is quarantined
 
-    @property
-    def _path(self) -> tuple[str, ...]:
-        return _split_path(self.field)
+    @cached_property
+    def _plan(self) -> tuple[tuple[str, ...], tuple[tuple[bool, Callable[[Any], bool], str], ...]]:
+        """The field's path and each case as (numeric, test, value), made once."""
+        cases = tuple((case.numeric, case._test, case.value) for case in self.cases)
+        return _split_path(self.field), cases
 
     def evaluate(self, payload: Mapping[str, Any]) -> str:
-        found = _lookup(payload, self._path)
+        path, cases = self._plan
+        found = _lookup(payload, path)
         if found is _MISSING:
             if self.if_missing is None:
                 raise PermanentError(
@@ -112,14 +126,14 @@ class AttributeRule:
                     f"{self.attribute!r} needs"
                 )
             return self.if_missing
-        for case in self.cases:
-            if case.numeric and not _is_number(found):
+        for numeric, test, value in cases:
+            if numeric and not _is_number(found):
                 raise PermanentError(
                     f"{self.record_type} field {self.field!r} is {found!r}, not a number "
                     f"(routing attribute {self.attribute!r})"
                 )
-            if case.matches(found):
-                return case.value
+            if test(found):
+                return value
         return self.default
 
 
@@ -141,14 +155,52 @@ def _lookup(payload: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return _MISSING if value is None else value
 
 
+class _FieldReader:
+    """Decodes a few top-level fields of a JSON object and skips the rest (msgspec, a struct
+    of just those fields: the object is scanned, never built). Made once per record type."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        import msgspec
+
+        self.names = tuple(dict.fromkeys(names))
+        # Struct attributes f0, f1, ... renamed to the fields' names: any JSON name will do.
+        attrs = [f"f{i}" for i in range(len(self.names))]
+        row = msgspec.defstruct(
+            "RoutingFields",
+            [(attr, Any, msgspec.UNSET) for attr in attrs],
+            rename=dict(zip(attrs, self.names, strict=True)),
+        )
+        self._attrs = tuple(zip(attrs, self.names, strict=True))
+        self._decode = msgspec.json.Decoder(row).decode
+        self._unset = msgspec.UNSET
+        self._not_object = msgspec.ValidationError  # JSON of another kind
+
+    def read(self, data: Any) -> dict[str, Any] | None:
+        """The named fields that `data` (a JSON object's text) has; None if `data` is JSON but
+        not an object; `jsonx.JSONDecodeError` if it is not JSON."""
+        try:
+            found = self._decode(data)
+        except self._not_object:
+            return None
+        except Exception as exc:  # msgspec.DecodeError
+            raise jsonx.JSONDecodeError(str(exc)) from None
+        unset = self._unset
+        fields = {}
+        for attr, name in self._attrs:
+            value = getattr(found, attr)
+            if value is not unset:
+                fields[name] = value
+        return fields
+
+
 @dataclass(frozen=True)
 class RoutingRules:
     """The declared attributes (name → allowed values) and each type's rules."""
 
     attributes: Mapping[str, tuple[str, ...]]
     types: Mapping[str, tuple[AttributeRule, ...]]
-    # Per type, the top-level payload fields its rules read (made on first use).
-    _reads: dict[str, frozenset[str]] = field(
+    # Per type, a decoder of the top-level payload fields its rules read (made on first use).
+    _readers: dict[str, _FieldReader] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
 
@@ -170,21 +222,20 @@ class RoutingRules:
         rules = self.types.get(record_type, ())
         if not rules:
             return {}
+        reader = self._readers.get(record_type)
+        if reader is None:
+            reader = self._readers[record_type] = _FieldReader(
+                _split_path(rule.field)[0] for rule in rules
+            )
         try:
-            fields = jsonx.object_fields(payload_json)
-            if fields is None:  # not an object: refused as `attributes_for` refuses it
+            payload = reader.read(payload_json)
+            if payload is None:  # not an object: refused as `attributes_for` refuses it
                 return self.attributes_for(record_type, jsonx.loads(payload_json))
-            reads = self._reads.get(record_type)
-            if reads is None:
-                reads = self._reads[record_type] = frozenset(
-                    _split_path(rule.field)[0] for rule in rules
-                )
-            payload = {name: jsonx.loads(fields[name]) for name in reads if name in fields}
-            return {rule.attribute: rule.evaluate(payload) for rule in rules}
         except jsonx.JSONDecodeError as exc:
             raise PermanentError(
                 f"{record_type} payload is not JSON ({exc}); cannot route it"
             ) from None
+        return {rule.attribute: rule.evaluate(payload) for rule in rules}
 
     def declared(self) -> dict[str, list[str]]:
         return {name: list(values) for name, values in self.attributes.items()}

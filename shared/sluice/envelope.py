@@ -5,11 +5,15 @@ event, a retry or a redelivery produces the same chunks with the same ids. This 
 no I/O.
 
 Envelope v2 carries the records compressed when that makes the message smaller: the JSON
-array of records, zlib level 1, URL-safe base64 without padding, in `records_z` (about a
-third of the size of JSON orders; base64 of that alphabet needs no escaping in SQS's JSON nor
-percent-encoding in SNS's form body). Small or incompressible chunks carry `records` as in
-v1. Chunk boundaries are always measured on the plain JSON (`Record.encoded_size`), so they
-never depend on the compressor. Readers take v1 and v2.
+array of records, a zlib stream (RFC 1950) made at level 1, URL-safe base64 without padding,
+in `records_z` (about a third of the size of JSON orders; base64 of that alphabet needs no
+escaping in SQS's JSON nor percent-encoding in SNS's form body). Small or incompressible
+chunks carry `records` as in v1. Chunk boundaries are always measured on the plain JSON
+(`Record.encoded_size`), so they never depend on the compressor. Readers take v1 and v2.
+
+The stream is made and read with ISA-L (`isal`, loaded on first use) when it is installed: the
+same zlib format, any zlib reads it, at a quarter of zlib's CPU to compress and under half to
+inflate (and ~10% smaller at its level 1). Without it the standard library's zlib does both.
 
 A decoded chunk keeps its records' JSON as it arrived (`Chunk.records_json`: what the claim
 hashes, with no re-encoding), and can leave each payload undecoded until it is read
@@ -36,7 +40,7 @@ SUPPORTED_VERSIONS = frozenset({1, 2})
 COMPRESSED_FIELD = "records_z"
 # Below this many bytes of records JSON, compressing saves too little to be worth it.
 COMPRESS_MIN_BYTES = 2048
-ZLIB_LEVEL = 1  # ~100 MB/s; level 6 is 2.5x slower for ~15% less
+ZLIB_LEVEL = 1  # zlib: ~150 MB/s (level 6 is 2.5x slower for ~15% less); ISA-L: ~600 MB/s
 # The most a compressed records field may expand to: a message is at most 1 MiB, and JSON
 # records do not compress 64-fold, so more is a decompression bomb, not a chunk.
 MAX_RECORDS_BYTES = 64 * 1024 * 1024
@@ -60,6 +64,7 @@ _UNDECODED: Any = type("_Undecoded", (), {"__repr__": lambda self: "<undecoded>"
 _record_decoders: dict[bool, Any] = {}
 _ABSENT: Any = None  # msgspec.UNSET once a records decoder is built: a row without payload
 _envelope_decoder: Any = None
+_deflate: Any = None  # the zlib-format codec in use (`_codec`): ISA-L's, else zlib itself
 
 
 class RecordWire(TypedDict, total=False):
@@ -387,8 +392,22 @@ def _load(body: str | bytes) -> Any:
         raise MalformedEnvelopeError(f"message body is not JSON: {exc}") from None
 
 
+def _codec() -> Any:
+    """The module that makes and reads `records_z`'s zlib streams (chosen on first use): ISA-L's
+    `isal_zlib` if installed (the same API and format, ~4x faster to compress), else `zlib`."""
+    global _deflate
+    if _deflate is None:
+        try:
+            from isal import isal_zlib
+        except ImportError:
+            _deflate = zlib
+        else:
+            _deflate = isal_zlib
+    return _deflate
+
+
 def _compress(plain: bytes) -> str:
-    packed = base64.urlsafe_b64encode(zlib.compress(plain, ZLIB_LEVEL))
+    packed = base64.urlsafe_b64encode(_codec().compress(plain, ZLIB_LEVEL))
     return packed.rstrip(b"=").decode("ascii")
 
 
@@ -423,16 +442,18 @@ def _records_of(wire: Mapping[str, Any], version: int, arrived: bytes | None) ->
         raise MalformedEnvelopeError(f"'{COMPRESSED_FIELD}' needs envelope version 2")
     if not isinstance(packed, str):
         raise MalformedEnvelopeError(f"envelope '{COMPRESSED_FIELD}' is not a string")
+    codec = _codec()
     try:
         padded = packed + "=" * (-len(packed) % 4)
         data = base64.b64decode(padded, altchars=b"-_", validate=True)
-        inflate = zlib.decompressobj()
+        inflate = codec.decompressobj()
         plain = inflate.decompress(data, MAX_RECORDS_BYTES)
-    except (binascii.Error, ValueError, zlib.error) as exc:
+    except (binascii.Error, ValueError, zlib.error, codec.error) as exc:
         raise MalformedEnvelopeError(
             f"envelope '{COMPRESSED_FIELD}' is unreadable: {exc}"
         ) from None
-    if inflate.unconsumed_tail:
+    # zlib leaves the input it did not inflate in `unconsumed_tail`; ISA-L may have taken it in.
+    if inflate.unconsumed_tail or (not inflate.eof and len(plain) >= MAX_RECORDS_BYTES):
         raise MalformedEnvelopeError(
             f"envelope '{COMPRESSED_FIELD}' expands past {MAX_RECORDS_BYTES} bytes"
         )

@@ -1,0 +1,103 @@
+"""`records_z` is a zlib stream whichever codec made it: ISA-L's (when installed) or the standard
+library's. A chunk either one wrote decodes with the other, so stages of old and new code, with
+and without ISA-L, read each other's messages; a broken stream is a malformed envelope."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from collections.abc import Callable
+from types import ModuleType
+
+import pytest
+
+from sluice import envelope
+from sluice.envelope import Chunk, Record, chunk_from_sqs_body
+from sluice.errors import MalformedEnvelopeError
+
+isal_zlib = pytest.importorskip("isal.isal_zlib")
+CODECS: dict[str, ModuleType] = {"zlib": zlib, "isal": isal_zlib}
+
+
+def big_chunk() -> Chunk:
+    records = tuple(
+        Record(
+            f"r-{i:04d}",
+            i,
+            "2026-11-27T06:00:00.000Z",
+            {"order_id": f"o-{i}", "amount": i * 1.25, "note": "zürich — 東京 " * (i % 5)},
+        )
+        for i in range(300)
+    )
+    return Chunk("c-big", "order", "s3://landing/o.jsonl", "ingest-1", records, {"p": "high"})
+
+
+@pytest.fixture
+def use_codec(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Call with a codec's name: the envelope makes and reads `records_z` with it from then on."""
+
+    def use(name: str) -> None:
+        monkeypatch.setattr(envelope, "_deflate", CODECS[name])
+
+    return use
+
+
+def test_the_envelope_uses_isal_when_it_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(envelope, "_deflate", None)
+    assert envelope._codec() is isal_zlib
+
+
+@pytest.mark.parametrize(("writer", "reader"), [("zlib", "isal"), ("isal", "zlib")])
+def test_a_chunk_one_codec_wrote_decodes_with_the_other(
+    use_codec: Callable[[str], None], writer: str, reader: str
+) -> None:
+    chunk = big_chunk()
+    use_codec(writer)
+    body = chunk.encode()
+    assert "records_z" in json.loads(body)
+    use_codec(reader)
+    assert chunk_from_sqs_body(body) == chunk
+    assert chunk_from_sqs_body(body, lazy_payloads=True) == chunk
+
+
+def test_what_isal_writes_is_a_plain_zlib_stream(use_codec: Callable[[str], None]) -> None:
+    chunk = big_chunk()
+    use_codec("isal")
+    packed = json.loads(chunk.encode())["records_z"]
+    plain = zlib.decompress(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
+    assert plain == chunk.records_json()
+    assert json.loads(plain) == [r.to_wire() for r in chunk.records]
+
+
+@pytest.mark.parametrize("codec", ["zlib", "isal"])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda z: z[:-40], "truncated|unreadable"),
+        (lambda z: "AAAA" + z[4:], "unreadable"),
+        (lambda z: z[:100] + "!" + z[101:], "unreadable"),
+    ],
+)
+def test_a_damaged_stream_is_a_malformed_envelope_with_either_codec(
+    use_codec: Callable[[str], None], codec: str, damage: Callable[[str], str], message: str
+) -> None:
+    use_codec("zlib")
+    wire = json.loads(big_chunk().encode())
+    wire["records_z"] = damage(wire["records_z"])
+    use_codec(codec)
+    with pytest.raises(MalformedEnvelopeError, match=message):
+        Chunk.decode(json.dumps(wire))
+
+
+@pytest.mark.parametrize("codec", ["zlib", "isal"])
+def test_a_stream_that_inflates_past_the_bound_is_refused(
+    use_codec: Callable[[str], None], codec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_codec("zlib")
+    chunk = big_chunk()
+    body = chunk.encode()
+    monkeypatch.setattr(envelope, "MAX_RECORDS_BYTES", len(chunk.records_json()) // 2)
+    use_codec(codec)
+    with pytest.raises(MalformedEnvelopeError, match="expands past"):
+        Chunk.decode(body)

@@ -18,7 +18,8 @@ from click.testing import CliRunner
 from support.waiting import wait_until
 
 from sluice_tools.cli import main
-from sluice_tools.deploy import Target, deploy_stage
+from sluice_tools.deploy.pipeline import deploy_stage
+from sluice_tools.deploy.target import Target
 from sluice_tools.ledger import Exit, ledger_report
 from sluice_tools.ledger.command import repo_sinks
 from sluice_tools.local.commands import landing_key

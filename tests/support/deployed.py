@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from sluice_tools.deploy import DeployReport, Target, deploy_stage
 from sluice_tools.deploy.build import build_lock
+from sluice_tools.deploy.pipeline import DeployReport, deploy_stage
+from sluice_tools.deploy.target import Target
 from support.env import aws_environment
 
 ROOT = Path(__file__).resolve().parents[2]

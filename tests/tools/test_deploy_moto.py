@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from support.deployed import ROOT, STAGE, Deployed
 
 from sluice_tools.cli import main
-from sluice_tools.deploy import deploy_stage
 from sluice_tools.deploy.apps import discover_apps
+from sluice_tools.deploy.pipeline import deploy_stage
 from sluice_tools.deploy.render import RenderedApp
 from sluice_tools.deploy.state import resolver_for
 from sluice_tools.deploy.templates import stage_stacks

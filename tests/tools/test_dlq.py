@@ -299,7 +299,7 @@ def test_the_ledger_reads_failed_records_and_dead_s3_events_for_their_flows(
     queues: dict[str, str],
 ) -> None:
     from sluice.envelope import object_correlation_id
-    from sluice_tools.dlq.queues import dlq_records
+    from sluice_tools.ledger.deadletters import dlq_records
 
     failed_records(queues["consumer-index-dlq"])
     event = {

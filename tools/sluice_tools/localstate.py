@@ -9,11 +9,42 @@ the emulator because a local stack happens to be up.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
+
+# `local up`'s state file, in its state dir (written by sluice_tools.local.commands).
+STATE_FILE = "up.json"
+
+
+def state_dir(root: Path) -> Path:
+    """Where `sluice local up` of the checkout at `root` keeps its state and logs."""
+    return root / ".sluice" / "local"
+
+
+def read_state(root: Path) -> dict[str, Any] | None:
+    """The state file of `root`'s `local up` (None: none, or not readable)."""
+    path = state_dir(root) / STATE_FILE
+    try:
+        state: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -39,7 +70,6 @@ class LocalEndpoint:
 def local_endpoint(root: Path | None = None) -> LocalEndpoint | None:
     """The `local up` of `root` (default: this checkout) if its process is alive, else None."""
     from sluice_tools.deploy.target import repo_root
-    from sluice_tools.local.commands import _alive, read_state
 
     state = read_state(root or repo_root())
     if not state:
@@ -48,7 +78,7 @@ def local_endpoint(root: Path | None = None) -> LocalEndpoint | None:
         pid, endpoint = int(state["pid"]), str(state["endpoint"])
     except (KeyError, TypeError, ValueError):
         return None  # a state file from another version, or half written: not an up
-    if not _alive(pid):
+    if not alive(pid):
         return None
     return LocalEndpoint(
         endpoint=endpoint,

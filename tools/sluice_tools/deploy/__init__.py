@@ -1,19 +1,7 @@
 """`sluice deploy` and `sluice doctor`: a stage's stacks, Chalice apps and post-deploy settings.
 
-Python API for other tools (the local runtime): `deploy_stage`, `run_doctor`, `Target`.
+Python API for other tools (the local runtime, the tests): `pipeline.deploy_stage`,
+`doctor.run_doctor`, `target.Target`, each imported from its module. This package module
+re-exports nothing: `motocompat.cfn` imports deploy's templates and the deploy pipeline
+imports `motocompat.cfn`, so a package that imported its pipeline would be in a cycle.
 """
-
-from __future__ import annotations
-
-from sluice_tools.deploy.doctor import DoctorReport, run_doctor
-from sluice_tools.deploy.pipeline import DeployError, DeployReport, deploy_stage
-from sluice_tools.deploy.target import Target
-
-__all__ = [
-    "DeployError",
-    "DeployReport",
-    "DoctorReport",
-    "Target",
-    "deploy_stage",
-    "run_doctor",
-]

@@ -19,11 +19,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from sluice_tools.deploy.templates import Resolver, StackSpec
+if TYPE_CHECKING:  # annotations only: templates.stage_stacks uses this module
+    from sluice_tools.deploy.templates import Resolver, StackSpec
 
 # The columns the warehouse adds to every line (consumers/warehouse/chalicelib/service.py
 # META_COLUMNS; tests/infra/test_glue_catalog.py checks they agree). A payload field of one

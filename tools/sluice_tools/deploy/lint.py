@@ -18,8 +18,8 @@ from pathlib import Path
 from sluice_tools.deploy.apps import AppSpec, discover_apps
 from sluice_tools.deploy.build import build_copy, build_lock
 from sluice_tools.deploy.chalice_deploy import chalice_command
-from sluice_tools.deploy.render import Placement, template_inventory
-from sluice_tools.deploy.target import EMULATOR_STAGES, repo_root
+from sluice_tools.deploy.render import EMULATOR_STAGES, Placement, template_inventory
+from sluice_tools.deploy.target import repo_root
 from sluice_tools.deploy.templates import StackSpec, stage_stacks
 
 

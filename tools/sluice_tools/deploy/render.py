@@ -18,6 +18,9 @@ from sluice_tools.deploy.apps import AppSpec
 from sluice_tools.deploy.declaration import Declaration, DeclarationError
 from sluice_tools.deploy.templates import Resolver, StackSpec, stage_stacks
 
+# The stages that run in the emulator (`sluice local`, the tests): rendered for it by default.
+EMULATOR_STAGES = frozenset({"local", "test"})
+
 _TEMPLATE_KINDS = {
     "AWS::SQS::Queue": "queue",
     "AWS::SNS::Topic": "topic",
@@ -242,7 +245,6 @@ def render_for(
     `emulator` defaults to whether `stage` is one the emulator runs (local, test).
     """
     from sluice_tools.deploy.apps import discover_apps
-    from sluice_tools.deploy.target import EMULATOR_STAGES
 
     app_dir = app_dir.resolve()
     root = app_dir.parent.parent if app_dir.parent.name == "consumers" else app_dir.parent

@@ -8,14 +8,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sluice.config import ResourceNames
+from sluice_tools.deploy.render import EMULATOR_STAGES, Placement
 
-if TYPE_CHECKING:
-    from sluice_tools.deploy.render import Placement
-
-EMULATOR_STAGES = frozenset({"local", "test"})
 DEFAULT_REGION = "us-east-1"
 
 
@@ -81,8 +78,6 @@ class Target:
 
     def placement(self) -> Placement:
         """What rendered names and ARNs depend on (asks STS for the account once)."""
-        from sluice_tools.deploy.render import Placement
-
         return Placement(
             prefix=self.prefix,
             stage=self.stage,

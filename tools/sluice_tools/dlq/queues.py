@@ -14,7 +14,6 @@ from typing import Any
 
 from sluice.config import ResourceNames
 from sluice.envelope import Chunk, object_correlation_id
-from sluice_tools.ledger.reconcile import DeadChunk
 
 DEAD_SUFFIXES = ("-dlq", "-failures")
 PEEK_VISIBILITY_S = 60
@@ -304,40 +303,6 @@ def _decode_request(request: Any, out: Decoded) -> None:
             out.objects.append(f"s3://{bucket}/{key}")
             corr = object_correlation_id(str(bucket), key, etag) if bucket and etag else None
             out.object_correlation_ids.append(corr)
-
-
-def dlq_records(
-    sqs: Any, queue_urls: Iterable[str], *, names: ResourceNames | None = None
-) -> list[DeadChunk]:
-    """Every chunk (and dead object) in these DLQs, peeked without consuming them."""
-    found: list[DeadChunk] = []
-    for url in queue_urls:
-        name = queue_name(url)
-        stage = receiving_stage(name, names)
-        for message in peek(sqs, url):
-            d = decode(message)
-            failed_from = d.failure.failed_from if d.failure else None
-            for chunk in d.chunks:
-                found.append(
-                    DeadChunk(
-                        name,
-                        stage,
-                        chunk.correlation_id,
-                        chunk.chunk_id,
-                        len(chunk.records),
-                        chunk.source,
-                        failed_from,
-                    )
-                )
-            if d.chunks:
-                continue
-            corr = d.correlation_ids[0] if d.correlation_ids else None
-            for i, source in enumerate(d.objects):
-                known = d.object_correlation_ids[i] if i < len(d.object_correlation_ids) else None
-                found.append(DeadChunk(name, stage, known or corr, None, None, source))
-            if not d.objects:
-                found.append(DeadChunk(name, stage, corr))
-    return found
 
 
 def landing_event_queues(s3: Any, sqs: Any, bucket: str) -> list[str] | None:

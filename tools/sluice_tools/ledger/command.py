@@ -64,7 +64,6 @@ def ledger_report(
     consumers; `now` (the clock), `grace` and `retention` as in `reconcile`."""
     from sluice import aws
     from sluice_tools.dlq.queues import (
-        dlq_records,
         in_flight,
         is_dead_letter,
         landing_event_queues,
@@ -72,6 +71,7 @@ def ledger_report(
         stage_queue_urls,
         waiting,
     )
+    from sluice_tools.ledger.deadletters import dlq_records
 
     dynamodb = dynamodb or aws.dynamodb()
     sqs = sqs or aws.sqs()

@@ -21,7 +21,10 @@ from typing import Any
 
 import click
 
-STATE_FILE = "up.json"
+from sluice_tools.localstate import STATE_FILE, read_state
+from sluice_tools.localstate import alive as _alive
+from sluice_tools.localstate import state_dir as _state_dir
+
 DEFAULT_UP_PORT = 5000
 DRAIN_TIMEOUT_S = 900
 WATCH_S = 1.5  # how often a running `up` looks for a deploy into it
@@ -31,10 +34,6 @@ def _root() -> Path:
     from sluice_tools.deploy.target import repo_root
 
     return repo_root()
-
-
-def _state_dir(root: Path) -> Path:
-    return root / ".sluice" / "local"
 
 
 def _err(line: str) -> None:
@@ -96,25 +95,6 @@ def _write_state(state_dir: Path, runtime: Any) -> Path:
         )
     )
     return path
-
-
-def read_state(root: Path) -> dict[str, Any] | None:
-    path = _state_dir(root) / STATE_FILE
-    try:
-        state: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _serve_until_signalled(runtime: Any, state_dir: Path) -> None:

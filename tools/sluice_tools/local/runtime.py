@@ -288,7 +288,8 @@ class LocalRuntime:
         self.say(f"saved the emulator's state ({size / 1e6:.1f} MB) to {self.state_file}")
 
     def _deploy(self) -> Any:
-        from sluice_tools.deploy import Target, deploy_stage
+        from sluice_tools.deploy.pipeline import deploy_stage
+        from sluice_tools.deploy.target import Target
 
         target = Target.from_env(self.options.stage, root=self.options.root)
         # Copies of the apps under the state dir: the checkout's .chalice/deployed stays as

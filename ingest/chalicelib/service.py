@@ -253,7 +253,7 @@ class Ingestor:
                     self.runtime.idempotency,
                     STAGE,
                     ref.claim_key,
-                    lambda: self._start(ref, remaining),
+                    lambda: self._holding(lambda: self._start(ref, remaining)),
                     remaining_ms=remaining,
                     lease_ms=CLAIM_LEASE_MS,
                 )
@@ -309,7 +309,7 @@ class Ingestor:
                 self.runtime.idempotency,
                 STAGE,
                 checkpoint.claim_key,
-                lambda: self.run_segment(checkpoint, remaining),
+                lambda: self._holding(lambda: self.run_segment(checkpoint, remaining)),
                 remaining_ms=remaining,
                 lease_ms=CLAIM_LEASE_MS,
             )
@@ -317,6 +317,18 @@ class Ingestor:
                 add_metric("ContinuationsDuplicate")
                 return None
             return done.value
+
+    def _holding(self, run: Callable[[], SegmentResult]) -> SegmentResult:
+        """Run a segment with its ledger entries held, written at its end (and before a
+        hand-off) with one transaction per 99 entries; a failed write fails the segment,
+        whose retry writes them again (idempotent). Then its claim is completed."""
+        writer = self.runtime.writer
+        if writer.is_holding:
+            return run()
+        with writer.holding():
+            result = run()
+            writer.flush_or_raise()
+        return result
 
     # ------------------------------------------------------------------ one object
 
@@ -479,6 +491,7 @@ class Ingestor:
         for chunk in chunks:
             if last is not None and self._low_time(remaining):
                 sender.flush()
+                self.runtime.writer.flush_or_raise()  # this segment's entries, then the rest
                 nxt = cp.advance(
                     offset=last[2][0],
                     next_ordinal=last[1] + 1,

@@ -197,10 +197,12 @@ class BatchOnce:
 
 @dataclass(frozen=True, slots=True)
 class Once(Generic[T]):
-    """What `run_once` did: `fn`'s value, or `duplicate=True` (and no value) if it was done."""
+    """What `run_once` did: `fn`'s value, or `duplicate=True` (and no value) if it was done.
+    `claim`: with `complete=False`, the claim still held, for the caller to complete."""
 
     value: T | None
     duplicate: bool
+    claim: Claim | None = None
 
 
 class ClaimStore(Protocol):
@@ -817,12 +819,15 @@ def run_once(
     payload_hash: str | None = None,
     remaining_ms: RemainingTime = None,
     lease_ms: int | None = None,
+    complete: bool = True,
 ) -> Once[T]:
     """Call `fn` unless (namespace, key) was done before; the plain-function API.
 
     If `fn` raises (or completing fails), the claim is released and the error propagates,
     so the retry runs `fn` again: `fn`'s effects must be safe to redo. With `lease_ms` the
     claim lasts a lease that `fn` renews by calling `renew_lease()` as it goes.
+    `complete=False`: the claim is left held and returned (`Once.claim`) for the caller to
+    complete or release once what follows `fn` (a held ledger write) is done.
     """
     if not store.enabled:
         return Once(fn(), False)
@@ -837,13 +842,14 @@ def run_once(
     token = _lease.set(held)
     try:
         value = fn()
-        store.complete(held.claim if held is not None else claim)
+        if complete:
+            store.complete(held.claim if held is not None else claim)
     except BaseException:
         store.release(held.claim if held is not None else claim)
         raise
     finally:
         _lease.reset(token)
-    return Once(value, False)
+    return Once(value, False, None if complete else (held.claim if held is not None else claim))
 
 
 def run_batch_once(

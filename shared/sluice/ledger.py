@@ -3,18 +3,22 @@
 The first write of an entry wins (`attribute_not_exists`), so a retried or redelivered chunk
 leaves the counts as they were. `sluice ledger` (tooling) reads and reconciles them.
 
-Each entry is written in one TransactWriteItems with an ADD of its contribution to the
-object's progress item (`sluice.progress`): a retry finds the entry there, the transaction
-is cancelled and the contribution is never added twice. After it, the writer reads the
-progress item and emits `Object Delivered` if that entry completed the object
-(`sluice.events`, once per object).
+Entries are written in TransactWriteItems with an ADD of their contributions to the object's
+progress item (`sluice.progress`): an entry found there already (an earlier attempt's) is
+left out and the rest written again, so a contribution is never added twice. A stage holds
+its invocation's entries (`holding`) and writes them with one transaction per object
+(`flush`); a consumer's entry and its sink's of the same chunk become one item. After it,
+the writer reads the progress item and emits `Object Delivered` if that completed the
+object (`sluice.events`, once per object).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +27,13 @@ from sluice.config import get_settings
 from sluice.envelope import Chunk
 from sluice.errors import TransientError
 from sluice.observability import get_logger
-from sluice.progress import DONE_CHUNK, PROGRESS_ENTRY, contribution, update_expression
+from sluice.progress import (
+    CONSUMER_PREFIX,
+    DONE_CHUNK,
+    PROGRESS_ENTRY,
+    contribution,
+    update_expression,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -48,6 +58,11 @@ RETRY_OF_ATTR = "retry_of"
 SKIPPED_ATTR = "skipped"
 # Ingest's "done" entry (`ingest#done`): how many records (items) it read of the object.
 RECORDS_ATTR = "records"
+# A sink's records delivered (on a sink's entry, or on its consumer's entry merged with it).
+DELIVERED_ATTR = "delivered"
+# Entries of one object written in one transaction (TransactWriteItems takes 100 items: these
+# and the object's progress update).
+MAX_GROUP_ENTRIES = 99
 # Transactions cancelled by a concurrent writer of the same progress item (TransactionConflict)
 # are tried again this many times, with jitter, before the chunk is retried.
 CONFLICT_ATTEMPTS = 5
@@ -73,6 +88,41 @@ def is_entry(entry: str) -> bool:
     """False for the items that are not a stage's or sink's chunk: the object's progress
     item and ingest's "done" marker (`sluice ledger` reads entries only)."""
     return entry != PROGRESS_ENTRY and entry != stage_entry("ingest", DONE_CHUNK)
+
+
+# What a sink's delivery entry holds of the consumer entry it was merged into.
+_DELIVERY_ATTRS = (
+    PARTITION_KEY,
+    "chunk_id",
+    "type",
+    "source",
+    "recorded_at",
+    EXPIRES_AT_ATTR,
+    "records_in",
+    RETRY_OF_ATTR,
+)
+
+
+def split_item(item: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The entries one ledger item holds, each as an item of its own (DynamoDB's typed
+    values): a consumer's entry written with its sink's delivery (`sink` and `delivered` on a
+    `consumer-<c>#<chunk>` item, `merge_deliveries`) is the consumer's entry and the sink's
+    `sink:<c>#<chunk>` entry, as they were before they were merged. Readers use this."""
+    sink = str((item.get("sink") or {}).get("S", ""))
+    entry = str((item.get(SORT_KEY) or {}).get("S", ""))
+    if not sink or DELIVERED_ATTR not in item or entry.startswith(SINK_PREFIX):
+        return [dict(item)]
+    stage = {k: v for k, v in item.items() if k not in ("sink", DELIVERED_ATTR)}
+    delivery = {k: item[k] for k in _DELIVERY_ATTRS if k in item}
+    chunk_id = str((item.get("chunk_id") or {}).get("S", "")) or entry.partition("#")[2]
+    delivery.update(
+        {
+            SORT_KEY: {"S": sink_entry(sink, chunk_id)},
+            "sink": {"S": sink},
+            DELIVERED_ATTR: item[DELIVERED_ATTR],
+        }
+    )
+    return [stage, delivery]
 
 
 def stuck_after_s() -> int:
@@ -131,6 +181,7 @@ class LedgerWriter(LedgerTable):
         self._events = events
         self._deadline_s = deadline_s
         self._sleep = sleep
+        self._held: list[_Entry] | None = None
 
     @property
     def events(self) -> ProgressEvents:
@@ -199,6 +250,57 @@ class LedgerWriter(LedgerTable):
         names = {"stage": stage, SKIPPED_ATTR: reason}
         self._put(chunk, stage_entry(stage, chunk.chunk_id), names, {"records_in": 0}, {})
 
+    # ------------------------------------------------------------------ holding
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Hold the entries written inside until `flush()`: one transaction per object for
+        all of an invocation's entries instead of one per entry (the unit of work of
+        `StageRuntime.handle_sqs`, the warehouse's batch and an ingest segment). Entries
+        still held when the block ends are dropped (their chunk is retried). A block inside
+        another holds its own entries (an invocation run inside another, as tests do)."""
+        outer, self._held = self._held, []
+        try:
+            yield
+        finally:
+            self._held = outer
+
+    @property
+    def is_holding(self) -> bool:
+        return self._held is not None
+
+    def flush(self) -> dict[str, LedgerWriteError]:
+        """Write the held entries: per object (correlation id), up to `MAX_GROUP_ENTRIES`
+        entries and the object's progress update in one TransactWriteItems. Returns the
+        chunks whose entries were not written, with the error (their chunk is retried;
+        writing again is idempotent). Then the object's events (`after_write`)."""
+        if not self._held:
+            return {}
+        held, self._held = merge_deliveries(self._held), []
+        groups: dict[str, list[_Entry]] = {}
+        for e in held:
+            groups.setdefault(e.chunk.correlation_id, []).append(e)
+        failed: dict[str, LedgerWriteError] = {}
+        for correlation_id, group in groups.items():
+            written = False
+            for start in range(0, len(group), MAX_GROUP_ENTRIES):
+                part = group[start : start + MAX_GROUP_ENTRIES]
+                try:
+                    self._write(part)
+                    written = True
+                except LedgerWriteError as error:
+                    log.warning("ledger entries not written", extra={"error": str(error)})
+                    failed.update((e.chunk.chunk_id, error) for e in part)
+            if written:
+                self.events.after_write(correlation_id)
+        return failed
+
+    def flush_or_raise(self) -> None:
+        """`flush()`, raising the first error if any entry was not written."""
+        failed = self.flush()
+        if failed:
+            raise next(iter(failed.values()))
+
     def _put(
         self,
         chunk: Chunk,
@@ -209,7 +311,6 @@ class LedgerWriter(LedgerTable):
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         now = self._clock()
-        expires_at = int(now) + self.ttl_seconds
         item: dict[str, Any] = {
             PARTITION_KEY: {"S": chunk.correlation_id},
             SORT_KEY: {"S": entry},
@@ -217,57 +318,123 @@ class LedgerWriter(LedgerTable):
             "type": {"S": chunk.type},
             "source": {"S": chunk.source},
             "recorded_at": {"S": _iso(now)},
-            EXPIRES_AT_ATTR: {"N": str(expires_at)},
+            EXPIRES_AT_ATTR: {"N": str(int(now) + self.ttl_seconds)},
         }
         item.update({k: {"S": v} for k, v in names.items()})
         item.update({k: {"N": str(v)} for k, v in counts.items()})
         item.update(extra or {})
-        update = update_expression(
-            add,
-            source=chunk.source,
-            record_type=chunk.type,
-            now=now,
-            expires_at=expires_at,
-            deadline_s=self.deadline_s,
-        )
-        items: list[Any] = [
-            {
-                "Put": {
-                    "TableName": self.table_name,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(#entry)",
-                    "ExpressionAttributeNames": {"#entry": SORT_KEY},
-                }
-            },
-            {
-                "Update": {
-                    "TableName": self.table_name,
-                    "Key": {
-                        PARTITION_KEY: {"S": chunk.correlation_id},
-                        SORT_KEY: {"S": PROGRESS_ENTRY},
-                    },
-                    "UpdateExpression": update["expression"],
-                    "ExpressionAttributeNames": update["names"],
-                    "ExpressionAttributeValues": update["values"],
-                }
-            },
-        ]
-        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        pending = _Entry(chunk, item, dict(add), now)
+        if self._held is not None:
+            self._held.append(pending)
+            return
+        self._write([pending])
+        self.events.after_write(chunk.correlation_id)
+
+    def _write(self, entries: list[_Entry]) -> None:
+        """One object's entries (at most `MAX_GROUP_ENTRIES`) and the sum of their
+        contributions to its progress item, in one transaction. An entry already there (an
+        earlier attempt's, whose contribution went in with it) is left out and the rest
+        written again; `LedgerWriteError` if the write fails otherwise."""
+        pending = list(entries)
+        conflicts = 0
+        while pending:
+            items: list[Any] = [self._put_item(e) for e in pending]
+            items.append(self._progress_item(pending))
             try:
                 self.client.transact_write_items(TransactItems=items)
-                break
+                return
             except aws.client_errors() as exc:
-                reasons = _cancellation_codes(exc)
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    # Recorded by an earlier attempt of this chunk: its counts (and its
-                    # contribution) stand. That attempt may have died before emitting.
-                    log.debug("ledger entry already recorded", extra={"entry": entry})
-                    break
-                if "TransactionConflict" in reasons and attempt < CONFLICT_ATTEMPTS:
-                    self._sleep(random.uniform(0.02, 0.1) * attempt)
+                codes = _cancellation_codes(exc)
+                if len(codes) == len(items) and "ConditionalCheckFailed" in codes[:-1]:
+                    # Recorded by an earlier attempt: its counts (and contribution) stand.
+                    # That attempt may have died before emitting; `flush` reads after.
+                    log.debug("ledger entries already recorded")
+                    kept = zip(pending, codes[:-1], strict=True)
+                    pending = [e for e, code in kept if code != "ConditionalCheckFailed"]
                     continue
-                raise LedgerWriteError(f"could not write ledger entry {entry}: {exc}") from exc
-        self.events.after_write(chunk.correlation_id)
+                if "TransactionConflict" in codes and conflicts < CONFLICT_ATTEMPTS - 1:
+                    conflicts += 1
+                    self._sleep(random.uniform(0.02, 0.1) * conflicts)
+                    continue
+                first = pending[0].item[SORT_KEY]["S"]
+                raise LedgerWriteError(
+                    f"could not write {len(pending)} ledger entries ({first}, ...): {exc}"
+                ) from exc
+
+    def _put_item(self, e: _Entry) -> dict[str, Any]:
+        return {
+            "Put": {
+                "TableName": self.table_name,
+                "Item": e.item,
+                "ConditionExpression": "attribute_not_exists(#entry)",
+                "ExpressionAttributeNames": {"#entry": SORT_KEY},
+            }
+        }
+
+    def _progress_item(self, entries: list[_Entry]) -> dict[str, Any]:
+        total: dict[str, int] = {}
+        for e in entries:
+            for name, n in e.add.items():
+                total[name] = total.get(name, 0) + n
+        first = entries[0]
+        now = max(e.now for e in entries)
+        update = update_expression(
+            total,
+            source=first.chunk.source,
+            record_type=first.chunk.type,
+            now=now,
+            expires_at=int(now) + self.ttl_seconds,
+            deadline_s=self.deadline_s,
+        )
+        return {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": {
+                    PARTITION_KEY: {"S": first.chunk.correlation_id},
+                    SORT_KEY: {"S": PROGRESS_ENTRY},
+                },
+                "UpdateExpression": update["expression"],
+                "ExpressionAttributeNames": update["names"],
+                "ExpressionAttributeValues": update["values"],
+            }
+        }
+
+
+@dataclass
+class _Entry:
+    """A ledger entry built and not written yet: the item and its progress contribution."""
+
+    chunk: Chunk
+    item: dict[str, Any]
+    add: dict[str, int]
+    now: float
+
+    def text(self, name: str) -> str:
+        return str((self.item.get(name) or {}).get("S", ""))
+
+
+def merge_deliveries(entries: list[_Entry]) -> list[_Entry]:
+    """A consumer's entry and its sink's delivery entry of the same chunk become one item:
+    the consumer's, with the sink's `sink` and `delivered` (`sluice ledger` reads both back
+    from it). Half the items a consumer writes per chunk; the contributions add up."""
+    consumers: dict[tuple[str, str, str], _Entry] = {}
+    for e in entries:
+        stage = e.text("stage")
+        if stage.startswith(CONSUMER_PREFIX):
+            key = (e.chunk.chunk_id, stage.removeprefix(CONSUMER_PREFIX), e.text(RETRY_OF_ATTR))
+            consumers.setdefault(key, e)
+    merged: list[_Entry] = []
+    for e in entries:
+        sink = e.text("sink")
+        owner = consumers.get((e.chunk.chunk_id, sink, e.text(RETRY_OF_ATTR))) if sink else None
+        if owner is None or DELIVERED_ATTR in owner.item:
+            merged.append(e)
+            continue
+        owner.item["sink"] = {"S": sink}
+        owner.item[DELIVERED_ATTR] = e.item[DELIVERED_ATTR]
+        for name, n in e.add.items():
+            owner.add[name] = owner.add.get(name, 0) + n
+    return merged
 
 
 def _cancellation_codes(exc: BaseException) -> list[str]:

@@ -23,6 +23,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from sluice import aws, batch
@@ -48,6 +49,7 @@ from sluice.envelope import (
 )
 from sluice.errors import OversizeRecordError, PermanentError, TransientError
 from sluice.idempotency import (
+    Claim,
     ClaimInProgressError,
     IdempotencyPayloadMismatchError,
     IdempotencyStore,
@@ -119,6 +121,15 @@ class _DeferredLedger:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._writer, name)
+
+
+@dataclass
+class _Unit:
+    """One invocation's chunks until their ledger entries are written: the messages that
+    carried each chunk, and the claims to complete once its entries are in."""
+
+    messages: dict[str, list[str]] = field(default_factory=dict)
+    claims: dict[str, Claim] = field(default_factory=dict)
 
 
 class LambdaContext(Protocol):
@@ -193,6 +204,11 @@ class StageRuntime:
     def ledger(self) -> LedgerWriter:
         if self._deferred is not None:
             return self._deferred  # type: ignore[return-value]  # a LedgerWriter to callers
+        return self.writer
+
+    @property
+    def writer(self) -> LedgerWriter:
+        """The ledger writer itself (`ledger` is what a handler sees while its chunk runs)."""
         if self._ledger is None:
             self._ledger = LedgerWriter()
         return self._ledger
@@ -233,16 +249,53 @@ class StageRuntime:
             if remaining_ms is None:
                 remaining_ms = _remaining_of(event.context)
 
-        def once(chunk: Chunk) -> ChunkOutcome:
-            return self._handle_chunk(chunk, handle_chunk, remaining_ms, claim)
+        unit = _Unit()
 
-        return batch.process_sqs_batch(
-            raw,
-            once,
-            reject_message=self.quarantine.reject_message,
-            defer=self._defer,
-            lazy_payloads=self.lazy_payloads,
-        )
+        def once(chunk: Chunk) -> ChunkOutcome:
+            delivery = current_delivery()
+            message_id = delivery.message_id if delivery is not None else ""
+            if chunk.chunk_id in unit.messages:
+                # The same chunk twice in one batch: handled once, settled with the first.
+                unit.messages[chunk.chunk_id].append(message_id)
+                return ChunkOutcome(records_in=len(chunk.records), duplicate=len(chunk.records))
+            outcome = self._handle_chunk(chunk, handle_chunk, remaining_ms, claim, unit)
+            unit.messages[chunk.chunk_id] = [message_id]
+            return outcome
+
+        with self.writer.holding():
+            response = batch.process_sqs_batch(
+                raw,
+                once,
+                reject_message=self.quarantine.reject_message,
+                defer=self._defer,
+                lazy_payloads=self.lazy_payloads,
+            )
+            failed = self._settle(unit)
+        failures = response["batchItemFailures"]
+        for chunk_id in failed:
+            for message_id in unit.messages.get(chunk_id, []):
+                failures.append({"itemIdentifier": message_id})
+                add_metric("ChunksFailed")
+        return response
+
+    def _settle(self, unit: _Unit) -> dict[str, Exception]:
+        """The unit's end: write its ledger entries (one transaction per object), then
+        complete the claims of the chunks written and release the others (retried). Returns
+        the chunks not written."""
+        failed: dict[str, Exception] = dict(self.writer.flush())
+        for chunk_id, claim in unit.claims.items():
+            if chunk_id in failed:
+                self.idempotency.release(claim)
+                continue
+            try:
+                self.idempotency.complete(claim)
+            except Exception as error:
+                # As `run_once` does: let the claim go and retry the chunk, which redoes its
+                # (idempotent) effects, finds its entries written and completes the claim.
+                log.warning("claim not completed; the chunk will be retried", exc_info=True)
+                self.idempotency.release(claim)
+                failed[chunk_id] = error
+        return failed
 
     def _defer(self, message: SQSMessage, seconds: float) -> None:
         """Hide a failed message until a retry can succeed (a claim held elsewhere lapses)."""
@@ -284,23 +337,33 @@ class StageRuntime:
                 remaining_ms = _remaining_of(event.context)
         outcomes: list[ChunkOutcome] = []
         tracer = get_tracer()
-        for record in raw.get("Records") or []:
-            try:
-                chunk = chunk_from_sns_record(record, lazy_payloads=self.lazy_payloads)
-            except PermanentError as error:
-                self._reject_sns_message(record, error)
-                continue
-            with (
-                log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
-                delivering(_sns_delivery(record)),  # first: the chunk span reads its traceparent
-                tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
-            ):
-                outcome = self._waiting_for_claims(
-                    functools.partial(self._handle_chunk, chunk, handle_chunk, remaining_ms, claim),
-                    remaining_ms,
-                )
-                batch.emit_chunk_metrics(chunk, outcome)
-            outcomes.append(outcome)
+        unit = _Unit()
+        with self.writer.holding():
+            for record in raw.get("Records") or []:
+                try:
+                    chunk = chunk_from_sns_record(record, lazy_payloads=self.lazy_payloads)
+                except PermanentError as error:
+                    self._reject_sns_message(record, error)
+                    continue
+                with (
+                    log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
+                    delivering(_sns_delivery(record)),  # first: the chunk span reads its parent
+                    tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
+                ):
+                    run = functools.partial(
+                        self._handle_chunk, chunk, handle_chunk, remaining_ms, claim, unit
+                    )
+                    try:
+                        outcome = self._waiting_for_claims(run, remaining_ms)
+                    except BaseException:
+                        self._settle(unit)  # what went before is done: keep it
+                        raise
+                    batch.emit_chunk_metrics(chunk, outcome)
+                outcomes.append(outcome)
+            failed = self._settle(unit)
+        if failed:
+            # No partial response: Lambda retries the invocation; done chunks are duplicates.
+            raise next(iter(failed.values()))
         return outcomes
 
     def _waiting_for_claims(
@@ -347,13 +410,14 @@ class StageRuntime:
         handle_chunk: ChunkHandler,
         remaining_ms: RemainingTime,
         claim: bool,
+        unit: _Unit,
     ) -> ChunkOutcome:
         def effects() -> ChunkOutcome:
             # A chunk of records that failed before (redriven from a DLQ) says so: its
             # ledger entries move them from `failed` to their new outcome.
             delivery = current_delivery()
             retry_of = delivery.attributes.get(FAILED_FROM) if delivery is not None else None
-            deferred = _DeferredLedger(self.ledger, retry_of)
+            deferred = _DeferredLedger(self.writer, retry_of)
             self._deferred = deferred
             try:
                 outcome = handle_chunk(chunk)
@@ -361,8 +425,9 @@ class StageRuntime:
                 self._deferred = None
             if outcome.failures:
                 self._settle_failures(chunk, outcome)
+            # Held until the unit settles (`_settle`): written with the others of its object.
             deferred.flush()
-            self.ledger.record_chunk(self.name, chunk, outcome, retry_of=retry_of)
+            self.writer.record_chunk(self.name, chunk, outcome, retry_of=retry_of)
             return outcome
 
         if not claim:
@@ -377,7 +442,12 @@ class StageRuntime:
                 payload_hash=chunk_payload_hash(chunk),
                 remaining_ms=remaining_ms,
                 lease_ms=CHUNK_CLAIM_LEASE_MS,
+                # Completed once its ledger entry is written (`_settle`): a crash between
+                # the two must not leave a completed claim and no entry.
+                complete=not self.writer.is_holding,
             )
+            if done.claim is not None:
+                unit.claims[chunk.chunk_id] = done.claim
         except IdempotencyPayloadMismatchError as error:
             # Same chunk id, other records: bad data from this stage's point of view. Keep the
             # whole chunk in quarantine and acknowledge it; the ledger entry belongs to the

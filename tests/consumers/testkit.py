@@ -252,13 +252,14 @@ def make_chunk(
 def ledger_items(correlation_id: str = "corr-test") -> dict[str, dict[str, Any]]:
     """The ledger's entries of a correlation id, by entry (`sink:<sink>#<chunk>`, ...)."""
     from sluice.config import get_settings
+    from sluice.ledger import split_item
 
     got = aws.dynamodb().query(
         TableName=get_settings().names.ledger_table,
         KeyConditionExpression="correlation_id = :c",
         ExpressionAttributeValues={":c": {"S": correlation_id}},
     )
-    return {item["entry"]["S"]: item for item in got["Items"]}
+    return {item["entry"]["S"]: item for whole in got["Items"] for item in split_item(whole)}
 
 
 def quarantined_keys() -> list[str]:

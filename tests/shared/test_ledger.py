@@ -21,6 +21,7 @@ from sluice.ledger import (
     LedgerWriteError,
     LedgerWriter,
     is_entry,
+    split_item,
 )
 from sluice.quarantine import Quarantine
 
@@ -37,7 +38,12 @@ def entries(names: ResourceNames, correlation_id: str = "corr-1") -> dict[str, d
         ExpressionAttributeNames={"#c": PARTITION_KEY},
         ExpressionAttributeValues={":c": {"S": correlation_id}},
     )
-    return {i[SORT_KEY]["S"]: i for i in found["Items"] if is_entry(i[SORT_KEY]["S"])}
+    return {
+        i[SORT_KEY]["S"]: i
+        for whole in found["Items"]
+        if is_entry(whole[SORT_KEY]["S"])
+        for i in split_item(whole)
+    }
 
 
 def numbers(item: dict[str, Any], *names: str) -> dict[str, int]:

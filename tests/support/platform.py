@@ -88,7 +88,7 @@ def ledger_entries(table: str, correlation_id: str) -> dict[str, dict[str, Any]]
     """The ledger's items of one correlation id by entry (`<stage>#<chunk>`, `sink:…`), each
     attribute as a plain value (numbers as int, strings as str). Not the object's progress
     item nor ingest's "done" marker (`sluice.ledger.is_entry`)."""
-    from sluice.ledger import PARTITION_KEY, SORT_KEY, is_entry
+    from sluice.ledger import PARTITION_KEY, SORT_KEY, is_entry, split_item
 
     found = aws.dynamodb().query(
         TableName=table,
@@ -98,6 +98,7 @@ def ledger_entries(table: str, correlation_id: str) -> dict[str, dict[str, Any]]
     )
     return {
         item[SORT_KEY]["S"]: {k: int(v["N"]) if "N" in v else v.get("S") for k, v in item.items()}
-        for item in found["Items"]
-        if is_entry(item[SORT_KEY]["S"])
+        for whole in found["Items"]
+        if is_entry(whole[SORT_KEY]["S"])
+        for item in split_item(whole)
     }

@@ -163,6 +163,7 @@ class Writer:
         self.failures: list[ItemFailure] = []
         self.expiries: dict[str, int] = {}  # chunk id → end of our placement (epoch ms)
         self.listed: dict[str, set[str]] = {}  # object key → its chunks (objects never change)
+        self.settled: list[tuple[Staged, bool]] = []  # entries held, and whether delivered now
 
     def run(self, event: Mapping[str, Any]) -> BatchResponse:
         records = {str(r.get("messageId")): r for r in event.get("Records") or []}
@@ -192,16 +193,29 @@ class Writer:
             return outcome
 
         # Decoding, quarantine of what is no envelope, spans and retries of failed chunks
-        # are every stage's; the chunks staged there are written below.
-        first_pass = batch.process_sqs_batch(
-            event, stage, reject_message=self.rt.quarantine.reject_message, defer=self.rt._defer
-        )
-        self.failures.extend(first_pass["batchItemFailures"])
-        for item in staged.values():
-            if not item.rows:
-                self.settle(item, delivered=False)
-        for group in objects([s for s in staged.values() if s.rows]):
-            self.write_object(group)
+        # are every stage's; the chunks staged there are written below. Their ledger
+        # entries are held and written at the end, one transaction per object (`settled`).
+        with self.rt.writer.holding():
+            first_pass = batch.process_sqs_batch(
+                event, stage, reject_message=self.rt.quarantine.reject_message, defer=self.rt._defer
+            )
+            self.failures.extend(first_pass["batchItemFailures"])
+            for item in staged.values():
+                if not item.rows:
+                    self.settle(item, delivered=False)
+            for group in objects([s for s in staged.values() if s.rows]):
+                self.write_object(group)
+            failed = self.rt.writer.flush()
+        for item, delivered in self.settled:
+            error = failed.get(item.chunk.chunk_id)
+            if error is not None:
+                log.error(
+                    "ledger entries not written; the chunk will be retried",
+                    extra={"chunk_id": item.chunk.chunk_id, "error": str(error)},
+                )
+                self.fail(item, error)
+            elif delivered:
+                add_metric("RecordsDelivered", len(item.rows))
         return {"batchItemFailures": self.failures}
 
     def fail(self, item: Staged, error: BaseException) -> None:
@@ -214,21 +228,12 @@ class Writer:
         add_metric("ChunksFailed")
 
     def settle(self, item: Staged, *, delivered: bool) -> None:
-        """Write the chunk's ledger entries (first write wins)."""
+        """Hold the chunk's ledger entries (first write wins), written at the batch's end."""
         chunk = item.chunk
         retry_of = item.delivery.attributes.get(FAILED_FROM)
-        with log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id):
-            try:
-                self.rt.ledger.record_delivery(
-                    SINK, chunk, delivered=len(item.rows), retry_of=retry_of
-                )
-                self.rt.ledger.record_chunk(STAGE, chunk, item.outcome, retry_of=retry_of)
-            except Exception as error:
-                log.exception("ledger entries not written; the chunk will be retried")
-                self.fail(item, error)
-                return
-        if delivered:
-            add_metric("RecordsDelivered", len(item.rows))
+        self.rt.ledger.record_delivery(SINK, chunk, delivered=len(item.rows), retry_of=retry_of)
+        self.rt.ledger.record_chunk(STAGE, chunk, item.outcome, retry_of=retry_of)
+        self.settled.append((item, delivered))
 
     # ------------------------------------------------------------------ per object
 

@@ -74,15 +74,20 @@ class Stage:
         return Counter(row["_record_id"] for rows in self.curated().values() for row in rows)
 
     def delivered(self, chunk_id: str) -> str | None:
-        got = self.operator("dynamodb").get_item(
+        """The warehouse sink's delivered count for the chunk, as `sluice ledger` reads it
+        (`split_item`: the sink's entry may be written on the consumer's item)."""
+        from sluice.ledger import split_item
+
+        got = self.operator("dynamodb").query(
             TableName=self.names.ledger_table,
-            Key={
-                "correlation_id": {"S": "corr-test"},
-                "entry": {"S": f"sink:warehouse#{chunk_id}"},
-            },
+            KeyConditionExpression="correlation_id = :c",
+            ExpressionAttributeValues={":c": {"S": "corr-test"}},
         )
-        item = got.get("Item")
-        return None if item is None else str(item["delivered"]["N"])
+        for whole in got.get("Items") or []:
+            for item in split_item(whole):
+                if item["entry"]["S"] == f"sink:warehouse#{chunk_id}":
+                    return str(item["delivered"]["N"])
+        return None
 
     def invoke(self, *chunks: Any, prefix: str) -> dict[str, Any]:
         from chalicelib import service

@@ -73,7 +73,7 @@ from enum import IntEnum
 from typing import Any
 
 from sluice.envelope import object_correlation_id
-from sluice.ledger import DEFAULT_TTL_SECONDS, RETRY_OF_ATTR, SKIPPED_ATTR
+from sluice.ledger import DEFAULT_TTL_SECONDS, RETRY_OF_ATTR, SKIPPED_ATTR, split_item
 from sluice_tools.ledger.filters import SinkPolicy
 
 INGEST, CLEANSE, ROUTER = "ingest", "cleanse", "router"
@@ -185,6 +185,12 @@ class LedgerEntry:
             retry_of=s(RETRY_OF_ATTR) or None,
             skipped=s(SKIPPED_ATTR) or None,
         )
+
+    @classmethod
+    def all_from_item(cls, item: Mapping[str, Any]) -> list[LedgerEntry]:
+        """The entries one item holds (`sluice.ledger.split_item`: a consumer's entry written
+        with its sink's delivery is two)."""
+        return [cls.from_item(part) for part in split_item(item)]
 
     @property
     def balances(self) -> bool:

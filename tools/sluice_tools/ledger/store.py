@@ -31,9 +31,10 @@ def read_ledger(client: Any, table: str, correlation_id: str | None = None) -> l
         )
     # The objects' progress items and ingest's "done" markers are not stage entries.
     return [
-        LedgerEntry.from_item(item)
+        entry
         for item in _pages(operation, args)
         if is_entry(str((item.get(SORT_KEY) or {}).get("S", "")))
+        for entry in LedgerEntry.all_from_item(item)
     ]
 
 

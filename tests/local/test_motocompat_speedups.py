@@ -1,4 +1,6 @@
-"""The emulator's update expressions: parsed once, checked as moto checks them.
+"""Speed-ups of moto in `motocompat.server`, each checked against moto's own behaviour.
+
+Update expressions: parsed once, checked as moto checks them.
 
 `motocompat.server` remembers each update expression's tree (`_parse_update_once`), copies it
 from a pickle (`_validator_init`), skips the item-independent checks a tree already passed with
@@ -6,6 +8,10 @@ the same names and key attributes (`_validate_update`) and walks trees with its 
 looked up once (`_traverse`). These tests run the same updates through moto's own code and
 the patched code (twice, the second time from the remembered trees) and want the same items
 and the same errors; then the same through the emulator's API, transactions included.
+
+SQS: receipt handles drawn in one call from moto's seedable random (`_receipt_handle`), and
+attribute names converted once (`_underscored_once`): queue attributes as moto builds them,
+content-based deduplication still read from them.
 """
 
 from __future__ import annotations
@@ -399,3 +405,91 @@ def test_an_update_the_emulator_has_seen_is_still_refused_for_what_its_call_gets
     assert progress(dynamodb, pk)["read"] == {"N": "1"}
     entry = dynamodb.get_item(TableName="ledger", Key={"pk": {"S": pk}, "sk": {"S": "e-wrong"}})
     assert "Item" not in entry
+
+
+# ------------------------------------------------------------------ SQS
+
+
+def test_queue_attributes_are_the_ones_moto_builds() -> None:
+    from moto.core.utils import camelcase_to_underscores
+    from moto.sqs.models import Queue, sqs_backends
+
+    def attributes() -> list[dict[str, Any]]:
+        account = str(next(_accounts))
+        backend = sqs_backends[account][REGION]
+        dlq = backend.create_queue("dead.fifo", FifoQueue="true")
+        made = [
+            backend.create_queue(
+                "plain", MessageRetentionPeriod="120", VisibilityTimeout="7", DelaySeconds="0"
+            ),
+            backend.create_queue(
+                "ordered.fifo",
+                FifoQueue="true",
+                ContentBasedDeduplication="true",
+                KmsMasterKeyId="alias/k",
+                RedrivePolicy=f'{{"deadLetterTargetArn": "{dlq.queue_arn}", "maxReceiveCount": 3}}',
+            ),
+        ]
+        backend.send_message("plain", "m")
+        return [
+            {
+                k: str(v).replace(account, "ACCOUNT")
+                for k, v in q.attributes.items()
+                if "Timestamp" not in k  # when the queue was made
+            }
+            for q in made
+        ]
+
+    with motos_own():
+        expected = attributes()
+    with patched():
+        from moto.sqs import models
+
+        names = [*Queue.BASE_ATTRIBUTES, *Queue.FIFO_ATTRIBUTES, *Queue.KMS_ATTRIBUTES]
+        assert [vars(models)["camelcase_to_underscores"](n) for n in names * 2] == [
+            camelcase_to_underscores(n) for n in names * 2
+        ]
+        got = attributes()
+    assert got == expected
+    assert expected[1]["ContentBasedDeduplication"] == "true"
+    assert expected[0]["ApproximateNumberOfMessages"] == "1"
+
+
+def test_receipt_handles_are_motos_shape_from_its_seeded_random(dynamodb: Any) -> None:
+    from moto.moto_api._internal import mock_random
+
+    sqs = client("sqs", dynamodb.meta.endpoint_url)
+    url = sqs.create_queue(QueueName="handles")["QueueUrl"]
+    for body in ("a", "b", "c"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    handles = [m["ReceiptHandle"] for m in got]
+    assert len(set(handles)) == 3
+    assert all(len(h) == 185 and h.isascii() and h.isalpha() and h.islower() for h in handles)
+    for m in got:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    left = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (left["ApproximateNumberOfMessages"], left["ApproximateNumberOfMessagesNotVisible"]) == (
+        "0",
+        "0",
+    )
+    # moto's random, seeded (moto's `/moto-api/seed`), gives the same handles again.
+    from moto.sqs import models
+
+    drawn = []
+    for _ in range(2):
+        mock_random.seed(7)
+        drawn.append([vars(models)["generate_receipt_handle"]() for _ in range(3)])
+    assert drawn[0] == drawn[1]
+
+
+def test_content_based_deduplication_still_drops_a_repeated_body(dynamodb: Any) -> None:
+    sqs = client("sqs", dynamodb.meta.endpoint_url)
+    url = sqs.create_queue(
+        QueueName="dedup.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    for body in ("same", "same", "other"):
+        sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g")
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in got] == ["same", "other"]

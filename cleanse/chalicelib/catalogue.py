@@ -14,7 +14,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from chalicelib.normalise import UNKNOWN_DROP, TypeRules, compile_rules, normalise
+from chalicelib.normalise import (
+    _LEAVES,
+    UNKNOWN_DROP,
+    ItemLeaves,
+    ListCleaner,
+    NotFast,
+    TypeRules,
+    _fast_number,
+    _trimmed,
+    compile_rules,
+    normalise,
+)
 from sluice.errors import ConfigError, PermanentError
 from sluice.registry import RecordTypeSpec, Registry, load_registry
 
@@ -32,6 +43,9 @@ class RecordType:
         self.known_fields = frozenset(properties)
         self._validator: Validator | None = None
         self._one_pass: Callable[[Any], dict[str, Any]] | None = None
+        # What the compiled pass leaves to check: the schema less the items it checked itself
+        # (None: no compiled check; the validator does it all).
+        self._rest_check: Callable[[Any], bool] | None = None
         self._lock = threading.Lock()
         self._check()
 
@@ -49,6 +63,9 @@ class RecordType:
                 data = one_pass(payload)
             except Exception:
                 data = None  # the general way gives the same result or says what is wrong
+            rest = self._rest_check
+            if data is not None and rest is not None and rest(data):
+                return data  # valid: what the validator would return for it
         if data is None:
             data = normalise(payload, self.rules, self.known_fields)
         from fastjsonschema import JsonSchemaValueException
@@ -60,9 +77,30 @@ class RecordType:
         return result if isinstance(result, dict) else data
 
     def _compile_one_pass(self) -> Callable[[Any], dict[str, Any]]:
+        """The type's compiled pass: its rules, and the schema of each list of objects they
+        reach into checked in the same loop over the items (`item_cleaner`); the rest of the
+        schema is `_rest_check`'s. Made once, on the type's first record."""
         with self._lock:
             if self._one_pass is None:
-                self._one_pass = compile_rules(self.rules, self.known_fields) or _general
+                checked: set[str] = set()
+                properties = self.schema.get("properties") or {}
+
+                def list_cleaner(name: str, leaves: ItemLeaves) -> ListCleaner | None:
+                    found = _item_schema(properties.get(name))
+                    cleaner = None if found is None else item_cleaner(leaves, found)
+                    if cleaner is not None:
+                        checked.add(name)
+                    return cleaner
+
+                one_pass = compile_rules(self.rules, self.known_fields, list_cleaner)
+                rest = dict(self.schema)
+                if checked:  # each item is checked by its cleaner: the array itself is left
+                    rest["properties"] = {
+                        name: _without_items(sub) if name in checked else sub
+                        for name, sub in properties.items()
+                    }
+                self._rest_check = None if one_pass is None else compile_check(rest)
+                self._one_pass = one_pass or _general
         return self._one_pass
 
     @property
@@ -153,6 +191,66 @@ def _compile(name: str, schema: Mapping[str, Any]) -> Validator:
 
 def _general(payload: Any) -> dict[str, Any]:
     raise NotImplementedError  # pragma: no cover - a marker: `normalise` does the work
+
+
+def _item_schema(schema: Any) -> Mapping[str, Any] | None:
+    """The items' schema of an array property whose items are objects, else None."""
+    if not isinstance(schema, Mapping) or schema.get("type") != "array":
+        return None
+    items = schema.get("items")
+    if not isinstance(items, Mapping) or items.get("type") != "object":
+        return None
+    return items
+
+
+def _without_items(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in schema.items() if key != "items"}
+
+
+def item_cleaner(leaves: ItemLeaves, item_schema: Mapping[str, Any]) -> ListCleaner | None:
+    """One generated loop over a list of objects: each item trimmed, its `leaves` converted
+    (field, converter: in the rules' order) and the item checked against `item_schema`, as
+    `compile_check` checks it. An item it cannot pass raises `NotFast`: the payload then goes
+    the general way, which says what is wrong. None if the schema is beyond `compile_check`.
+    """
+    constants: dict[str, Any] = {
+        "NotFast": NotFast,
+        "LEAVES": _LEAVES,
+        "trimmed": _trimmed,
+    }
+    lines = [
+        "def clean_items(value):",
+        "    out = []",
+        "    append = out.append",
+        "    for d1 in value:",
+        "        if type(d1) is not dict:",
+        "            raise NotFast",
+        "        d1 = {k: v.strip() if type(v) is str else v if type(v) in LEAVES else trimmed(v)"
+        " for k, v in d1.items()}",
+    ]
+    for n, (leaf, convert) in enumerate(leaves):
+        name = f"K{n}"
+        constants[name] = convert
+        lines.append(f"        v = d1.get({leaf!r})")
+        if convert is _fast_number:  # numbers already are numbers nearly always: no call
+            lines.append(
+                "        if v is not None and type(v) is not int and type(v) is not bool"
+                " and not (type(v) is float and v - v == 0.0):"
+            )
+        else:
+            lines.append("        if v is not None:")
+        lines.append(f"            d1[{leaf!r}] = {name}(v, '')")
+    check: list[str] = []
+    try:
+        _emit(item_schema, "d1", 2, check, constants, counter=[0])
+    except _Unsupported:
+        return None
+    lines.extend(line.replace("return False", "raise NotFast") for line in check)
+    lines += ["        append(d1)", "    return out"]
+    namespace: dict[str, Any] = dict(constants)
+    exec(compile("\n".join(lines), "<item cleaner>", "exec"), namespace)
+    cleaner: ListCleaner = namespace["clean_items"]
+    return cleaner
 
 
 # ---------------------------------------------------------------------- compiled check
@@ -310,7 +408,8 @@ def _emit_object(
     ):
         raise _Unsupported
     for name in required:
-        fail_if(f"{name!r} not in {v}")
+        if name not in properties:  # a described one is looked up once, below
+            fail_if(f"{name!r} not in {v}")
     if extra is False:
         fail_if(f"not {constant(frozenset(properties))}.issuperset({v})")
     missing = constant(object())
@@ -319,8 +418,12 @@ def _emit_object(
         value = f"d{depth}_{counter[0]}"
         counter[0] += 1
         lines.append(f"{pad}{value} = {v}.get({name!r}, {missing})")
-        lines.append(f"{pad}if {value} is not {missing}:")
-        _emit(sub, value, depth + 1, lines, constants, counter)
+        if name in required:
+            fail_if(f"{value} is {missing}")
+            _emit(sub, value, depth, lines, constants, counter)
+        else:
+            lines.append(f"{pad}if {value} is not {missing}:")
+            _emit(sub, value, depth + 1, lines, constants, counter)
 
 
 def _format_regex(name: Any) -> re.Pattern[str]:

@@ -116,8 +116,14 @@ class NotFast(Exception):
     """The one-pass normaliser met something it leaves to `normalise` (which names it)."""
 
 
+ItemLeaves = tuple[tuple[str, Callable[[Any, str], Any]], ...]
+ListCleaner = Callable[[list[Any]], list[Any]]
+
+
 def compile_rules(
-    rules: TypeRules, known_fields: frozenset[str]
+    rules: TypeRules,
+    known_fields: frozenset[str],
+    list_cleaner: Callable[[str, ItemLeaves], ListCleaner | None] | None = None,
 ) -> Callable[[Any], dict[str, Any]] | None:
     """`normalise` for one type as one pass over the payload's fields, built once per type.
 
@@ -126,6 +132,11 @@ def compile_rules(
     runs `normalise`, which names the field: messages are built only on error. None when
     the rules need the general walk (`trim: false` with nested paths: `normalise` then
     converts inside the caller's own containers, which a copy here would not reproduce).
+
+    `list_cleaner(name, leaves)` may supply the loop for a list of objects whose rules all
+    reach one field of each item (the leaves: (field, converter) in the rules' order); it
+    must trim and convert each item as `_list_of_objects` does, and may raise (NotFast) to
+    leave the payload to `normalise`. None from it: `_list_of_objects` does the items.
     """
     steps: dict[str, list[Callable[[Any], Any]]] = {}
     leaves: dict[str, list[tuple[str, Callable[[Any, str], Any]]]] = {}
@@ -147,7 +158,7 @@ def compile_rules(
     # A list of objects whose rules all reach one field of each item ("items[].quantity"):
     # trimmed and converted in one loop over the items.
     fused = {
-        name: _list_of_objects(tuple(found))
+        name: (list_cleaner and list_cleaner(name, tuple(found))) or _list_of_objects(tuple(found))
         for name, found in leaves.items()
         if rules.trim and len(found) == len(steps[name])
     }

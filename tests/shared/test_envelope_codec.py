@@ -101,3 +101,40 @@ def test_a_stream_that_inflates_past_the_bound_is_refused(
     use_codec(codec)
     with pytest.raises(MalformedEnvelopeError, match="expands past"):
         Chunk.decode(body)
+
+
+def _stdlib(packed: str) -> object:
+    try:
+        return base64.b64decode(packed + "=" * (-len(packed) % 4), altchars=b"-_", validate=True)
+    except ValueError as error:  # binascii.Error too
+        return type(error)
+
+
+@pytest.mark.parametrize(
+    "packed",
+    [
+        base64.urlsafe_b64encode(bytes(range(256)) * 3).decode().rstrip("="),
+        "YWJj",
+        "YWI",  # unpadded
+        "YWI=",  # padded
+        "YQ",
+        "Y",  # no length base64 has
+        "",
+        "YW+/",  # the standard alphabet's two: read as the stdlib reads them
+        "YW-_",
+        "YW J",
+        'YW"J',
+        "YW\\J",
+        "YW\\u0041",
+        "YQ==YWJj",
+        "YWJj====",
+        "YWé=",
+        "\n",
+    ],
+)
+def test_records_z_base64_is_read_as_the_standard_library_reads_it(packed: str) -> None:
+    try:
+        got: object = envelope._unbase64(packed)
+    except ValueError as error:
+        got = type(error)
+    assert got == _stdlib(packed)

@@ -37,6 +37,7 @@ NEEDED = (
     "tests/support",
     "tests/consumers/testkit.py",
     "tests/consumers/eventkit.py",  # event consumers' (--on-event)
+    "tests/consumers/fixtures.py",  # the fixtures every consumer's conftest imports
     "pyproject.toml",
     "noxfile.py",
     "infra/platform.yaml",

@@ -138,3 +138,22 @@ def test_records_z_base64_is_read_as_the_standard_library_reads_it(packed: str) 
     except ValueError as error:
         got = type(error)
     assert got == _stdlib(packed)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        Record("r-1", 0, "2026-11-27T06:00:00.000Z", {"a": [1, 2.5, None], "b": "zürich"}),
+        Record("r-2", 7, "2026-11-27T06:00:00.000Z", None),
+        Record("r-3", 8, "2026-11-27T06:00:00.000Z", None, "s3://payloads/r-3.json"),
+        Record("r-4", 9, "2026-11-27T06:00:00.000Z", ["x", {"y": True}]),
+    ],
+)
+def test_a_records_json_is_its_wire_form_compact_whether_its_payload_was_decoded_or_not(
+    record: Record,
+) -> None:
+    expected = json.dumps(record.to_wire(), separators=(",", ":"), ensure_ascii=False).encode()
+    assert record.wire_json() == expected
+    chunk = Chunk("c-1", "order", "s3://l/o", "ingest-1", (record,))
+    lazy = chunk_from_sqs_body(chunk.encode(), lazy_payloads=True).records[0]
+    assert lazy.wire_json() == expected

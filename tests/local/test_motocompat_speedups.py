@@ -292,6 +292,39 @@ def test_an_update_expression_is_parsed_once_and_a_bad_one_every_time(
     assert lexed.count(bad) == 2
 
 
+def test_new_items_are_sized_as_moto_sizes_them_up_to_the_limit() -> None:
+    """A string counts its UTF-8 bytes, a number its text, a name its UTF-8 bytes: items
+    around DynamoDB's limit are kept or refused exactly as moto's own sizing decides."""
+
+    def outcomes() -> list[str]:
+        backend = fresh_backend()
+        kept = []
+        # 46 + 2n + x bytes: 405,000 at n = 202,477 and x = 0; every byte either side.
+        for n, x in itertools.product(range(202475, 202480), (0, 1)):
+            item = {
+                "pk": {"S": "p"},
+                "sk": {"S": f"{n}-{x}"[-6:]},
+                "grösse": {"S": "é" * n + "x" * x},
+                "num": {"N": "-12345.678e3"},
+                "flag": {"BOOL": True},
+                "tags": {"SS": ["a", "bé"]},
+            }
+            try:
+                backend.put_item("t", item)
+                kept.append("kept")
+            except Exception as exc:  # moto's refusal is the outcome compared
+                kept.append(type(exc).__name__)
+        return kept
+
+    with motos_own():
+        expected = outcomes()
+    with patched():
+        got = outcomes()
+    assert got == expected
+    assert "kept" in expected
+    assert "ItemSizeTooLarge" in expected
+
+
 # ------------------------------------------------------------------ through the emulator
 
 

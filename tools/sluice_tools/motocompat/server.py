@@ -507,7 +507,9 @@ def _new_item(item: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -
     checking the sum once refuses exactly the items the per-attribute checks refuse.
     Attributes changed later (UpdateItem) still go through moto's own check. A scalar or set
     attribute becomes its `DynamoType` without `DynamoType.__init__`'s type tests (the same
-    two fields it sets); lists and maps take `__init__`, which converts their members.
+    two fields it sets); lists and maps take `__init__`, which converts their members. A
+    string's or number's size is taken as `DynamoType.size` takes it (UTF-8 length, text
+    length) without its five type tests: with them, sizing was half of building an item.
     """
     from moto.dynamodb.exceptions import ItemSizeTooLarge
     from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
@@ -521,12 +523,20 @@ def _new_item(item: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -
         kind = next(iter(value)) if type(value) is dict and len(value) == 1 else None
         if kind is None or kind in _NESTED_TYPES:
             converted = DynamoType(value)
+            value_size = converted.size()
         else:
+            raw = value[kind]
             converted = object.__new__(DynamoType)
             converted.type = kind
-            converted.value = value[kind]
+            converted.value = raw
+            if kind == "S" and type(raw) is str:  # `DynamoType.size` of a string: its UTF-8
+                value_size = len(raw.encode("utf-8"))
+            elif kind == "N" and type(raw) is str:  # of a number: its text's length
+                value_size = len(raw)
+            else:
+                value_size = converted.size()
         typed[key] = converted
-        size += bytesize(key) + converted.size()
+        size += (len(key.encode("utf-8")) if type(key) is str else bytesize(key)) + value_size
     if size > ITEM_SIZE_LIMIT:
         raise ItemSizeTooLarge
     stored = LimitedSizeDict.__new__(LimitedSizeDict)

@@ -103,10 +103,7 @@ class Cleanser:
         """Cleanse `chunk`'s records; send the good ones as one chunk (more if they grew)."""
         results = self.runtime.run_records(chunk, self._record_handler(chunk.type))
         outcome = results.outcome
-        cleaned = [
-            Record(record.id, record.ordinal, record.ingested_at, payload)
-            for record, payload in results.outputs
-        ]
+        cleaned = [record.with_payload(payload) for record, payload in results.outputs]
         sent = 0
         for out in self._pack(chunk, cleaned):
             self.sink.send(out)

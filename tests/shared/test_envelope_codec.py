@@ -157,3 +157,13 @@ def test_a_records_json_is_its_wire_form_compact_whether_its_payload_was_decoded
     chunk = Chunk("c-1", "order", "s3://l/o", "ingest-1", (record,))
     lazy = chunk_from_sqs_body(chunk.encode(), lazy_payloads=True).records[0]
     assert lazy.wire_json() == expected
+
+
+def test_a_record_with_another_payload_is_the_record_built_with_it() -> None:
+    original = Record("r-1", 4, "2026-11-27T06:00:00.000Z", None, "s3://payloads/r-1.json")
+    original.wire_json()  # its JSON is made: the new record must not inherit it
+    changed = original.with_payload({"a": 1})
+    assert changed == Record("r-1", 4, "2026-11-27T06:00:00.000Z", {"a": 1})
+    assert changed.payload_ref is None
+    assert changed.raw_payload() is None
+    assert changed.wire_json() == Record.from_wire(changed.to_wire()).wire_json()

@@ -12,7 +12,7 @@ import json
 import math
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -117,8 +117,11 @@ class AttributeRule:
         return _split_path(self.field), cases
 
     def evaluate(self, payload: Mapping[str, Any]) -> str:
-        path, cases = self._plan
-        found = _lookup(payload, path)
+        return self.decide(_lookup(payload, self._plan[0]))
+
+    def decide(self, found: Any) -> str:
+        """The attribute's value for the field's value (`_MISSING`: absent or null)."""
+        cases = self._plan[1]
         if found is _MISSING:
             if self.if_missing is None:
                 raise PermanentError(
@@ -155,42 +158,56 @@ def _lookup(payload: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return _MISSING if value is None else value
 
 
-class _FieldReader:
-    """Decodes a few top-level fields of a JSON object and skips the rest (msgspec, a struct
-    of just those fields: the object is scanned, never built). Made once per record type."""
+class _JsonRoute:
+    """`attributes_for_json` of one record type, made once: the top-level fields its rules
+    read are decoded by a msgspec struct of just those fields (the rest of the object is
+    scanned, never built), and each rule decides from its field's value."""
 
-    def __init__(self, names: Iterable[str]) -> None:
+    def __init__(self, rules: RoutingRules, record_type: str) -> None:
         import msgspec
 
-        self.names = tuple(dict.fromkeys(names))
+        self.rules = rules
+        self.record_type = record_type
+        own = rules.types.get(record_type, ())
+        names = tuple(dict.fromkeys(_split_path(rule.field)[0] for rule in own))
         # Struct attributes f0, f1, ... renamed to the fields' names: any JSON name will do.
-        attrs = [f"f{i}" for i in range(len(self.names))]
+        attrs = {name: f"f{i}" for i, name in enumerate(names)}
         row = msgspec.defstruct(
             "RoutingFields",
-            [(attr, Any, msgspec.UNSET) for attr in attrs],
-            rename=dict(zip(attrs, self.names, strict=True)),
+            [(attr, Any, msgspec.UNSET) for attr in attrs.values()],
+            rename={attr: name for name, attr in attrs.items()},
         )
-        self._attrs = tuple(zip(attrs, self.names, strict=True))
         self._decode = msgspec.json.Decoder(row).decode
         self._unset = msgspec.UNSET
         self._not_object = msgspec.ValidationError  # JSON of another kind
+        # Per rule: (attribute, struct attribute of its top field, the rest of its path, rule).
+        self._steps = tuple(
+            (rule.attribute, attrs[path[0]], path[1:], rule)
+            for rule in own
+            for path in [_split_path(rule.field)]
+        )
 
-    def read(self, data: Any) -> dict[str, Any] | None:
-        """The named fields that `data` (a JSON object's text) has; None if `data` is JSON but
-        not an object; `jsonx.JSONDecodeError` if it is not JSON."""
+    def __call__(self, payload_json: Any) -> dict[str, str]:
+        if not self._steps:
+            return {}
         try:
-            found = self._decode(data)
-        except self._not_object:
-            return None
-        except Exception as exc:  # msgspec.DecodeError
-            raise jsonx.JSONDecodeError(str(exc)) from None
+            found = self._decode(payload_json)
+        except self._not_object:  # not an object: refused as `attributes_for` refuses it
+            return self.rules.attributes_for(self.record_type, jsonx.loads(payload_json))
+        except Exception as exc:  # msgspec.DecodeError: not JSON
+            raise PermanentError(
+                f"{self.record_type} payload is not JSON ({exc}); cannot route it"
+            ) from None
         unset = self._unset
-        fields = {}
-        for attr, name in self._attrs:
+        attributes = {}
+        for attribute, attr, rest, rule in self._steps:
             value = getattr(found, attr)
-            if value is not unset:
-                fields[name] = value
-        return fields
+            if value is unset or value is None:
+                value = _MISSING
+            elif rest:
+                value = _lookup(value, rest)
+            attributes[attribute] = rule.decide(value)
+        return attributes
 
 
 @dataclass(frozen=True)
@@ -199,8 +216,8 @@ class RoutingRules:
 
     attributes: Mapping[str, tuple[str, ...]]
     types: Mapping[str, tuple[AttributeRule, ...]]
-    # Per type, a decoder of the top-level payload fields its rules read (made on first use).
-    _readers: dict[str, _FieldReader] = field(
+    # Per type, `attributes_for_json` compiled (made on first use).
+    _json_routes: dict[str, _JsonRoute] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
 
@@ -219,23 +236,14 @@ class RoutingRules:
     def attributes_for_json(self, record_type: str, payload_json: Any) -> dict[str, str]:
         """`attributes_for` of a payload given as its JSON text: only the top-level fields the
         rules name are decoded (a record's payload passes through the router as it came)."""
-        rules = self.types.get(record_type, ())
-        if not rules:
-            return {}
-        reader = self._readers.get(record_type)
-        if reader is None:
-            reader = self._readers[record_type] = _FieldReader(
-                _split_path(rule.field)[0] for rule in rules
-            )
-        try:
-            payload = reader.read(payload_json)
-            if payload is None:  # not an object: refused as `attributes_for` refuses it
-                return self.attributes_for(record_type, jsonx.loads(payload_json))
-        except jsonx.JSONDecodeError as exc:
-            raise PermanentError(
-                f"{record_type} payload is not JSON ({exc}); cannot route it"
-            ) from None
-        return {rule.attribute: rule.evaluate(payload) for rule in rules}
+        return self.json_route(record_type)(payload_json)
+
+    def json_route(self, record_type: str) -> Callable[[Any], dict[str, str]]:
+        """`attributes_for_json` of one record type, as a function made once per type."""
+        route = self._json_routes.get(record_type)
+        if route is None:
+            route = self._json_routes[record_type] = _JsonRoute(self, record_type)
+        return route
 
     def declared(self) -> dict[str, list[str]]:
         return {name: list(values) for name, values in self.attributes.items()}

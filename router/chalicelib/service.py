@@ -157,7 +157,7 @@ class Router:
         """A record's routing attributes (`PermanentError` → the record is quarantined)."""
         raw = record.raw_payload()
         if raw is not None:
-            return self.rules.attributes_for_json(chunk.type, raw)
+            return self.rules.json_route(chunk.type)(raw)
         return self.rules.attributes_for(chunk.type, record.payload)
 
     def handle_chunk(self, chunk: Chunk) -> ChunkOutcome:

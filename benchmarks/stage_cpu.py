@@ -13,6 +13,7 @@ no stage can do less than read and write its records once.
 
     .venv/bin/python -m benchmarks.stage_cpu                  # 10,000 records
     .venv/bin/python -m benchmarks.run --only stages          # the same, in `nox -s bench`
+    STAGE_CPU_PARTS=1 .venv/bin/python -m benchmarks.stage_cpu  # + the shared steps, timed apart
 
 Figures only; nothing passes or fails.
 """
@@ -318,6 +319,7 @@ def run_stage(spec: StageSpec, feed: Any, repeat: int) -> dict[str, Any]:
     one_pass()  # warm: validators compiled, clients made, modules imported
     best = min(one_pass() for _ in range(repeat))
     own = own_work(spec.name, one_pass)
+    parts = shared_parts(one_pass) if os.environ.get("STAGE_CPU_PARTS") else {}
     if os.environ.get("STAGE_CPU_PROFILE") == spec.name:  # where a stage's time goes
         import cProfile
         import pstats
@@ -328,6 +330,7 @@ def run_stage(spec: StageSpec, feed: Any, repeat: int) -> dict[str, Any]:
     return {
         "cpu_s": best,
         "own_s": own,
+        "parts": parts,
         "records": records,
         "events": len(events),
         "sent": sent_messages(clients),
@@ -369,6 +372,54 @@ def own_work(stage: str, one_pass: Callable[[], float]) -> float | None:
     finally:
         setattr(cls, method, real)
     return spent[0]
+
+
+# The shared runtime's per-chunk steps, timed apart with `STAGE_CPU_PARTS=1` (label, module,
+# attribute path). Each is called once or twice a chunk, so timing them costs nothing a record;
+# a step nested in another is counted in both (the labels say so).
+SHARED_PARTS = (
+    ("decode chunk (SQS body)", "sluice.batch", "chunk_from_sqs_body"),
+    ("decode chunk (SNS record)", "sluice.stage", "chunk_from_sns_record"),
+    ("  of it base64 + inflate", "sluice.envelope", "_records_of"),
+    ("  of it records -> Record rows", "sluice.envelope", "_records_from_json"),
+    ("claim's payload hash", "sluice.stage", "chunk_payload_hash"),
+    ("record loop (run_records)", "sluice.stage", "StageRuntime.run_records"),
+    ("encode chunks", "sluice.envelope", "Chunk.encode"),
+    ("  of it compress + base64", "sluice.envelope", "_compress"),
+)
+
+
+def shared_parts(one_pass: Callable[[], float]) -> dict[str, float]:
+    """CPU seconds in each of `SHARED_PARTS` during one more pass (those the code has)."""
+    import importlib
+
+    spent: dict[str, float] = {}
+    restore: list[tuple[Any, str, Any]] = []
+    clock = time.process_time
+    for label, module_name, path in SHARED_PARTS:
+        owner: Any = importlib.import_module(module_name)
+        *outer, name = path.split(".")
+        for part in outer:
+            owner = getattr(owner, part)
+        real = getattr(owner, name, None)
+        if real is None:
+            continue
+
+        def timed(*args: Any, _real: Any = real, _label: str = label, **kwargs: Any) -> Any:
+            started = clock()
+            try:
+                return _real(*args, **kwargs)
+            finally:
+                spent[_label] = spent.get(_label, 0.0) + clock() - started
+
+        restore.append((owner, name, owner.__dict__.get(name, real)))
+        setattr(owner, name, timed)
+    try:
+        one_pass()
+    finally:
+        for owner, name, real in reversed(restore):
+            setattr(owner, name, real)
+    return {label: spent[label] for label, _, _ in SHARED_PARTS if label in spent}
 
 
 def child(argv: list[str]) -> int:
@@ -491,6 +542,8 @@ def run(records: int = 10_000, repeat: int = REPEAT, say: Callable[[str], None] 
                 }
             )
             say(f"[stages] {spec.name}: {us:.1f} us per record ({us / floor:.1f}x the floor)")
+            for label, seconds in result.get("parts", {}).items():
+                say(f"[stages]   {label}: {seconds * 1e6 / max(result['records'], 1):.1f} us")
     return floor, rows
 
 

@@ -325,6 +325,45 @@ def test_new_items_are_sized_as_moto_sizes_them_up_to_the_limit() -> None:
     assert "ItemSizeTooLarge" in expected
 
 
+def test_json_errors_are_the_ones_moto_builds() -> None:
+    """moto's JSON errors without the XML body they overwrite: the same fields, body, type
+    and headers."""
+    from moto.core.exceptions import JsonRESTError
+    from moto.dynamodb import exceptions as ddb
+
+    def made() -> list[tuple[Any, ...]]:
+        errors: list[Any] = [
+            ddb.ProvidedKeyDoesNotExist(),
+            ddb.ConditionalCheckFailed(item={"pk": {"S": "p"}}),
+            ddb.TransactionCanceledException(
+                [(None, None, None), ("ConditionalCheckFailed", "failed", {"pk": {"S": "p"}})]
+            ),
+            ddb.ResourceNotFoundException(table_name="t"),
+            ddb.ItemSizeTooLarge(),
+            ddb.MockValidationException("bad"),
+            JsonRESTError("com.example#Plain", "plain", "ignored", template="ignored"),
+        ]
+        return [
+            (
+                type(e).__name__,
+                vars(e),
+                e.code,
+                e.get_body(),
+                e.get_headers(),
+                e.relative_error_type,
+            )
+            for e in errors
+        ]
+
+    with motos_own():
+        expected = made()
+    with patched():
+        got = made()
+    assert got == expected
+    assert expected[0][1]["content_type"] == "application/json"
+    assert '"__type"' in expected[2][3]
+
+
 # ------------------------------------------------------------------ through the emulator
 
 

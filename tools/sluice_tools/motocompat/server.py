@@ -54,6 +54,7 @@ PATCHED = (
     ("moto.dynamodb.parsing.ast_nodes:DepthFirstTraverser", "traverse"),
     ("moto.sqs.models", "generate_receipt_handle"),
     ("moto.sqs.models", "camelcase_to_underscores"),
+    ("moto.core.exceptions:JsonRESTError", "__init__"),
 )
 
 log = logging.getLogger("sluice.local")
@@ -786,6 +787,28 @@ def _underscored_once(original: Callable[[str], str]) -> Callable[[str], str]:
     return underscored
 
 
+def _json_error_init(
+    error: Any, error_type: str, message: str, _: str = "", **_kwargs: Any
+) -> None:
+    """moto's `JsonRESTError.__init__`, without the XML body it overwrites.
+
+    moto 5.2.5 builds every JSON error (`_RESTError.__init__`) by first rendering an XML
+    error document with xmltodict, then replacing it with the JSON one: ~30 us an error.
+    DynamoDB's update expressions raise and catch such errors for control flow (an
+    `if_not_exists` or `ADD` of an attribute the item does not have yet raises
+    `ProvidedKeyDoesNotExist` internally), eight per progress update of a new object. The
+    fields set are those moto ends up with: the werkzeug exception's own, the type, the
+    message, the JSON body and its content type.
+    """
+    from werkzeug.exceptions import HTTPException
+
+    HTTPException.__init__(error)
+    error.error_type = error_type
+    error.message = message
+    error.description = json.dumps({"__type": error_type, "message": message})
+    error.content_type = "application/json"
+
+
 def _role_by_arn(backend: Any, arn: str) -> Any:
     """moto's `IAMBackend.get_role_by_arn`, remembering which role has which ARN.
 
@@ -1042,7 +1065,8 @@ def quiet() -> None:
     with the same names and key attributes (`_validate_update`), and moto's tree walks look
     their node types up once per walk, not twice per node (`_traverse`). SQS draws a receipt
     handle in one call (`_receipt_handle`) and converts each attribute name once
-    (`_underscored_once`).
+    (`_underscored_once`). moto's JSON errors skip the XML body they overwrite
+    (`_json_error_init`): update expressions raise them internally.
     A stopping runtime ends its pollers' long polls at once (`cut_long_polls`). EventBridge
     rules skip events while disabled or schedule-only, and hand Lambda and SNS targets
     (which moto refuses) to the runtime (`_send_to_targets`, `route_event_targets`).
@@ -1054,6 +1078,7 @@ def quiet() -> None:
         from moto import backends
         from moto.awslambda.models import LambdaBackend
         from moto.core import responses
+        from moto.core.exceptions import JsonRESTError
         from moto.dynamodb import comparisons
         from moto.dynamodb import models as dynamodb_models
         from moto.dynamodb import responses as dynamodb_responses
@@ -1122,6 +1147,7 @@ def quiet() -> None:
                 "camelcase_to_underscores",
                 _underscored_once(vars(sqs_models)["camelcase_to_underscores"]),
             ),
+            (JsonRESTError, "__init__", _json_error_init),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

@@ -19,6 +19,7 @@ from sluice import aws
 from sluice.config import ResourceNames, reset_settings
 from sluice.envelope import Chunk, Record
 from sluice.registry import expand_template_policies, load_registry
+from sluice_tools import lambda_events
 
 REPO = moto_platform.REPO
 STAGE = moto_platform.STAGE
@@ -172,56 +173,14 @@ def receive_all(queue_url: str) -> list[dict[str, Any]]:
 
 def as_lambda_event(messages: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """SQS messages as received, shaped as the SQS → Lambda event that delivers them."""
-    records = []
-    for m in messages:
-        records.append(
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": dict(m.get("Attributes", {})),
-                "messageAttributes": {
-                    k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"]}
-                    for k, v in m.get("MessageAttributes", {}).items()
-                },
-                "md5OfBody": m.get("MD5OfBody", ""),
-                "eventSource": "aws:sqs",
-                "awsRegion": REGION,
-            }
-        )
-    return {"Records": records}
+    return lambda_events.received_sqs_event(messages, region=REGION)
 
 
 def sns_event(
     chunk: Chunk | str, topic_arn: str, message_id: str = "sns-message-0"
 ) -> dict[str, Any]:
     """A direct SNS → Lambda event delivering `chunk` (or a raw message body)."""
-    attributes = (
-        {
-            k: {"Type": "String", "Value": v["StringValue"]}
-            for k, v in chunk.message_attributes().items()
-        }
-        if isinstance(chunk, Chunk)
-        else {}
-    )
-    return {
-        "Records": [
-            {
-                "EventSource": "aws:sns",
-                "EventVersion": "1.0",
-                "EventSubscriptionArn": f"{topic_arn}:6b0e71bd-7e97-4d97-80ce-4a0994e55286",
-                "Sns": {
-                    "Type": "Notification",
-                    "MessageId": message_id,
-                    "TopicArn": topic_arn,
-                    "Subject": None,
-                    "Message": chunk.encode() if isinstance(chunk, Chunk) else chunk,
-                    "Timestamp": "2026-11-27T06:16:00.000Z",
-                    "MessageAttributes": attributes,
-                },
-            }
-        ]
-    }
+    return lambda_events.sns_event(chunk, topic=topic_arn, message_ids=[message_id])
 
 
 def make_chunk(

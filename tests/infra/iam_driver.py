@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
+
+from sluice_tools import lambda_events
 
 RECORDING: list[dict[str, Any]] | None = None
 _KEEP = (
@@ -77,57 +78,24 @@ def _sqs_records(queue: str, limit: int) -> list[dict[str, Any]]:
         MessageAttributeNames=["All"],
         AttributeNames=["All"],
     ).get("Messages", [])
-    return [
-        {
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": m.get("Attributes", {}),
-            "messageAttributes": {
-                k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"]}
-                for k, v in m.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": m.get("MD5OfBody", ""),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": arn,
-            "awsRegion": "us-east-1",
-        }
-        for m in got
-    ]
+    return list(lambda_events.received_sqs_event(got, source_arn=arn)["Records"])
 
 
 def _s3_event(bucket: str, key: str) -> dict[str, Any]:
     """The notification S3 sends for the object's current version (real ETag and version)."""
-    from urllib.parse import quote_plus
-
     import boto3
 
     head = boto3.client("s3").head_object(Bucket=bucket, Key=key)
-    obj = {
-        "key": quote_plus(key, safe="/"),
-        "size": head["ContentLength"],
-        "eTag": head["ETag"].strip('"'),
-        "sequencer": "0A1B2C3D4E5F678901",
-    }
-    if head.get("VersionId"):
-        obj["versionId"] = head["VersionId"]
-    return {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
-                "eventTime": "2026-11-27T00:00:00.000Z",
-                "eventName": "ObjectCreated:Put",
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "configurationId": "ingest",
-                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": obj,
-                },
-            }
-        ]
-    }
+    return lambda_events.s3_event(
+        bucket,
+        key,
+        head["ETag"].strip('"'),
+        size=head["ContentLength"],
+        version_id=head.get("VersionId"),
+        sequencer="0A1B2C3D4E5F678901",
+        configuration_id="ingest",
+        event_time="2026-11-27T00:00:00.000Z",
+    )
 
 
 def _event(client: Any, step: dict[str, Any]) -> dict[str, Any]:
@@ -143,32 +111,15 @@ def _event(client: Any, step: dict[str, Any]) -> dict[str, Any]:
     if kind == "sqs":
         return {"Records": _sqs_records(step["queue"], step.get("limit", 10))}
     if kind == "sns":  # the records topic's message, as a direct subscriber receives it
-        records = []
-        for r in _sqs_records(step["queue"], step.get("limit", 1)):
-            attributes = {
-                k: {"Type": v["dataType"], "Value": v["stringValue"]}
-                for k, v in r["messageAttributes"].items()
-            }
-            records.append(
-                {
-                    "EventSource": "aws:sns",
-                    "EventVersion": "1.0",
-                    "EventSubscriptionArn": f"{step['topic']}:{uuid.uuid4()}",
-                    "Sns": {
-                        "Type": "Notification",
-                        "MessageId": r["messageId"],
-                        "TopicArn": step["topic"],
-                        "Subject": None,
-                        "Message": r["body"],
-                        "Timestamp": "2026-11-27T00:00:00.000Z",
-                        "SignatureVersion": "1",
-                        "Signature": "",
-                        "SigningCertUrl": "",
-                        "UnsubscribeUrl": "",
-                        "MessageAttributes": attributes,
-                    },
-                }
+        records = [
+            lambda_events.sns_record(
+                r["body"],
+                step["topic"],
+                r["messageId"],
+                attributes={k: v["stringValue"] for k, v in r["messageAttributes"].items()},
             )
+            for r in _sqs_records(step["queue"], step.get("limit", 1))
+        ]
         return {"Records": records}
     raise ValueError(f"unknown event kind {kind}")
 

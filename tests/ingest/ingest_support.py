@@ -6,11 +6,11 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus
 
 from sluice import aws
 from sluice.config import ResourceNames
 from sluice.envelope import Chunk
+from sluice_tools import lambda_events
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
@@ -67,22 +67,7 @@ class Platform:
 
 def s3_event(bucket: str, key: str, etag: str, name: str = "ObjectCreated:Put") -> dict[str, Any]:
     """An S3 → Lambda event as AWS sends it (key form-URL-encoded)."""
-    return {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
-                "eventTime": "2026-11-27T06:00:00.000Z",
-                "eventName": name,
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": {"key": quote_plus(key), "size": 1, "eTag": etag},
-                },
-            }
-        ]
-    }
+    return lambda_events.s3_event(bucket, key, etag, name=name)
 
 
 def drain(url: str) -> list[MessageTypeDef]:

@@ -15,6 +15,7 @@ from sluice.config import ResourceNames
 from sluice.envelope import Chunk, Record
 from sluice.idempotency import IdempotencyStore
 from sluice.stage import DEFAULT_RECORD_ATTEMPTS, StageRuntime, failed_chunk_id
+from sluice_tools import lambda_events
 
 AT = "2026-11-27T06:00:00.000Z"
 STAGE = "consumer-test"
@@ -128,14 +129,7 @@ def test_a_directly_subscribed_consumer_sends_failed_records_to_its_failures_que
     failures = queue(platform.async_failure_queue(STAGE))
     runtime = StageRuntime(STAGE)
     sink = Sink(runtime, broken={0, 3})
-    sns = {
-        "Records": [
-            {
-                "EventSource": "aws:sns",
-                "Sns": {"MessageId": "s-1", "TopicArn": TOPIC_ARN, "Message": chunk().encode()},
-            }
-        ]
-    }
+    sns = lambda_events.sns_event(chunk().encode(), topic=TOPIC_ARN, message_ids=["s-1"])
 
     [outcome] = runtime.handle_sns(sns, sink)
 

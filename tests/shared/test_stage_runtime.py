@@ -30,6 +30,7 @@ from sluice.idempotency import (
 from sluice.ledger import LedgerWriter
 from sluice.quarantine import Quarantine
 from sluice.stage import CHUNK_CLAIM_LEASE_MS, StageRuntime, chunk_payload_hash
+from sluice_tools import lambda_events
 
 AT = "2026-11-27T06:00:00.000Z"
 STAGE = "cleanse"
@@ -250,21 +251,7 @@ def test_parts_are_built_lazily_and_can_be_injected(monkeypatch: pytest.MonkeyPa
 
 
 def sns_event(*messages: str) -> dict[str, Any]:
-    topic = "arn:aws:sns:us-east-1:123456789012:sluice-test-records"
-    return {
-        "Records": [
-            {
-                "EventSource": "aws:sns",
-                "Sns": {
-                    "MessageId": f"sns-{i}",
-                    "TopicArn": topic,
-                    "Message": message,
-                    "Timestamp": "2026-11-27T06:00:00.000Z",
-                },
-            }
-            for i, message in enumerate(messages)
-        ]
-    }
+    return lambda_events.sns_event(*messages, topic=lambda_events.topic_arn("sluice-test-records"))
 
 
 def test_sns_chunk_is_handled_once_and_ledgered_once(platform: ResourceNames) -> None:

@@ -25,6 +25,7 @@ from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError
 from sluice.observability import NoopTracer, XRayTracer, get_tracer, set_tracer
 from sluice.observability.tracing import inject_trace_context, invocation_span
+from sluice_tools import lambda_events
 
 TRACE_ID = "5759e988bd862e3fe1be46a994272793"
 PARENT = "53995c3f42cd8ad8"
@@ -75,17 +76,12 @@ def message(
 ) -> dict[str, Any]:
     """An SQS → Lambda record with the chunk's message attributes (plus `attributes`)."""
     sent = {**c.message_attributes(), **(attributes or {})}
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"rh-{message_id}",
-        "body": c.encode(),
-        "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {
-            k: {"dataType": "String", "stringValue": v["StringValue"]} for k, v in sent.items()
-        },
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:q",
-    }
+    return lambda_events.sqs_record(
+        c,
+        message_id,
+        source_arn=lambda_events.queue_arn("q", "eu-west-1"),
+        message_attributes={k: v["StringValue"] for k, v in sent.items()},
+    )
 
 
 def traceparent(value: str) -> dict[str, Any]:

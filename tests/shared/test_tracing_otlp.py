@@ -26,6 +26,7 @@ from sluice.observability import set_tracer
 from sluice.observability.otel import OTelTracer
 from sluice.observability.otlp import ExportFailedError, OtlpHttpExporter
 from sluice.observability.tracing import invocation_span
+from sluice_tools import lambda_events
 
 CREDENTIALS = Credentials("AKIDEXAMPLE", "secret-example", "session-token")
 REGION = "eu-west-1"
@@ -79,13 +80,7 @@ def exporter(endpoint: Endpoint) -> OtlpHttpExporter:
 
 
 def sqs_record(c: Chunk) -> dict[str, Any]:
-    return {
-        "messageId": "m-1",
-        "body": c.encode(),
-        "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {},
-        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:q",
-    }
+    return lambda_events.sqs_record(c, "m-1", source_arn=lambda_events.queue_arn("q", "eu-west-1"))
 
 
 def attrs(kvs: Any) -> dict[str, Any]:

@@ -41,9 +41,9 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
 
 from sluice.registry import load_registry
+from sluice_tools.lambda_events import s3_event
 from sluice_tools.local.apifaults import SERVICES, ApiFaultPlan, ApiFaultRule
 
 log = logging.getLogger("sluice.chaos")
@@ -620,31 +620,18 @@ def _notifier(runtime: Any, ingest: list[str]) -> Callable[[Landed, str | None],
         if version:
             head["VersionId"] = version
         found = s3.head_object(**head)
-        record_object: dict[str, Any] = {
-            "key": quote_plus(obj.key),
-            "size": found["ContentLength"],
-            "eTag": found["ETag"].strip('"'),
-        }
-        if version and version != "null":
-            record_object["versionId"] = version
         for url, config_id in targets:
-            body = {
-                "Records": [
-                    {
-                        "eventVersion": "2.1",
-                        "eventSource": "aws:s3",
-                        "awsRegion": runtime.emulator.region,
-                        "eventTime": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                        "eventName": "ObjectCreated:Put",
-                        "s3": {
-                            "s3SchemaVersion": "1.0",
-                            "configurationId": config_id,
-                            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                            "object": record_object,
-                        },
-                    }
-                ]
-            }
+            body = s3_event(
+                bucket,
+                obj.key,
+                found["ETag"].strip('"'),
+                size=found["ContentLength"],
+                version_id=version if version and version != "null" else None,
+                configuration_id=config_id,
+                event_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                region=runtime.emulator.region,
+                key_safe="",
+            )
             sqs.send_message(QueueUrl=url, MessageBody=json.dumps(body))
         return bool(targets)
 

@@ -79,3 +79,18 @@ def repo_option(
     return click.option(
         "--repo", type=click.Path(file_okay=False, path_type=Path), default=None, help=help
     )
+
+
+def only_option(help: str) -> Callable[[F], F]:
+    """--only APP (repeatable), given to the command as `only`: a tuple, empty for all."""
+    return click.option("--only", multiple=True, metavar="APP", help=help)
+
+
+def dry_run_option(help: str) -> Callable[[F], F]:
+    """--dry-run, given to the command as `dry_run`."""
+    return click.option("--dry-run", is_flag=True, help=help)
+
+
+def correlation_id_option(help: str) -> Callable[[F], F]:
+    """--correlation-id ID, given to the command as `correlation_id` (None: every one)."""
+    return click.option("--correlation-id", default=None, help=help)

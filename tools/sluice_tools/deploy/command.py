@@ -6,17 +6,12 @@ from pathlib import Path
 
 import click
 
-from sluice_tools.options import stage_options
+from sluice_tools.options import only_option, stage_options
 
 
 @click.command("deploy")
 @stage_options
-@click.option(
-    "--only",
-    multiple=True,
-    metavar="APP",
-    help="Deploy only this app (ingest, cleanse, router, consumers/NAME); repeatable.",
-)
+@only_option("Deploy only this app (ingest, cleanse, router, consumers/NAME); repeatable.")
 @click.option("--no-doctor", is_flag=True, help="Skip the doctor check at the end.")
 @click.option(
     "--build-dir",
@@ -76,7 +71,7 @@ def deploy_command(
 
 @click.command("doctor")
 @stage_options
-@click.option("--only", multiple=True, metavar="APP", help="Check only these apps' functions.")
+@only_option("Check only these apps' functions.")
 def doctor_command(stage: str, prefix: str | None, only: tuple[str, ...]) -> None:
     """Check a deployed stage: DLQs, partial batch responses, on-failure destinations,
     filter policies, alarms, and resources named in functions' environments. Exit 1 if not OK.

@@ -20,7 +20,7 @@ from sluice_tools.ledger.reconcile import (
     reconcile,
 )
 from sluice_tools.ledger.store import landed_objects, read_claims, read_ledger
-from sluice_tools.options import json_option, repo_option, stage_options
+from sluice_tools.options import correlation_id_option, json_option, repo_option, stage_options
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -150,11 +150,7 @@ def format_report(report: Report) -> str:
 
 @click.command("ledger")
 @stage_options
-@click.option(
-    "--correlation-id",
-    default=None,
-    help="Only this landed object (an id nothing carries: exit 4, not found).",
-)
+@correlation_id_option("Only this landed object (an id nothing carries: exit 4, not found).")
 @click.option(
     "--grace",
     type=click.IntRange(min=0),

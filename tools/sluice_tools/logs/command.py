@@ -14,7 +14,7 @@ import click
 
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.options import json_option, stage_options
+from sluice_tools.options import correlation_id_option, json_option, stage_options
 from sluice_tools.trace.command import log_dir_option, since_option
 from sluice_tools.trace.logsource import EVENTS, LogLine, LogQuery, LogReadError
 
@@ -94,7 +94,7 @@ def resolve_functions(wanted: str | None, present: list[str]) -> list[str] | Non
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
 @since_option("10m", "From this long ago (10m, 2h, 1d) or this time (ISO 8601).")
 @click.option("--filter", "text", default=None, help="Only lines containing TEXT.")
-@click.option("--correlation-id", default=None, help="Only lines of this correlation id.")
+@correlation_id_option("Only lines of this correlation id.")
 @json_option("Print each line's JSON as written.")
 @log_dir_option
 def logs_command(

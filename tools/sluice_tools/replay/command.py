@@ -9,7 +9,7 @@ import click
 
 from sluice.config import ResourceNames
 from sluice.errors import ConfigError
-from sluice_tools.options import json_option, stage_options
+from sluice_tools.options import dry_run_option, json_option, stage_options
 from sluice_tools.replay.quarantine import (
     QuarantineReplay,
     ReplayError,
@@ -72,7 +72,7 @@ def _echo_items(result: Result) -> None:
     help="Only documents quarantined at or after this time: 2026-12-04T10:00:00Z, or back "
     "from now: 90m, 2h, 3d, 1w.",
 )
-@click.option("--dry-run", is_flag=True, help="List what would be replayed; send nothing.")
+@dry_run_option("List what would be replayed; send nothing.")
 @json_option("Print the result as JSON.")
 def quarantine_command(
     stage: str,
@@ -160,7 +160,7 @@ def quarantine_command(
     is_flag=True,
     help="Also objects ingest already sent records of (those records are delivered again).",
 )
-@click.option("--dry-run", is_flag=True, help="List what would be re-ingested; copy nothing.")
+@dry_run_option("List what would be re-ingested; copy nothing.")
 @json_option("Print the result as JSON.")
 def landing_command(
     stage: str,

@@ -13,7 +13,8 @@ from sluice.stage import StageRuntime
 
 app = Chalice(app_name="sluice-cleanse", configure_logs=False)
 observability.install(app, service="cleanse")
-cleanser = Cleanser(StageRuntime(name="cleanse"))
+# Payloads stay as their JSON until read: a clean one passes on as it came (passthrough).
+cleanser = Cleanser(StageRuntime(name="cleanse", lazy_payloads=True))
 
 
 # 5 chunks of up to 1 MiB (the size ingest and cleanse cut) fit Lambda's 6 MB payload.

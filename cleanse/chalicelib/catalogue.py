@@ -26,6 +26,7 @@ from chalicelib.normalise import (
     compile_rules,
     normalise,
 )
+from chalicelib.passthrough import compile_passthrough, object_parts
 from sluice.errors import ConfigError, PermanentError
 from sluice.registry import RecordTypeSpec, Registry, load_registry
 
@@ -46,6 +47,7 @@ class RecordType:
         # What the compiled pass leaves to check: the schema less the items it checked itself
         # (None: no compiled check; the validator does it all).
         self._rest_check: Callable[[Any], bool] | None = None
+        self._as_is: Callable[[bytes], bool] | None = None
         self._lock = threading.Lock()
         self._check()
 
@@ -75,6 +77,18 @@ class RecordType:
         except JsonSchemaValueException as exc:
             raise PermanentError(f"invalid {self.name}: {exc.message}") from None
         return result if isinstance(result, dict) else data
+
+    def clean_as_is(self, payload_json: bytes) -> bool:
+        """Whether a payload's JSON text is already what `cleanse` would make of it (normal
+        and valid), so it can pass on as it came (`passthrough`); False: cleanse it."""
+        as_is = self._as_is
+        if as_is is None:
+            with self._lock:
+                if self._as_is is None:
+                    found = compile_passthrough(self.schema, self.rules, self.known_fields)
+                    self._as_is = found or _never
+                as_is = self._as_is
+        return as_is(payload_json)
 
     def _compile_one_pass(self) -> Callable[[Any], dict[str, Any]]:
         """The type's compiled pass: its rules, and the schema of each list of objects they
@@ -187,6 +201,10 @@ def _compile(name: str, schema: Mapping[str, Any]) -> Validator:
         return data if check(data) else full(data)
 
     return validate
+
+
+def _never(payload_json: bytes) -> bool:
+    return False  # a type beyond `compile_passthrough`: every record is cleansed
 
 
 def _general(payload: Any) -> dict[str, Any]:
@@ -397,16 +415,10 @@ def _emit_object(
     fail_if: Callable[[str], None],
     constant: Callable[[Any], str],
 ) -> None:
-    properties = schema.get("properties") or {}
-    required = schema.get("required") or []
-    extra = schema.get("additionalProperties", True)
-    if (
-        not isinstance(properties, Mapping)
-        or not isinstance(required, list)
-        or not all(isinstance(name, str) for name in [*properties, *required])
-        or not isinstance(extra, bool)
-    ):
+    parts = object_parts(schema)
+    if parts is None:
         raise _Unsupported
+    properties, required, extra = parts
     for name in required:
         if name not in properties:  # a described one is looked up once, below
             fail_if(f"{name!r} not in {v}")

@@ -36,6 +36,10 @@ def _log_refused(record: Record, key_field: str | None, error: PermanentError) -
         log.info("record refused", extra={"natural_key": str(value), "reason": error.reason})
 
 
+# What the record handler returns for a record whose payload passes on as the JSON it came as.
+AS_IS: Any = type("_AsIs", (), {"__repr__": lambda self: "<as is>"})()
+
+
 class ChunkSink(Protocol):
     """Where output chunks go (the clean queue; a fake in tests)."""
 
@@ -103,7 +107,10 @@ class Cleanser:
         """Cleanse `chunk`'s records; send the good ones as one chunk (more if they grew)."""
         results = self.runtime.run_records(chunk, self._record_handler(chunk.type))
         outcome = results.outcome
-        cleaned = [record.with_payload(payload) for record, payload in results.outputs]
+        cleaned = [
+            record if payload is AS_IS else record.with_payload(payload)
+            for record, payload in results.outputs
+        ]
         sent = 0
         for out in self._pack(chunk, cleaned):
             self.sink.send(out)
@@ -113,7 +120,8 @@ class Cleanser:
         outcome.out = sent
         return outcome
 
-    def _record_handler(self, record_type: str) -> Callable[[Record, Chunk], dict[str, Any]]:
+    def _record_handler(self, record_type: str) -> Callable[[Record, Chunk], Any]:
+        """The record handler: the cleansed payload, or AS_IS (the payload passes as it came)."""
         found = self.catalogue.get(record_type)
         if found is None:
 
@@ -123,8 +131,12 @@ class Cleanser:
             return unknown
 
         key_field = found.rules.natural_key
+        as_is = found.clean_as_is
 
-        def cleanse(record: Record, chunk: Chunk) -> dict[str, Any]:
+        def cleanse(record: Record, chunk: Chunk) -> Any:
+            raw = record.raw_payload()  # its JSON, when the runtime left it undecoded
+            if raw is not None and as_is(bytes(raw)):
+                return AS_IS  # already clean: it passes on as it came
             try:
                 return found.cleanse(record.payload)
             except PermanentError as exc:

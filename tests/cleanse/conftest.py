@@ -14,13 +14,14 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from support import chunks
 from support import platform as moto_platform
 from support.env import aws_env, aws_environment
 from support.platform import STAGE
 
 from sluice import aws
 from sluice.config import ResourceNames
-from sluice.envelope import Chunk, Record, chunk_id, record_id
+from sluice.envelope import Chunk
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_DIR = ROOT / "cleanse"
@@ -45,14 +46,11 @@ def names(aws_env: None) -> ResourceNames:
 @pytest.fixture
 def platform(aws_env: None, names: ResourceNames) -> Iterator[ResourceNames]:
     """A moto account with what cleanse touches: tables, buckets, the raw and clean queues."""
-    from moto import mock_aws
-
-    with mock_aws():
-        moto_platform.create_tables()
-        moto_platform.create_buckets((names.quarantine_bucket, names.payload_bucket))
-        moto_platform.create_queues((names.raw_queue, names.clean_queue))
+    with moto_platform.mocked_platform(
+        buckets=(names.quarantine_bucket, names.payload_bucket),
+        queues=(names.raw_queue, names.clean_queue),
+    ):
         yield names
-        aws.reset_clients()
 
 
 @pytest.fixture
@@ -76,7 +74,6 @@ def clean_messages(platform: ResourceNames) -> Callable[[], list[dict[str, Any]]
     return drain
 
 
-SOURCE = "s3://sluice-test-landing/incoming/order/orders.jsonl"
 ChunkFactory = Callable[..., Chunk]
 OrderFactory = Callable[..., dict[str, Any]]
 
@@ -84,34 +81,13 @@ OrderFactory = Callable[..., dict[str, Any]]
 @pytest.fixture
 def make_chunk() -> ChunkFactory:
     """`make_chunk(payloads, record_type=..., ordinal=...)`: a raw chunk as ingest sends it."""
-    return _make_chunk
+    return chunks.make_chunk
 
 
 @pytest.fixture
 def order() -> OrderFactory:
     """`order(**overrides)`: a valid raw order; a None override removes the field."""
     return _order
-
-
-def _make_chunk(
-    payloads: list[Any], *, record_type: str = "order", ordinal: int = 0, source: str = SOURCE
-) -> Chunk:
-    records = tuple(
-        Record(
-            id=record_id(source, "etag-1", ordinal * 1000 + i),
-            ordinal=ordinal * 1000 + i,
-            ingested_at="2026-11-27T06:00:00.000Z",
-            payload=payload,
-        )
-        for i, payload in enumerate(payloads)
-    )
-    return Chunk(
-        chunk_id=chunk_id(source, "etag-1", ordinal),
-        type=record_type,
-        source=source,
-        correlation_id="corr-1",
-        records=records,
-    )
 
 
 def _order(**overrides: Any) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from ingest_support import FakeContext, Platform, drain, s3_event  # noqa: E402
 from chalicelib import pull, service  # noqa: E402
 from chalicelib.service import Ingestor  # noqa: E402
 from chalicelib.settings import IngestSettings  # noqa: E402
-from sluice import aws  # noqa: E402
 from sluice.config import ResourceNames, Settings, reset_settings  # noqa: E402
 
 
@@ -54,17 +53,12 @@ def app_module() -> ModuleType:
 @pytest.fixture
 def platform(aws_env: None) -> Iterator[Platform]:
     """A moto account with the platform's tables (from the template), buckets and queues."""
-    from moto import mock_aws
-
     names = ResourceNames(stage=STAGE)
-    with mock_aws():
-        moto_platform.create_tables()
-        moto_platform.create_buckets(
-            (names.landing_bucket, names.quarantine_bucket, names.payload_bucket)
-        )
-        raw, cont = moto_platform.create_queues((names.raw_queue, names.ingest_continue_queue))
+    with moto_platform.mocked_platform(
+        buckets=(names.landing_bucket, names.quarantine_bucket, names.payload_bucket),
+        queues=(names.raw_queue, names.ingest_continue_queue),
+    ) as (raw, cont):
         yield Platform(names, raw, cont)
-        aws.reset_clients()
 
 
 @pytest.fixture

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from support import platform as moto_platform
+from support.chunks import make_chunk
 from support.env import aws_env, aws_environment
 from support.platform import STAGE
 
 from sluice import aws
 from sluice.config import ResourceNames
-from sluice.envelope import Chunk, Record, chunk_id, record_id
+from sluice.envelope import Chunk
 from sluice.registry import load_registry
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ APP_DIR = ROOT / "router"
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
-SOURCE = "s3://sluice-test-landing/incoming/order/orders.jsonl"
 HIGH_PRIORITY_QUEUE = "sluice-test-consumer-urgent"
 EVERYTHING_QUEUE = "sluice-test-consumer-all"
 
@@ -186,12 +186,9 @@ def _subscribe(topic_arn: str, queue: str, filter_policy: dict[str, Any] | None)
 def platform(aws_env: None, names: ResourceNames) -> Iterator[Platform]:
     """A moto account with what the router touches, and two consumers of the records topic:
     one filtering on `{"priority": ["high"]}`, one taking everything."""
-    from moto import mock_aws
-
-    with mock_aws():
-        moto_platform.create_tables()
-        moto_platform.create_buckets((names.quarantine_bucket, names.payload_bucket))
-        moto_platform.create_queues((names.clean_queue,))
+    with moto_platform.mocked_platform(
+        buckets=(names.quarantine_bucket, names.payload_bucket), queues=(names.clean_queue,)
+    ):
         topic_arn = aws.sns().create_topic(Name=names.records_topic)["TopicArn"]
         yield Platform(
             names=names,
@@ -199,37 +196,9 @@ def platform(aws_env: None, names: ResourceNames) -> Iterator[Platform]:
             high_priority=_subscribe(topic_arn, HIGH_PRIORITY_QUEUE, {"priority": ["high"]}),
             everything=_subscribe(topic_arn, EVERYTHING_QUEUE, None),
         )
-        aws.reset_clients()
 
 
 ChunkFactory = Callable[..., Chunk]
-
-
-def make_chunk(
-    payloads: list[Any],
-    *,
-    record_type: str = "order",
-    ordinal: int = 0,
-    source: str = SOURCE,
-    correlation_id: str = "corr-1",
-) -> Chunk:
-    """A clean chunk as cleanse sends it: `payloads` become records 0..n-1 of `source`."""
-    records = tuple(
-        Record(
-            id=record_id(source, "etag-1", ordinal * 1000 + i),
-            ordinal=ordinal * 1000 + i,
-            ingested_at="2026-11-27T06:00:00.000Z",
-            payload=payload,
-        )
-        for i, payload in enumerate(payloads)
-    )
-    return Chunk(
-        chunk_id=chunk_id(source, "etag-1", ordinal),
-        type=record_type,
-        source=source,
-        correlation_id=correlation_id,
-        records=records,
-    )
 
 
 def order(amount: Any = 19.99, currency: Any = "EUR", **extra: Any) -> dict[str, Any]:

@@ -40,13 +40,9 @@ def names(aws_env: None) -> ResourceNames:
 @pytest.fixture
 def platform(aws_env: None, names: ResourceNames) -> Iterator[ResourceNames]:
     """A moto account holding the platform's tables (from the template) and buckets."""
-    from moto import mock_aws
-
-    with mock_aws():
-        moto_platform.create_tables(ttl=True)
-        moto_platform.create_buckets((names.quarantine_bucket, names.payload_bucket))
+    buckets = (names.quarantine_bucket, names.payload_bucket)
+    with moto_platform.mocked_platform(buckets=buckets, ttl=True):
         yield names
-        aws.reset_clients()
 
 
 @pytest.fixture

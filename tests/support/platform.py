@@ -8,7 +8,8 @@ Call the `create_*` helpers inside `mock_aws()`: they use the process's cached c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,22 @@ def create_queues(queues: Iterable[str]) -> list[str]:
     """The queues, created in order; their URLs in the same order."""
     sqs = aws.sqs()
     return [sqs.create_queue(QueueName=queue)["QueueUrl"] for queue in queues]
+
+
+@contextmanager
+def mocked_platform(
+    *, buckets: Iterable[str] = (), queues: Iterable[str] = (), ttl: bool = False
+) -> Iterator[list[str]]:
+    """A moto account holding the template's tables (`ttl`: with their TTL settings), these
+    buckets and these queues (their URLs yielded, in order); the process's cached clients
+    are dropped on the way out. Call it inside the test environment (support.env)."""
+    from moto import mock_aws
+
+    with mock_aws():
+        create_tables(ttl=ttl)
+        create_buckets(buckets)
+        yield create_queues(queues)
+        aws.reset_clients()
 
 
 def ledger_entries(table: str, correlation_id: str) -> dict[str, dict[str, Any]]:

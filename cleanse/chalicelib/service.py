@@ -30,8 +30,11 @@ log = get_logger(__name__)
 def _log_refused(record: Record, key_field: str | None, error: PermanentError) -> None:
     """One line naming the refused record by its natural key (`sluice trace --type --key`
     finds it in the logs; the quarantine document is named by record id)."""
-    payload = record.payload if isinstance(record.payload, dict) else {}
-    value = payload.get(key_field) if key_field else None
+    try:
+        payload = record.payload
+    except PermanentError:  # its JSON, left undecoded, cannot be decoded: no key to name
+        payload = None
+    value = payload.get(key_field) if key_field and isinstance(payload, dict) else None
     if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
         log.info("record refused", extra={"natural_key": str(value), "reason": error.reason})
 

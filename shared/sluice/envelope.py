@@ -75,6 +75,7 @@ class RecordWire(TypedDict, total=False):
     ingested_at: str
     payload: Any
     payload_ref: str
+    payload_json: str  # only in a quarantined record whose payload no stage could decode
 
 
 def _digest(*parts: object) -> str:
@@ -121,11 +122,17 @@ class Record:
     _raw: Any = field(default=None, init=False, compare=False, repr=False)
 
     def to_wire(self) -> RecordWire:
+        """The record as a JSON object. A payload left undecoded (`lazy_payloads`) that cannot
+        be decoded after all (a number out of range) is given as its text, in `payload_json`
+        instead of `payload`: its record can still be quarantined, and no stage reads it."""
         wire: RecordWire = {"id": self.id, "ordinal": self.ordinal, "ingested_at": self.ingested_at}
         if self.payload_ref is not None:
             wire["payload_ref"] = self.payload_ref
-        else:
+            return wire
+        try:
             wire["payload"] = self.payload
+        except MalformedEnvelopeError:
+            wire["payload_json"] = bytes(self._raw).decode("utf-8")
         return wire
 
     def raw_payload(self) -> Any:

@@ -257,3 +257,36 @@ def test_a_chunk_cleansed_with_its_payloads_left_as_json_sends_the_same_records(
     assert sent_as_json == sent_decoded
     assert len(jsonx.loads(sent_as_json[0])) == 6  # o-5 quarantined both ways
     assert as_is == [True, False, False, False, False, False, True]
+
+
+def test_a_payload_that_cannot_be_decoded_after_all_is_quarantined_alone(
+    platform: Any, clean_messages: Any, make_chunk: Any, order: Any
+) -> None:
+    """JSON whose number is out of range passes the envelope's scan of a payload left as JSON
+    and fails when decoded: that record is quarantined, the chunk's others go on."""
+    import json
+
+    from support.events import sqs_event
+
+    from chalicelib.service import Cleanser
+    from sluice import aws
+    from sluice.envelope import Chunk
+    from sluice.quarantine import record_key
+    from sluice.stage import StageRuntime
+
+    chunk = make_chunk([order(order_id="o-1"), order(order_id="o-2", amount=7.25), order()])
+    event = sqs_event(chunk)
+    event["Records"][0]["body"] = chunk.encode().replace('"amount":7.25', '"amount":1e400')
+
+    response = Cleanser(StageRuntime(name="cleanse", lazy_payloads=True)).handle(event)
+
+    assert response == {"batchItemFailures": []}
+    sent = [
+        r.payload["order_id"] for m in clean_messages() for r in Chunk.decode(m["Body"]).records
+    ]
+    assert sent == ["o-1", "o-1"]
+    bad = chunk.records[1]
+    key = record_key("cleanse", chunk.type, bad.ingested_at, bad.id)
+    doc = json.loads(aws.s3().get_object(Bucket=platform.quarantine_bucket, Key=key)["Body"].read())
+    assert "payload is not JSON" in doc["reason"]
+    assert '"amount":1e400' in doc["record"]["payload_json"]

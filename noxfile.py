@@ -7,7 +7,6 @@ in a pytest process of their own; the non-app groups (shared, tools, infra, ...)
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parent
 # The test runner's logic lives in the tools package, with tests of its own; nox imports it
 # from this tree (it is standard library only), not from an installed sluice_tools.
 sys.path.insert(0, str(ROOT / "tools"))
-from sluice_tools import testrun  # noqa: E402
+from sluice_tools import lintplan, testrun  # noqa: E402
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -103,7 +102,7 @@ def lint(session: nox.Session) -> None:
     `ruff check` (e.g. `nox -s lint -- --fix`).
     """
     session.install(*editable(session, "shared", "tools"), *group("lint"))
-    apps = discover_apps()
+    apps = discover_apps()  # chalice package runs only if there are apps
     failed: list[str] = []
 
     def check(
@@ -115,48 +114,16 @@ def lint(session: nox.Session) -> None:
             failed.append(label)
 
     # ruff reads [tool.ruff]; its extend-exclude keeps vendor/ and .chalice/ out.
-    py_paths = [
-        p
-        for p in ("noxfile.py", "shared", "tools", "tests", "benchmarks", *apps)
-        if (ROOT / p).exists()
-    ]
+    py_paths = lintplan.python_paths(ROOT)
     check("ruff check", "ruff", "check", *session.posargs, *py_paths)
     check("ruff format", "ruff", "format", "--check", *py_paths)
 
-    # mypy: strict (pyproject) on code; tests may leave test functions and fixtures
-    # unannotated (their bodies are still checked). mypy_path and explicit_package_bases in
-    # pyproject map files to modules. Each app has its own `app` and `chalicelib`, so it is
-    # checked in runs of its own, with the app dir on MYPYPATH. Each run has its own cache:
-    # mypy's cache keys modules by name (every app has an `app`), and a cache shared by
-    # runs with different flags is rebuilt on every run (a warm run takes 1 s, a cold 10).
-    relaxed = ("--allow-untyped-defs", "--allow-incomplete-defs")
-    runs: list[tuple[str, list[str], tuple[str, ...], dict[str, str] | None]] = [
-        ("code", ["shared/sluice", "tools/sluice_tools"], (), None),
-        (
-            "tests",
-            [p.relative_to(ROOT).as_posix() for p in testrun.non_app_test_dirs(ROOT)],
-            relaxed,
-            None,
-        ),
-    ]
-    for app in apps:
-        env = {"MYPYPATH": str(ROOT / app)}
-        runs.append((app, [f"{app}/app.py", f"{app}/chalicelib"], (), env))
-        # The app's conftest may put its test dir on sys.path too (helper modules there).
-        env = {"MYPYPATH": os.pathsep.join([str(ROOT / app), str(ROOT / "tests" / app)])}
-        runs.append((f"tests/{app}", [f"tests/{app}"], relaxed, env))
-    for label, paths, flags, env in runs:
-        existing = [p for p in paths if (ROOT / p).exists()]
-        cache = f".mypy_cache/nox-{label.replace('/', '-')}"
-        if existing:
-            check(f"mypy {label}", "mypy", "--cache-dir", cache, *flags, *existing, env=env)
+    # mypy: strict on code, relaxed on tests, each app in runs of its own (lintplan.mypy_runs).
+    for run in lintplan.mypy_runs(ROOT):
+        check(f"mypy {run.label}", "mypy", *run.args, env=run.env)
 
     # cfn-lint: the platform templates and each consumer's own resources template.
-    templates = sorted(
-        p.relative_to(ROOT).as_posix()
-        for pattern in ("infra/**/*.yaml", "infra/**/*.yml", "consumers/*/resources.yaml")
-        for p in ROOT.glob(pattern)
-    )
+    templates = lintplan.cfn_templates(ROOT)
     if templates:
         check("cfn-lint", "cfn-lint", *templates)
     else:
@@ -184,11 +151,8 @@ def lint(session: nox.Session) -> None:
     # (checkov pins boto3 and packaging), installed again only when the group changes. Every
     # check they skip is in .security-skips.toml with its reason; nothing is skipped inline.
     skips = nox.project.load_toml(ROOT / ".security-skips.toml")
-    for tool, entries in skips.items():
-        for entry in entries:
-            scoped = tool != "bandit" or entry.get("scope") in {"deployed", "tools"}
-            if not (entry.get("id") and str(entry.get("reason", "")).strip() and scoped):
-                session.error(f".security-skips.toml: {tool} {entry}: id, reason (and scope)?")
+    for problem in lintplan.skip_problems(skips):
+        session.error(problem)
     venv = Path(session.virtualenv.location).with_name("lint-security")
     bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
     wanted = "\n".join(group("security")) + "\n"
@@ -222,21 +186,14 @@ def lint(session: nox.Session) -> None:
             )
         marker.write_text(wanted)
 
-    def skipped(tool: str, scope: str | None = None) -> str:
-        ids = [e["id"] for e in skips.get(tool, []) if scope in (None, e.get("scope"))]
-        return ",".join(ids)
-
     bandit = (str(bin_dir / "bandit"), "-q", "--severity-level", "medium", "--ignore-nosec")
-    deployed = [p for app in apps for p in (f"{app}/app.py", f"{app}/chalicelib")]
-    deployed = ["shared/sluice", *(p for p in deployed if (ROOT / p).exists())]
-    for scope, paths in (("deployed", deployed), ("tools", ["tools/sluice_tools"])):
-        ids = skipped("bandit", scope)
+    for scope, paths in lintplan.bandit_targets(ROOT):
+        ids = lintplan.skipped_ids(skips, "bandit", scope)
         skip = ("--skip", ids) if ids else ()
         check(f"bandit {scope}", *bandit, *skip, "-r", *paths, external=True)
 
-    cfn = [*templates, *sorted(p.as_posix() for p in packaged.glob("*/sam.json"))]
-    cfn += sorted(p.as_posix() for p in packaged.glob("stacks/*/template.yaml"))  # rendered
-    inline = [t for t in cfn if "checkov:skip" in Path(t).read_text(encoding="utf-8")]
+    cfn = [*templates, *lintplan.packaged_templates(packaged)]
+    inline = lintplan.inline_skips(cfn)
     if inline:
         session.log(f"checkov: skip comments in {inline}: list them in .security-skips.toml")
         failed.append("checkov inline skips")
@@ -250,7 +207,7 @@ def lint(session: nox.Session) -> None:
             "--compact",
             "--skip-download",  # offline: no Prisma Cloud guidelines or policies
             "--skip-check",
-            skipped("checkov"),
+            lintplan.skipped_ids(skips, "checkov"),
             *(arg for t in cfn for arg in ("-f", t)),
             external=True,
         )

@@ -32,6 +32,7 @@ from sluice.events import (
     sent_attr,
     stuck_events,
 )
+from sluice.lazy import first_use
 from sluice.observability import add_metric, get_logger
 from sluice.progress import OPEN, OPEN_DEADLINE, OPEN_INDEX, OPEN_SHARD, Progress, iso
 
@@ -86,11 +87,7 @@ class ObjectCheck:
         self._dlqs = dlqs
         self._clock = clock
 
-    @property
-    def sqs(self) -> Any:
-        if self._sqs is None:
-            self._sqs = aws.sqs()
-        return self._sqs
+    sqs: first_use[Any] = first_use(lambda self: aws.sqs())
 
     @property
     def dlqs(self) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from chalicelib.settings import IngestSettings
 from sluice import aws
 from sluice.config import Settings, get_settings, names
 from sluice.errors import ConfigError, TransientError
+from sluice.lazy import first_use
 from sluice.observability import add_metric, get_logger, log_context
 
 log = get_logger(__name__)
@@ -136,23 +137,9 @@ class Puller:
         self._s3, self._dynamodb, self._ssm = s3, dynamodb, ssm
         self._get = http_get
 
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = get_settings()
-        return self._settings
-
-    @property
-    def ingest(self) -> IngestSettings:
-        if self._ingest is None:
-            self._ingest = IngestSettings.from_env()
-        return self._ingest
-
-    @property
-    def sources(self) -> Sequence[Source]:
-        if self._sources is None:
-            self._sources = load_sources()
-        return self._sources
+    settings: first_use[Settings] = first_use(lambda self: get_settings())
+    ingest: first_use[IngestSettings] = first_use(lambda self: IngestSettings.from_env())
+    sources: first_use[Sequence[Source]] = first_use(lambda self: load_sources())
 
     def _client(self, name: str) -> Any:
         attr = f"_{name}"

@@ -14,6 +14,7 @@ from typing import Any
 from sluice import aws
 from sluice.envelope import Chunk, attributes_size
 from sluice.errors import TransientError
+from sluice.lazy import first_use
 from sluice.observability import get_logger
 from sluice.observability.tracing import inject_trace_context
 
@@ -58,11 +59,7 @@ class BatchSender:
         self.sent_chunks = 0
         self.sent_calls = 0
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws.sqs()
-        return self._client
+    client: first_use[Any] = first_use(lambda self: aws.sqs())
 
     def add(self, chunk: Chunk) -> None:
         body = chunk.encode()

@@ -52,6 +52,7 @@ from sluice.envelope import (
 )
 from sluice.errors import OversizeRecordError, PermanentError, TransientError
 from sluice.idempotency import ClaimInProgressError, Once, RemainingTime, renew_lease, run_once
+from sluice.lazy import first_use
 from sluice.observability import add_metric, get_logger, get_tracer, log_context
 from sluice.observability.tracing import inject_trace_context
 from sluice.stage import StageRuntime
@@ -167,29 +168,10 @@ class Ingestor:
 
     # ------------------------------------------------------------------ collaborators
 
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = get_settings()
-        return self._settings
-
-    @property
-    def ingest(self) -> IngestSettings:
-        if self._ingest is None:
-            self._ingest = IngestSettings.from_env()
-        return self._ingest
-
-    @property
-    def s3(self) -> Any:
-        if self._s3 is None:
-            self._s3 = aws.s3()
-        return self._s3
-
-    @property
-    def sqs(self) -> Any:
-        if self._sqs is None:
-            self._sqs = aws.sqs()
-        return self._sqs
+    settings: first_use[Settings] = first_use(lambda self: get_settings())
+    ingest: first_use[IngestSettings] = first_use(lambda self: IngestSettings.from_env())
+    s3: first_use[Any] = first_use(lambda self: aws.s3())
+    sqs: first_use[Any] = first_use(lambda self: aws.sqs())
 
     def queue_url(self, name: str) -> str:
         url = self._queue_urls.get(name)

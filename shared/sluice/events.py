@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice import aws
 from sluice.config import get_settings
+from sluice.lazy import first_use
 from sluice.ledger import LedgerTable
 from sluice.observability import add_metric, get_logger
 from sluice.progress import (
@@ -143,23 +144,9 @@ class EventBus:
         self._bus_name = bus_name
         self._source = source
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws.client("events")
-        return self._client
-
-    @property
-    def bus_name(self) -> str:
-        if self._bus_name is None:
-            self._bus_name = get_settings().names.events_bus
-        return self._bus_name
-
-    @property
-    def source(self) -> str:
-        if self._source is None:
-            self._source = f"sluice.{get_settings().stage}"
-        return self._source
+    client: first_use[Any] = first_use(lambda self: aws.client("events"))
+    bus_name: first_use[str] = first_use(lambda self: get_settings().names.events_bus)
+    source: first_use[str] = first_use(lambda self: f"sluice.{get_settings().stage}")
 
     def put(self, events: Iterable[Event]) -> None:
         entries = [

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 from sluice import aws
 from sluice.config import get_settings
 from sluice.errors import PermanentError, TransientError
+from sluice.lazy import first_use
 from sluice.observability import get_logger
 from sluice.observability.logs import get_context
 
@@ -282,23 +283,9 @@ class IdempotencyStore:
         """Epoch seconds as this store reads them (expiries are compared with it)."""
         return self._clock
 
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = aws.dynamodb()
-        return self._client
-
-    @property
-    def table_name(self) -> str:
-        if self._table_name is None:
-            self._table_name = get_settings().names.idempotency_table
-        return self._table_name
-
-    @property
-    def enabled(self) -> bool:
-        if self._enabled is None:
-            self._enabled = get_settings().idempotency_enabled
-        return self._enabled
+    client: first_use[DynamoDBClient] = first_use(lambda self: aws.dynamodb())
+    table_name: first_use[str] = first_use(lambda self: get_settings().names.idempotency_table)
+    enabled: first_use[bool] = first_use(lambda self: get_settings().idempotency_enabled)
 
     def claim(
         self,

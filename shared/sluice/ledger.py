@@ -26,6 +26,7 @@ from sluice import aws
 from sluice.config import get_settings
 from sluice.envelope import Chunk
 from sluice.errors import TransientError
+from sluice.lazy import first_use
 from sluice.observability import get_logger
 from sluice.progress import (
     CONSUMER_PREFIX,
@@ -141,17 +142,8 @@ class LedgerTable:
         self._client = client
         self._table_name = table_name
 
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = aws.dynamodb()
-        return self._client
-
-    @property
-    def table_name(self) -> str:
-        if self._table_name is None:
-            self._table_name = get_settings().names.ledger_table
-        return self._table_name
+    client: first_use[DynamoDBClient] = first_use(lambda self: aws.dynamodb())
+    table_name: first_use[str] = first_use(lambda self: get_settings().names.ledger_table)
 
 
 class LedgerWriter(LedgerTable):
@@ -191,11 +183,7 @@ class LedgerWriter(LedgerTable):
             self._events = ProgressEvents(self.client, table_name=self.table_name)
         return self._events
 
-    @property
-    def deadline_s(self) -> int:
-        if self._deadline_s is None:
-            self._deadline_s = stuck_after_s()
-        return self._deadline_s
+    deadline_s: first_use[int] = first_use(lambda self: stuck_after_s())
 
     def record_chunk(
         self, stage: str, chunk: Chunk, outcome: ChunkOutcome, *, retry_of: str | None = None

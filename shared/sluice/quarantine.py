@@ -18,6 +18,7 @@ from sluice.claimcheck import parse_ref
 from sluice.config import get_settings
 from sluice.envelope import Chunk, Record, utc_now_iso
 from sluice.errors import PermanentError, TransientError
+from sluice.lazy import first_use
 from sluice.observability import get_logger
 
 if TYPE_CHECKING:
@@ -85,17 +86,8 @@ class Quarantine:
         self._bucket = bucket
         self._clock = clock
 
-    @property
-    def client(self) -> S3Client:
-        if self._client is None:
-            self._client = aws.s3()
-        return self._client
-
-    @property
-    def bucket(self) -> str:
-        if self._bucket is None:
-            self._bucket = get_settings().names.quarantine_bucket
-        return self._bucket
+    client: first_use[S3Client] = first_use(lambda self: aws.s3())
+    bucket: first_use[str] = first_use(lambda self: get_settings().names.quarantine_bucket)
 
     def reject_record(self, record: Record, chunk: Chunk, error: PermanentError) -> None:
         """A record of `chunk` that failed permanently (`sluice.batch.RejectRecord`)."""

@@ -57,6 +57,7 @@ from sluice.idempotency import (
     remaining_ms_of,
     run_once,
 )
+from sluice.lazy import first_use
 from sluice.ledger import LedgerWriter
 from sluice.observability import add_metric, get_logger, get_tracer, log_context
 from sluice.quarantine import Quarantine
@@ -181,24 +182,15 @@ class StageRuntime:
             raise ValueError("a stage runtime needs the stage name")
         self.name = name
         self._quarantine = quarantine
-        self._ledger = ledger
+        self._writer = ledger
         self._idempotency = idempotency
         self._claims = claims
         self._deferred: _DeferredLedger | None = None
         self._sqs: Any = None
         self.lazy_payloads = lazy_payloads
 
-    @property
-    def sqs(self) -> Any:
-        if self._sqs is None:
-            self._sqs = aws.sqs()
-        return self._sqs
-
-    @property
-    def quarantine(self) -> Quarantine:
-        if self._quarantine is None:
-            self._quarantine = Quarantine(self.name)
-        return self._quarantine
+    sqs: first_use[Any] = first_use(lambda self: aws.sqs())
+    quarantine: first_use[Quarantine] = first_use(lambda self: Quarantine(self.name))
 
     @property
     def ledger(self) -> LedgerWriter:
@@ -206,24 +198,11 @@ class StageRuntime:
             return self._deferred  # type: ignore[return-value]  # a LedgerWriter to callers
         return self.writer
 
-    @property
-    def writer(self) -> LedgerWriter:
-        """The ledger writer itself (`ledger` is what a handler sees while its chunk runs)."""
-        if self._ledger is None:
-            self._ledger = LedgerWriter()
-        return self._ledger
+    # The ledger writer itself (`ledger` is what a handler sees while its chunk runs).
+    writer: first_use[LedgerWriter] = first_use(lambda self: LedgerWriter())
 
-    @property
-    def idempotency(self) -> IdempotencyStore:
-        if self._idempotency is None:
-            self._idempotency = IdempotencyStore()
-        return self._idempotency
-
-    @property
-    def claims(self) -> ClaimCheck:
-        if self._claims is None:
-            self._claims = ClaimCheck()
-        return self._claims
+    idempotency: first_use[IdempotencyStore] = first_use(lambda self: IdempotencyStore())
+    claims: first_use[ClaimCheck] = first_use(lambda self: ClaimCheck())
 
     def handle_sqs(
         self,

@@ -38,6 +38,7 @@ from sluice.config import get_settings
 from sluice.envelope import Chunk, Record
 from sluice.errors import TransientError
 from sluice.idempotency import Claim, IdempotencyStore, RemainingTime
+from sluice.lazy import first_use
 from sluice.observability import add_metric, get_logger
 from sluice.stage import StageRuntime, remaining_of
 
@@ -110,11 +111,7 @@ class AlertPublisher:
         self.topic_arn = topic_arn
         self._client = client
 
-    @property
-    def client(self) -> SNSClient:
-        if self._client is None:
-            self._client = aws.sns()
-        return self._client
+    client: first_use[SNSClient] = first_use(lambda self: aws.sns())
 
     def publish(self, records: Sequence[Record], chunk: Chunk) -> set[str]:
         """One alert per record, with PublishBatch (10 a call); the ids accepted by SNS.

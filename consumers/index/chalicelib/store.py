@@ -23,6 +23,7 @@ from sluice import aws
 from sluice.attributes import json_attribute, json_from_attribute
 from sluice.config import get_settings
 from sluice.errors import PermanentError, TransientError
+from sluice.lazy import first_use
 from sluice.observability import get_logger
 
 if TYPE_CHECKING:
@@ -195,17 +196,8 @@ class RecordsTable:
         self._sleep = sleep or time.sleep
         self.max_attempts = max_attempts
 
-    @property
-    def client(self) -> DynamoDBClient:
-        if self._client is None:
-            self._client = aws.dynamodb()
-        return self._client
-
-    @property
-    def table_name(self) -> str:
-        if self._table_name is None:
-            self._table_name = get_settings().names.records_table
-        return self._table_name
+    client: first_use[DynamoDBClient] = first_use(lambda self: aws.dynamodb())
+    table_name: first_use[str] = first_use(lambda self: get_settings().names.records_table)
 
     def put_versions(self, items: Iterable[Item]) -> int:
         """Write every item (checked by `check_item`) with BatchWriteItem; the number written.

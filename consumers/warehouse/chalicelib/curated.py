@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sluice import aws, jsonx
 from sluice.config import get_settings
 from sluice.errors import PermanentError, TransientError
+from sluice.lazy import first_use
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -132,17 +133,8 @@ class CuratedBucket:
         self._client = client
         self._bucket = bucket
 
-    @property
-    def client(self) -> S3Client:
-        if self._client is None:
-            self._client = aws.s3()
-        return self._client
-
-    @property
-    def bucket(self) -> str:
-        if self._bucket is None:
-            self._bucket = get_settings().names.curated_bucket
-        return self._bucket
+    client: first_use[S3Client] = first_use(lambda self: aws.s3())
+    bucket: first_use[str] = first_use(lambda self: get_settings().names.curated_bucket)
 
     def put(self, key: str, body: bytes, metadata: Mapping[str, str]) -> None:
         try:

@@ -16,6 +16,7 @@ content-based deduplication still read from them.
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 from collections.abc import Iterator
@@ -362,6 +363,62 @@ def test_json_errors_are_the_ones_moto_builds() -> None:
     assert got == expected
     assert expected[0][1]["content_type"] == "application/json"
     assert '"__type"' in expected[2][3]
+
+
+def test_sns_envelopes_are_motos_signed_with_one_certificate_per_subscription() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.sns.models import sns_backends
+    from moto.sqs.models import sqs_backends
+
+    def envelopes() -> tuple[list[dict[str, Any]], int]:
+        account = str(next(_accounts))
+        sns = sns_backends[account][REGION]
+        queue = sqs_backends[account][REGION].create_queue("inbox")
+        topic = sns.create_topic("records")
+        subscription = sns.subscribe(topic.arn, queue.queue_arn, "sqs")
+        keys = sns_backends[DEFAULT_ACCOUNT_ID][REGION]._message_public_keys
+        before = len(keys)
+        made = [
+            subscription.get_post_data(
+                f"message {i} é", f"id-{i}", "subject", {"type": {"Type": "String", "Value": "x"}}
+            )
+            for i in range(3)
+        ]
+        for post in made:  # each signature verifies with the certificate its URL names
+            pem = keys[post["SigningCertURL"].rsplit("/", 1)[1]]
+            signed = (
+                f"Message\n{post['Message']}\nMessageId\n{post['MessageId']}\n"
+                f"Timestamp\n{post['Timestamp']}\nTopicArn\n{post['TopicArn']}\n"
+                "Type\nNotification\n"
+            )
+            public = x509.load_pem_x509_certificate(pem).public_key()
+            assert isinstance(public, rsa.RSAPublicKey)
+            public.verify(
+                base64.b64decode(post["Signature"]),
+                signed.encode(),
+                padding.PKCS1v15(),
+                hashes.SHA256(),
+            )
+        return [
+            {
+                k: str(v).replace(account, "ACCOUNT")
+                for k, v in post.items()
+                if k not in ("Timestamp", "Signature", "SigningCertURL")
+            }
+            for post in made
+        ], len(keys) - before
+
+    with motos_own():
+        expected, moto_certificates = envelopes()
+    with patched():
+        got, certificates = envelopes()
+    assert got == expected
+    assert expected[0]["Message"] == "message 0 é"
+    assert moto_certificates == 3
+    assert certificates == 1
 
 
 # ------------------------------------------------------------------ through the emulator

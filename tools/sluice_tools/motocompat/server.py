@@ -55,6 +55,7 @@ PATCHED = (
     ("moto.sqs.models", "generate_receipt_handle"),
     ("moto.sqs.models", "camelcase_to_underscores"),
     ("moto.core.exceptions:JsonRESTError", "__init__"),
+    ("moto.sns.models:Subscription", "get_post_data"),
 )
 
 log = logging.getLogger("sluice.local")
@@ -809,6 +810,93 @@ def _json_error_init(
     error.content_type = "application/json"
 
 
+def _sns_post_data(
+    subscription: Any,
+    message: str,
+    message_id: str,
+    subject: str | None,
+    message_attributes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """moto's `Subscription.get_post_data`, with one signing certificate per subscription.
+
+    moto 5.2.5 makes a new X.509 certificate (an RSA signature of its own) for every message
+    it delivers in an SNS envelope, and keeps every one in memory: ~1 ms and a PEM per
+    message. The subscription's key is the same each time (moto caches it per
+    subscription), so here its certificate is made once and its URL reused; each message is
+    still signed with that key (SignatureVersion 2, SHA256), the signature verifiable with
+    the certificate the URL names, and the envelope is moto's, field for field.
+    """
+    import base64
+    from datetime import timedelta
+
+    import cryptography.x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.x509 import Name, NameAttribute
+    from cryptography.x509.oid import NameOID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.core.utils import iso_8601_datetime_with_milliseconds, utcnow
+    from moto.moto_api._internal import mock_random
+    from moto.sns.models import sns_backends
+
+    key = subscription.private_key()
+    region = subscription.topic.sns_backend.region_name
+    with _sns_signing_lock:
+        key_name = subscription.__dict__.get("_sluice_signing_key_name")
+        if key_name is None:
+            issuer = [
+                NameAttribute(NameOID.COUNTRY_NAME, "US"),
+                NameAttribute(NameOID.ORGANIZATION_NAME, "Amazon"),
+                NameAttribute(NameOID.COMMON_NAME, "Amazon RSA 2048 M01"),
+            ]
+            cert = (
+                cryptography.x509.CertificateBuilder()
+                .subject_name(Name([NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")]))
+                .issuer_name(Name(issuer))
+                .public_key(key.public_key())
+                .serial_number(cryptography.x509.random_serial_number())
+                .not_valid_before(utcnow())
+                .not_valid_after(utcnow() + timedelta(days=365))
+                .sign(key, hashes.SHA256())
+            )
+            key_name = f"SimpleNotificationService-{str(mock_random.uuid4()).replace('-', '')}.pem"
+            # Where moto keeps it: the default account's backend of the region (the PEM is
+            # fetched without credentials).
+            sns_backends[DEFAULT_ACCOUNT_ID][region]._message_public_keys[key_name] = (
+                cert.public_bytes(serialization.Encoding.PEM)
+            )
+            subscription.__dict__["_sluice_signing_key_name"] = key_name
+    timestamp = iso_8601_datetime_with_milliseconds()
+    to_sign = (
+        f"Message\n{message}\nMessageId\n{message_id}\nTimestamp\n{timestamp}\n"
+        f"TopicArn\n{subscription.topic.arn}\nType\nNotification\n"
+    )
+    signature = key.sign(to_sign.encode("UTF-8"), padding.PKCS1v15(), hashes.SHA256())
+    post_data: dict[str, Any] = {
+        "Type": "Notification",
+        "MessageId": message_id,
+        "TopicArn": subscription.topic.arn,
+        "Message": message,
+        "Timestamp": timestamp,
+        "SignatureVersion": "2",
+        "Signature": base64.b64encode(signature).decode("utf-8"),
+        "SigningCertURL": f"https://sns.{region}.amazonaws.com/{key_name}",
+        "UnsubscribeURL": (
+            "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn="
+            f"arn:aws:sns:us-east-1:{subscription.account_id}:{subscription.topic.name}"
+            ":2bcfbf39-05c3-41de-beaa-fcfcc21c8f55"
+        ),
+    }
+    if subject:
+        post_data["Subject"] = subject
+    if message_attributes:
+        post_data["MessageAttributes"] = message_attributes
+    return post_data
+
+
+_sns_signing_lock = threading.Lock()
+
+
 def _role_by_arn(backend: Any, arn: str) -> Any:
     """moto's `IAMBackend.get_role_by_arn`, remembering which role has which ARN.
 
@@ -1066,7 +1154,8 @@ def quiet() -> None:
     their node types up once per walk, not twice per node (`_traverse`). SQS draws a receipt
     handle in one call (`_receipt_handle`) and converts each attribute name once
     (`_underscored_once`). moto's JSON errors skip the XML body they overwrite
-    (`_json_error_init`): update expressions raise them internally.
+    (`_json_error_init`): update expressions raise them internally. SNS signs its envelopes
+    with one certificate per subscription, not one made per message (`_sns_post_data`).
     A stopping runtime ends its pollers' long polls at once (`cut_long_polls`). EventBridge
     rules skip events while disabled or schedule-only, and hand Lambda and SNS targets
     (which moto refuses) to the runtime (`_send_to_targets`, `route_event_targets`).
@@ -1095,6 +1184,7 @@ def quiet() -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication
         from moto.s3 import notifications
         from moto.s3.models import FakeBucket
+        from moto.sns.models import Subscription
         from moto.sqs import models as sqs_models
         from moto.sqs.models import Queue, SQSBackend
 
@@ -1148,6 +1238,7 @@ def quiet() -> None:
                 _underscored_once(vars(sqs_models)["camelcase_to_underscores"]),
             ),
             (JsonRESTError, "__init__", _json_error_init),
+            (Subscription, "get_post_data", _sns_post_data),
         ]
         for owner, name, value in patches:
             _originals.append((owner, name, owner.__dict__.get(name, _ABSENT)))

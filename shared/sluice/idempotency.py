@@ -39,27 +39,19 @@ lease (`run_once(..., lease_ms=...)`) rather than for all its remaining time, an
 while it works (`renew_lease()`, called between steps: it writes only once half the lease
 has passed). A killed holder then blocks the key for at most one lease, not for the rest of
 its timeout.
-
-Many keys at once (`run_batch_once`, e.g. one alert per record of a chunk): up to 100 keys
-are claimed in ONE TransactWriteItems with the same condition per key (all or none; keys
-found COMPLETED are dropped, keys found ours are held, and the rest claimed again), the
-effect runs for the claimed keys, and the claims are completed (or released) with
-BatchWriteItem, 25 a call. The transaction carries a `ClientRequestToken` (the owner), so
-DynamoDB answers a retried call with the first call's success for 10 minutes.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from sluice import aws
 from sluice.config import get_settings
@@ -72,7 +64,6 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 T = TypeVar("T")
-P = ParamSpec("P")
 log = get_logger(__name__)
 
 # The table's schema (infra/platform.yaml, IdempotencyTable): one string partition key.
@@ -180,23 +171,6 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimedBatch:
-    """The answer to `claim_many`: the claims we now hold, and the keys done before."""
-
-    held: tuple[Claim, ...]
-    duplicates: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchOnce:
-    """What `run_batch_once` did with its keys: done now, done before, or not done (failed)."""
-
-    done: tuple[str, ...]
-    duplicates: tuple[str, ...]
-    failed: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Once(Generic[T]):
     """What `run_once` did: `fn`'s value, or `duplicate=True` (and no value) if it was done.
     `claim`: with `complete=False`, the claim still held, for the caller to complete."""
@@ -227,26 +201,6 @@ class ClaimStore(Protocol):
     def complete(self, claim: Claim) -> None: ...
 
     def release(self, claim: Claim) -> None: ...
-
-
-class BatchClaimStore(Protocol):
-    """The port `run_batch_once` needs; `IdempotencyStore` is the DynamoDB adapter."""
-
-    @property
-    def enabled(self) -> bool: ...
-
-    def claim_many(
-        self,
-        namespace: str,
-        keys: Sequence[str],
-        *,
-        remaining_ms: RemainingTime = None,
-        lease_ms: int | None = None,
-    ) -> ClaimedBatch: ...
-
-    def complete_many(self, claims: Sequence[Claim]) -> None: ...
-
-    def release_many(self, claims: Sequence[Claim]) -> None: ...
 
 
 def item_key(namespace: str, key: str) -> str:
@@ -605,138 +559,6 @@ class IdempotencyStore:
                 extra={"key": claim.pk},
             )
 
-    # ------------------------------------------------------------------ many keys at once
-
-    def claim_many(
-        self,
-        namespace: str,
-        keys: Sequence[str],
-        *,
-        remaining_ms: RemainingTime = None,
-        lease_ms: int | None = None,
-    ) -> ClaimedBatch:
-        """Claim up to 100 distinct keys in one TransactWriteItems (all or none).
-
-        The claims last the remaining time, or `lease_ms` if shorter (not renewed: for
-        effects that take seconds, so that a killed holder blocks its keys only that long).
-
-        Each key has `claim`'s condition, and one owner for the whole call. Each transaction
-        carries its own `ClientRequestToken`, so the SDK's retry of a call whose answer was
-        lost gets the first call's success back from DynamoDB (for 10 minutes). If the
-        transaction is cancelled, the keys whose condition failed are judged as `claim` judges
-        one (ours: held; COMPLETED: a duplicate, dropped; INPROGRESS elsewhere:
-        `ClaimInProgressError`, and nothing is claimed) and the others are claimed again
-        without them. Raises `IdempotencyStoreError` for any other refusal (a conflicting
-        transaction, throttling): nothing is held then either.
-        """
-        if len(set(keys)) != len(keys):
-            raise ValueError("claim_many needs distinct keys")
-        if len(keys) > TRANSACT_MAX_ITEMS:
-            raise ValueError(f"claim_many takes at most {TRANSACT_MAX_ITEMS} keys")
-        if lease_ms is not None:
-            remaining_ms = min(remaining_ms_of(remaining_ms), lease_ms)
-        owner = new_owner()
-        pending: list[str] = list(keys)
-        duplicates: list[str] = []
-        held: list[Claim] = []
-        while pending:
-            puts = [
-                self._conditional_put(namespace, key, None, remaining_ms, owner) for key in pending
-            ]
-            actions: list[Any] = [{"Put": put} for put, _ in puts]
-            try:
-                self.client.transact_write_items(
-                    TransactItems=actions, ClientRequestToken=str(uuid.uuid4())
-                )
-            except aws.client_errors() as exc:
-                if aws.error_code(exc) != "TransactionCanceledException":
-                    self.release_many(held)
-                    raise IdempotencyStoreError(
-                        f"could not claim {len(pending)} {namespace} key(s): {exc}"
-                    ) from exc
-                reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
-                try:
-                    pending = self._still_to_claim(
-                        [claim for _, claim in puts], reasons, held, duplicates
-                    )
-                except BaseException:
-                    self.release_many(held)
-                    raise
-                continue
-            held += [claim for _, claim in puts]
-            break
-        order = {key: i for i, key in enumerate(keys)}
-        return ClaimedBatch(tuple(sorted(held, key=lambda c: order[c.key])), tuple(duplicates))
-
-    def _still_to_claim(
-        self,
-        wanted: list[Claim],
-        reasons: Sequence[Any],
-        held: list[Claim],
-        duplicates: list[str],
-    ) -> list[str]:
-        """After a cancelled claim transaction: the keys to claim again (the others judged:
-        ours go to `held`, COMPLETED ones to `duplicates`; another's INPROGRESS raises)."""
-        if len(reasons) != len(wanted):
-            raise IdempotencyStoreError(
-                f"claim of {len(wanted)} key(s) cancelled without a reason per key"
-            )
-        again: list[str] = []
-        for claim, reason in zip(wanted, reasons, strict=True):
-            code = str((reason or {}).get("Code") or "None")
-            if code == "None":
-                again.append(claim.key)
-            elif code == "ConditionalCheckFailed":
-                judged = self._refused(claim, (reason or {}).get("Item") or {})
-                # _refused raised unless the item is ours or COMPLETED
-                (duplicates.append(claim.key) if judged.duplicate else held.append(judged))
-            else:
-                raise IdempotencyStoreError(f"claim of {claim.pk} refused ({code}); retry")
-        return again
-
-    def complete_many(self, claims: Sequence[Claim]) -> None:
-        """Mark held claims COMPLETED with BatchWriteItem (25 a call), keeping their TTL.
-
-        Unlike `complete`, not conditional (BatchWriteItem has no conditions): if another
-        invocation took a lapsed claim over, both did the same work and both say COMPLETED.
-        """
-        requests = [
-            {
-                "PutRequest": {
-                    "Item": {
-                        KEY_ATTR: {"S": claim.pk},
-                        STATUS_ATTR: {"S": Status.COMPLETED.value},
-                        EXPIRES_AT_ATTR: {"N": str(claim.expires_at)},
-                        IN_PROGRESS_EXPIRY_ATTR: {"N": str(claim.in_progress_expiry)},
-                        OWNER_ATTR: {"S": claim.owner},
-                    }
-                }
-            }
-            for claim in claims
-        ]
-        try:
-            aws.batch_write(self.client, self.table_name, requests)
-        except aws.client_errors() as exc:
-            raise IdempotencyStoreError(
-                f"could not complete {len(claims)} claim(s): {exc}"
-            ) from exc
-
-    def release_many(self, claims: Sequence[Claim]) -> None:
-        """Delete held claims with BatchWriteItem so a retry can run now; never raises.
-
-        Not conditional: call it only for claims this invocation holds. If it fails, the
-        claims lapse at their in-progress expiry.
-        """
-        requests = [{"DeleteRequest": {"Key": {KEY_ATTR: {"S": c.pk}}}} for c in claims]
-        try:
-            aws.batch_write(self.client, self.table_name, requests)
-        except Exception:
-            log.warning(
-                "could not release idempotency claims; they lapse at their in-progress expiry",
-                exc_info=True,
-                extra={"claims": len(claims)},
-            )
-
 
 def _scheme(digest: str) -> str:
     """The scheme of a payload hash: its prefix before ':' ("" for a bare hex digest).
@@ -837,122 +659,3 @@ def run_once(
     finally:
         _lease.reset(token)
     return Once(value, False, None if complete else (held.claim if held is not None else claim))
-
-
-def run_batch_once(
-    store: BatchClaimStore,
-    namespace: str,
-    keys: Sequence[str],
-    fn: Callable[[list[str]], Collection[str]],
-    *,
-    remaining_ms: RemainingTime = None,
-    lease_ms: int | None = None,
-) -> BatchOnce:
-    """Call `fn` with the keys not done before, up to 100 at a time; `run_once` for many keys.
-
-    `fn(keys)` does the effect for each key and returns the keys it did; their claims are
-    completed and the others' released (they come back in `failed`, for the caller to
-    retry). If `fn` raises, every claim of that call is released and the error propagates.
-    If completing the claims fails, they stay INPROGRESS until their in-progress expiry: the
-    retry waits for them, then takes them over and redoes their effects. A key held by
-    another invocation raises `ClaimInProgressError` (groups already done stay done).
-    Repeated keys are treated once. `lease_ms` caps how long the claims hold (see
-    `claim_many`).
-    """
-    unique = list(dict.fromkeys(keys))
-    if not store.enabled:
-        done_keys = set(fn(unique))
-        return BatchOnce(
-            tuple(k for k in unique if k in done_keys),
-            (),
-            tuple(k for k in unique if k not in done_keys),
-        )
-    done: list[str] = []
-    duplicates: list[str] = []
-    failed: list[str] = []
-    for start in range(0, len(unique), TRANSACT_MAX_ITEMS):
-        group = unique[start : start + TRANSACT_MAX_ITEMS]
-        claimed = store.claim_many(namespace, group, remaining_ms=remaining_ms, lease_ms=lease_ms)
-        duplicates += claimed.duplicates
-        if claimed.duplicates:
-            log.info(
-                "duplicates skipped",
-                extra={"namespace": namespace, "keys": len(claimed.duplicates)},
-            )
-        if not claimed.held:
-            continue
-        try:
-            did = set(fn([c.key for c in claimed.held]))
-        except BaseException:
-            store.release_many(claimed.held)
-            raise
-        completed = [c for c in claimed.held if c.key in did]
-        missed = [c for c in claimed.held if c.key not in did]
-        if missed:
-            store.release_many(missed)
-        store.complete_many(completed)
-        done += [c.key for c in completed]
-        failed += [c.key for c in missed]
-    return BatchOnce(tuple(done), tuple(duplicates), tuple(failed))
-
-
-class IdempotentFunction(Generic[P, T]):
-    """A function wrapped by `idempotent`: calling it calls `run_once`."""
-
-    __name__: str  # copied from `fn` by functools.update_wrapper in __init__
-
-    def __init__(
-        self,
-        fn: Callable[P, T],
-        store: ClaimStore | Callable[[], ClaimStore],
-        namespace: str,
-        key: Callable[P, str],
-        payload: Callable[P, Any] | None,
-        remaining_ms: RemainingTime,
-    ) -> None:
-        self.fn = fn
-        self._store = store
-        self.namespace = namespace
-        self._key = key
-        self._payload = payload
-        self._remaining_ms = remaining_ms
-        functools.update_wrapper(self, fn)
-
-    @property
-    def store(self) -> ClaimStore:
-        if callable(self._store):
-            self._store = self._store()
-        return self._store
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Once[T]:
-        digest = None if self._payload is None else payload_hash(self._payload(*args, **kwargs))
-        return run_once(
-            self.store,
-            self.namespace,
-            self._key(*args, **kwargs),
-            functools.partial(self.fn, *args, **kwargs),
-            payload_hash=digest,
-            remaining_ms=self._remaining_ms,
-        )
-
-
-def idempotent(
-    store: ClaimStore | Callable[[], ClaimStore],
-    namespace: str,
-    *,
-    key: Callable[P, str],
-    payload: Callable[P, Any] | None = None,
-    remaining_ms: RemainingTime = None,
-) -> Callable[[Callable[P, T]], IdempotentFunction[P, T]]:
-    """Decorator form of `run_once`: `key` (and `payload`, hashed) are read from the arguments.
-
-        @idempotent(IdempotencyStore, "index", key=lambda record, chunk: record.id)
-        def put_record(record: Record, chunk: Chunk) -> None: ...
-
-    `store` may be a factory, called on first use (so nothing is built at import).
-    """
-
-    def wrap(fn: Callable[P, T]) -> IdempotentFunction[P, T]:
-        return IdempotentFunction(fn, store, namespace, key, payload, remaining_ms)
-
-    return wrap

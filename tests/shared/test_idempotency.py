@@ -27,7 +27,6 @@ from sluice.idempotency import (
     IdempotencyStore,
     IdempotencyStoreError,
     Once,
-    idempotent,
     payload_hash,
     renew_lease,
     run_once,
@@ -251,25 +250,6 @@ def test_payload_hash_is_stable_and_canonical() -> None:
     assert payload_hash({"b": 1, "a": "é"}) == payload_hash({"a": "é", "b": 1})
     assert payload_hash({"a": 1}) != payload_hash({"a": 2})
     assert len(payload_hash([])) == 64
-
-
-def test_decorator_runs_the_wrapped_function_once_per_key(platform: ResourceNames) -> None:
-    calls: list[str] = []
-
-    @idempotent(
-        IdempotencyStore, "consumer-index", key=lambda rid, doc: rid, payload=lambda rid, doc: doc
-    )
-    def put(rid: str, doc: dict[str, int]) -> int:
-        calls.append(rid)
-        return doc["n"]
-
-    assert put("r-1", {"n": 1}) == Once(1, False)
-    assert put("r-1", {"n": 1}) == Once(None, True)
-    assert put("r-2", {"n": 2}) == Once(2, False)
-    assert calls == ["r-1", "r-2"]
-    assert put.__name__ == "put"
-    with pytest.raises(IdempotencyPayloadMismatchError):
-        put("r-1", {"n": 9})
 
 
 def test_hashes_of_different_schemes_are_not_compared(platform: ResourceNames) -> None:

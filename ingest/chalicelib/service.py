@@ -36,10 +36,10 @@ from sluice.batch import (
     ChunkOutcome,
     ItemFailure,
     SQSMessage,
-    delivering,
     sqs_delivery,
 )
 from sluice.config import Settings, get_settings
+from sluice.delivery import delivering
 from sluice.envelope import (
     Chunk,
     ChunkLimits,

@@ -12,13 +12,12 @@ Returns `{"batchItemFailures": [...]}` with exactly the messages to retry. Per r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
 
+from sluice.delivery import Delivery, delivering
 from sluice.envelope import Chunk, Record, chunk_from_sqs_body
 from sluice.errors import PermanentError, SluiceError
 from sluice.idempotency import renew_lease
@@ -55,39 +54,6 @@ class SQSMessage:
             receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
             raw=record,
         )
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """How the chunk being handled arrived: the message's attempt, source and attributes.
-
-    Set by `process_sqs_batch` (and the SNS twin in `sluice.stage`) for the duration of one
-    chunk; `current_delivery()` reads it.
-    """
-
-    kind: str  # "sqs" | "sns"
-    attempt: int  # the SQS receive count; 1 for an SNS invocation (its retries are unseen)
-    source_arn: str  # the queue (SQS) or topic (SNS) the message came from
-    message_id: str = ""
-    receipt_handle: str = ""
-    attributes: Mapping[str, str] = field(default_factory=dict)
-
-
-_delivery: ContextVar[Delivery | None] = ContextVar("sluice_delivery", default=None)
-
-
-def current_delivery() -> Delivery | None:
-    """The delivery of the chunk being handled now, if any."""
-    return _delivery.get()
-
-
-@contextmanager
-def delivering(delivery: Delivery) -> Iterator[None]:
-    token = _delivery.set(delivery)
-    try:
-        yield
-    finally:
-        _delivery.reset(token)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from sluice import aws
 from sluice.config import get_settings
 from sluice.lazy import first_use
-from sluice.ledger import LedgerTable
 from sluice.observability import add_metric, get_logger
 from sluice.progress import (
     FIRST_AT,
@@ -172,8 +171,11 @@ class EventBus:
 Builder = Callable[[Progress, float], list[Event]]
 
 
-class ProgressEvents(LedgerTable):
+class ProgressEvents:
     """Emits an object's events once, from its progress item in the ledger table."""
+
+    client: first_use[DynamoDBClient] = first_use(lambda self: aws.dynamodb())
+    table_name: first_use[str] = first_use(lambda self: get_settings().names.ledger_table)
 
     def __init__(
         self,
@@ -184,7 +186,8 @@ class ProgressEvents(LedgerTable):
         clock: Callable[[], float] = time.time,
         lease_ms: int = LEASE_MS,
     ) -> None:
-        super().__init__(client, table_name)
+        self._client = client
+        self._table_name = table_name
         self.bus = bus or EventBus()
         self._clock = clock
         self.lease_ms = lease_ms

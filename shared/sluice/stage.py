@@ -31,14 +31,12 @@ from sluice.batch import (
     BatchResponse,
     ChunkHandler,
     ChunkOutcome,
-    Delivery,
     RecordResults,
     SQSMessage,
-    current_delivery,
-    delivering,
 )
 from sluice.claimcheck import ClaimCheck
 from sluice.config import get_settings
+from sluice.delivery import Delivery, current_delivery, delivering
 from sluice.envelope import (
     BASE_ATTRIBUTES,
     Chunk,

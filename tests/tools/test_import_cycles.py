@@ -31,27 +31,8 @@ KNOWN: dict[str, list[tuple[frozenset[str], str]]] = {
             "s3_operation): move those constants and helpers into a module of their own",
         ),
     ],
-    "shared/sluice": [
-        (
-            frozenset(
-                {
-                    "sluice.batch",
-                    "sluice.idempotency",
-                    "sluice.observability",
-                    "sluice.observability.middleware",
-                    "sluice.observability.otel",
-                    "sluice.observability.tracing",
-                }
-            ),
-            "observability.otel imports sluice.batch and batch the observability helpers "
-            "(the consumption core of issue 21 takes batch apart)",
-        ),
-        (
-            frozenset({"sluice.events", "sluice.ledger"}),
-            "ledger emits pipeline events and events reads the ledger's records (issue 21's "
-            "ledger schema, defined once, breaks it)",
-        ),
-    ],
+    "shared/sluice": [],  # none: the delivery context has a module of its own, events no
+    # longer imports the ledger
 }
 
 

@@ -34,11 +34,10 @@ from sluice import batch, jsonx
 from sluice.batch import (
     BatchResponse,
     ChunkOutcome,
-    Delivery,
     ItemFailure,
     SQSMessage,
-    current_delivery,
 )
+from sluice.delivery import Delivery, current_delivery
 from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError, TransientError
 from sluice.idempotency import RemainingTime, new_owner, remaining_ms_of

@@ -289,7 +289,7 @@ def _record(span: Any, exc: BaseException) -> None:
 
 
 def _delivery_attributes() -> Mapping[str, str]:
-    from sluice.batch import current_delivery  # the stage runtime sets it per chunk
+    from sluice.delivery import current_delivery  # the stage runtime sets it per chunk
 
     delivery = current_delivery()
     return delivery.attributes if delivery is not None else {}

@@ -28,6 +28,7 @@ from chalicelib.normalise import (
 )
 from chalicelib.passthrough import compile_passthrough, object_parts
 from sluice.errors import ConfigError, PermanentError
+from sluice.lazy import first_use
 from sluice.registry import RecordTypeSpec, Registry, load_registry
 
 Validator = Callable[[Any], Any]
@@ -149,11 +150,7 @@ class Catalogue:
         self._types: dict[str, RecordType | None] = {}
         self._lock = threading.Lock()
 
-    @property
-    def registry(self) -> Registry:
-        if self._registry is None:
-            self._registry = load_registry(self.root)
-        return self._registry
+    registry: first_use[Registry] = first_use(lambda self: load_registry(self.root))
 
     def get(self, name: str) -> RecordType | None:
         """The type called `name`, or None if there is no such type."""

@@ -12,6 +12,7 @@ from sluice import aws
 from sluice.config import get_settings
 from sluice.envelope import Chunk
 from sluice.errors import TransientError
+from sluice.lazy import first_use
 from sluice.observability.tracing import inject_trace_context
 
 if TYPE_CHECKING:
@@ -30,17 +31,8 @@ class CleanQueue:
         self._queue_name = queue_name
         self._url: str | None = None
 
-    @property
-    def client(self) -> SQSClient:
-        if self._client is None:
-            self._client = aws.sqs()
-        return self._client
-
-    @property
-    def queue_name(self) -> str:
-        if self._queue_name is None:
-            self._queue_name = get_settings().names.clean_queue
-        return self._queue_name
+    client: first_use[SQSClient] = first_use(lambda self: aws.sqs())
+    queue_name: first_use[str] = first_use(lambda self: get_settings().names.clean_queue)
 
     @property
     def url(self) -> str:

@@ -14,6 +14,7 @@ from sluice import aws
 from sluice.config import SNS_MAX_MESSAGE_BYTES, Settings, get_settings
 from sluice.envelope import Chunk, StringAttribute, attributes_size
 from sluice.errors import TransientError
+from sluice.lazy import first_use
 from sluice.observability import add_metric, get_logger
 from sluice.observability.tracing import inject_trace_context
 
@@ -123,17 +124,8 @@ class SnsPublisher:
         self._sleep = sleep
         self._resolve_arn = resolve_arn
 
-    @property
-    def client(self) -> SNSClient:
-        if self._client is None:
-            self._client = aws.sns()
-        return self._client
-
-    @property
-    def topic_arn(self) -> str:
-        if self._topic_arn is None:
-            self._topic_arn = self._resolve_arn()
-        return self._topic_arn
+    client: first_use[SNSClient] = first_use(lambda self: aws.sns())
+    topic_arn: first_use[str] = first_use(lambda self: self._resolve_arn())
 
     def publish(self, chunks: Sequence[Chunk]) -> None:
         """Publish every chunk once (at least once: a retried input chunk publishes again)."""

@@ -23,6 +23,7 @@ from sluice.envelope import (
     derive_chunk_id,
     pack_records,
 )
+from sluice.lazy import first_use
 from sluice.ledger import LedgerWriter
 from sluice.observability import add_metric, get_logger
 from sluice.stage import LambdaEvent, StageRuntime
@@ -122,27 +123,16 @@ class Router:
             self._runtime = StageRuntime(name=STAGE, lazy_payloads=True, ledger=ledger)
         return self._runtime
 
-    @property
-    def subscriptions(self) -> TopicSubscriptions:
-        if self._subscriptions is None:
-            self._subscriptions = TopicSubscriptions(self._topic_arn)
-        return self._subscriptions
+    subscriptions: first_use[TopicSubscriptions] = first_use(
+        lambda self: TopicSubscriptions(self._topic_arn)
+    )
 
     def _topic_arn(self) -> str:
         publisher = self.publisher
         return publisher.topic_arn if isinstance(publisher, SnsPublisher) else resolve_topic_arn()
 
-    @property
-    def rules(self) -> RoutingRules:
-        if self._rules is None:
-            self._rules = load_rules()
-        return self._rules
-
-    @property
-    def publisher(self) -> ChunkPublisher:
-        if self._publisher is None:
-            self._publisher = SnsPublisher()
-        return self._publisher
+    rules: first_use[RoutingRules] = first_use(lambda self: load_rules())
+    publisher: first_use[ChunkPublisher] = first_use(lambda self: SnsPublisher())
 
     @property
     def limits(self) -> ChunkLimits:

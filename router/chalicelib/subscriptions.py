@@ -22,6 +22,7 @@ from sluice.config import ResourceNames, get_settings
 from sluice.envelope import ATTR_CORRELATION_ID, ATTR_TYPE
 from sluice.errors import TransientError
 from sluice.filters import FilterPolicy, FilterPolicyError, check_scope
+from sluice.lazy import first_use
 from sluice.observability import get_logger
 
 log = get_logger(__name__)
@@ -74,17 +75,8 @@ class TopicSubscriptions:
         self._lock = threading.Lock()
         self._cached: tuple[float, list[Subscriber]] | None = None
 
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = aws.sns()
-        return self._client
-
-    @property
-    def names(self) -> ResourceNames:
-        if self._names is None:
-            self._names = get_settings().names
-        return self._names
+    client: first_use[Any] = first_use(lambda self: aws.sns())
+    names: first_use[ResourceNames] = first_use(lambda self: get_settings().names)
 
     def subscribers(self) -> list[Subscriber]:
         with self._lock:

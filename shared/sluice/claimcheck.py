@@ -23,6 +23,7 @@ from sluice import aws
 from sluice.config import get_settings
 from sluice.envelope import Record
 from sluice.errors import OversizeRecordError, PermanentError, TransientError
+from sluice.lazy import first_use
 from sluice.observability import add_metric, get_logger
 
 if TYPE_CHECKING:
@@ -76,17 +77,8 @@ class ClaimCheck:
         self._bucket = bucket
         self._max_bytes = max_bytes
 
-    @property
-    def client(self) -> S3Client:
-        if self._client is None:
-            self._client = aws.s3()
-        return self._client
-
-    @property
-    def bucket(self) -> str:
-        if self._bucket is None:
-            self._bucket = get_settings().names.payload_bucket
-        return self._bucket
+    client: first_use[S3Client] = first_use(lambda self: aws.s3())
+    bucket: first_use[str] = first_use(lambda self: get_settings().names.payload_bucket)
 
     @property
     def max_bytes(self) -> int:

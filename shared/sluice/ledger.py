@@ -44,9 +44,15 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# The table's schema (infra/platform.yaml, LedgerTable).
+# The table's schema (infra/platform.yaml, LedgerTable), and an entry item's attributes:
+# written here, read by `sluice ledger` (`sluice_tools.ledger.reconcile.LedgerEntry`).
 PARTITION_KEY = "correlation_id"
 SORT_KEY = "entry"
+CHUNK_ID_ATTR, TYPE_ATTR, SOURCE_ATTR = "chunk_id", "type", "source"
+RECORDED_AT_ATTR = "recorded_at"  # ISO 8601, milliseconds, Z
+STAGE_ATTR, SINK_ATTR = "stage", "sink"  # the stage that wrote the entry; the sink delivering
+# A stage's counts of its chunk (`ChunkOutcome.as_dict`); a sink's are records_in, delivered.
+COUNT_ATTRS = ("records_in", "out", "quarantined", "duplicate", "failed")
 EXPIRES_AT_ATTR = "expires_at"  # the table's TTL attribute, epoch seconds
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 SINK_PREFIX = "sink:"
@@ -94,10 +100,10 @@ def is_entry(entry: str) -> bool:
 # What a sink's delivery entry holds of the consumer entry it was merged into.
 _DELIVERY_ATTRS = (
     PARTITION_KEY,
-    "chunk_id",
-    "type",
-    "source",
-    "recorded_at",
+    CHUNK_ID_ATTR,
+    TYPE_ATTR,
+    SOURCE_ATTR,
+    RECORDED_AT_ATTR,
     EXPIRES_AT_ATTR,
     "records_in",
     RETRY_OF_ATTR,
@@ -109,17 +115,17 @@ def split_item(item: Mapping[str, Any]) -> list[dict[str, Any]]:
     values): a consumer's entry written with its sink's delivery (`sink` and `delivered` on a
     `consumer-<c>#<chunk>` item, `merge_deliveries`) is the consumer's entry and the sink's
     `sink:<c>#<chunk>` entry, as they were before they were merged. Readers use this."""
-    sink = str((item.get("sink") or {}).get("S", ""))
+    sink = str((item.get(SINK_ATTR) or {}).get("S", ""))
     entry = str((item.get(SORT_KEY) or {}).get("S", ""))
     if not sink or DELIVERED_ATTR not in item or entry.startswith(SINK_PREFIX):
         return [dict(item)]
-    stage = {k: v for k, v in item.items() if k not in ("sink", DELIVERED_ATTR)}
+    stage = {k: v for k, v in item.items() if k not in (SINK_ATTR, DELIVERED_ATTR)}
     delivery = {k: item[k] for k in _DELIVERY_ATTRS if k in item}
-    chunk_id = str((item.get("chunk_id") or {}).get("S", "")) or entry.partition("#")[2]
+    chunk_id = str((item.get(CHUNK_ID_ATTR) or {}).get("S", "")) or entry.partition("#")[2]
     delivery.update(
         {
             SORT_KEY: {"S": sink_entry(sink, chunk_id)},
-            "sink": {"S": sink},
+            SINK_ATTR: {"S": sink},
             DELIVERED_ATTR: item[DELIVERED_ATTR],
         }
     )
@@ -196,7 +202,7 @@ class LedgerWriter(LedgerTable):
         counts = outcome.as_dict()
         routes = {k: {"N": str(v)} for k, v in outcome.routes.items() if v}
         extra = {ROUTES_ATTR: {"M": routes}} if routes else None
-        names = _names("stage", stage, retry_of)
+        names = _names(STAGE_ATTR, stage, retry_of)
         routed: Mapping[str, int] | None = None
         unresolved = 0
         if outcome.routes:
@@ -216,7 +222,7 @@ class LedgerWriter(LedgerTable):
         if records < 0:
             raise ValueError("records must not be negative")
         add = contribution(stage, {}, done_total=records)
-        names = {"stage": stage}
+        names = {STAGE_ATTR: stage}
         self._put(chunk, stage_entry(stage, DONE_CHUNK), names, {RECORDS_ATTR: records}, add)
 
     def record_delivery(
@@ -224,8 +230,8 @@ class LedgerWriter(LedgerTable):
     ) -> None:
         """How many records of `chunk` the sink `sink` delivered (wrote, published, indexed);
         `retry_of` as in `record_chunk`."""
-        counts = {"records_in": len(chunk.records), "delivered": delivered}
-        names = _names("sink", sink, retry_of)
+        counts = {"records_in": len(chunk.records), DELIVERED_ATTR: delivered}
+        names = _names(SINK_ATTR, sink, retry_of)
         add = contribution("", counts, sink=sink)
         self._put(chunk, sink_entry(sink, chunk.chunk_id), names, counts, add)
 
@@ -235,7 +241,7 @@ class LedgerWriter(LedgerTable):
         records_in 0, so the object is accounted for and the reason visible."""
         if not reason:
             raise ValueError("a skipped entry needs a reason")
-        names = {"stage": stage, SKIPPED_ATTR: reason}
+        names = {STAGE_ATTR: stage, SKIPPED_ATTR: reason}
         self._put(chunk, stage_entry(stage, chunk.chunk_id), names, {"records_in": 0}, {})
 
     # ------------------------------------------------------------------ holding
@@ -302,10 +308,10 @@ class LedgerWriter(LedgerTable):
         item: dict[str, Any] = {
             PARTITION_KEY: {"S": chunk.correlation_id},
             SORT_KEY: {"S": entry},
-            "chunk_id": {"S": chunk.chunk_id},
-            "type": {"S": chunk.type},
-            "source": {"S": chunk.source},
-            "recorded_at": {"S": _iso(now)},
+            CHUNK_ID_ATTR: {"S": chunk.chunk_id},
+            TYPE_ATTR: {"S": chunk.type},
+            SOURCE_ATTR: {"S": chunk.source},
+            RECORDED_AT_ATTR: {"S": _iso(now)},
             EXPIRES_AT_ATTR: {"N": str(int(now) + self.ttl_seconds)},
         }
         item.update({k: {"S": v} for k, v in names.items()})
@@ -407,18 +413,18 @@ def merge_deliveries(entries: list[_Entry]) -> list[_Entry]:
     from it). Half the items a consumer writes per chunk; the contributions add up."""
     consumers: dict[tuple[str, str, str], _Entry] = {}
     for e in entries:
-        stage = e.text("stage")
+        stage = e.text(STAGE_ATTR)
         if stage.startswith(CONSUMER_PREFIX):
             key = (e.chunk.chunk_id, stage.removeprefix(CONSUMER_PREFIX), e.text(RETRY_OF_ATTR))
             consumers.setdefault(key, e)
     merged: list[_Entry] = []
     for e in entries:
-        sink = e.text("sink")
+        sink = e.text(SINK_ATTR)
         owner = consumers.get((e.chunk.chunk_id, sink, e.text(RETRY_OF_ATTR))) if sink else None
         if owner is None or DELIVERED_ATTR in owner.item:
             merged.append(e)
             continue
-        owner.item["sink"] = {"S": sink}
+        owner.item[SINK_ATTR] = {"S": sink}
         owner.item[DELIVERED_ATTR] = e.item[DELIVERED_ATTR]
         for name, n in e.add.items():
             owner.add[name] = owner.add.get(name, 0) + n

@@ -73,15 +73,32 @@ from enum import IntEnum
 from typing import Any
 
 from sluice.envelope import object_correlation_id
-from sluice.ledger import DEFAULT_TTL_SECONDS, RETRY_OF_ATTR, SKIPPED_ATTR, split_item
+from sluice.idempotency import Status
+from sluice.ledger import (
+    CHUNK_ID_ATTR,
+    COUNT_ATTRS,
+    DEFAULT_TTL_SECONDS,
+    DELIVERED_ATTR,
+    PARTITION_KEY,
+    RECORDED_AT_ATTR,
+    RETRY_OF_ATTR,
+    ROUTES_ATTR,
+    SINK_ATTR,
+    SINK_PREFIX,
+    SKIPPED_ATTR,
+    SORT_KEY,
+    SOURCE_ATTR,
+    STAGE_ATTR,
+    TYPE_ATTR,
+    split_item,
+)
+from sluice.progress import REPLAY
 from sluice_tools.ledger.filters import SinkPolicy
+from sluice_tools.stages import CLEANSE, CONSUMER_PREFIX, INGEST, PIPELINE_STAGES, ROUTER
 
-INGEST, CLEANSE, ROUTER = "ingest", "cleanse", "router"
-PIPELINE = (INGEST, CLEANSE, ROUTER)
-# `sluice replay quarantine`'s ledger stage, and the stage whose quarantine it replays into.
-REPLAY, REPLAY_INTO = "replay", CLEANSE
-CONSUMER_PREFIX = "consumer-"
-SINK_PREFIX = "sink:"
+PIPELINE = PIPELINE_STAGES
+# The stage `sluice replay quarantine` replays into (its ledger stage is REPLAY).
+REPLAY_INTO = CLEANSE
 INCOMING_PREFIX = "incoming/"
 # Message attributes of a published chunk the ledger knows besides its routing attributes.
 KNOWN_WITHOUT_ROUTES = frozenset({"record_type", "correlation_id"})
@@ -91,7 +108,7 @@ KNOWN_WITHOUT_ROUTES = frozenset({"record_type", "correlation_id"})
 DEFAULT_GRACE = timedelta(seconds=3 * 60 + 900)
 # Ledger entries expire (TTL) after this long: older landed objects are not expected.
 DEFAULT_RETENTION = timedelta(seconds=DEFAULT_TTL_SECONDS)
-INPROGRESS, COMPLETED = "INPROGRESS", "COMPLETED"
+INPROGRESS, COMPLETED = Status.INPROGRESS.value, Status.COMPLETED.value
 
 
 class Exit(IntEnum):
@@ -152,7 +169,8 @@ class LedgerEntry:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> LedgerEntry:
-        """From a DynamoDB item as the low-level client returns it (`{"S": ...}` values)."""
+        """From a DynamoDB item as the low-level client returns it (`{"S": ...}` values), one
+        entry as `sluice.ledger.split_item` gives it (the schema is `sluice.ledger`'s)."""
 
         def s(name: str) -> str:
             return str((item.get(name) or {}).get("S", ""))
@@ -160,28 +178,29 @@ class LedgerEntry:
         def n(name: str) -> int:
             return int((item.get(name) or {}).get("N", "0"))
 
-        entry = s("entry")
+        entry = s(SORT_KEY)
         is_sink = entry.startswith(SINK_PREFIX)
         name, _, chunk = entry.removeprefix(SINK_PREFIX).partition("#")
-        routes_attr = (item.get("routes") or {}).get("M")
+        routes_attr = (item.get(ROUTES_ATTR) or {}).get("M")
         routes = (
             {k: int(v["N"]) for k, v in routes_attr.items()} if routes_attr is not None else None
         )
+        records_in, out, quarantined, duplicate, failed = (n(c) for c in COUNT_ATTRS)
         return cls(
-            correlation_id=s("correlation_id"),
-            name=s("sink") or s("stage") or name,
-            chunk_id=s("chunk_id") or chunk,
+            correlation_id=s(PARTITION_KEY),
+            name=s(SINK_ATTR) or s(STAGE_ATTR) or name,
+            chunk_id=s(CHUNK_ID_ATTR) or chunk,
             is_sink=is_sink,
-            type=s("type"),
-            source=s("source"),
-            records_in=n("records_in"),
-            out=n("out"),
-            quarantined=n("quarantined"),
-            duplicate=n("duplicate"),
-            failed=n("failed"),
-            delivered=n("delivered"),
+            type=s(TYPE_ATTR),
+            source=s(SOURCE_ATTR),
+            records_in=records_in,
+            out=out,
+            quarantined=quarantined,
+            duplicate=duplicate,
+            failed=failed,
+            delivered=n(DELIVERED_ATTR),
             routes=routes,
-            recorded_at=s("recorded_at"),
+            recorded_at=s(RECORDED_AT_ATTR),
             retry_of=s(RETRY_OF_ATTR) or None,
             skipped=s(SKIPPED_ATTR) or None,
         )

@@ -10,12 +10,12 @@ from sluice.ledger import SORT_KEY, is_entry
 from sluice_tools.ledger.reconcile import (
     COMPLETED,
     INCOMING_PREFIX,
-    INGEST,
     INPROGRESS,
     ClaimState,
     LandedObject,
     LedgerEntry,
 )
+from sluice_tools.stages import INGEST
 
 
 def read_ledger(client: Any, table: str, correlation_id: str | None = None) -> list[LedgerEntry]:

@@ -28,8 +28,10 @@ from typing import Any
 from sluice import aws
 from sluice.envelope import Chunk, derive_chunk_id, object_correlation_id
 from sluice.ledger import LedgerWriter
-from sluice_tools.ledger.reconcile import INCOMING_PREFIX, INGEST, REPLAY
+from sluice.progress import REPLAY
+from sluice_tools.ledger.reconcile import INCOMING_PREFIX
 from sluice_tools.ledger.store import read_ledger
+from sluice_tools.stages import INGEST
 
 REPLAY_FOLDER = "_replay"
 META_REPLAY_OF = "sluice-replay-of"

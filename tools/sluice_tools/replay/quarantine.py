@@ -44,8 +44,8 @@ from sluice.claimcheck import parse_ref
 from sluice.envelope import Chunk, Record, derive_chunk_id
 from sluice.errors import PermanentError
 from sluice.ledger import PARTITION_KEY, SORT_KEY, LedgerWriter, stage_entry
+from sluice.progress import REPLAY as REPLAY_STAGE
 from sluice.quarantine import MESSAGES_FOLDER
-from sluice_tools.ledger.reconcile import REPLAY as REPLAY_STAGE
 from sluice_tools.ledger.reconcile import REPLAY_INTO as CLEANSE
 
 PAYLOAD_SUFFIX = ".payload.json"

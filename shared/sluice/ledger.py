@@ -180,6 +180,7 @@ class LedgerWriter(LedgerTable):
         self._deadline_s = deadline_s
         self._sleep = sleep
         self._held: list[_Entry] | None = None
+        self._failed: dict[str, LedgerWriteError] = {}  # of entries written while holding
 
     @property
     def events(self) -> ProgressEvents:
@@ -250,14 +251,18 @@ class LedgerWriter(LedgerTable):
     def holding(self) -> Iterator[None]:
         """Hold the entries written inside until `flush()`: one transaction per object for
         all of an invocation's entries instead of one per entry (the unit of work of
-        `StageRuntime.handle_sqs`, the warehouse's batch and an ingest segment). Entries
-        still held when the block ends are dropped (their chunk is retried). A block inside
-        another holds its own entries (an invocation run inside another, as tests do)."""
-        outer, self._held = self._held, []
+        `StageRuntime.handle_sqs`, the warehouse's batch and an ingest segment). At most
+        `MAX_GROUP_ENTRIES` are held: then they are written and the holding goes on (an
+        ingest segment of thousands of chunks keeps its memory flat), their failures kept
+        for `flush`. Entries still held when the block ends are dropped (their chunk is
+        retried). A block inside another holds its own (an invocation run inside another, as
+        tests do)."""
+        outer = self._held, self._failed
+        self._held, self._failed = [], {}
         try:
             yield
         finally:
-            self._held = outer
+            self._held, self._failed = outer
 
     @property
     def is_holding(self) -> bool:
@@ -268,12 +273,17 @@ class LedgerWriter(LedgerTable):
         entries and the object's progress update in one TransactWriteItems. Returns the
         chunks whose entries were not written, with the error (their chunk is retried;
         writing again is idempotent). Then the object's events (`after_write`)."""
+        failed, self._failed = self._failed, {}
+        failed.update(self._write_held())
+        return failed
+
+    def _write_held(self) -> dict[str, LedgerWriteError]:
         if not self._held:
             return {}
         held, self._held = merge_deliveries(self._held), []
         groups: dict[str, list[_Entry]] = {}
         for e in held:
-            groups.setdefault(e.chunk.correlation_id, []).append(e)
+            groups.setdefault(e.correlation_id, []).append(e)
         failed: dict[str, LedgerWriteError] = {}
         for correlation_id, group in groups.items():
             written = False
@@ -284,7 +294,7 @@ class LedgerWriter(LedgerTable):
                     written = True
                 except LedgerWriteError as error:
                     log.warning("ledger entries not written", extra={"error": str(error)})
-                    failed.update((e.chunk.chunk_id, error) for e in part)
+                    failed.update((e.chunk_id, error) for e in part)
             if written:
                 self.events.after_write(correlation_id)
         return failed
@@ -317,9 +327,13 @@ class LedgerWriter(LedgerTable):
         item.update({k: {"S": v} for k, v in names.items()})
         item.update({k: {"N": str(v)} for k, v in counts.items()})
         item.update(extra or {})
-        pending = _Entry(chunk, item, dict(add), now)
+        pending = _Entry(
+            chunk.correlation_id, chunk.chunk_id, chunk.source, chunk.type, item, dict(add), now
+        )
         if self._held is not None:
             self._held.append(pending)
+            if len(self._held) >= MAX_GROUP_ENTRIES:
+                self._failed.update(self._write_held())
             return
         self._write([pending])
         self.events.after_write(chunk.correlation_id)
@@ -374,8 +388,8 @@ class LedgerWriter(LedgerTable):
         now = max(e.now for e in entries)
         update = update_expression(
             total,
-            source=first.chunk.source,
-            record_type=first.chunk.type,
+            source=first.source,
+            record_type=first.record_type,
             now=now,
             expires_at=int(now) + self.ttl_seconds,
             deadline_s=self.deadline_s,
@@ -384,7 +398,7 @@ class LedgerWriter(LedgerTable):
             "Update": {
                 "TableName": self.table_name,
                 "Key": {
-                    PARTITION_KEY: {"S": first.chunk.correlation_id},
+                    PARTITION_KEY: {"S": first.correlation_id},
                     SORT_KEY: {"S": PROGRESS_ENTRY},
                 },
                 "UpdateExpression": update["expression"],
@@ -396,9 +410,14 @@ class LedgerWriter(LedgerTable):
 
 @dataclass
 class _Entry:
-    """A ledger entry built and not written yet: the item and its progress contribution."""
+    """A ledger entry built and not written yet: the item and its progress contribution
+    (and what names its chunk, never the chunk itself: a held ingest segment must not keep
+    its records alive)."""
 
-    chunk: Chunk
+    correlation_id: str
+    chunk_id: str
+    source: str
+    record_type: str
     item: dict[str, Any]
     add: dict[str, int]
     now: float
@@ -415,12 +434,12 @@ def merge_deliveries(entries: list[_Entry]) -> list[_Entry]:
     for e in entries:
         stage = e.text(STAGE_ATTR)
         if stage.startswith(CONSUMER_PREFIX):
-            key = (e.chunk.chunk_id, stage.removeprefix(CONSUMER_PREFIX), e.text(RETRY_OF_ATTR))
+            key = (e.chunk_id, stage.removeprefix(CONSUMER_PREFIX), e.text(RETRY_OF_ATTR))
             consumers.setdefault(key, e)
     merged: list[_Entry] = []
     for e in entries:
         sink = e.text(SINK_ATTR)
-        owner = consumers.get((e.chunk.chunk_id, sink, e.text(RETRY_OF_ATTR))) if sink else None
+        owner = consumers.get((e.chunk_id, sink, e.text(RETRY_OF_ATTR))) if sink else None
         if owner is None or DELIVERED_ATTR in owner.item:
             merged.append(e)
             continue

@@ -178,9 +178,11 @@ class Passing:
 
 
 def claim_status(names: ResourceNames, cid: str) -> str | None:
-    item = aws.dynamodb().get_item(
-        TableName=names.idempotency_table, Key={KEY_ATTR: {"S": f"{STAGE}#{cid}"}}
-    ).get("Item")
+    item = (
+        aws.dynamodb()
+        .get_item(TableName=names.idempotency_table, Key={KEY_ATTR: {"S": f"{STAGE}#{cid}"}})
+        .get("Item")
+    )
     return None if item is None else str(item[STATUS_ATTR]["S"])
 
 
@@ -235,3 +237,45 @@ def test_an_invocation_killed_before_its_entries_are_written_leaves_no_claim_com
     # be a duplicate and the entries never written. The claims lapse with their lease.
     assert {claim_status(platform, cid) for cid in "ab"} == {"INPROGRESS"}
     assert ledger_entries(platform.ledger_table, "corr-1") == {}
+
+
+def test_held_entries_do_not_keep_their_chunks_alive(platform: ResourceNames) -> None:
+    """An ingest segment holds an entry per chunk it sent until its end: holding the chunks
+    would keep the whole object's records in memory (ingest's memory must stay flat)."""
+    import gc
+    import weakref
+
+    class Payload:
+        """A payload object a weak reference can follow (records are slotted)."""
+
+    writer = LedgerWriter()
+    with writer.holding():
+        payload = Payload()
+        c = Chunk(
+            "a", "order", "s3://landing/in/corr-1.jsonl", "corr-1", (Record("r", 0, AT, payload),)
+        )
+        ref = weakref.ref(payload)
+        writer.record_chunk(STAGE, c, ChunkOutcome(records_in=1, out=1))
+        del c, payload
+        gc.collect()
+        assert ref() is None
+        assert writer.flush() == {}
+    assert list(ledger_entries(platform.ledger_table, "corr-1")) == ["cleanse#a"]
+
+
+def test_a_long_unit_writes_as_it_goes_and_holds_at_most_one_transactions_worth(
+    platform: ResourceNames, dynamodb_calls: Any
+) -> None:
+    """An ingest segment of thousands of chunks: what it holds stays bounded."""
+    writer = LedgerWriter()
+    cids = [f"c{i:03d}" for i in range(2 * MAX_GROUP_ENTRIES + 10)]
+    with writer.holding():
+        for cid in cids:
+            writer.record_chunk(STAGE, chunk(cid), cleansed())
+        # Written as they went, two full transactions; ten entries still held.
+        assert dynamodb_calls.operations.count("TransactWriteItems") == 2
+        assert len(ledger_entries(platform.ledger_table, "corr-1")) == 2 * MAX_GROUP_ENTRIES
+        assert writer.flush() == {}
+    assert dynamodb_calls.operations.count("TransactWriteItems") == 3
+    assert len(ledger_entries(platform.ledger_table, "corr-1")) == len(cids)
+    assert progress("corr-1")["owed_router"] == 3 * len(cids)

@@ -64,7 +64,7 @@ _UNDECODED: Any = type("_Undecoded", (), {"__repr__": lambda self: "<undecoded>"
 _record_decoders: dict[bool, Any] = {}
 _ABSENT: Any = None  # msgspec.UNSET once a records decoder is built: a row without payload
 _envelope_decoder: Any = None
-_deflate: Any = None  # the zlib-format codec in use (`_codec`): ISA-L's, else zlib itself
+_deflate: Any = None  # the zlib-format codec in use (`zlib_codec`): ISA-L's, else zlib itself
 _base64_decoder: Any = None
 _TO_STANDARD_BASE64 = bytes.maketrans(b"-_", b"+/")
 
@@ -415,7 +415,7 @@ def _load(body: str | bytes) -> Any:
         raise MalformedEnvelopeError(f"message body is not JSON: {exc}") from None
 
 
-def _codec() -> Any:
+def zlib_codec() -> Any:
     """The module that makes and reads `records_z`'s zlib streams (chosen on first use): ISA-L's
     `isal_zlib` if installed (the same API and format, ~4x faster to compress), else `zlib`."""
     global _deflate
@@ -430,7 +430,7 @@ def _codec() -> Any:
 
 
 def _compress(plain: bytes) -> str:
-    packed = base64.urlsafe_b64encode(_codec().compress(plain, ZLIB_LEVEL))
+    packed = base64.urlsafe_b64encode(zlib_codec().compress(plain, ZLIB_LEVEL))
     return packed.rstrip(b"=").decode("ascii")
 
 
@@ -484,7 +484,7 @@ def _records_of(wire: Mapping[str, Any], version: int, arrived: bytes | None) ->
         raise MalformedEnvelopeError(f"'{COMPRESSED_FIELD}' needs envelope version 2")
     if not isinstance(packed, str):
         raise MalformedEnvelopeError(f"envelope '{COMPRESSED_FIELD}' is not a string")
-    codec = _codec()
+    codec = zlib_codec()
     try:
         data = _unbase64(packed)
         inflate = codec.decompressobj()

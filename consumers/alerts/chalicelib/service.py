@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.message import alert_subject, alert_text
@@ -59,24 +59,21 @@ PUBLISH_BATCH_MAX = 10  # SNS PublishBatch entries per call
 CLAIM_LEASE_MS = 10_000
 
 log = get_logger(__name__)
-_runtime: StageRuntime | None = None
 
 
 class AlertPublishError(TransientError):
     """The alerts topic could not be published to: the invocation is retried."""
 
 
+@cache
 def runtime() -> StageRuntime:
-    global _runtime
-    if _runtime is None:
-        _runtime = StageRuntime(name=STAGE)
-    return _runtime
+    """The process's stage runtime, made on first use."""
+    return StageRuntime(name=STAGE)
 
 
 def reset() -> None:
-    """Forget the cached runtime (tests that start a fresh AWS mock call this)."""
-    global _runtime
-    _runtime = None
+    """Forget the runtime (tests that start a fresh AWS mock call this)."""
+    runtime.cache_clear()
 
 
 def alerts_topic_arn(records_topic_arn: str) -> str:

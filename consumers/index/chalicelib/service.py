@@ -26,8 +26,6 @@ SINK = "index"
 STAGE = f"consumer-{SINK}"
 
 log = get_logger(__name__)
-_runtime: StageRuntime | None = None
-_table: RecordsTable | None = None
 
 
 @cache
@@ -36,25 +34,22 @@ def natural_keys() -> Mapping[str, str]:
     return load_registry().natural_keys()
 
 
+@cache
 def runtime() -> StageRuntime:
     """The process's stage runtime, built on first use."""
-    global _runtime
-    if _runtime is None:
-        _runtime = StageRuntime(name=STAGE)
-    return _runtime
+    return StageRuntime(name=STAGE)
 
 
+@cache
 def records_table() -> RecordsTable:
-    global _table
-    if _table is None:
-        _table = RecordsTable()
-    return _table
+    """The records table, made on first use."""
+    return RecordsTable()
 
 
 def reset() -> None:
-    """Forget the cached runtime and table (tests that start a fresh AWS mock call this)."""
-    global _runtime, _table
-    _runtime = _table = None
+    """Forget the runtime and table (tests that start a fresh AWS mock call this)."""
+    runtime.cache_clear()
+    records_table.cache_clear()
 
 
 def handle_event(event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from chalicelib.curated import (
@@ -57,41 +58,35 @@ MAX_OBJECT_BYTES = 64 * 1024 * 1024
 RACE_RETRY_S = 2.0
 
 log = get_logger(__name__)
-_runtime: StageRuntime | None = None
-_bucket: CuratedBucket | None = None
-_placements: Placements | None = None
 
 
 class ChunkPlacedElsewhereError(TransientError):
     """Another invocation placed the chunk and may still be writing it: retry after its time."""
 
 
+@cache
 def runtime() -> StageRuntime:
     """The process's stage runtime, built on first use."""
-    global _runtime
-    if _runtime is None:
-        _runtime = StageRuntime(name=STAGE)
-    return _runtime
+    return StageRuntime(name=STAGE)
 
 
+@cache
 def curated() -> CuratedBucket:
-    global _bucket
-    if _bucket is None:
-        _bucket = CuratedBucket()
-    return _bucket
+    """The curated bucket, made on first use."""
+    return CuratedBucket()
 
 
+@cache
 def placements() -> Placements:
-    global _placements
-    if _placements is None:
-        _placements = Placements(STAGE)
-    return _placements
+    """The placement store, made on first use."""
+    return Placements(STAGE)
 
 
 def reset() -> None:
-    """Forget the cached runtime, bucket and placements (tests with a fresh AWS mock)."""
-    global _runtime, _bucket, _placements
-    _runtime = _bucket = _placements = None
+    """Forget the runtime, bucket and placements (tests with a fresh AWS mock)."""
+    runtime.cache_clear()
+    curated.cache_clear()
+    placements.cache_clear()
 
 
 def to_line(record: Record, chunk: Chunk) -> dict[str, Any]:

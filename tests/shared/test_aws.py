@@ -62,3 +62,52 @@ def test_a_malformed_request_is_refused_by_the_service_not_by_client_side_valida
         "ValidationException",
         "SerializationException",
     }
+
+
+def test_batch_write_sends_the_json_botocore_would_and_the_items_read_back_the_same(
+    platform: ResourceNames,
+) -> None:
+    """BatchWriteItem's body is written with msgspec, not botocore's serializer: the same
+    JSON, every attribute type kept."""
+    import json
+
+    client: Any = aws.dynamodb()
+    item = {
+        "pk": {"S": "order#é-1"},
+        "sk": {"S": "v#1"},
+        "b": {"B": b"\x00\x01\xffzlib"},
+        "n": {"N": "12.50"},
+        "m": {"M": {"l": {"L": [{"S": "x"}, {"N": "-1"}, {"BOOL": True}, {"NULL": True}]}}},
+        "ss": {"SS": ["a", "b"]},
+    }
+    sent: list[bytes] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        sent.append(request.body)  # as signed and sent
+
+    client.meta.events.register("before-send.dynamodb.BatchWriteItem", capture)
+    serialized: list[Any] = []
+    real = client._serializer.serialize_to_request
+
+    def serialize(parameters: Any, operation_model: Any) -> Any:
+        if "RequestItems" in parameters:
+            serialized.append(parameters["RequestItems"][platform.idempotency_table])
+        return real(parameters, operation_model)
+
+    client._serializer.serialize_to_request = serialize
+    aws.batch_write(client, platform.idempotency_table, [{"PutRequest": {"Item": item}}])
+    aws.batch_write(client, platform.idempotency_table, [{"PutRequest": {"Item": item}}])
+    client.meta.events.unregister("before-send.dynamodb.BatchWriteItem", capture)
+    # What botocore makes of the same call, through its own serializer.
+    plain = aws._make_client("dynamodb", "us-east-1", None)
+    serializer = plain._serializer
+    model = plain.meta.service_model.operation_model("BatchWriteItem")
+    request = serializer.serialize_to_request(
+        {"RequestItems": {platform.idempotency_table: [{"PutRequest": {"Item": item}}]}}, model
+    )
+    assert [json.loads(body) for body in sent] == [json.loads(request["body"])] * 2
+    assert serialized == [[], []]  # botocore's serializer never walked the items
+    got = client.get_item(TableName=platform.idempotency_table, Key={"pk": {"S": "order#é-1"}})[
+        "Item"
+    ]
+    assert got == item

@@ -33,7 +33,7 @@ class CallCounter:
     calls: list[tuple[str, Params]] = field(default_factory=list)
 
     def __call__(self, model: Any, params: Params, **_: Any) -> None:
-        self.calls.append((model.name, dict(params)))
+        self.calls.append((model.name, dict(_sent_params(model.name, params))))
 
     @property
     def operations(self) -> list[str]:
@@ -45,6 +45,20 @@ class CallCounter:
 
     def clear(self) -> None:
         self.calls.clear()
+
+
+def _sent_params(operation: str, params: Params) -> Params:
+    """The parameters a call sends: a BatchWriteItem that `sluice.aws` writes itself carries
+    an empty RequestItems for botocore and its items in the body it sends."""
+    if operation == "BatchWriteItem":
+        import json
+
+        from sluice.aws import _raw_body
+
+        body = _raw_body.get()
+        if body is not None:
+            return dict(json.loads(body))
+    return params
 
 
 def count_calls(client: Any) -> CallCounter:

@@ -244,9 +244,11 @@ def item_cleaner(leaves: ItemLeaves, item_schema: Mapping[str, Any]) -> ListClea
         " for k, v in d1.items()}",
     ]
     for n, (leaf, convert) in enumerate(leaves):
-        name = f"K{n}"
-        constants[name] = convert
-        lines.append(f"        v = d1.get({leaf!r})")
+        # The field's name and converter are bound in the namespace, never written into the
+        # source (as compile_check does with every value from the schema).
+        name, field = f"K{n}", f"F{n}"
+        constants[name], constants[field] = convert, leaf
+        lines.append(f"        v = d1.get({field})")
         if convert is _fast_number:  # numbers already are numbers nearly always: no call
             lines.append(
                 "        if v is not None and type(v) is not int and type(v) is not bool"
@@ -254,7 +256,7 @@ def item_cleaner(leaves: ItemLeaves, item_schema: Mapping[str, Any]) -> ListClea
             )
         else:
             lines.append("        if v is not None:")
-        lines.append(f"            d1[{leaf!r}] = {name}(v, '')")
+        lines.append(f"            d1[{field}] = {name}(v, '')")
     check: list[str] = []
     try:
         _emit(item_schema, "d1", 2, check, constants, counter=[0])
@@ -262,9 +264,7 @@ def item_cleaner(leaves: ItemLeaves, item_schema: Mapping[str, Any]) -> ListClea
         return None
     lines.extend(line.replace("return False", "raise NotFast") for line in check)
     lines += ["        append(d1)", "    return out"]
-    namespace: dict[str, Any] = dict(constants)
-    exec(compile("\n".join(lines), "<item cleaner>", "exec"), namespace)
-    cleaner: ListCleaner = namespace["clean_items"]
+    cleaner: ListCleaner = _define(lines, "<item cleaner>", constants, "clean_items")
     return cleaner
 
 
@@ -324,10 +324,19 @@ def compile_check(schema: Mapping[str, Any]) -> Callable[[Any], bool] | None:
     except _Unsupported:
         return None
     lines.append("    return True")
-    namespace: dict[str, Any] = dict(constants)
-    exec(compile("\n".join(lines), f"<check {schema.get('$id', '')}>", "exec"), namespace)
-    check: Callable[[Any], bool] = namespace["check"]
+    check: Callable[[Any], bool] = _define(
+        lines, f"<check {schema.get('$id', '')}>", constants, "check"
+    )
     return check
+
+
+def _define(lines: list[str], filename: str, constants: Mapping[str, Any], name: str) -> Any:
+    """The function `name` that the generated source `lines` defines, with `constants` in
+    its globals. Deployed code's one exec: the source is generated from the registry's
+    schemas and rules (names and literals it emits itself), never from record data."""
+    namespace: dict[str, Any] = dict(constants)
+    exec(compile("\n".join(lines), filename, "exec"), namespace)
+    return namespace[name]
 
 
 def _emit(

@@ -51,3 +51,10 @@ def json_from_attribute(
 
         return TypeDeserializer().deserialize(attribute)  # type: ignore[arg-type]
     raise ValueError(f"not a JSON attribute: {sorted(attribute)}")
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "json_attribute",
+    "json_from_attribute",
+]

@@ -190,3 +190,18 @@ def _use_raw_body(params: dict[str, Any], **_: Any) -> None:
     body = _raw_body.get()
     if body is not None:
         params["body"] = body
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "BATCH_WRITE_ATTEMPTS",
+    "UnprocessedItemsError",
+    "batch_write",
+    "client",
+    "client_errors",
+    "dynamodb",
+    "error_code",
+    "s3",
+    "sns",
+    "sqs",
+]

@@ -286,3 +286,14 @@ def oldest_record_age_ms(chunk: Chunk) -> float | None:
     except ValueError:
         return None
     return max(0.0, (time.time() - at.timestamp()) * 1000.0)
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "BatchResponse",
+    "ChunkOutcome",
+    "ItemFailure",
+    "SQSMessage",
+    "process_sqs_batch",
+    "sqs_delivery",
+]

@@ -271,3 +271,15 @@ def names(env: Mapping[str, str] | None = None) -> ResourceNames:
     return ResourceNames(
         stage=_required(env, "SLUICE_STAGE"), prefix=env.get("SLUICE_RESOURCE_PREFIX") or "sluice"
     )
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "DEFAULT_CHUNK_MAX_BYTES",
+    "SNS_MAX_MESSAGE_BYTES",
+    "ResourceNames",
+    "Settings",
+    "env_bool",
+    "get_settings",
+    "names",
+]

@@ -647,3 +647,23 @@ def object_correlation_id(bucket: str, key: str, etag: str) -> str:
 
     `etag` without the quotes S3 puts around it in listings and `HeadObject`."""
     return "ingest-" + _digest(bucket, key, etag)
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "ATTR_CORRELATION_ID",
+    "ATTR_TYPE",
+    "BASE_ATTRIBUTES",
+    "MAX_MESSAGE_ATTRIBUTES",
+    "Chunk",
+    "ChunkLimits",
+    "Record",
+    "StringAttribute",
+    "attributes_size",
+    "chunk_id",
+    "derive_chunk_id",
+    "object_correlation_id",
+    "pack_records",
+    "record_id",
+    "utc_now_iso",
+]

@@ -49,3 +49,13 @@ class UnsupportedVersionError(SluiceError):
 
 class OversizeRecordError(PermanentError):
     """A record larger than the hard maximum the pipeline carries, even by claim check."""
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "ConfigError",
+    "OversizeRecordError",
+    "PermanentError",
+    "SluiceError",
+    "TransientError",
+]

@@ -342,3 +342,16 @@ def _never_raising(what: str, emit: Callable[[], bool]) -> bool:
         )
         add_metric("EventsFailed")
         return False
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "KIND_DELIVERED",
+    "KIND_LANDED",
+    "KIND_STUCK",
+    "ProgressEvents",
+    "delivered_events",
+    "landed_events",
+    "sent_attr",
+    "stuck_events",
+]

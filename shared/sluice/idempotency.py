@@ -659,3 +659,17 @@ def run_once(
     finally:
         _lease.reset(token)
     return Once(value, False, None if complete else (held.claim if held is not None else claim))
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "Claim",
+    "ClaimInProgressError",
+    "IdempotencyStore",
+    "Once",
+    "RemainingTime",
+    "new_owner",
+    "remaining_ms_of",
+    "renew_lease",
+    "run_once",
+]

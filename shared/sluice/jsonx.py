@@ -73,3 +73,11 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
         _encoders[sort_keys] = encoder
     data: bytes = encoder.encode(value)
     return data
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "JSONDecodeError",
+    "dumps",
+    "loads",
+]

@@ -475,3 +475,9 @@ def _names(kind: str, name: str, retry_of: str | None) -> dict[str, str]:
 def _iso(epoch: float) -> str:
     at = datetime.fromtimestamp(epoch, UTC)
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "LedgerWriter",
+]

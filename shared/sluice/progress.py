@@ -269,3 +269,14 @@ def update_expression(
     # that (a replay) puts it back with a new deadline: it is open work again. The stuck
     # check takes a delivered object that is complete again out of the index.
     return {"names": names, "values": values, "expression": expression}
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "OPEN",
+    "OPEN_DEADLINE",
+    "OPEN_INDEX",
+    "OPEN_SHARD",
+    "Progress",
+    "iso",
+]

@@ -295,3 +295,11 @@ def _read_object(path: Path) -> dict[str, Any]:
 def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
     # Top level only: consumers (fastjsonschema, the router) want plain dicts inside.
     return MappingProxyType(dict(value))
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "RecordTypeSpec",
+    "Registry",
+    "load_registry",
+]

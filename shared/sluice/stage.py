@@ -582,3 +582,12 @@ def _remaining_of(context: Any) -> RemainingTime:
     if callable(getter):
         return lambda: int(getter())
     return None
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "FAILED_FROM",
+    "LambdaEvent",
+    "StageRuntime",
+    "remaining_of",
+]

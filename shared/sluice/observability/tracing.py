@@ -271,3 +271,9 @@ def _call_optional(method: str, failed: str, *args: Any) -> None:
             call(*args)
     except Exception:
         log.debug(failed, exc_info=True)
+
+
+# The names apps may use (the list of all of them: `sluice.API`).
+__all__ = [
+    "inject_trace_context",
+]

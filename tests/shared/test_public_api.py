@@ -1,0 +1,74 @@
+"""The shared runtime's public API: what the apps may use, listed once (`sluice.API`).
+
+Every name an app takes from `sluice` (imported, or read off an imported module such as
+`aws.s3`) must be in `sluice.API`, and each module's `__all__` must list exactly its names
+there. Derived from the tree: a new app or consumer is checked as it is.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from collections import defaultdict
+from pathlib import Path
+
+import sluice
+from sluice_tools.stages import app_dirs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def used_names() -> dict[str, set[str]]:
+    """module → names the apps' code takes from it (`from m import n`, and `m.n` for a module
+    imported from sluice)."""
+    used: dict[str, set[str]] = defaultdict(set)
+    for app in app_dirs(ROOT):
+        for path in [app / "app.py", *sorted((app / "chalicelib").rglob("*.py"))]:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            modules: dict[str, str] = {}  # local name → module, for `from sluice import aws`
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sluice"):
+                    for alias in node.names:
+                        used[str(node.module)].add(alias.name)
+                        full = f"{node.module}.{alias.name}"
+                        if full in sluice.API:
+                            modules[alias.asname or alias.name] = full
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id in modules
+                ):
+                    used[modules[node.value.id]].add(node.attr)
+    return used
+
+
+def test_the_apps_use_only_the_listed_api() -> None:
+    used = used_names()
+    assert used, "no app code found"
+    outside = {
+        module: sorted(names - set(sluice.API.get(module, ())))
+        for module, names in used.items()
+        if names - set(sluice.API.get(module, ()))
+    }
+    assert not outside, f"names the apps use that sluice.API does not list: {outside}"
+
+
+def test_each_module_declares_what_the_list_says() -> None:
+    for module, names in sluice.API.items():
+        if module == "sluice":
+            continue
+        declared = getattr(importlib.import_module(module), "__all__", None)
+        assert declared is not None, f"{module} has no __all__"
+        assert sorted(declared) == sorted(names), module
+        for name in names:
+            assert hasattr(importlib.import_module(module), name), f"{module}.{name}"
+
+
+def test_importing_sluice_imports_none_of_its_modules() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, sluice; print(sorted(m for m in sys.modules if m.startswith('sluice.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

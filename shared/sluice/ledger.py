@@ -281,12 +281,15 @@ class LedgerWriter(LedgerTable):
         if not self._held:
             return {}
         held, self._held = merge_deliveries(self._held), []
-        groups: dict[str, list[_Entry]] = {}
+        # One write per entry: an entry held twice (first write wins) would make DynamoDB
+        # refuse the whole transaction (two operations on one item).
+        groups: dict[str, dict[str, _Entry]] = {}
         for e in held:
-            groups.setdefault(e.correlation_id, []).append(e)
+            groups.setdefault(e.correlation_id, {}).setdefault(e.item[SORT_KEY]["S"], e)
         failed: dict[str, LedgerWriteError] = {}
-        for correlation_id, group in groups.items():
+        for correlation_id, by_entry in groups.items():
             written = False
+            group = list(by_entry.values())
             for start in range(0, len(group), MAX_GROUP_ENTRIES):
                 part = group[start : start + MAX_GROUP_ENTRIES]
                 try:

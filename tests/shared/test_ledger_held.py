@@ -279,3 +279,20 @@ def test_a_long_unit_writes_as_it_goes_and_holds_at_most_one_transactions_worth(
     assert dynamodb_calls.operations.count("TransactWriteItems") == 3
     assert len(ledger_entries(platform.ledger_table, "corr-1")) == len(cids)
     assert progress("corr-1")["owed_router"] == 3 * len(cids)
+
+
+def test_an_entry_held_twice_is_written_once_with_its_first_counts(
+    platform: ResourceNames,
+) -> None:
+    """DynamoDB refuses a transaction with two operations on one item: the second of two
+    held writes of one entry is dropped (the first write wins, as it would across calls)."""
+    writer = LedgerWriter()
+    with writer.holding():
+        writer.record_chunk(STAGE, chunk("a"), cleansed())
+        writer.record_chunk(STAGE, chunk("a"), ChunkOutcome(records_in=4, out=4))
+        writer.record_chunk(STAGE, chunk("b"), cleansed())
+        assert writer.flush() == {}
+    entries = ledger_entries(platform.ledger_table, "corr-1")
+    assert sorted(entries) == ["cleanse#a", "cleanse#b"]
+    assert entries["cleanse#a"]["out"] == 3
+    assert progress("corr-1") == unheld("corr-2", ["a", "b"])

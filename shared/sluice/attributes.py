@@ -53,7 +53,7 @@ def json_from_attribute(
     raise ValueError(f"not a JSON attribute: {sorted(attribute)}")
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "json_attribute",
     "json_from_attribute",

@@ -192,7 +192,7 @@ def _use_raw_body(params: dict[str, Any], **_: Any) -> None:
         params["body"] = body
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "BATCH_WRITE_ATTEMPTS",
     "UnprocessedItemsError",

@@ -288,7 +288,7 @@ def oldest_record_age_ms(chunk: Chunk) -> float | None:
     return max(0.0, (time.time() - at.timestamp()) * 1000.0)
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "BatchResponse",
     "ChunkOutcome",

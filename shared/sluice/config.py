@@ -273,7 +273,7 @@ def names(env: Mapping[str, str] | None = None) -> ResourceNames:
     )
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "DEFAULT_CHUNK_MAX_BYTES",
     "SNS_MAX_MESSAGE_BYTES",

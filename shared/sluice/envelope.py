@@ -649,7 +649,7 @@ def object_correlation_id(bucket: str, key: str, etag: str) -> str:
     return "ingest-" + _digest(bucket, key, etag)
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "ATTR_CORRELATION_ID",
     "ATTR_TYPE",

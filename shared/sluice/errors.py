@@ -51,7 +51,7 @@ class OversizeRecordError(PermanentError):
     """A record larger than the hard maximum the pipeline carries, even by claim check."""
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "ConfigError",
     "OversizeRecordError",

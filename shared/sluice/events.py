@@ -344,7 +344,7 @@ def _never_raising(what: str, emit: Callable[[], bool]) -> bool:
         return False
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "KIND_DELIVERED",
     "KIND_LANDED",

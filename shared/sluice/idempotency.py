@@ -661,7 +661,7 @@ def run_once(
     return Once(value, False, None if complete else (held.claim if held is not None else claim))
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "Claim",
     "ClaimInProgressError",

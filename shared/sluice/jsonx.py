@@ -75,7 +75,7 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
     return data
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "JSONDecodeError",
     "dumps",

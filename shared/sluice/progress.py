@@ -271,7 +271,7 @@ def update_expression(
     return {"names": names, "values": values, "expression": expression}
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "OPEN",
     "OPEN_DEADLINE",

@@ -297,7 +297,7 @@ def _frozen(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "RecordTypeSpec",
     "Registry",

@@ -584,7 +584,7 @@ def _remaining_of(context: Any) -> RemainingTime:
     return None
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "FAILED_FROM",
     "LambdaEvent",

@@ -273,7 +273,7 @@ def _call_optional(method: str, failed: str, *args: Any) -> None:
         log.debug(failed, exc_info=True)
 
 
-# The names apps may use (the list of all of them: `sluice.API`).
+# The names apps may use (the modules offering them: `sluice.API`).
 __all__ = [
     "inject_trace_context",
 ]

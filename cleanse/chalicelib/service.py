@@ -9,17 +9,18 @@ expect): it costs that record, never its chunk. Only a failed send, a deploy fau
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from functools import cache
 from typing import Any, Protocol
 
 from chalicelib.catalogue import Catalogue
 from chalicelib.clean_queue import CleanQueue
-from sluice.batch import BatchResponse, ChunkOutcome
+from sluice.batch import ChunkOutcome
 from sluice.config import get_settings
 from sluice.envelope import Chunk, ChunkLimits, Record, derive_chunk_id, pack_records
 from sluice.errors import PermanentError, SluiceError
 from sluice.observability import get_logger
-from sluice.stage import LambdaEvent, StageRuntime
+from sluice.stage import StageRuntime
 
 STAGE = "cleanse"
 
@@ -77,7 +78,8 @@ def output_chunk_id(input_chunk_id: str, ordinal: int = 0) -> str:
 
 
 class Cleanser:
-    """The stage: `handle` is the SQS handler, `handle_chunk` the per-chunk work."""
+    """The stage's work on a chunk (`handle_chunk`), with its parts passed in (tests) or
+    built on first use."""
 
     def __init__(
         self,
@@ -98,13 +100,6 @@ class Cleanser:
             settings = get_settings()
             self._limits = ChunkLimits(settings.chunk_max_records, settings.chunk_max_bytes)
         return self._limits
-
-    def handle(self, event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
-        """An SQS event from the raw queue → `batchItemFailures` (claims, ledger: the runtime).
-
-        The runtime takes the remaining time for the claims from the event's Lambda context.
-        """
-        return self.runtime.handle_sqs(event, self.handle_chunk)
 
     def handle_chunk(self, chunk: Chunk) -> ChunkOutcome:
         """Cleanse `chunk`'s records; send the good ones as one chunk (more if they grew)."""
@@ -165,3 +160,25 @@ class Cleanser:
             record_type=chunk.type, source=chunk.source, correlation_id=chunk.correlation_id
         )
         return pack_records(records, make_chunk, self.limits, on_oversize=on_oversize)
+
+
+@cache
+def cleanser() -> Cleanser:
+    """The process's cleanser, built on the first event (never at import). Payloads stay as
+    their JSON until read: a clean one passes on as it came (passthrough)."""
+    return Cleanser(StageRuntime(name=STAGE, lazy_payloads=True))
+
+
+def runtime() -> StageRuntime:
+    """The process's stage runtime."""
+    return cleanser().runtime
+
+
+def handle_chunk(chunk: Chunk) -> ChunkOutcome:
+    """Cleanse one chunk (the app's work for `StageRuntime.handle_sqs`)."""
+    return cleanser().handle_chunk(chunk)
+
+
+def reset() -> None:
+    """Forget the cleanser (tests that start a fresh AWS mock call this)."""
+    cleanser.cache_clear()

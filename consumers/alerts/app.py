@@ -1,4 +1,7 @@
-"""The alerts consumer: a human-readable alert per high-priority record (direct SNS)."""
+"""The alerts consumer: a human-readable alert per high-priority record (direct SNS).
+
+Wiring only: what it does with a chunk is `chalicelib.service.handle_chunk`.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,10 @@ from sluice import observability
 from sluice.config import names
 
 app = Chalice(app_name="sluice-consumer-alerts", configure_logs=False)
-observability.install(app, service="consumer-alerts")
+observability.install(app, service=service.STAGE)
 
 
 @app.on_sns_message(topic=names().records_topic)
 def consume(event: SNSEvent) -> None:
-    service.handle_event(event.to_dict(), event.context)
+    """Alert each chunk's high-priority records; an error makes Lambda retry the event."""
+    service.runtime().handle_sns(event, service.handle_chunk)

@@ -59,6 +59,15 @@ class Checkpoint:
         return f"{self.ref.claim_key}@{self.offset}"
 
     @property
+    def unit_id(self) -> str:
+        """What the stage runtime claims the continuation by (`sluice.stage.Unit`)."""
+        return self.claim_key
+
+    @property
+    def type(self) -> str:
+        return self.record_type
+
+    @property
     def derived(self) -> bool:
         """True if offsets are not the object's bytes (gunzipped or re-encoded)."""
         return self.gzip or self.encoding is not None

@@ -64,6 +64,17 @@ class ObjectRef:
         return f"{self.bucket}/{self.key}/{self.etag}"
 
     @property
+    def unit_id(self) -> str:
+        """What the stage runtime claims the object by (`sluice.stage.Unit`)."""
+        return self.claim_key
+
+    @property
+    def type(self) -> str:
+        """The record type the key names (`incoming/<type>/…`), or "" if none."""
+        parts = self.key.split("/")
+        return parts[1] if len(parts) >= 3 and parts[0] == INCOMING else ""
+
+    @property
     def correlation_id(self) -> str:
         """One per object, deterministic, so a duplicate event converges on the same id."""
         return object_correlation_id(self.bucket, self.key, self.etag)
@@ -87,26 +98,29 @@ def is_object_created(record: Mapping[str, Any]) -> bool:
 
 def object_refs(event: Mapping[str, Any]) -> Iterator[ObjectRef]:
     """Every `ObjectCreated` object of an S3 event; `s3:TestEvent` and others yield nothing."""
-    if event.get("Event") == "s3:TestEvent":
-        return
     for record in event.get("Records") or []:
-        if not isinstance(record, Mapping) or not is_object_created(record):
-            continue
-        s3 = record.get("s3") or {}
-        obj = s3.get("object") or {}
-        bucket = str((s3.get("bucket") or {}).get("name") or "")
-        key = unquote_plus(str(obj.get("key") or ""))
-        if not bucket or not key:
-            continue
-        yield ObjectRef(
-            bucket=bucket,
-            key=key,
-            etag=str(obj.get("eTag") or "").strip('"'),
-            version_id=(
-                str(obj["versionId"]) if obj.get("versionId") not in (None, "null") else None
-            ),
-            event_time=str(record.get("eventTime") or ""),
-        )
+        ref = object_ref(record)
+        if ref is not None:
+            yield ref
+
+
+def object_ref(record: Any) -> ObjectRef | None:
+    """The object an S3 event record names, if it is an `ObjectCreated` one."""
+    if not isinstance(record, Mapping) or not is_object_created(record):
+        return None
+    s3 = record.get("s3") or {}
+    obj = s3.get("object") or {}
+    bucket = str((s3.get("bucket") or {}).get("name") or "")
+    key = unquote_plus(str(obj.get("key") or ""))
+    if not bucket or not key:
+        return None
+    return ObjectRef(
+        bucket=bucket,
+        key=key,
+        etag=str(obj.get("eTag") or "").strip('"'),
+        version_id=(str(obj["versionId"]) if obj.get("versionId") not in (None, "null") else None),
+        event_time=str(record.get("eventTime") or ""),
+    )
 
 
 def classify(key: str, types: frozenset[str]) -> KeyInfo:

@@ -20,6 +20,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from chalicelib.settings import IngestSettings
 from sluice import aws
 from sluice.config import Settings, get_settings, names
 from sluice.errors import ConfigError, TransientError
+from sluice.idempotency import RemainingTime, remaining_ms_of
 from sluice.lazy import first_use
 from sluice.observability import add_metric, get_logger, log_context
 
@@ -320,17 +322,18 @@ def _stamp(event_time: str | None) -> str:
     return at.strftime("%Y%m%dT%H%M%SZ")
 
 
-_puller: Puller | None = None
+@cache
+def puller() -> Puller:
+    """The process's puller, built on the first scheduled event."""
+    return Puller()
 
 
-def handle_schedule(event: Mapping[str, Any], remaining_ms: int | None = None) -> dict[str, Any]:
-    global _puller
-    if _puller is None:
-        _puller = Puller()
-    results = _puller.pull_all(str(event.get("time") or "") or None, remaining_ms)
+def pull_sources(event: Mapping[str, Any], remaining: RemainingTime = None) -> dict[str, Any]:
+    """Pull every enabled source within the invocation's time (`remaining`)."""
+    left = remaining_ms_of(remaining) if remaining is not None else None
+    results = puller().pull_all(str(event.get("time") or "") or None, left)
     return {"pulled": [r.__dict__ for r in results]}
 
 
 def reset() -> None:
-    global _puller
-    _puller = None
+    puller.cache_clear()

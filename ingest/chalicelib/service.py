@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
+from chalicelib import check, pull
 from chalicelib.checkpoint import Checkpoint
-from chalicelib.objects import Format, ObjectRef, classify, object_refs
+from chalicelib.objects import Format, ObjectRef, classify, object_ref
 from chalicelib.parsers import RAW_KEEP_BYTES, Item, ParseState, parse
 from chalicelib.sender import BatchSender
 from chalicelib.settings import IngestSettings
@@ -31,15 +33,8 @@ from chalicelib.streams import (
     skip,
 )
 from sluice import aws
-from sluice.batch import (
-    BatchResponse,
-    ChunkOutcome,
-    ItemFailure,
-    SQSMessage,
-    sqs_delivery,
-)
+from sluice.batch import BatchResponse, ChunkOutcome
 from sluice.config import Settings, get_settings
-from sluice.delivery import delivering
 from sluice.envelope import (
     Chunk,
     ChunkLimits,
@@ -50,10 +45,10 @@ from sluice.envelope import (
     record_id,
     utc_now_iso,
 )
-from sluice.errors import OversizeRecordError, PermanentError, TransientError
-from sluice.idempotency import ClaimInProgressError, Once, RemainingTime, renew_lease, run_once
+from sluice.errors import OversizeRecordError, TransientError
+from sluice.idempotency import RemainingTime, renew_lease
 from sluice.lazy import first_use
-from sluice.observability import add_metric, get_logger, get_tracer, log_context
+from sluice.observability import add_metric, get_logger, log_context
 from sluice.observability.tracing import inject_trace_context
 from sluice.stage import StageRuntime
 
@@ -62,9 +57,6 @@ log = get_logger(__name__)
 STAGE = "ingest"
 UNKNOWN_TYPE = "_unknown"
 _GONE = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
-# Polling another invocation's claim on the same object version (see `_claim_and_start`).
-CLAIM_POLL_FIRST_S = 1.0
-CLAIM_POLL_MAX_S = 15.0
 # An object's claim is a lease renewed while it is read, not the invocation's 15 minutes:
 # if the reader dies, another invocation of the object takes over within half a minute.
 CLAIM_LEASE_MS = 30_000
@@ -140,11 +132,6 @@ class _Accounting:
         self.total.quarantined += o.quarantined
 
 
-def remaining_of(context: Any) -> RemainingTime:
-    getter = getattr(context, "get_remaining_time_in_millis", None)
-    return (lambda: int(getter())) if callable(getter) else None
-
-
 class Ingestor:
     """The ingest stage; every collaborator can be passed in (tests) or is built on first use."""
 
@@ -160,7 +147,10 @@ class Ingestor:
     ) -> None:
         self._settings = settings
         self._ingest = ingest
-        self.runtime = runtime or StageRuntime(STAGE)
+        self.runtime = runtime or StageRuntime(STAGE, lease_ms=CLAIM_LEASE_MS)
+        self.runtime.sleep = sleep
+        # A duplicate event waiting for the object's claim keeps the time to read it itself.
+        self.runtime.claim_wait_margin_ms = self.ingest.safety_margin_ms
         self._s3 = s3
         self._sqs = sqs
         self._sleep = sleep
@@ -188,129 +178,37 @@ class Ingestor:
     def handle_s3_event(
         self, event: Mapping[str, Any], remaining: RemainingTime = None
     ) -> dict[str, int]:
-        """Ingest every created object of an S3 event; raise (so Lambda retries) on a fault."""
-        summary = {"objects": 0, "duplicates": 0}
-        errors: list[Exception] = []
-        for ref in object_refs(event):
-            summary["objects"] += 1
-            try:
-                if self.ingest_object(ref, remaining) is None:
-                    summary["duplicates"] += 1
-            except Exception as exc:
-                log.exception("object failed; the event will be retried", extra={"key": ref.key})
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-        return summary
-
-    def ingest_object(
-        self, ref: ObjectRef, remaining: RemainingTime = None
-    ) -> SegmentResult | None:
-        """Claim the object version and ingest it; None if it was ingested before."""
-        if not ref.etag:
-            ref = self._with_etag(ref)
-        with log_context(correlation_id=ref.correlation_id):
-            add_metric("ObjectsIn")
-            done = self._claim_and_start(ref, remaining)
-            if done.duplicate:
-                add_metric("ObjectsDuplicate")
-                log.info("object already ingested", extra={"key": ref.key, "etag": ref.etag})
-                return None
-            return done.value
-
-    def _claim_and_start(self, ref: ObjectRef, remaining: RemainingTime) -> Once[SegmentResult]:
-        """Claim the object version and start reading it; wait while another invocation holds it.
-
-        A second event for the same version (S3 delivers at least once; moto sends two for a
-        multipart upload) finds the first one's claim. Failing at once would spend Lambda's
-        async retries (1 and 2 minutes apart on AWS) while a large object is still being read,
-        and put a harmless event in the on-failure queue. So it polls the claim until the holder
-        completes it (duplicate: done), releases it or dies (then this invocation takes over),
-        and gives up (`ClaimInProgressError`, retried by Lambda) only when its own time runs low.
-        """
-        delay = CLAIM_POLL_FIRST_S
-        while True:
-            try:
-                return run_once(
-                    self.runtime.idempotency,
-                    STAGE,
-                    ref.claim_key,
-                    lambda: self._holding(lambda: self._start(ref, remaining)),
-                    remaining_ms=remaining,
-                    lease_ms=CLAIM_LEASE_MS,
-                )
-            except ClaimInProgressError:
-                # Without a Lambda context there is no time to bound the wait: fail at once.
-                if remaining is None or self._low_time(remaining, extra_ms=int(delay * 1000)):
-                    raise
-                add_metric("ClaimWaits")
-                log.info(
-                    "object is being ingested by another invocation; waiting",
-                    extra={"key": ref.key, "etag": ref.etag, "wait_s": delay},
-                )
-                self._sleep(delay)
-                delay = min(delay * 2, CLAIM_POLL_MAX_S)
+        """What the app does with an S3 event: every created object ingested, once."""
+        return self.runtime.handle_s3(
+            event, self.ingest_object, decode=self.created_object, remaining_ms=remaining
+        )
 
     def handle_continue(
         self, event: Mapping[str, Any], remaining: RemainingTime = None
     ) -> BatchResponse:
-        """Continue objects from checkpoints (the continuation queue); report failures."""
-        failures: list[ItemFailure] = []
-        for raw in event.get("Records") or []:
-            message = SQSMessage.from_event_record(raw)
-            try:
-                checkpoint = Checkpoint.decode(message.body)
-            except PermanentError as error:
-                log.error("continuation message quarantined", extra={"reason": error.reason})
-                try:
-                    self.runtime.quarantine.reject_message(message, error)
-                except Exception:
-                    log.exception("could not quarantine the continuation message")
-                    failures.append({"itemIdentifier": message.message_id})
-                continue
-            try:
-                # The hand-off's traceparent: the rest of the object stays in its trace.
-                with (
-                    delivering(sqs_delivery(message)),
-                    get_tracer().chunk_span(
-                        checkpoint.claim_key, checkpoint.correlation_id, checkpoint.record_type
-                    ),
-                ):
-                    self.continue_object(checkpoint, remaining)
-            except Exception:
-                log.exception("continuation failed; it will be retried")
-                failures.append({"itemIdentifier": message.message_id})
-        return {"batchItemFailures": failures}
+        """What the app does with the continuation queue's event: each object continued
+        from its checkpoint, once; failures reported."""
+        return self.runtime.handle_sqs(
+            event, self.continue_object, decode=Checkpoint.decode, remaining_ms=remaining
+        )
 
-    def continue_object(
-        self, checkpoint: Checkpoint, remaining: RemainingTime = None
-    ) -> SegmentResult | None:
+    def created_object(self, record: Mapping[str, Any]) -> ObjectRef | None:
+        """The object version an S3 event record names (None: not a created object), its
+        ETag read from S3 when the event lacks it (the claim is per content)."""
+        ref = object_ref(record)
+        if ref is not None and not ref.etag:
+            ref = self._with_etag(ref)
+        return ref
+
+    def ingest_object(self, ref: ObjectRef) -> SegmentResult:
+        """Ingest one claimed object version (the first segment; the rest is handed off)."""
+        return self._start(ref, self.runtime.remaining)
+
+    def continue_object(self, checkpoint: Checkpoint) -> SegmentResult:
+        """Ingest one claimed segment of an object from its checkpoint."""
         with log_context(correlation_id=checkpoint.correlation_id):
             add_metric("ContinuationsIn")
-            done = run_once(
-                self.runtime.idempotency,
-                STAGE,
-                checkpoint.claim_key,
-                lambda: self._holding(lambda: self.run_segment(checkpoint, remaining)),
-                remaining_ms=remaining,
-                lease_ms=CLAIM_LEASE_MS,
-            )
-            if done.duplicate:
-                add_metric("ContinuationsDuplicate")
-                return None
-            return done.value
-
-    def _holding(self, run: Callable[[], SegmentResult]) -> SegmentResult:
-        """Run a segment with its ledger entries held, written at its end (and before a
-        hand-off) with one transaction per 99 entries; a failed write fails the segment,
-        whose retry writes them again (idempotent). Then its claim is completed."""
-        writer = self.runtime.writer
-        if writer.is_holding:
-            return run()
-        with writer.holding():
-            result = run()
-            writer.flush_or_raise()
-        return result
+            return self.run_segment(checkpoint, self.runtime.remaining)
 
     # ------------------------------------------------------------------ one object
 
@@ -695,25 +593,43 @@ class _Empty:
 
 # ---------------------------------------------------------------------- process entry points
 
-_ingestor: Ingestor | None = None
 
-
+@cache
 def ingestor() -> Ingestor:
     """The process's ingestor, built on first use (never at import)."""
-    global _ingestor
-    if _ingestor is None:
-        _ingestor = Ingestor()
-    return _ingestor
+    return Ingestor()
 
 
 def reset() -> None:
-    global _ingestor
-    _ingestor = None
+    """Forget the ingestor (tests that start a fresh AWS mock call this)."""
+    ingestor.cache_clear()
 
 
-def handle_s3_event(event: Mapping[str, Any], context: Any) -> dict[str, int]:
-    return ingestor().handle_s3_event(event, remaining_of(context))
+def runtime() -> StageRuntime:
+    """The process's stage runtime: objects and continuations claimed, 30 s leases."""
+    return ingestor().runtime
 
 
-def handle_continue(event: Mapping[str, Any], context: Any) -> BatchResponse:
-    return ingestor().handle_continue(event, remaining_of(context))
+def created_object(record: Mapping[str, Any]) -> ObjectRef | None:
+    """The object version an S3 event record names (`StageRuntime.handle_s3`'s decode)."""
+    return ingestor().created_object(record)
+
+
+def ingest_object(ref: ObjectRef) -> SegmentResult:
+    """Ingest one object version (the S3 event's work)."""
+    return ingestor().ingest_object(ref)
+
+
+def continue_object(checkpoint: Checkpoint) -> SegmentResult:
+    """Ingest the next segment of an object (the continuation queue's work)."""
+    return ingestor().continue_object(checkpoint)
+
+
+def pull_sources(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Pull every configured source into the landing bucket (a schedule's work)."""
+    return pull.pull_sources(event, runtime().remaining)
+
+
+def check_objects(event: Mapping[str, Any]) -> dict[str, int]:
+    """Objects still open past their deadline, or whose emission failed (a schedule's work)."""
+    return check.check_objects()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from chalicelib.publisher import ChunkPublisher, SnsPublisher, resolve_topic_arn
 from chalicelib.rules import RoutingRules, load_rules
 from chalicelib.subscriptions import TopicSubscriptions
-from sluice.batch import BatchResponse, ChunkOutcome
+from sluice.batch import ChunkOutcome
 from sluice.config import DEFAULT_CHUNK_MAX_BYTES, SNS_MAX_MESSAGE_BYTES, get_settings
 from sluice.envelope import (
     Chunk,
@@ -26,7 +25,7 @@ from sluice.envelope import (
 from sluice.lazy import first_use
 from sluice.ledger import LedgerWriter
 from sluice.observability import add_metric, get_logger
-from sluice.stage import LambdaEvent, StageRuntime
+from sluice.stage import StageRuntime
 
 STAGE = "router"
 log = get_logger(__name__)
@@ -183,10 +182,6 @@ class Router:
         )
         return outcome
 
-    def handle_batch(self, event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
-        """`batchItemFailures` for an SQS event; each chunk is claimed, so it publishes once."""
-        return self.runtime.handle_sqs(event, self.handle_chunk)
-
 
 _router: Router | None = None
 
@@ -205,6 +200,11 @@ def set_router(router: Router | None) -> None:
     _router = router
 
 
-def route_batch(event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
-    """The `on_sqs_message` handler's body."""
-    return get_router().handle_batch(event)
+def runtime() -> StageRuntime:
+    """The process's stage runtime: chunks claimed, payloads left as their JSON."""
+    return get_router().runtime
+
+
+def handle_chunk(chunk: Chunk) -> ChunkOutcome:
+    """Route one chunk (the app's work for `StageRuntime.handle_sqs`)."""
+    return get_router().handle_chunk(chunk)

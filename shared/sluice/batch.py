@@ -113,8 +113,21 @@ class RejectMessage(Protocol):
     def __call__(self, message: SQSMessage, error: PermanentError) -> None: ...
 
 
+class Unit(Protocol):
+    """What one message (or event record) carries, as claims, logs and traces name it: a
+    `Chunk`, or a stage's own (ingest's checkpoints and objects)."""
+
+    @property
+    def unit_id(self) -> str: ...
+
+    @property
+    def correlation_id(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+
 ChunkHandler = Callable[[Chunk], ChunkOutcome]
-AfterChunk = Callable[[Chunk, ChunkOutcome], None]
 
 
 def run_records(
@@ -177,18 +190,19 @@ DeferMessage = Callable[[SQSMessage, float], None]
 
 def process_sqs_batch(
     event: Mapping[str, Any],
-    handle_chunk: ChunkHandler,
+    handle_chunk: Callable[[Any], Any],
     *,
     reject_message: RejectMessage,
-    after_chunk: AfterChunk | None = None,
     defer: DeferMessage | None = None,
     lazy_payloads: bool = False,
+    decode: Callable[[str], Unit] | None = None,
 ) -> BatchResponse:
     """Run `handle_chunk` on each message's chunk and report the messages that failed.
 
-    A message that is not a usable envelope is handed to `reject_message` and acknowledged.
-    `after_chunk` (the ledger write) runs once the chunk's effects are done; if it fails, the
-    message is retried, and the ledger write being idempotent keeps counts exact. A failure
+    `decode` turns a message body into what the handler gets (default: the chunk of an
+    envelope; ingest's continuations carry checkpoints). A message it refuses
+    (`PermanentError`: not a usable envelope) is handed to `reject_message` and acknowledged.
+    A failure
     that says when a retry could succeed (`TransientError.retry_after_s`: a claim held by an
     invocation that may have died) goes to `defer`, which keeps the message hidden until
     then, so its receive count is not spent on retries bound to fail. `lazy_payloads`: see
@@ -200,7 +214,11 @@ def process_sqs_batch(
     for raw in records:
         message = SQSMessage.from_event_record(raw)
         try:
-            chunk = chunk_from_sqs_body(message.body, lazy_payloads=lazy_payloads)
+            chunk = (
+                decode(message.body)
+                if decode is not None
+                else chunk_from_sqs_body(message.body, lazy_payloads=lazy_payloads)
+            )
         except PermanentError as error:
             log.error(
                 "undecodable message quarantined",
@@ -219,14 +237,12 @@ def process_sqs_batch(
             add_metric("ChunksFailed")
             continue
         with (
-            log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
+            log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.unit_id),
             delivering(sqs_delivery(message)),  # first: the chunk span reads its traceparent
-            tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
+            tracer.chunk_span(chunk.unit_id, chunk.correlation_id, chunk.type),
         ):
             try:
                 outcome = handle_chunk(chunk)
-                if after_chunk is not None:
-                    after_chunk(chunk, outcome)
             except Exception as error:
                 record_error(error)
                 log.exception(
@@ -235,15 +251,17 @@ def process_sqs_batch(
                 )
                 failures.append({"itemIdentifier": message.message_id})
                 add_metric("ChunksFailed")
-                add_metric("RecordsFailed", len(chunk.records))
+                if isinstance(chunk, Chunk):
+                    add_metric("RecordsFailed", len(chunk.records))
                 retry_after = getattr(error, "retry_after_s", None)
                 if defer is not None and retry_after:
                     defer(message, float(retry_after))
                 continue
-            # One line per chunk (not per record): what `sluice trace` finds a stage's hop by
-            # (function, request id) in CloudWatch Logs when no span file is at hand.
-            log.info("chunk done", extra=outcome.as_dict())
-            emit_chunk_metrics(chunk, outcome)
+            if isinstance(chunk, Chunk) and isinstance(outcome, ChunkOutcome):
+                # One line per chunk (not per record): what `sluice trace` finds a stage's hop
+                # by (function, request id) in CloudWatch Logs when no span file is at hand.
+                log.info("chunk done", extra=outcome.as_dict())
+                emit_chunk_metrics(chunk, outcome)
     return {"batchItemFailures": failures}
 
 
@@ -294,6 +312,5 @@ __all__ = [
     "ChunkOutcome",
     "ItemFailure",
     "SQSMessage",
-    "process_sqs_batch",
-    "sqs_delivery",
+    "Unit",
 ]

@@ -259,6 +259,11 @@ class Chunk:
     # The records' JSON array as it arrived (decoded chunks); not compared, not derived.
     _arrived: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
+    @property
+    def unit_id(self) -> str:
+        """What the stage runtime claims and names the chunk by (`sluice.stage.Unit`)."""
+        return self.chunk_id
+
     def to_wire(self) -> dict[str, Any]:
         wire = self._header()
         wire["records"] = [r.to_wire() for r in self.records]

@@ -666,10 +666,8 @@ __all__ = [
     "Claim",
     "ClaimInProgressError",
     "IdempotencyStore",
-    "Once",
     "RemainingTime",
     "new_owner",
     "remaining_ms_of",
     "renew_lease",
-    "run_once",
 ]

@@ -153,7 +153,8 @@ class LedgerTable:
 
 
 class LedgerWriter(LedgerTable):
-    """Writes ledger entries; `record_chunk` bound to a stage is a `sluice.batch.AfterChunk`."""
+    """Writes ledger entries (`record_chunk`, `record_delivery`), held and written per
+    object inside `holding()`."""
 
     def __init__(
         self,

@@ -1,9 +1,12 @@
-"""What every stage gets without writing code for it: claim, quarantine, claim check, ledger.
+"""The one consumption core: what every stage gets without writing code for it.
 
-`StageRuntime.handle_sqs` is `sluice.batch.process_sqs_batch` with each chunk claimed once
-per stage, undecodable messages quarantined and the ledger written; `handle_sns` is its twin
-for direct SNS subscriptions. The parts are built on first use (nothing at import) and can
-all be passed in.
+An app's handler is one call: `StageRuntime.handle_sqs`, `handle_sns`, `handle_s3` or
+`handle_schedule`, with what the stage does with one unit (a chunk; or ingest's object or
+checkpoint, an event consumer's pipeline event). The runtime owns the rest: decoding and the
+quarantine of what cannot be decoded, the log context, span and delivery of each unit, its
+claim (once per stage), records that fail, partial batch failures and retries, the ledger
+(held, written once per invocation and object, before the claims complete) and metrics. The
+parts are built on first use (nothing at import) and can all be passed in.
 
 Records that fail in the handler (not bad data, not an AWS fault; see `sluice.batch`) are
 isolated: the chunk's other records are delivered; the chunk is retried while its message
@@ -22,7 +25,8 @@ import functools
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -33,6 +37,7 @@ from sluice.batch import (
     ChunkOutcome,
     RecordResults,
     SQSMessage,
+    Unit,
 )
 from sluice.claimcheck import ClaimCheck
 from sluice.config import get_settings
@@ -61,6 +66,8 @@ from sluice.observability import add_metric, get_logger, get_tracer, log_context
 from sluice.quarantine import Quarantine
 
 T = TypeVar("T")
+U = TypeVar("U", bound=Unit)
+R = TypeVar("R")
 log = get_logger(__name__)
 UNKNOWN_TYPE = "_unknown"
 RECORD_ATTEMPTS_ENV = "SLUICE_RECORD_ATTEMPTS"
@@ -74,6 +81,11 @@ DEFAULT_RECORD_ATTEMPTS = 3
 CHUNK_CLAIM_LEASE_MS = 20_000
 # A wait for a claim held elsewhere must end this long before the invocation's own time does.
 CLAIM_WAIT_MARGIN_MS = 3_000
+# What `_run` returns for a unit other than a chunk that was done before.
+_DUPLICATE: Any = type("_Duplicate", (), {"__repr__": lambda self: "<done before>"})()
+# Polling a claim held elsewhere: first after 1 s, then doubling up to 15 s.
+CLAIM_POLL_FIRST_S = 1.0
+CLAIM_POLL_MAX_S = 15.0
 # SQS hides a message for at most 12 hours.
 MAX_VISIBILITY_S = 12 * 3600
 
@@ -123,12 +135,22 @@ class _DeferredLedger:
 
 
 @dataclass
-class _Unit:
-    """One invocation's chunks until their ledger entries are written: the messages that
-    carried each chunk, and the claims to complete once its entries are in."""
+class _Invocation:
+    """One invocation until its units settle: the deliveries that carried each unit, the
+    claims to complete once its entries are written, the chunks' entries to write, and the
+    chunks handled (for `finish`)."""
 
-    messages: dict[str, list[str]] = field(default_factory=dict)
+    remaining_ms: RemainingTime
+    claim: bool
+    deliveries: dict[str, list[Delivery]] = field(default_factory=dict)
     claims: dict[str, Claim] = field(default_factory=dict)
+    entries: dict[str, Callable[[], None]] = field(default_factory=dict)
+    done: list[tuple[Chunk, ChunkOutcome]] = field(default_factory=list)
+
+
+# What the warehouse does at the end of a batch with the chunks its `work` prepared: returns
+# the chunks (by id) it failed, with their errors; their entries are not written.
+Finish = Callable[[Sequence[tuple[Chunk, ChunkOutcome]]], Mapping[str, BaseException]]
 
 
 class LambdaContext(Protocol):
@@ -173,12 +195,24 @@ class StageRuntime:
         idempotency: IdempotencyStore | None = None,
         claims: ClaimCheck | None = None,
         lazy_payloads: bool = False,
+        claim: bool = True,
+        lease_ms: int = CHUNK_CLAIM_LEASE_MS,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """`lazy_payloads`: chunks are decoded with each payload left as its JSON until read
-        (`Chunk.decode`), for a stage that passes most of a payload on as it came."""
+        (`Chunk.decode`), for a stage that passes most of a payload on as it came.
+        `claim=False`: units are not claimed (a stage whose effects dedupe themselves).
+        `lease_ms`: how long a claim lasts unless renewed (`renew_lease`)."""
         if not name:
             raise ValueError("a stage runtime needs the stage name")
         self.name = name
+        self.claim = claim
+        self.lease_ms = lease_ms
+        self.sleep = sleep
+        # How long before the invocation's end a wait for a claim held elsewhere gives up
+        # (ingest keeps the time to read the object it would take over).
+        self.claim_wait_margin_ms = CLAIM_WAIT_MARGIN_MS
+        self._invocation: _Invocation | None = None
         self._quarantine = quarantine
         self._writer = ledger
         self._idempotency = idempotency
@@ -202,66 +236,304 @@ class StageRuntime:
     idempotency: first_use[IdempotencyStore] = first_use(lambda self: IdempotencyStore())
     claims: first_use[ClaimCheck] = first_use(lambda self: ClaimCheck())
 
+    # ------------------------------------------------------------------ entry points
+    #
+    # One per kind of Lambda invocation; an app's handler is one call to one of them, with
+    # what the stage does with one unit (`work`). Everything else is here: decoding and the
+    # quarantine of what cannot be decoded, the log context, the span and the delivery of
+    # each unit, its claim, partial failures, retries and dead letters, the ledger (held
+    # and written once per invocation and object), metrics.
+
     def handle_sqs(
         self,
         event: Mapping[str, Any] | LambdaEvent,
-        handle_chunk: ChunkHandler,
+        work: Callable[[Any], Any],
         *,
+        decode: Callable[[str], Unit] | None = None,
+        finish: Finish | None = None,
+        claim: bool | None = None,
         remaining_ms: RemainingTime = None,
-        claim: bool = True,
     ) -> BatchResponse:
-        """Run `handle_chunk` once per chunk of an SQS event; return `batchItemFailures`.
+        """Run `work` once per unit of an SQS event; return `batchItemFailures`.
 
-        Per new chunk: claim → `handle_chunk` (effects) → ledger write → claim COMPLETED. A
-        crash before COMPLETED redoes the (idempotent) effects and the (conditional) ledger
-        write, so the ledger entry is never lost. A duplicate chunk costs one DynamoDB call
-        and counts as `duplicate` without a ledger write. `remaining_ms` defaults to the
-        event's Lambda context; `claim=False` for stages whose effects dedupe themselves.
+        Units are chunks (`work(chunk) -> ChunkOutcome`) unless `decode` turns message
+        bodies into something else (ingest's checkpoints). Per new chunk: claim → `work`
+        (effects) → ledger entries held; at the batch's end, `finish` (if given) does what
+        the batch's chunks share (the warehouse's objects) and names the chunks it failed;
+        then the held entries are written, one transaction per object, and only then are
+        the claims completed. A crash before that redoes the (idempotent) effects and the
+        (conditional) ledger write, so no entry is lost. A duplicate chunk costs one
+        DynamoDB call and counts as `duplicate` without a ledger entry. A unit of another
+        kind is its own ledger unit: its entries are written before its claim completes.
+        `remaining_ms` defaults to the event's Lambda context; `claim` to the stage's.
+
+        Raises nothing for a unit's failure (its messages are reported, and hidden until
+        a retry can succeed when the error says when); raises only what escapes `finish`.
         """
-        raw: Mapping[str, Any]
-        if isinstance(event, Mapping):
-            raw = event
-        else:
-            raw = event.to_dict()
-            if remaining_ms is None:
-                remaining_ms = _remaining_of(event.context)
+        raw, remaining = _unpack(event, remaining_ms)
+        inv = _Invocation(remaining, self.claim if claim is None else claim)
 
-        unit = _Unit()
-
-        def once(chunk: Chunk) -> ChunkOutcome:
+        def once(unit: Unit) -> Any:
             delivery = current_delivery()
-            message_id = delivery.message_id if delivery is not None else ""
-            if chunk.chunk_id in unit.messages:
-                # The same chunk twice in one batch: handled once, settled with the first.
-                unit.messages[chunk.chunk_id].append(message_id)
-                return ChunkOutcome(records_in=len(chunk.records), duplicate=len(chunk.records))
-            outcome = self._handle_chunk(chunk, handle_chunk, remaining_ms, claim, unit)
-            unit.messages[chunk.chunk_id] = [message_id]
-            return outcome
+            assert delivery is not None  # process_sqs_batch sets it
+            copies = inv.deliveries.get(unit.unit_id)
+            if copies is not None:
+                # The same unit twice in one batch: handled once, settled with the first.
+                copies.append(delivery)
+                n = len(unit.records) if isinstance(unit, Chunk) else 0
+                return ChunkOutcome(records_in=n, duplicate=n)
+            result = self._run(unit, work, inv)
+            inv.deliveries[unit.unit_id] = [delivery]
+            return result
 
-        with self.writer.holding():
+        with self._during(inv), self.writer.holding():
             response = batch.process_sqs_batch(
                 raw,
                 once,
                 reject_message=self.quarantine.reject_message,
-                defer=self._defer,
+                defer=self._defer_message,
                 lazy_payloads=self.lazy_payloads,
+                decode=decode,
             )
-            failed = self._settle(unit)
+            failed: dict[str, BaseException] = {}
+            if finish is not None and inv.done:
+                failed.update(finish(inv.done))
+            failed = self._settle(inv, failed)
         failures = response["batchItemFailures"]
-        for chunk_id in failed:
-            for message_id in unit.messages.get(chunk_id, []):
-                failures.append({"itemIdentifier": message_id})
-                add_metric("ChunksFailed")
+        for unit_id, error in failed.items():
+            for delivery in inv.deliveries.get(unit_id, []):
+                failures.append({"itemIdentifier": delivery.message_id})
+                retry_after = getattr(error, "retry_after_s", None)
+                if retry_after:
+                    self._defer(delivery.source_arn, delivery.receipt_handle, float(retry_after))
+            add_metric("ChunksFailed")
         return response
 
-    def _settle(self, unit: _Unit) -> dict[str, Exception]:
-        """The unit's end: write its ledger entries (one transaction per object), then
-        complete the claims of the chunks written and release the others (retried). Returns
-        the chunks not written."""
-        failed: dict[str, Exception] = dict(self.writer.flush())
-        for chunk_id, claim in unit.claims.items():
-            if chunk_id in failed:
+    def handle_sns(
+        self,
+        event: Mapping[str, Any] | LambdaEvent,
+        work: ChunkHandler,
+        *,
+        claim: bool | None = None,
+        remaining_ms: RemainingTime = None,
+    ) -> list[ChunkOutcome]:
+        """`handle_sqs`'s twin for a direct SNS → Lambda event (an asynchronous invocation).
+
+        SNS has no partial batch response: a transient error propagates, so Lambda retries
+        the invocation and then sends it to the function's on-failure destination. A message
+        that is not an envelope is quarantined; each chunk is claimed and ledgered as in
+        `handle_sqs`, and a claim held elsewhere is waited for while time allows.
+
+        Raises the first chunk's error (`TransientError`, an AWS error) after the chunks
+        before it are settled.
+        """
+        raw, remaining = _unpack(event, remaining_ms)
+        inv = _Invocation(remaining, self.claim if claim is None else claim)
+        outcomes: list[ChunkOutcome] = []
+        tracer = get_tracer()
+        with self._during(inv), self.writer.holding():
+            for record in raw.get("Records") or []:
+                try:
+                    chunk = chunk_from_sns_record(record, lazy_payloads=self.lazy_payloads)
+                except PermanentError as error:
+                    self._reject_sns_message(record, error)
+                    continue
+                with (
+                    log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
+                    delivering(_sns_delivery(record)),  # first: the chunk span reads its parent
+                    tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
+                ):
+                    try:
+                        outcome = self._waiting_for_claims(
+                            functools.partial(self._run, chunk, work, inv), remaining
+                        )
+                    except BaseException:
+                        self._settle(inv, {})  # what went before is done: keep it
+                        raise
+                    batch.emit_chunk_metrics(chunk, outcome)
+                outcomes.append(outcome)
+            failed = self._settle(inv, {})
+        if failed:
+            # No partial response: Lambda retries the invocation; done chunks are duplicates.
+            raise next(iter(failed.values()))
+        return outcomes
+
+    def handle_s3(
+        self,
+        event: Mapping[str, Any] | LambdaEvent,
+        work: Callable[[U], object],
+        *,
+        decode: Callable[[Mapping[str, Any]], U | None],
+        remaining_ms: RemainingTime = None,
+    ) -> dict[str, int]:
+        """Run `work` once per object of an S3 event (an asynchronous invocation); return
+        how many objects it named and how many of them were done before.
+
+        `decode` turns one event record into the unit to claim (None: not one to handle).
+        Each object is claimed by its `unit_id`: a second notification finds the claim,
+        waits for its holder while time allows, and counts as a duplicate. An object's
+        ledger entries are written before its claim completes. The other objects go on when
+        one fails.
+
+        Raises the first object's error once all are done, so Lambda retries the event
+        (the done ones are then duplicates).
+        """
+        raw, remaining = _unpack(event, remaining_ms)
+        inv = _Invocation(remaining, True)
+        summary = {"objects": 0, "duplicates": 0}
+        errors: list[Exception] = []
+        with self._during(inv):
+            for record in raw.get("Records") or []:
+                try:
+                    unit = decode(record)
+                    if unit is None:
+                        continue
+                    summary["objects"] += 1
+                    add_metric("ObjectsIn")
+                    with log_context(correlation_id=unit.correlation_id):
+                        done = self._waiting_for_claims(
+                            functools.partial(self._run, unit, work, inv), remaining
+                        )
+                        if done is _DUPLICATE:
+                            summary["duplicates"] += 1
+                            add_metric("ObjectsDuplicate")
+                            log.info("object done before", extra={"unit": unit.unit_id})
+                except Exception as error:
+                    log.exception("object failed; the event will be retried")
+                    errors.append(error)
+        if errors:
+            raise errors[0]
+        return summary
+
+    def handle_schedule(
+        self,
+        event: Mapping[str, Any] | LambdaEvent,
+        work: Callable[[Mapping[str, Any]], R],
+        *,
+        remaining_ms: RemainingTime = None,
+    ) -> R:
+        """Run `work` on a scheduled event (EventBridge), its ledger entries written at its
+        end (`LedgerWriter.holding`) and `remaining_ms()` set for it.
+
+        Raises what `work` raises, and `LedgerWriteError` if its entries were not written
+        (Lambda retries the invocation; what `work` does must be safe to redo).
+        """
+        raw, remaining = _unpack(event, remaining_ms)
+        with self._during(_Invocation(remaining, False)), self.writer.holding():
+            result = work(raw)
+            self.writer.flush_or_raise()
+        log.info("scheduled run done", extra={"rule": _rule_of(raw)})
+        return result
+
+    @property
+    def remaining(self) -> RemainingTime:
+        """The invocation's remaining time as a callable (None outside Lambda)."""
+        return self._invocation.remaining_ms if self._invocation is not None else None
+
+    @contextmanager
+    def _during(self, inv: _Invocation) -> Iterator[None]:
+        outer, self._invocation = self._invocation, inv
+        try:
+            yield
+        finally:
+            self._invocation = outer
+
+    # ------------------------------------------------------------------ one unit
+
+    def _run(self, unit: Unit, work: Callable[[Any], Any], inv: _Invocation) -> Any:
+        """Claim the unit (unless the stage does not) and run `work` on it.
+
+        A chunk's ledger entries (its handler's and the stage's own) and its claim's
+        completion wait for the invocation's end (`_settle`); any other unit's entries are
+        written before its claim completes, here.
+        """
+        chunk = unit if isinstance(unit, Chunk) else None
+        effects: Callable[[], Any]
+        if chunk is not None:
+            effects = functools.partial(self._chunk_effects, chunk, work, inv)
+        else:
+            effects = functools.partial(self._written, work, unit)
+        if not inv.claim:
+            return effects()
+        try:
+            done = run_once(
+                self.idempotency,
+                self.name,
+                unit.unit_id,
+                effects,
+                payload_hash=chunk_payload_hash(chunk) if chunk is not None else None,
+                remaining_ms=inv.remaining_ms,
+                lease_ms=self.lease_ms,
+                # A chunk's claim completes once its ledger entries are written (`_settle`):
+                # a crash between the two must not leave a completed claim and no entry.
+                complete=chunk is None,
+            )
+        except IdempotencyPayloadMismatchError as error:
+            if chunk is None:
+                raise
+            # Same chunk id, other records: bad data from this stage's point of view. Keep the
+            # whole chunk in quarantine and acknowledge it; the ledger entry belongs to the
+            # chunk that holds the claim, so none is written here.
+            log.error(
+                "chunk id reused for other content; quarantined", extra={"reason": error.reason}
+            )
+            self.quarantine.reject_chunk(chunk, error)
+            return ChunkOutcome(records_in=len(chunk.records), quarantined=len(chunk.records))
+        if done.claim is not None:
+            inv.claims[unit.unit_id] = done.claim
+        if done.duplicate:
+            if chunk is None:
+                return _DUPLICATE
+            return ChunkOutcome(records_in=len(chunk.records), duplicate=len(chunk.records))
+        return done.value
+
+    def _written(self, work: Callable[[Any], Any], unit: Unit) -> Any:
+        """`work(unit)` with the entries it writes held and written at its end (one
+        transaction per 99 entries); a failed write fails the unit, whose retry writes
+        them again (idempotent)."""
+        with self.writer.holding():
+            result = work(unit)
+            self.writer.flush_or_raise()
+        return result
+
+    def _chunk_effects(self, chunk: Chunk, work: ChunkHandler, inv: _Invocation) -> ChunkOutcome:
+        # A chunk of records that failed before (redriven from a DLQ) says so: its ledger
+        # entries move them from `failed` to their new outcome.
+        delivery = current_delivery()
+        retry_of = delivery.attributes.get(FAILED_FROM) if delivery is not None else None
+        deferred = _DeferredLedger(self.writer, retry_of)
+        self._deferred = deferred
+        try:
+            outcome = work(chunk)
+        finally:
+            self._deferred = None
+        if outcome.failures:
+            self._settle_failures(chunk, outcome)
+
+        def entries() -> None:
+            deferred.flush()
+            self.writer.record_chunk(self.name, chunk, outcome, retry_of=retry_of)
+
+        # Written when the invocation settles, with the others of its object (`_settle`).
+        inv.entries[chunk.chunk_id] = entries
+        inv.done.append((chunk, outcome))
+        return outcome
+
+    def _settle(
+        self, inv: _Invocation, failed: Mapping[str, BaseException]
+    ) -> dict[str, BaseException]:
+        """The invocation's end: hand the entries of the chunks not `failed` to the writer
+        and write them (one transaction per object), then complete the claims of the chunks
+        written and release the others (retried). Returns the units that failed."""
+        result: dict[str, BaseException] = dict(failed)
+        entries, inv.entries = inv.entries, {}
+        for chunk_id, write in entries.items():
+            if chunk_id not in result:
+                write()
+        result.update(self.writer.flush())
+        claims, inv.claims = inv.claims, {}
+        for unit_id, claim in claims.items():
+            if unit_id in result:
                 self.idempotency.release(claim)
                 continue
             try:
@@ -271,13 +543,18 @@ class StageRuntime:
                 # (idempotent) effects, finds its entries written and completes the claim.
                 log.warning("claim not completed; the chunk will be retried", exc_info=True)
                 self.idempotency.release(claim)
-                failed[chunk_id] = error
-        return failed
+                result[unit_id] = error
+        return result
 
-    def _defer(self, message: SQSMessage, seconds: float) -> None:
+    def _defer_message(self, message: SQSMessage, seconds: float) -> None:
+        raw = message.raw
+        self._defer(
+            str(raw.get("eventSourceARN") or ""), str(raw.get("receiptHandle") or ""), seconds
+        )
+
+    def _defer(self, source_arn: str, receipt: str, seconds: float) -> None:
         """Hide a failed message until a retry can succeed (a claim held elsewhere lapses)."""
-        queue_url = _queue_url(str(message.raw.get("eventSourceARN") or ""))
-        receipt = str(message.raw.get("receiptHandle") or "")
+        queue_url = _queue_url(source_arn)
         if not queue_url or not receipt:
             return
         timeout = min(MAX_VISIBILITY_S, int(seconds) + 1)
@@ -290,80 +567,31 @@ class StageRuntime:
             return
         log.info("message deferred until the claim lapses", extra={"visibility_s": timeout})
 
-    def handle_sns(
-        self,
-        event: Mapping[str, Any] | LambdaEvent,
-        handle_chunk: ChunkHandler,
-        *,
-        remaining_ms: RemainingTime = None,
-        claim: bool = True,
-    ) -> list[ChunkOutcome]:
-        """`handle_sqs`'s twin for a direct SNS → Lambda event (an asynchronous invocation).
-
-        SNS has no partial batch response: a transient error propagates, so Lambda retries
-        the invocation and then sends it to the function's on-failure destination. A message
-        that is not an envelope is quarantined; each chunk is claimed and ledgered as in
-        `handle_sqs`.
-        """
-        raw: Mapping[str, Any]
-        if isinstance(event, Mapping):
-            raw = event
-        else:
-            raw = event.to_dict()
-            if remaining_ms is None:
-                remaining_ms = _remaining_of(event.context)
-        outcomes: list[ChunkOutcome] = []
-        tracer = get_tracer()
-        unit = _Unit()
-        with self.writer.holding():
-            for record in raw.get("Records") or []:
-                try:
-                    chunk = chunk_from_sns_record(record, lazy_payloads=self.lazy_payloads)
-                except PermanentError as error:
-                    self._reject_sns_message(record, error)
-                    continue
-                with (
-                    log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
-                    delivering(_sns_delivery(record)),  # first: the chunk span reads its parent
-                    tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
-                ):
-                    run = functools.partial(
-                        self._handle_chunk, chunk, handle_chunk, remaining_ms, claim, unit
-                    )
-                    try:
-                        outcome = self._waiting_for_claims(run, remaining_ms)
-                    except BaseException:
-                        self._settle(unit)  # what went before is done: keep it
-                        raise
-                    batch.emit_chunk_metrics(chunk, outcome)
-                outcomes.append(outcome)
-            failed = self._settle(unit)
-        if failed:
-            # No partial response: Lambda retries the invocation; done chunks are duplicates.
-            raise next(iter(failed.values()))
-        return outcomes
-
-    def _waiting_for_claims(
-        self, run: Callable[[], ChunkOutcome], remaining_ms: RemainingTime
-    ) -> ChunkOutcome:
-        """Run; while a claim held elsewhere lapses within this invocation's time, wait for it.
+    def _waiting_for_claims(self, run: Callable[[], T], remaining_ms: RemainingTime) -> T:
+        """Run; while a claim held elsewhere may be let go within this invocation's time,
+        poll it (1 s, doubling up to 15 s, never past the claim's end) and run again.
 
         An asynchronous invocation has no message to hide: failing would spend one of
-        Lambda's two retries (and then the event) on a claim that a dead invocation holds
-        until its expiry. Without a Lambda context there is no time to bound the wait.
+        Lambda's two retries (and then the event) on a claim whose holder is about to
+        complete it (a second S3 notification of an object being read) or died (the claim
+        lapses). Without a Lambda context there is no time to bound the wait: it raises.
         """
+        delay = CLAIM_POLL_FIRST_S
         while True:
             try:
                 return run()
             except ClaimInProgressError as held:
-                wait_s = (held.retry_after_s or 0.0) + 0.2
                 if remaining_ms is None:
                     raise
-                left_ms = remaining_ms_of(remaining_ms)
-                if wait_s * 1000 + CLAIM_WAIT_MARGIN_MS >= left_ms:
+                wait_s = delay
+                if held.retry_after_s is not None:
+                    wait_s = min(wait_s, held.retry_after_s + 0.2)
+                if wait_s * 1000 + self.claim_wait_margin_ms >= remaining_ms_of(remaining_ms):
                     raise
+                add_metric("ClaimWaits")
                 log.info("waiting for a claim held elsewhere", extra={"wait_s": wait_s})
-                time.sleep(wait_s)
+                self.sleep(wait_s)
+                delay = min(delay * 2, CLAIM_POLL_MAX_S)
 
     def _reject_sns_message(self, record: Mapping[str, Any], error: PermanentError) -> None:
         log.error("undecodable SNS message quarantined", extra={"reason": error.reason})
@@ -380,63 +608,6 @@ class StageRuntime:
             ingested_at=str(sns.get("Timestamp") or utc_now_iso()),
         )
         add_metric("MessagesMalformed")
-
-    def _handle_chunk(
-        self,
-        chunk: Chunk,
-        handle_chunk: ChunkHandler,
-        remaining_ms: RemainingTime,
-        claim: bool,
-        unit: _Unit,
-    ) -> ChunkOutcome:
-        def effects() -> ChunkOutcome:
-            # A chunk of records that failed before (redriven from a DLQ) says so: its
-            # ledger entries move them from `failed` to their new outcome.
-            delivery = current_delivery()
-            retry_of = delivery.attributes.get(FAILED_FROM) if delivery is not None else None
-            deferred = _DeferredLedger(self.writer, retry_of)
-            self._deferred = deferred
-            try:
-                outcome = handle_chunk(chunk)
-            finally:
-                self._deferred = None
-            if outcome.failures:
-                self._settle_failures(chunk, outcome)
-            # Held until the unit settles (`_settle`): written with the others of its object.
-            deferred.flush()
-            self.writer.record_chunk(self.name, chunk, outcome, retry_of=retry_of)
-            return outcome
-
-        if not claim:
-            return effects()
-        n = len(chunk.records)
-        try:
-            done = run_once(
-                self.idempotency,
-                self.name,
-                chunk.chunk_id,
-                effects,
-                payload_hash=chunk_payload_hash(chunk),
-                remaining_ms=remaining_ms,
-                lease_ms=CHUNK_CLAIM_LEASE_MS,
-                # Completed once its ledger entry is written (`_settle`): a crash between
-                # the two must not leave a completed claim and no entry.
-                complete=not self.writer.is_holding,
-            )
-            if done.claim is not None:
-                unit.claims[chunk.chunk_id] = done.claim
-        except IdempotencyPayloadMismatchError as error:
-            # Same chunk id, other records: bad data from this stage's point of view. Keep the
-            # whole chunk in quarantine and acknowledge it; the ledger entry belongs to the
-            # chunk that holds the claim, so none is written here.
-            log.error(
-                "chunk id reused for other content; quarantined", extra={"reason": error.reason}
-            )
-            self.quarantine.reject_chunk(chunk, error)
-            return ChunkOutcome(records_in=n, quarantined=n)
-        if done.duplicate or done.value is None:
-            return ChunkOutcome(records_in=n, duplicate=n)
-        return done.value
 
     def _settle_failures(self, chunk: Chunk, outcome: ChunkOutcome) -> None:
         """Retry the chunk while its message has attempts left; else dead-letter the failed
@@ -574,14 +745,26 @@ def _sns_delivery(record: Mapping[str, Any]) -> Delivery:
 
 def remaining_of(context: Any) -> RemainingTime:
     """The Lambda context's remaining time as a callable (None outside Lambda)."""
-    return _remaining_of(context)
-
-
-def _remaining_of(context: Any) -> RemainingTime:
     getter = getattr(context, "get_remaining_time_in_millis", None)
     if callable(getter):
         return lambda: int(getter())
     return None
+
+
+def _unpack(
+    event: Mapping[str, Any] | LambdaEvent, remaining_ms: RemainingTime
+) -> tuple[Mapping[str, Any], RemainingTime]:
+    """The raw event, and the remaining time (given, or the Lambda context's)."""
+    if isinstance(event, Mapping):
+        return event, remaining_ms
+    if remaining_ms is None:
+        remaining_ms = remaining_of(event.context)
+    return event.to_dict(), remaining_ms
+
+
+def _rule_of(event: Mapping[str, Any]) -> str:
+    resources = event.get("resources") or []
+    return str(resources[0]).rsplit("/", 1)[-1] if resources else ""
 
 
 # The names apps may use (the modules offering them: `sluice.API`).

@@ -67,8 +67,10 @@ def test_importing_the_app_neither_imports_fastjsonschema_nor_reads_a_type() -> 
     code = (
         "import sys, app\n"
         "assert 'fastjsonschema' not in sys.modules, 'compiled at import'\n"
-        "assert app.cleanser.catalogue._types == {}, 'types read at import'\n"
-        "assert app.cleanser.catalogue._registry is None, 'registry read at import'\n"
+        "assert app.service.cleanser.cache_info().currsize == 0, 'cleanser built at import'\n"
+        "catalogue = app.service.cleanser().catalogue\n"
+        "assert catalogue._types == {}, 'types read before the first chunk'\n"
+        "assert catalogue._registry is None, 'registry read before the first chunk'\n"
     )
     env = {**os.environ, "SLUICE_STAGE": "test", "AWS_DEFAULT_REGION": "us-east-1"}
     done = subprocess.run(

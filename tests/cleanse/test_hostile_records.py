@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from support.events import sqs_event
+from support.events import run_batch, sqs_event
 
 from chalicelib import normalise
 from chalicelib.service import Cleanser
@@ -48,7 +48,7 @@ def test_a_record_nested_deeper_than_normalisation_can_recurse_is_quarantined_al
         value = [value]
     chunk = make_chunk([order(), order(order_id="o-deep", notes=value), order(order_id="o-3")])
 
-    response = Cleanser(StageRuntime(name="cleanse")).handle(sqs_event(chunk))
+    response = run_batch(Cleanser(StageRuntime(name="cleanse")), sqs_event(chunk))
 
     assert response == {"batchItemFailures": []}
     assert sent_order_ids(clean_messages) == ["o-1", "o-3"]
@@ -76,7 +76,7 @@ def test_a_rule_that_raises_on_one_value_quarantines_that_record_and_names_the_e
         [order(), order(order_id="o-odd", created_at="2026-11-27T10:00:00Z"), order(order_id="o-3")]
     )
 
-    response = Cleanser(StageRuntime(name="cleanse")).handle(sqs_event(chunk))
+    response = run_batch(Cleanser(StageRuntime(name="cleanse")), sqs_event(chunk))
 
     assert response == {"batchItemFailures": []}
     assert sent_order_ids(clean_messages) == ["o-1", "o-3"]
@@ -104,7 +104,7 @@ def test_a_validator_that_crashes_on_one_record_quarantines_that_record_only(
     order_type._rest_check = None  # no compiled check: each record goes to the validator
     chunk = make_chunk([order(), order(order_id="o-odd"), order(order_id="o-3")])
 
-    response = cleanser.handle(sqs_event(chunk))
+    response = run_batch(cleanser, sqs_event(chunk))
 
     assert response == {"batchItemFailures": []}
     assert sent_order_ids(clean_messages) == ["o-1", "o-3"]
@@ -127,7 +127,7 @@ def test_a_deploy_fault_while_cleansing_still_retries_the_chunk_instead_of_quara
     chunk = make_chunk([order(), order(order_id="o-2")])
     event = sqs_event(chunk)
 
-    response = Cleanser(StageRuntime(name="cleanse")).handle(event)
+    response = run_batch(Cleanser(StageRuntime(name="cleanse")), event)
 
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
     assert clean_messages() == []

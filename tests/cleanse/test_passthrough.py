@@ -217,7 +217,7 @@ def test_rules_or_schemas_beyond_the_test_get_none() -> None:
 def test_a_chunk_cleansed_with_its_payloads_left_as_json_sends_the_same_records(
     platform: Any, clean_messages: Any, make_chunk: Any, order: Any, monkeypatch: Any
 ) -> None:
-    from support.events import sqs_event
+    from support.events import run_batch, sqs_event
 
     from chalicelib.service import Cleanser
     from sluice.envelope import Chunk
@@ -245,11 +245,11 @@ def test_a_chunk_cleansed_with_its_payloads_left_as_json_sends_the_same_records(
 
     monkeypatch.setattr(RecordType, "clean_as_is", spy)
 
-    decoded = Cleanser(StageRuntime(name="cleanse")).handle(sqs_event(chunk))
+    decoded = run_batch(Cleanser(StageRuntime(name="cleanse")), sqs_event(chunk))
     sent_decoded = [Chunk.decode(m["Body"]).records_json() for m in clean_messages()]
     assert as_is == []  # payloads decoded by the runtime: every one cleansed
-    left_as_json = Cleanser(StageRuntime(name="cleanse", lazy_payloads=True)).handle(
-        sqs_event(twin)
+    left_as_json = run_batch(
+        Cleanser(StageRuntime(name="cleanse", lazy_payloads=True)), sqs_event(twin)
     )
     sent_as_json = [Chunk.decode(m["Body"]).records_json() for m in clean_messages()]
 
@@ -266,7 +266,7 @@ def test_a_payload_that_cannot_be_decoded_after_all_is_quarantined_alone(
     and fails when decoded: that record is quarantined, the chunk's others go on."""
     import json
 
-    from support.events import sqs_event
+    from support.events import run_batch, sqs_event
 
     from chalicelib.service import Cleanser
     from sluice import aws
@@ -278,7 +278,7 @@ def test_a_payload_that_cannot_be_decoded_after_all_is_quarantined_alone(
     event = sqs_event(chunk)
     event["Records"][0]["body"] = chunk.encode().replace('"amount":7.25', '"amount":1e400')
 
-    response = Cleanser(StageRuntime(name="cleanse", lazy_payloads=True)).handle(event)
+    response = run_batch(Cleanser(StageRuntime(name="cleanse", lazy_payloads=True)), event)
 
     assert response == {"batchItemFailures": []}
     sent = [

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from chalice.test import Client
 from support.calls import Fault, failing
-from support.events import sqs_event
+from support.events import run_batch, sqs_event
 
 from chalicelib.service import Cleanser, output_chunk_id
 from sluice import aws
@@ -109,7 +109,7 @@ def test_an_invalid_record_is_quarantined_with_the_validation_message_and_not_re
     reason: str,
 ) -> None:
     chunk = make_chunk([order(), order(order_id="o-bad", **overrides)])
-    response = fresh_cleanser().handle(sqs_event(chunk))
+    response = run_batch(fresh_cleanser(), sqs_event(chunk))
 
     assert response == {"batchItemFailures": []}
     doc = quarantined(platform, chunk, 1)
@@ -131,7 +131,7 @@ def test_every_record_of_an_unknown_type_is_quarantined_and_nothing_is_sent(
     platform: ResourceNames, clean_messages: Drain, make_chunk: Any, order: Any
 ) -> None:
     chunk = make_chunk([order(), order(order_id="o-2")], record_type="invoice")
-    response = fresh_cleanser().handle(sqs_event(chunk))
+    response = run_batch(fresh_cleanser(), sqs_event(chunk))
 
     assert response == {"batchItemFailures": []}
     assert [quarantined(platform, chunk, i)["reason"] for i in (0, 1)] == [
@@ -145,7 +145,7 @@ def test_a_chunk_whose_records_are_all_bad_sends_nothing(
     platform: ResourceNames, clean_messages: Drain, make_chunk: Any, order: Any
 ) -> None:
     chunk = make_chunk([order(amount=-1), order(order_id="o-2", email="x")])
-    assert fresh_cleanser().handle(sqs_event(chunk)) == {"batchItemFailures": []}
+    assert run_batch(fresh_cleanser(), sqs_event(chunk)) == {"batchItemFailures": []}
     assert clean_messages() == []
     assert len(quarantine_keys(platform)) == 2
 
@@ -165,8 +165,8 @@ def test_only_the_message_whose_send_failed_is_retried_and_its_retry_sends_the_s
     cleanser = fresh_cleanser()
 
     with failing(aws.sqs(), "SendMessage", fault, when=lambda p: sent_chunk_id(p) == unlucky_out):
-        first = cleanser.handle(sqs_event(good, unlucky))
-    retry = cleanser.handle(sqs_event(unlucky, prefix="redelivered"))
+        first = run_batch(cleanser, sqs_event(good, unlucky))
+    retry = run_batch(cleanser, sqs_event(unlucky, prefix="redelivered"))
 
     assert first == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
     assert retry == {"batchItemFailures": []}
@@ -188,8 +188,8 @@ def test_a_failed_quarantine_write_retries_the_chunk_and_quarantines_the_record_
     bucket = platform.quarantine_bucket
 
     with failing(aws.s3(), "PutObject", fault, when=lambda p: p["Bucket"] == bucket) as injected:
-        first = cleanser.handle(sqs_event(chunk))
-    retry = cleanser.handle(sqs_event(chunk, prefix="redelivered"))
+        first = run_batch(cleanser, sqs_event(chunk))
+    retry = run_batch(cleanser, sqs_event(chunk, prefix="redelivered"))
 
     assert len(injected.failed) == 1
     assert first == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
@@ -209,8 +209,8 @@ def test_a_chunk_delivered_twice_is_sent_once(
     chunk = make_chunk([order(), order(order_id="o-2")])
     cleanser = fresh_cleanser()
 
-    assert cleanser.handle(sqs_event(chunk, chunk)) == {"batchItemFailures": []}
-    assert cleanser.handle(sqs_event(chunk, prefix="again")) == {"batchItemFailures": []}
+    assert run_batch(cleanser, sqs_event(chunk, chunk)) == {"batchItemFailures": []}
+    assert run_batch(cleanser, sqs_event(chunk, prefix="again")) == {"batchItemFailures": []}
 
     assert len(clean_messages()) == 1
     assert ledger_entry(platform, chunk)["out"] == 2
@@ -230,7 +230,7 @@ def test_cleaned_records_that_outgrow_one_chunk_are_split_into_deterministic_chu
     chunk = make_chunk([order(order_id=f"o-{i}") for i in range(5)])
     cleanser = Cleanser(StageRuntime(name="cleanse"), limits=ChunkLimits(2, 256 * 1024))
 
-    assert cleanser.handle(sqs_event(chunk)) == {"batchItemFailures": []}
+    assert run_batch(cleanser, sqs_event(chunk)) == {"batchItemFailures": []}
 
     outs = sorted(
         (Chunk.decode(m["Body"]) for m in clean_messages()), key=lambda c: c.records[0].ordinal
@@ -248,7 +248,7 @@ def test_a_claim_checked_record_is_resolved_cleansed_and_sent_inline(
     chunk = raw.derive([offloaded], chunk_id=raw.chunk_id)
     assert offloaded.payload_ref is not None
 
-    assert cleanser.handle(sqs_event(chunk)) == {"batchItemFailures": []}
+    assert run_batch(cleanser, sqs_event(chunk)) == {"batchItemFailures": []}
 
     [message] = clean_messages()
     [record] = Chunk.decode(message["Body"]).records
@@ -259,7 +259,7 @@ def test_a_claim_checked_record_is_resolved_cleansed_and_sent_inline(
 def test_a_message_that_is_not_an_envelope_is_quarantined_not_retried(
     platform: ResourceNames, clean_messages: Drain
 ) -> None:
-    response = fresh_cleanser().handle(sqs_event("this is not json"))
+    response = run_batch(fresh_cleanser(), sqs_event("this is not json"))
     assert response == {"batchItemFailures": []}
     assert clean_messages() == []
     assert len(quarantine_keys(platform)) == 1
@@ -275,7 +275,7 @@ def test_a_cleaned_record_too_big_for_a_chunk_is_claim_checked_or_quarantined_if
     runtime = StageRuntime(name="cleanse", claims=ClaimCheck(max_bytes=4096))
     cleanser = Cleanser(runtime, limits=ChunkLimits(10, 1024))
 
-    assert cleanser.handle(sqs_event(chunk)) == {"batchItemFailures": []}
+    assert run_batch(cleanser, sqs_event(chunk)) == {"batchItemFailures": []}
 
     sent = [r for m in clean_messages() for r in Chunk.decode(m["Body"]).records]
     assert [r.id for r in sent] == [chunk.records[0].id, chunk.records[1].id]

@@ -189,7 +189,7 @@ def test_a_duplicate_event_waits_for_the_invocation_holding_the_object_and_sends
         if len(waits) == 2:  # the holder finishes while the duplicate waits
             ingestor.runtime.idempotency.complete(holder)
 
-    ingestor._sleep = sleep
+    ingestor.runtime.sleep = sleep
     summary = ingestor.handle_s3_event(event, remaining=lambda: 600_000)
 
     assert summary == {"objects": 1, "duplicates": 1}
@@ -203,7 +203,7 @@ def test_an_event_whose_holder_gave_up_ingests_the_object_itself(
     event = platform.put("incoming/order/released.jsonl", b'{"id": 1}\n{"id": 2}\n')
     ingestor = make_ingestor()
     holder = _held(ingestor, event)
-    ingestor._sleep = lambda _s: ingestor.runtime.idempotency.release(holder)
+    ingestor.runtime.sleep = lambda _s: ingestor.runtime.idempotency.release(holder)
 
     assert ingestor.handle_s3_event(event, remaining=lambda: 600_000) == {
         "objects": 1,
@@ -225,7 +225,7 @@ def test_a_duplicate_event_stops_waiting_when_its_time_runs_low_so_lambda_retrie
         waits.append(seconds)
         left[0] -= 9_000  # the wait took longer than asked (a busy machine)
 
-    ingestor._sleep = sleep
+    ingestor.runtime.sleep = sleep
     with pytest.raises(ClaimInProgressError):
         ingestor.handle_s3_event(event, remaining=lambda: left[0])
     # 31 s left is less than the margin plus the next 2 s wait: give up, Lambda retries.

@@ -86,26 +86,6 @@ def test_all_succeeding_reports_nothing(rejected: Rejected) -> None:
     assert response == {"batchItemFailures": []}
 
 
-def test_after_chunk_runs_once_per_successful_chunk_and_its_failure_retries(
-    rejected: Rejected,
-) -> None:
-    seen: list[tuple[str, int]] = []
-
-    def after(c: Chunk, outcome: ChunkOutcome) -> None:
-        if c.chunk_id == "c-b":
-            raise ConnectionError("ledger unreachable")
-        seen.append((c.chunk_id, outcome.out))
-
-    response = process_sqs_batch(
-        sqs_event(chunk(2, "c-a"), chunk(1, "c-b")),
-        failing_on(),
-        reject_message=rejected.reject_message,
-        after_chunk=after,
-    )
-    assert seen == [("c-a", 2)]
-    assert failed_ids(response) == ["msg-1"]
-
-
 def test_undecodable_message_is_quarantined_and_acknowledged(rejected: Rejected) -> None:
     response = process_sqs_batch(
         sqs_event("{not json", chunk(1, "c-a")),

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import pytest
-from support.events import sqs_event
 
 from sluice import aws
-from sluice.batch import ChunkOutcome, process_sqs_batch
+from sluice.batch import ChunkOutcome
 from sluice.config import ResourceNames
 from sluice.envelope import Chunk, Record
 from sluice.errors import TransientError
@@ -23,7 +21,6 @@ from sluice.ledger import (
     is_entry,
     split_item,
 )
-from sluice.quarantine import Quarantine
 
 AT = "2026-11-27T06:00:00.000Z"
 CHUNK = Chunk(
@@ -90,22 +87,6 @@ def test_sink_deliveries_are_recorded_apart_from_stages(platform: ResourceNames)
     sink = found["sink:warehouse#c-1"]
     assert numbers(sink, "records_in", "delivered") == {"records_in": 5, "delivered": 5}
     assert sink["sink"] == {"S": "warehouse"}
-
-
-def test_record_chunk_bound_to_a_stage_is_an_after_chunk(platform: ResourceNames) -> None:
-    def handle(chunk: Chunk) -> ChunkOutcome:
-        return ChunkOutcome(records_in=len(chunk.records), out=len(chunk.records))
-
-    after = functools.partial(LedgerWriter().record_chunk, "router")
-    event = sqs_event(CHUNK, CHUNK)  # the same chunk delivered twice in one batch
-    response = process_sqs_batch(
-        event, handle, reject_message=Quarantine("router").reject_message, after_chunk=after
-    )
-    assert response == {"batchItemFailures": []}
-    assert numbers(entries(platform)["router#c-1"], "records_in", "out") == {
-        "records_in": 5,
-        "out": 5,
-    }
 
 
 def test_ledger_write_failure_is_transient(platform: ResourceNames) -> None:

@@ -27,20 +27,21 @@ subscribers that must page once deduplicate on `alert_id`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from functools import cache, partial
+from collections.abc import Sequence
+from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.message import alert_subject, alert_text
 from sluice import aws
 from sluice.batch import ChunkOutcome
 from sluice.config import get_settings
+from sluice.delivery import current_delivery
 from sluice.envelope import Chunk, Record
 from sluice.errors import TransientError
 from sluice.idempotency import Claim, IdempotencyStore, RemainingTime
 from sluice.lazy import first_use
 from sluice.observability import add_metric, get_logger
-from sluice.stage import StageRuntime, remaining_of
+from sluice.stage import StageRuntime
 
 if TYPE_CHECKING:
     from mypy_boto3_sns import SNSClient
@@ -67,13 +68,15 @@ class AlertPublishError(TransientError):
 
 @cache
 def runtime() -> StageRuntime:
-    """The process's stage runtime, made on first use."""
-    return StageRuntime(name=STAGE)
+    """The process's stage runtime, made on first use. The runtime does not claim chunks:
+    each chunk's alerts claim is taken in `alert_chunk`, with its progress."""
+    return StageRuntime(name=STAGE, claim=False)
 
 
 def reset() -> None:
-    """Forget the runtime (tests that start a fresh AWS mock call this)."""
+    """Forget the runtime and publishers (tests that start a fresh AWS mock call this)."""
     runtime.cache_clear()
+    alerts_publisher.cache_clear()
 
 
 def alerts_topic_arn(records_topic_arn: str) -> str:
@@ -173,24 +176,22 @@ def _entry(entry_id: str, record: Record, chunk: Chunk) -> Any:
     }
 
 
-def handle_event(event: Mapping[str, Any], context: Any = None) -> list[ChunkOutcome]:
-    """The SNS handler: alerts for every chunk of the event."""
+def handle_chunk(chunk: Chunk) -> ChunkOutcome:
+    """The alerts of one chunk (`StageRuntime.handle_sns`'s work), on the alerts topic next
+    to the records topic the chunk came from."""
     rt = runtime()
-    remaining = remaining_of(context)
-    outcomes = []
-    for record in event.get("Records") or []:
-        topic = str((record.get("Sns") or {}).get("TopicArn") or "")
-        publisher = AlertPublisher(alerts_topic_arn(topic))
-        outcomes += rt.handle_sns(
-            {"Records": [record]},
-            partial(handle_chunk, rt=rt, publisher=publisher, remaining_ms=remaining),
-            remaining_ms=remaining,
-            claim=False,  # the chunk's alerts claim is taken below, with its progress
-        )
-    return outcomes
+    delivery = current_delivery()
+    topic = delivery.source_arn if delivery is not None else ""
+    return alert_chunk(chunk, rt, alerts_publisher(alerts_topic_arn(topic)), rt.remaining)
 
 
-def handle_chunk(
+@cache
+def alerts_publisher(topic_arn: str) -> AlertPublisher:
+    """The alerts topic's publisher, made on first use."""
+    return AlertPublisher(topic_arn)
+
+
+def alert_chunk(
     chunk: Chunk, rt: StageRuntime, publisher: Publisher, remaining_ms: RemainingTime = None
 ) -> ChunkOutcome:
     """Publish one alert per alertable record of the chunk that was not alerted before.

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
 
 from chalicelib.store import Item, RecordsTable, check_item, payload_attribute, version_key
-from sluice.batch import BatchResponse, ChunkOutcome
+from sluice.batch import ChunkOutcome
 from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError
 from sluice.observability import add_metric, get_logger
 from sluice.registry import load_registry
-from sluice.stage import LambdaEvent, StageRuntime
+from sluice.stage import StageRuntime
 
 SINK = "index"
 STAGE = f"consumer-{SINK}"
@@ -36,8 +35,9 @@ def natural_keys() -> Mapping[str, str]:
 
 @cache
 def runtime() -> StageRuntime:
-    """The process's stage runtime, built on first use."""
-    return StageRuntime(name=STAGE)
+    """The process's stage runtime, built on first use. Chunks are not claimed: a version
+    item written twice is the same item (`put_versions`)."""
+    return StageRuntime(name=STAGE, claim=False)
 
 
 @cache
@@ -50,12 +50,6 @@ def reset() -> None:
     """Forget the runtime and table (tests that start a fresh AWS mock call this)."""
     runtime.cache_clear()
     records_table.cache_clear()
-
-
-def handle_event(event: Mapping[str, Any] | LambdaEvent) -> BatchResponse:
-    """The SQS handler: every chunk of the batch, with partial batch failures (no claims)."""
-    rt, table = runtime(), records_table()
-    return rt.handle_sqs(event, lambda chunk: handle_chunk(chunk, rt, table), claim=False)
 
 
 def natural_key_of(record: Record, record_type: str) -> str:
@@ -90,16 +84,17 @@ def version_item(record: Record, chunk: Chunk) -> Item:
     )
 
 
-def handle_chunk(chunk: Chunk, rt: StageRuntime, table: RecordsTable) -> ChunkOutcome:
+def handle_chunk(chunk: Chunk) -> ChunkOutcome:
     """Write a version item per good record, in batches; quarantine the others.
 
     `out` counts the items written; `duplicate` the records that repeat another record's
     version within the chunk (written once). The sink delivered both: each is in the index.
     A failed write raises, so SQS redelivers the chunk, which writes the same items again.
     """
+    rt = runtime()
     results = rt.run_records(chunk, version_item)
     items = [item for _, item in results.outputs]
-    written = table.put_versions(items)
+    written = records_table().put_versions(items)
     outcome = results.outcome
     outcome.out, outcome.duplicate = written, len(items) - written
     # Record ids and natural keys: `sluice trace` finds a record's item from the logs.

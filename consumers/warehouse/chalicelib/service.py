@@ -1,7 +1,8 @@
 """The warehouse consumer: the chunks of a batch become few gzip JSON Lines objects, once.
 
-Per batch: each message's chunk is decoded and its records turned into rows (bad records
-quarantined, failed ones retried or dead-lettered as in every stage); the chunks with rows
+Per batch (`StageRuntime.handle_sqs` with `handle_chunk` and, at the batch's end,
+`write_objects`): each chunk's records are turned into rows (bad records quarantined, failed
+ones retried or dead-lettered as in every stage); the chunks with rows
 are grouped by partition (type, ingestion hour) into objects of at most `MAX_OBJECT_CHUNKS`
 chunks and `MAX_OBJECT_BYTES` of rows; each chunk is *placed* into its object's fresh key
 (`placements.py`); the object is written with the rows of the chunks placed there and a
@@ -14,7 +15,7 @@ otherwise its message waits until then. Why this is exactly once: docs/decisions
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -31,19 +32,14 @@ from chalicelib.curated import (
     partition,
 )
 from chalicelib.placements import Placement, Placements
-from sluice import batch, jsonx
-from sluice.batch import (
-    BatchResponse,
-    ChunkOutcome,
-    ItemFailure,
-    SQSMessage,
-)
-from sluice.delivery import Delivery, current_delivery
+from sluice import jsonx
+from sluice.batch import ChunkOutcome
+from sluice.delivery import current_delivery
 from sluice.envelope import Chunk, Record
 from sluice.errors import PermanentError, TransientError
 from sluice.idempotency import RemainingTime, new_owner, remaining_ms_of
 from sluice.observability import add_metric, get_logger, log_context
-from sluice.stage import FAILED_FROM, LambdaEvent, StageRuntime, remaining_of
+from sluice.stage import FAILED_FROM, StageRuntime
 
 SINK = "warehouse"
 STAGE = f"consumer-{SINK}"
@@ -66,8 +62,9 @@ class ChunkPlacedElsewhereError(TransientError):
 
 @cache
 def runtime() -> StageRuntime:
-    """The process's stage runtime, built on first use."""
-    return StageRuntime(name=STAGE)
+    """The process's stage runtime, built on first use. Chunks are not claimed: placements
+    and manifests make each chunk's write happen once (see the module's docstring)."""
+    return StageRuntime(name=STAGE, claim=False)
 
 
 @cache
@@ -108,39 +105,71 @@ def to_line(record: Record, chunk: Chunk) -> dict[str, Any]:
 
 
 @dataclass
-class Staged:
-    """One message's chunk, its rows made, waiting for its object."""
+class Rows(ChunkOutcome):
+    """What `handle_chunk` made of a chunk: its outcome, and the rows waiting for their
+    object (`write_objects`, at the batch's end)."""
 
-    message: SQSMessage
-    chunk: Chunk
-    delivery: Delivery
-    rows: list[bytes]
-    outcome: ChunkOutcome
+    rows: list[bytes] = field(default_factory=list)
     partition: str = ""
-    copies: list[SQSMessage] = field(default_factory=list)  # same chunk, other messages
+    retry_of: str | None = None  # the chunk whose failed records these are (a redrive)
 
     @property
     def size(self) -> int:
         return sum(len(row) for row in self.rows)
 
 
-def handle_event(
-    event: Mapping[str, Any] | LambdaEvent,
+def handle_chunk(chunk: Chunk) -> ChunkOutcome:
+    """Make the chunk's rows (bad records quarantined, failed ones kept as failures)."""
+    results = runtime().run_records(chunk, to_line)
+    rows = [jsonx.dumps(line) + b"\n" for _, line in results.outputs]
+    delivery = current_delivery()
+    made = Rows(
+        **vars(results.outcome),
+        rows=rows,
+        retry_of=delivery.attributes.get(FAILED_FROM) if delivery is not None else None,
+    )
+    made.out = len(rows)
+    if rows:
+        made.partition = partition(chunk.type, results.outputs[0][0].ingested_at)
+    return made
+
+
+def write_objects(
+    done: Sequence[tuple[Chunk, ChunkOutcome]],
     *,
-    remaining_ms: RemainingTime = None,
     bucket: ObjectWriter | None = None,
     store: Placements | None = None,
-) -> BatchResponse:
-    """The SQS handler: the batch's chunks into objects, with partial batch failures."""
-    raw = event if isinstance(event, Mapping) else event.to_dict()
-    if remaining_ms is None and not isinstance(event, Mapping):
-        remaining_ms = remaining_of(event.context)
-    writer = Writer(runtime(), bucket or curated(), store or placements(), remaining_ms)
-    return writer.run(raw)
+) -> dict[str, BaseException]:
+    """The batch's end (`StageRuntime.handle_sqs`'s `finish`): the chunks' rows into few
+    objects; returns the chunks not written, with their errors (their messages are retried,
+    hidden until the error's `retry_after_s`)."""
+    rt = runtime()
+    writer = Writer(rt, bucket or curated(), store or placements(), rt.remaining)
+    return writer.run([(chunk, made) for chunk, made in done if isinstance(made, Rows)])
+
+
+@dataclass
+class Staged:
+    """One chunk and its rows, waiting for its object."""
+
+    chunk: Chunk
+    made: Rows
+
+    @property
+    def rows(self) -> list[bytes]:
+        return self.made.rows
+
+    @property
+    def partition(self) -> str:
+        return self.made.partition
+
+    @property
+    def size(self) -> int:
+        return self.made.size
 
 
 class Writer:
-    """One invocation's work over its batch (see the module's docstring)."""
+    """One invocation's objects over its batch (see the module's docstring)."""
 
     def __init__(
         self,
@@ -154,80 +183,30 @@ class Writer:
         self.store = store
         self.remaining_ms = remaining_ms
         self.owner = new_owner()
-        self.failures: list[ItemFailure] = []
+        self.failed: dict[str, BaseException] = {}
         self.expiries: dict[str, int] = {}  # chunk id → end of our placement (epoch ms)
         self.listed: dict[str, set[str]] = {}  # object key → its chunks (objects never change)
-        self.settled: list[tuple[Staged, bool]] = []  # entries held, and whether delivered now
 
-    def run(self, event: Mapping[str, Any]) -> BatchResponse:
-        records = {str(r.get("messageId")): r for r in event.get("Records") or []}
-        staged: dict[str, Staged] = {}
-
-        def stage(chunk: Chunk) -> ChunkOutcome:
-            """Make the chunk's rows (the first pass over the batch, per message)."""
-            results = self.rt.run_records(chunk, to_line)
-            outcome = results.outcome
-            if outcome.failures:
-                # Retried while attempts are left (raises), else the failed records are
-                # dead-lettered and the rest delivered.
-                self.rt._settle_failures(chunk, outcome)
-            delivery = current_delivery()
-            assert delivery is not None  # process_sqs_batch sets it
-            message = SQSMessage.from_event_record(records[delivery.message_id])
-            first = staged.get(chunk.chunk_id)
-            if first is not None:  # the same chunk twice in one batch: it goes once
-                first.copies.append(message)
-                return outcome
-            rows = [jsonx.dumps(line) + b"\n" for _, line in results.outputs]
-            outcome.out = len(rows)
-            item = Staged(message, chunk, delivery, rows, outcome)
-            if rows:
-                item.partition = partition(chunk.type, results.outputs[0][0].ingested_at)
-            staged[chunk.chunk_id] = item
-            return outcome
-
-        # Decoding, quarantine of what is no envelope, spans and retries of failed chunks
-        # are every stage's; the chunks staged there are written below. Their ledger
-        # entries are held and written at the end, one transaction per object (`settled`).
-        with self.rt.writer.holding():
-            first_pass = batch.process_sqs_batch(
-                event, stage, reject_message=self.rt.quarantine.reject_message, defer=self.rt._defer
-            )
-            self.failures.extend(first_pass["batchItemFailures"])
-            for item in staged.values():
-                if not item.rows:
-                    self.settle(item, delivered=False)
-            for group in objects([s for s in staged.values() if s.rows]):
-                self.write_object(group)
-            failed = self.rt.writer.flush()
-        for item, delivered in self.settled:
-            error = failed.get(item.chunk.chunk_id)
-            if error is not None:
-                log.error(
-                    "ledger entries not written; the chunk will be retried",
-                    extra={"chunk_id": item.chunk.chunk_id, "error": str(error)},
-                )
-                self.fail(item, error)
-            elif delivered:
-                add_metric("RecordsDelivered", len(item.rows))
-        return {"batchItemFailures": self.failures}
+    def run(self, done: Sequence[tuple[Chunk, Rows]]) -> dict[str, BaseException]:
+        staged = [Staged(chunk, made) for chunk, made in done]
+        for item in staged:
+            if not item.rows:
+                self.settle(item)
+        for group in objects([item for item in staged if item.rows]):
+            self.write_object(group)
+        return self.failed
 
     def fail(self, item: Staged, error: BaseException) -> None:
-        """Report the chunk's messages as failed; hide them until a retry can succeed."""
-        for message in [item.message, *item.copies]:
-            self.failures.append({"itemIdentifier": message.message_id})
-            retry_after = getattr(error, "retry_after_s", None)
-            if retry_after:
-                self.rt._defer(message, float(retry_after))
-        add_metric("ChunksFailed")
+        """The chunk is not written: its messages are retried."""
+        self.failed[item.chunk.chunk_id] = error
 
-    def settle(self, item: Staged, *, delivered: bool) -> None:
-        """Hold the chunk's ledger entries (first write wins), written at the batch's end."""
+    def settle(self, item: Staged) -> None:
+        """The sink's ledger entry for the chunk (first write wins); the stage runtime writes
+        it with the chunk's own at the batch's end."""
         chunk = item.chunk
-        retry_of = item.delivery.attributes.get(FAILED_FROM)
-        self.rt.ledger.record_delivery(SINK, chunk, delivered=len(item.rows), retry_of=retry_of)
-        self.rt.ledger.record_chunk(STAGE, chunk, item.outcome, retry_of=retry_of)
-        self.settled.append((item, delivered))
+        self.rt.ledger.record_delivery(
+            SINK, chunk, delivered=len(item.rows), retry_of=item.made.retry_of
+        )
 
     # ------------------------------------------------------------------ per object
 
@@ -248,7 +227,7 @@ class Writer:
                 held.append(item)
             else:
                 log.info("chunk was written before", extra={"key": placed})
-                self.settle(item, delivered=False)
+                self.settle(item)
         if not held:
             return
         body = compress_lines(b"".join(row for item in held for row in item.rows))
@@ -274,8 +253,9 @@ class Writer:
             },
         )
         add_metric("ObjectsWritten")
+        add_metric("RecordsDelivered", sum(len(item.rows) for item in held))
         for item in held:
-            self.settle(item, delivered=True)
+            self.settle(item)
 
     def landed(self, key: str, held: Sequence[Staged]) -> bool:
         """Whether a write that answered with an error landed after all (its answer lost)."""

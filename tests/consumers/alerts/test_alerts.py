@@ -169,9 +169,9 @@ def test_a_failed_publish_call_releases_the_claims_so_the_retry_alerts_once_each
     rt = service.runtime()
 
     with pytest.raises(service.AlertPublishError):
-        service.handle_chunk(chunk, rt, flaky)
-    outcome = service.handle_chunk(chunk, rt, flaky)
-    again = service.handle_chunk(chunk, rt, flaky)
+        service.alert_chunk(chunk, rt, flaky)
+    outcome = service.alert_chunk(chunk, rt, flaky)
+    again = service.alert_chunk(chunk, rt, flaky)
 
     assert flaky.published == ["r-c-test-0-0", "r-c-test-0-1"]
     assert (outcome.out, outcome.duplicate) == (2, 0)
@@ -215,9 +215,9 @@ def test_an_alert_sns_refuses_is_retried_alone_and_the_others_are_not_repeated(
     rt = service.runtime()
 
     with pytest.raises(service.AlertPublishError, match="1 alert"):
-        service.handle_chunk(chunk, rt, publisher)
+        service.alert_chunk(chunk, rt, publisher)
     first = alerts(alerts_inbox)
-    retry = service.handle_chunk(chunk, rt, publisher)
+    retry = service.alert_chunk(chunk, rt, publisher)
     second = alerts(alerts_inbox)
 
     assert len(first) == 11
@@ -307,12 +307,12 @@ def test_killed_after_the_second_publish_batch_the_retry_publishes_only_the_rest
         ),
         pytest.raises(Killed),
     ):
-        service.handle_chunk(chunk, service.runtime(), publisher)
+        service.alert_chunk(chunk, service.runtime(), publisher)
     first = alert_ids(alerts_inbox)
     with pytest.raises(ClaimInProgressError):  # the killed one's lease holds
-        service.handle_chunk(chunk, service.runtime(), publisher)
+        service.alert_chunk(chunk, service.runtime(), publisher)
 
-    retry = service.handle_chunk(chunk, later_runtime(20), publisher)
+    retry = service.alert_chunk(chunk, later_runtime(20), publisher)
 
     assert first == ids[:20]
     assert sorted(alert_ids(alerts_inbox)) == sorted(ids[20:])
@@ -334,10 +334,10 @@ def test_killed_between_a_publish_batch_and_its_mark_repeats_that_batch_only(
         failing(aws.dynamodb(), "UpdateItem", Fault.REFUSED, when=second_mark, error=killing),
         pytest.raises(Killed),
     ):
-        service.handle_chunk(chunk, service.runtime(), publisher)
+        service.alert_chunk(chunk, service.runtime(), publisher)
     first = alert_ids(alerts_inbox)
 
-    service.handle_chunk(chunk, later_runtime(20), publisher)
+    service.alert_chunk(chunk, later_runtime(20), publisher)
 
     assert first == ids[:20]
     assert sorted(alert_ids(alerts_inbox)) == sorted(ids[10:])  # batch 2 (10 alerts) again
@@ -354,10 +354,10 @@ def test_a_publish_batch_that_fails_after_the_first_lets_the_retry_publish_only_
         failing(aws.sns(), "PublishBatch", Fault.REFUSED, when=lambda _: next(calls) == 1),
         pytest.raises(service.AlertPublishError),
     ):
-        service.handle_chunk(chunk, service.runtime(), publisher)
+        service.alert_chunk(chunk, service.runtime(), publisher)
     first = alert_ids(alerts_inbox)
 
-    retry = service.handle_chunk(chunk, service.runtime(), publisher)  # no wait: let go
+    retry = service.alert_chunk(chunk, service.runtime(), publisher)  # no wait: let go
 
     assert first == ids[:10]
     assert sorted(alert_ids(alerts_inbox)) == sorted(ids[10:])
@@ -374,7 +374,7 @@ def test_a_record_id_repeated_in_a_chunk_gets_one_alert_and_counts_as_a_duplicat
     chunk, ids, publisher = alerting(account, 2)
     twice = dataclasses.replace(chunk, records=(chunk.records[0], *chunk.records))
 
-    outcome = service.handle_chunk(twice, service.runtime(), publisher)
+    outcome = service.alert_chunk(twice, service.runtime(), publisher)
 
     assert sorted(alert_ids(alerts_inbox)) == sorted(ids)
     assert (outcome.out, outcome.duplicate) == (2, 1)

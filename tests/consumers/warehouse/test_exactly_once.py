@@ -12,6 +12,7 @@ waiting for it.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from collections import Counter
@@ -94,8 +95,11 @@ class Stage:
         from chalicelib.placements import Placements
 
         store = Placements(service.STAGE, clock=self.clock)
-        response = service.handle_event(
-            sqs_event(*chunks, prefix=prefix), remaining_ms=REMAINING_MS, store=store
+        response = service.runtime().handle_sqs(
+            sqs_event(*chunks, prefix=prefix),
+            service.handle_chunk,
+            finish=functools.partial(service.write_objects, store=store),
+            remaining_ms=REMAINING_MS,
         )
         return dict(response)
 

@@ -12,7 +12,8 @@ Returns `{"batchItemFailures": [...]}` with exactly the messages to retry. Per r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypedDict, TypeVar
@@ -210,7 +211,6 @@ def process_sqs_batch(
     """
     failures: list[ItemFailure] = []
     records: Iterable[Mapping[str, Any]] = event.get("Records") or []
-    tracer = get_tracer()
     for raw in records:
         message = SQSMessage.from_event_record(raw)
         try:
@@ -236,11 +236,7 @@ def process_sqs_batch(
             failures.append({"itemIdentifier": message.message_id})
             add_metric("ChunksFailed")
             continue
-        with (
-            log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.unit_id),
-            delivering(sqs_delivery(message)),  # first: the chunk span reads its traceparent
-            tracer.chunk_span(chunk.unit_id, chunk.correlation_id, chunk.type),
-        ):
+        with handling(chunk, sqs_delivery(message)):
             try:
                 outcome = handle_chunk(chunk)
             except Exception as error:
@@ -263,6 +259,18 @@ def process_sqs_batch(
                 log.info("chunk done", extra=outcome.as_dict())
                 emit_chunk_metrics(chunk, outcome)
     return {"batchItemFailures": failures}
+
+
+@contextmanager
+def handling(unit: Unit, delivery: Delivery) -> Iterator[None]:
+    """While a unit is handled: its log context, its delivery (`sluice.delivery`), and its
+    span, which reads the delivery's trace context for its parent."""
+    with (
+        log_context(correlation_id=unit.correlation_id, chunk_id=unit.unit_id),
+        delivering(delivery),
+        get_tracer().chunk_span(unit.unit_id, unit.correlation_id, unit.type),
+    ):
+        yield
 
 
 def sqs_delivery(message: SQSMessage) -> Delivery:

@@ -229,7 +229,10 @@ def _int(env: Mapping[str, str], variable: str, default: int) -> int:
 
 
 def env_bool(env: Mapping[str, str], variable: str, default: bool) -> bool:
-    """A true/false setting (also 1/0, yes/no, on/off); `default` when unset or empty."""
+    """A true/false setting (also 1/0, yes/no, on/off); `default` when unset or empty.
+
+    Raises `ConfigError` for any other value.
+    """
     raw = env.get(variable)
     if raw is None or raw == "":
         return default

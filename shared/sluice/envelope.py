@@ -332,7 +332,10 @@ class Chunk:
         )
 
     def message_attributes(self) -> dict[str, StringAttribute]:
-        """SQS/SNS message attributes: type, correlation id, chunk id and routing attributes."""
+        """SQS/SNS message attributes: type, correlation id, chunk id and routing attributes.
+
+        Raises `ValueError` if a routing attribute clashes with a base one or they are too many.
+        """
         values = {
             ATTR_TYPE: self.type,
             ATTR_CORRELATION_ID: self.correlation_id,

@@ -196,7 +196,10 @@ class ProgressEvents:
         return {"correlation_id": {"S": correlation_id}, "entry": {"S": PROGRESS_ENTRY}}
 
     def read(self, correlation_id: str) -> Progress | None:
-        """The object's progress item (strongly consistent), None if there is none."""
+        """The object's progress item (strongly consistent), None if there is none.
+
+        Raises `EventsError` if DynamoDB cannot be read.
+        """
         try:
             item = self.client.get_item(
                 TableName=self.table_name, Key=self.key(correlation_id), ConsistentRead=True
@@ -238,7 +241,10 @@ class ProgressEvents:
     ) -> bool:
         """Take `kind`'s lease, put `build(progress)`, mark it sent. False if it was sent or
         another holder's lease is live. `EventsError` if putting failed (the lease is let go).
-        `close`: also take the object out of the open index (default: for delivered)."""
+        `close`: also take the object out of the open index (default: for delivered).
+
+        Raises `EventsError` if the lease cannot be taken (DynamoDB fault).
+        """
         now = self._clock()
         now_ms = int(now * 1000)
         sent, lease, holder = sent_attr(kind), lease_attr(kind), holder_attr(kind)

@@ -107,7 +107,10 @@ def _condition(value: str | None, condition: Any) -> bool:
 
 
 def check_scope(scope: str | None) -> None:
-    """Only MessageAttributes-scope policies are evaluated (the pipeline's are all that)."""
+    """Only MessageAttributes-scope policies are evaluated (the pipeline's are all that).
+
+    Raises `FilterPolicyError` for another scope.
+    """
     if scope not in (None, "", "MessageAttributes"):
         raise FilterPolicyError(f"filter policy scope {scope!r} is not supported")
 

@@ -426,6 +426,9 @@ class IdempotencyStore:
         takes it over at once with its progress. Adding to a set is idempotent (the SDK's
         retry of a write whose answer was lost changes nothing). Conditional on still
         holding the claim: `ClaimLostError` if another invocation took it over.
+
+        Raises `ClaimLostError` if another invocation took the claim over,
+        `IdempotencyStoreError` on a DynamoDB fault.
         """
         sets, adds = [], []
         values: dict[str, Any] = {
@@ -481,6 +484,8 @@ class IdempotencyStore:
         the same work). A retry of a completion whose answer was lost meets the same
         condition, still true, and changes nothing. `steps` are added to the claim's progress
         in the same write (`record_progress`'s last step).
+
+        Raises `IdempotencyStoreError` on a DynamoDB fault.
         """
         names = {"#status": STATUS_ATTR, "#owner": OWNER_ATTR}
         values: dict[str, Any] = {
@@ -514,6 +519,9 @@ class IdempotencyStore:
 
         Conditional on still holding it: `ClaimLostError` if another invocation took it over
         (we were slower than our lease), so the caller stops before doing more.
+
+        Raises `ClaimLostError` if another invocation took the claim over,
+        `IdempotencyStoreError` on a DynamoDB fault.
         """
         expiry = int(self._clock() * 1000) + lease_ms + IN_PROGRESS_MARGIN_MS
         try:

@@ -22,7 +22,10 @@ class JSONDecodeError(ValueError):
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON text; `JSONDecodeError` with msgspec's reason if it is not JSON."""
+    """Parse JSON text; `JSONDecodeError` with msgspec's reason if it is not JSON.
+
+    Raises `JSONDecodeError` (a `ValueError`).
+    """
     global _decoder
     if _decoder is None:
         import msgspec

@@ -220,7 +220,11 @@ class LedgerWriter(LedgerTable):
 
     def record_done(self, stage: str, chunk: Chunk, records: int) -> None:
         """`stage` (ingest) has read the whole object: `records` items in all (the sum of
-        its entries' records_in). Written after every other entry of the object's read."""
+        its entries' records_in). Written after every other entry of the object's read.
+
+        Raises `ValueError` for a negative count, `LedgerWriteError` if not held and the
+        write fails.
+        """
         if records < 0:
             raise ValueError("records must not be negative")
         add = contribution(stage, {}, done_total=records)
@@ -240,7 +244,10 @@ class LedgerWriter(LedgerTable):
     def record_skipped(self, stage: str, chunk: Chunk, reason: str) -> None:
         """`stage` skipped `chunk` (for ingest: the chunk standing for a whole object) without
         reading records, for `reason` (e.g. the object version is gone): an entry with
-        records_in 0, so the object is accounted for and the reason visible."""
+        records_in 0, so the object is accounted for and the reason visible.
+
+        Raises `ValueError` without a reason, `LedgerWriteError` if not held and the write fails.
+        """
         if not reason:
             raise ValueError("a skipped entry needs a reason")
         names = {STAGE_ATTR: stage, SKIPPED_ATTR: reason}
@@ -304,7 +311,10 @@ class LedgerWriter(LedgerTable):
         return failed
 
     def flush_or_raise(self) -> None:
-        """`flush()`, raising the first error if any entry was not written."""
+        """`flush()`, raising the first error if any entry was not written.
+
+        Raises the first `LedgerWriteError`.
+        """
         failed = self.flush()
         if failed:
             raise next(iter(failed.values()))

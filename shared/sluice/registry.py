@@ -82,7 +82,10 @@ class Registry:
         return self._names
 
     def get(self, name: str) -> RecordTypeSpec:
-        """The type called `name`; `UnknownRecordType` (a KeyError) if there is none."""
+        """The type called `name`; `UnknownRecordType` (a KeyError) if there is none.
+
+        Raises `UnknownRecordType` (a `KeyError`).
+        """
         try:
             return self._specs[name]
         except (KeyError, TypeError):

@@ -41,7 +41,7 @@ from sluice.batch import (
 )
 from sluice.claimcheck import ClaimCheck
 from sluice.config import get_settings
-from sluice.delivery import Delivery, current_delivery, delivering
+from sluice.delivery import Delivery, current_delivery
 from sluice.envelope import (
     BASE_ATTRIBUTES,
     Chunk,
@@ -62,7 +62,7 @@ from sluice.idempotency import (
 )
 from sluice.lazy import first_use
 from sluice.ledger import LedgerWriter
-from sluice.observability import add_metric, get_logger, get_tracer, log_context
+from sluice.observability import add_metric, get_logger, log_context
 from sluice.quarantine import Quarantine
 
 T = TypeVar("T")
@@ -330,7 +330,6 @@ class StageRuntime:
         raw, remaining = _unpack(event, remaining_ms)
         inv = _Invocation(remaining, self.claim if claim is None else claim)
         outcomes: list[ChunkOutcome] = []
-        tracer = get_tracer()
         with self._during(inv), self.writer.holding():
             for record in raw.get("Records") or []:
                 try:
@@ -338,11 +337,7 @@ class StageRuntime:
                 except PermanentError as error:
                     self._reject_sns_message(record, error)
                     continue
-                with (
-                    log_context(correlation_id=chunk.correlation_id, chunk_id=chunk.chunk_id),
-                    delivering(_sns_delivery(record)),  # first: the chunk span reads its parent
-                    tracer.chunk_span(chunk.chunk_id, chunk.correlation_id, chunk.type),
-                ):
+                with batch.handling(chunk, _sns_delivery(record)):
                     try:
                         outcome = self._waiting_for_claims(
                             functools.partial(self._run, chunk, work, inv), remaining

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -70,3 +72,37 @@ def test_importing_sluice_imports_none_of_its_modules() -> None:
     code = "import sys, sluice; print(sorted(m for m in sys.modules if m.startswith('sluice.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def public_callables() -> list[tuple[str, object]]:
+    """Every public function of the listed modules, and every public method of their
+    public classes, with its qualified name."""
+    found: list[tuple[str, object]] = []
+    for module_name in sluice.API:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if inspect.isfunction(value):
+                found.append((f"{module_name}.{name}", value))
+            elif inspect.isclass(value):
+                found += [
+                    (f"{module_name}.{name}.{attr}", member)
+                    for attr, member in vars(value).items()
+                    if inspect.isfunction(member) and not attr.startswith("_")
+                ]
+    return found
+
+
+def raises_itself(function: object) -> bool:
+    """Whether the function's own body has a `raise` with an exception (not a bare re-raise)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))  # type: ignore[arg-type]
+    return any(isinstance(node, ast.Raise) and node.exc is not None for node in ast.walk(tree))
+
+
+def test_every_public_function_that_raises_says_so() -> None:
+    undocumented = [
+        name
+        for name, function in public_callables()
+        if raises_itself(function) and "raise" not in (inspect.getdoc(function) or "").lower()
+    ]
+    assert not undocumented, f"public functions that raise without saying so: {undocumented}"

@@ -3,11 +3,13 @@
 `stage_options` is the one --stage/--prefix pair of every command that works on a stage
 (deploy, doctor, info, ledger, dlq, logs, trace, query, replay, types check): with a
 `sluice local up` running, its stage and endpoint by default. `json_option` and
-`repo_option` are the --json switch and --repo root the commands word alike.
+`repo_option` are the --json switch and --repo root the commands word alike;
+`listed_elsewhere` what a listing prints for --json or no rows.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,3 +96,15 @@ def dry_run_option(help: str) -> Callable[[F], F]:
 def correlation_id_option(help: str) -> Callable[[F], F]:
     """--correlation-id ID, given to the command as `correlation_id` (None: every one)."""
     return click.option("--correlation-id", default=None, help=help)
+
+
+def listed_elsewhere(rows: list[dict[str, Any]], *, as_json: bool, empty: str) -> bool:
+    """What a listing command prints before its table: the rows as JSON (`--json`), or
+    `empty` when there are none. True if that was all (no table to print)."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return True
+    if not rows:
+        click.echo(empty)
+        return True
+    return False

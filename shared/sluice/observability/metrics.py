@@ -115,7 +115,11 @@ class Metrics:
             metric.values.append(value)
 
     def set_dimensions(self, dimensions: Mapping[str, str]) -> None:
-        """Replace the extra dimensions (added to service and stage) until the next flush."""
+        """Replace the extra dimensions (added to service and stage) until the next flush.
+
+        Raises `ValueError` for too many dimensions, an invalid or reserved name, a blank
+        or non-ASCII value, or a name already a metric's.
+        """
         if len(dimensions) + len(_DEFAULT_DIMENSION_KEYS) > MAX_DIMENSIONS:
             raise ValueError(
                 f"{len(dimensions)} dimensions given: EMF allows {MAX_DIMENSIONS} per set, "
@@ -216,7 +220,11 @@ def add_metric(name: str, value: float = 1, unit: str = "Count") -> None:
 
 
 def set_dimensions(dimensions: Mapping[str, str]) -> None:
-    """Set extra dimensions on the default accumulator for this invocation."""
+    """Set extra dimensions on the default accumulator for this invocation.
+
+    Raises `ValueError` for too many dimensions, an invalid or reserved name, a blank
+    or non-ASCII value, or a name already a metric's.
+    """
     _default.set_dimensions(dimensions)
 
 

@@ -22,7 +22,7 @@ from sluice_tools.dlq.queues import (
     stage_queue_urls,
 )
 from sluice_tools.dlq.redrive import RedriveRefusedError, redrive
-from sluice_tools.options import json_option, stage_options
+from sluice_tools.options import json_option, listed_elsewhere, stage_options
 
 
 def _sqs() -> Any:
@@ -72,11 +72,8 @@ def list_command(stage: str, prefix: str, as_json: bool) -> None:
         rows.append(
             {"queue": name, "url": url, **depth(sqs, url), "stage": stage_of, "sources": sources}
         )
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo(f"no dead-letter or failures queue named {names.name('')}*")
+    empty = f"no dead-letter or failures queue named {names.name('')}*"
+    if listed_elsewhere(rows, as_json=as_json, empty=empty):
         return
     width = max(len(r["queue"]) for r in rows)
     stages = max(len("stage"), *(len(r["stage"]) for r in rows))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from sluice_tools.options import json_option, repo_option, stage_options
+from sluice_tools.options import json_option, listed_elsewhere, repo_option, stage_options
 
 
 def _root(repo: Path | None) -> Path:
@@ -110,11 +110,8 @@ def types_group(ctx: click.Context, as_json: bool, repo: Path | None) -> None:
         }
         for spec in specs
     ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo(f"No record types in {root / 'types'}: add one with sluice new-type.")
+    empty = f"No record types in {root / 'types'}: add one with sluice new-type."
+    if listed_elsewhere(rows, as_json=as_json, empty=empty):
         return
     _table(rows)
 

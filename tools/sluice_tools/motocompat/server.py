@@ -1392,6 +1392,8 @@ def quiet() -> None:
     (`_underscored_once`). moto's JSON errors skip the XML body they overwrite
     (`_json_error_init`): update expressions raise them internally. SNS signs its envelopes
     with one certificate per subscription, not one made per message (`_sns_post_data`).
+    BatchWriteItem puts scalar items without moto's per-item checks that cannot fail for
+    them (`_batch_write_item`), and an SQS message's body is hashed once (`_body_md5`).
     A stopping runtime ends its pollers' long polls at once (`cut_long_polls`). EventBridge
     rules skip events while disabled or schedule-only, and hand Lambda and SNS targets
     (which moto refuses) to the runtime (`_send_to_targets`, `route_event_targets`).

@@ -267,8 +267,9 @@ class StageRuntime:
         kind is its own ledger unit: its entries are written before its claim completes.
         `remaining_ms` defaults to the event's Lambda context; `claim` to the stage's.
 
-        Raises nothing for a unit's failure (its messages are reported, and hidden until
-        a retry can succeed when the error says when); raises only what escapes `finish`.
+        Raises nothing for a unit's failure: its messages are reported, and hidden until a
+        retry can succeed when the error says when (`retry_after_s`); an error escaping
+        `finish` fails all the batch's chunks so.
         """
         raw, remaining = _unpack(event, remaining_ms)
         inv = _Invocation(remaining, self.claim if claim is None else claim)
@@ -297,7 +298,11 @@ class StageRuntime:
             )
             failed: dict[str, BaseException] = {}
             if finish is not None and inv.done:
-                failed.update(finish(inv.done))
+                try:
+                    failed.update(finish(inv.done))
+                except Exception as broke:  # its chunks are retried; their claims let go
+                    log.exception("the batch's end failed; its chunks will be retried")
+                    failed.update((chunk.chunk_id, broke) for chunk, _ in inv.done)
             failed = self._settle(inv, failed)
         failures = response["batchItemFailures"]
         for unit_id, error in failed.items():
@@ -374,7 +379,7 @@ class StageRuntime:
         (the done ones are then duplicates).
         """
         raw, remaining = _unpack(event, remaining_ms)
-        inv = _Invocation(remaining, True)
+        inv = _Invocation(remaining, self.claim)
         summary = {"objects": 0, "duplicates": 0}
         errors: list[Exception] = []
         with self._during(inv):

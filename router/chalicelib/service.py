@@ -186,7 +186,7 @@ class Router:
 _router: Router | None = None
 
 
-def get_router() -> Router:
+def router() -> Router:
     """The process's router, built on the first event (never at import)."""
     global _router
     if _router is None:
@@ -194,17 +194,18 @@ def get_router() -> Router:
     return _router
 
 
-def set_router(router: Router | None) -> None:
-    """Use `router` for the next events (tests); None drops it, so the next event builds anew."""
+def reset(replacement: Router | None = None) -> None:
+    """Forget the process's router (tests that start a fresh AWS mock call this); the next
+    event builds one, or uses `replacement`."""
     global _router
-    _router = router
+    _router = replacement
 
 
 def runtime() -> StageRuntime:
     """The process's stage runtime: chunks claimed, payloads left as their JSON."""
-    return get_router().runtime
+    return router().runtime
 
 
 def handle_chunk(chunk: Chunk) -> ChunkOutcome:
     """Route one chunk (the app's work for `StageRuntime.handle_sqs`)."""
-    return get_router().handle_chunk(chunk)
+    return router().handle_chunk(chunk)

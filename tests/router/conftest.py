@@ -131,9 +131,9 @@ def service() -> ModuleType:
 @pytest.fixture(autouse=True)
 def _no_router_left(service: ModuleType) -> Iterator[None]:
     """Each test builds the process's router afresh (its settings, clients and rules)."""
-    service.set_router(None)
+    service.reset(None)
     yield
-    service.set_router(None)
+    service.reset(None)
 
 
 @pytest.fixture

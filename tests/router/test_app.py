@@ -40,7 +40,7 @@ ORDERS = [
 def client(
     app_module: ModuleType, platform: Platform, service: ModuleType, routing_rules: RoutingRules
 ) -> Iterator[Client]:
-    service.set_router(Router(rules=routing_rules))
+    service.reset(Router(rules=routing_rules))
     with Client(app_module.app, stage_name="test", project_dir=str(APP_DIR)) as client:
         yield client
 
@@ -111,7 +111,7 @@ def test_an_unfiltered_subscriber_receives_every_record_exactly_once(
 def test_with_the_shipped_routing_json_a_chunk_becomes_one_message_per_priority(
     client: Client, platform: Platform, service: ModuleType, make_chunk: Any, order: Any
 ) -> None:
-    service.set_router(Router())  # rules from router/chalicelib/routing.json
+    service.reset(Router())  # rules from router/chalicelib/routing.json
     chunk = make_chunk([order(amount=a, currency=c) for a, c in ORDERS])
     assert _invoke(client, sqs_event(chunk)) == {"batchItemFailures": []}
 
@@ -238,7 +238,7 @@ def test_a_chunk_cut_for_sqs_is_published_in_parts_that_each_fit_sns(
     monkeypatch.setenv("SLUICE_CHUNK_MAX_BYTES", str(MAX_CHUNK_MAX_BYTES))
     monkeypatch.setenv("SLUICE_CHUNK_MAX_RECORDS", "1000")
     reset_settings()
-    service.set_router(Router())
+    service.reset(Router())
     chunk = make_chunk([order(amount=10 + i, note="x" * 900) for i in range(900)])
     assert chunk.encoded_size() > 3 * DEFAULT_CHUNK_MAX_BYTES
 

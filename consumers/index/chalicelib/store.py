@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sluice import aws
@@ -49,6 +50,7 @@ class RecordsTableError(TransientError):
     """The records table could not be read or written (throttle, 5xx, permissions): retry."""
 
 
+@lru_cache(maxsize=256)  # a chunk's records share their object's time
 def sort_time(ingested_at: str) -> str:
     """`ingested_at` as it goes into the sort key: UTC, microseconds, a `Z`, fixed width.
 
@@ -130,7 +132,27 @@ def item_size(item: Mapping[str, Any]) -> int:
     byte, a list or map 3 bytes plus one per element. Numbers are counted as their text plus
     one, which is never less.
     """
-    return sum(len(name.encode("utf-8")) + _value_size(v) for name, v in item.items())
+    size = 0
+    for name, value in item.items():
+        size += _text_size(name)
+        # The index's own items are strings and one binary: counted here without the
+        # general walk (~10 us a record less); anything else by `_value_size`.
+        if len(value) == 1:
+            text = value.get("S")
+            if text is not None:
+                size += _text_size(str(text))
+                continue
+            data = value.get("B")
+            if isinstance(data, bytes | bytearray):
+                size += len(data)
+                continue
+        size += _value_size(value)
+    return size
+
+
+def _text_size(text: str) -> int:
+    """UTF-8 bytes of `text` (its length when it is ASCII, without encoding it)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def _value_size(value: Mapping[str, Any]) -> int:

@@ -339,6 +339,19 @@ def test_item_size_counts_names_and_values_as_dynamodb_does() -> None:
     assert item_size(item) == 10 + 7 + 17
 
 
+def test_item_size_of_string_and_binary_attributes_is_the_general_walk_s() -> None:
+    from chalicelib.store import _value_size, item_size
+
+    items = [
+        {"pk": {"S": "order#o-1"}, "payload": {"B": b"\x78\x9c" * 40}},
+        {"pk": {"S": "order#ü€😀"}, "sk": {"S": "v#2026"}, "naïve": {"S": "ascii"}},
+        {"b": {"B": bytearray(b"abc")}, "s": {"S": ""}, "n": {"N": "1"}, "x": {"BOOL": False}},
+    ]
+    for item in items:
+        general = sum(len(k.encode("utf-8")) + _value_size(v) for k, v in item.items())
+        assert item_size(item) == general
+
+
 def test_record_without_its_natural_key_is_quarantined(
     account: testkit.Account, app_module: ModuleType, app_dir: Path
 ) -> None:

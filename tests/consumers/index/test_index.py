@@ -342,7 +342,7 @@ def test_item_size_counts_names_and_values_as_dynamodb_does() -> None:
 def test_item_size_of_string_and_binary_attributes_is_the_general_walk_s() -> None:
     from chalicelib.store import _value_size, item_size
 
-    items = [
+    items: list[dict[str, Any]] = [
         {"pk": {"S": "order#o-1"}, "payload": {"B": b"\x78\x9c" * 40}},
         {"pk": {"S": "order#ü€😀"}, "sk": {"S": "v#2026"}, "naïve": {"S": "ascii"}},
         {"b": {"B": bytearray(b"abc")}, "s": {"S": ""}, "n": {"N": "1"}, "x": {"BOOL": False}},

@@ -6,7 +6,7 @@ event is decoded here (Chalice's `S3Event` parses only the first).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -94,14 +94,6 @@ def is_object_created(record: Mapping[str, Any]) -> bool:
     """`ObjectCreated:*` only (AWS and moto drop the `s3:` prefix; accept both)."""
     name = str(record.get("eventName") or "")
     return name.removeprefix("s3:").startswith("ObjectCreated:")
-
-
-def object_refs(event: Mapping[str, Any]) -> Iterator[ObjectRef]:
-    """Every `ObjectCreated` object of an S3 event; `s3:TestEvent` and others yield nothing."""
-    for record in event.get("Records") or []:
-        ref = object_ref(record)
-        if ref is not None:
-            yield ref
 
 
 def object_ref(record: Any) -> ObjectRef | None:

@@ -422,12 +422,12 @@ class Ingestor:
         )
         return result
 
-    def _low_time(self, remaining: RemainingTime, extra_ms: int = 0) -> bool:
+    def _low_time(self, remaining: RemainingTime) -> bool:
         if remaining is None:
             return False
         left = int(remaining() if callable(remaining) else remaining)
         # bool(): mypy maps chalicelib as Any from the root
-        return bool(left < self.ingest.safety_margin_ms + extra_ms)
+        return bool(left < self.ingest.safety_margin_ms)
 
     def _hand_off(self, cp: Checkpoint) -> None:
         """Durably hand the rest to a follow-up invocation (the continuation queue)."""

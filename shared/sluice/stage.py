@@ -743,7 +743,7 @@ def _sns_delivery(record: Mapping[str, Any]) -> Delivery:
     )
 
 
-def remaining_of(context: Any) -> RemainingTime:
+def _remaining_of(context: Any) -> RemainingTime:
     """The Lambda context's remaining time as a callable (None outside Lambda)."""
     getter = getattr(context, "get_remaining_time_in_millis", None)
     if callable(getter):
@@ -758,7 +758,7 @@ def _unpack(
     if isinstance(event, Mapping):
         return event, remaining_ms
     if remaining_ms is None:
-        remaining_ms = remaining_of(event.context)
+        remaining_ms = _remaining_of(event.context)
     return event.to_dict(), remaining_ms
 
 
@@ -772,5 +772,4 @@ __all__ = [
     "FAILED_FROM",
     "LambdaEvent",
     "StageRuntime",
-    "remaining_of",
 ]
